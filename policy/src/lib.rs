@@ -1,0 +1,26 @@
+//! The policy file model: parse, validate (every error, with its path and line:column),
+//! compile to an immutable [`Policy`], and evaluate a request to a [`Decision`].
+//!
+//! Pure: this crate does no IO and must not depend on tokio, hyper or any network code.
+
+mod allowlist;
+mod cidr;
+mod config;
+mod decision;
+mod duration;
+mod error;
+mod host;
+mod path;
+mod raw;
+
+pub use allowlist::{Allowlist, Policy, Request, Rule, Target};
+pub use cidr::{Cidr, CidrError};
+pub use config::{
+    AuditConfig, Config, DEFAULT_DENY_CIDRS, DnsConfig, DnsRecord, DnsValue, ManagementConfig,
+    ProxyConfig, Timeouts, TlsConfig, UpstreamConfig, parse_listen,
+};
+pub use decision::{Decision, Reason, Verdict};
+pub use duration::parse_duration;
+pub use error::{ConfigError, ConfigErrors};
+pub use host::{Host, HostError, HostName, HostPattern, unmap};
+pub use path::{PathError, PathPattern};

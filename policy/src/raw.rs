@@ -1,0 +1,170 @@
+//! The policy file as written: serde structs that refuse unknown keys. Validation turns these
+//! into the types of `config.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
+
+pub(crate) type S = Spanned<String>;
+
+/// A listener address that may be set to `null` to turn the listener off.
+pub(crate) type Listen = Option<Option<S>>;
+
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Listen, D::Error> {
+    Option::<S>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub transforms: Vec<RawTransform>,
+    #[serde(default)]
+    pub management: RawManagement,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub listen: Listen,
+    pub proxy_ip: Option<S>,
+    pub proxy_ip6: Option<S>,
+    pub upstream_resolver: Option<S>,
+    #[serde(default)]
+    pub passthrough: Vec<S>,
+    #[serde(default)]
+    pub records: Vec<RawRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRecord {
+    pub name: S,
+    #[serde(rename = "type")]
+    pub kind: S,
+    pub value: S,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProxy {
+    #[serde(default, deserialize_with = "nullable")]
+    pub http_listen: Listen,
+    #[serde(default, deserialize_with = "nullable")]
+    pub https_listen: Listen,
+    #[serde(default, deserialize_with = "nullable")]
+    pub tunnel_listen: Listen,
+    pub max_request_body_bytes: Option<u64>,
+    pub max_response_body_bytes: Option<u64>,
+    pub upstream_response_header_timeout: Option<S>,
+    pub upstream_deny_cidrs: Option<Vec<S>>,
+    pub upstream_proxy: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub upstream_allow_cidrs: Vec<S>,
+    pub client_header_timeout: Option<S>,
+    pub idle_timeout: Option<S>,
+    pub upstream_connect_timeout: Option<S>,
+    pub tunnel_idle_timeout: Option<S>,
+    pub tls_handshake_timeout: Option<S>,
+    pub max_connections: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub mode: Option<S>,
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+    pub cert_cache_size: Option<u64>,
+    pub leaf_cert_expiry_hours: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    #[serde(default)]
+    pub hosts: BTreeMap<String, S>,
+    #[serde(default)]
+    pub ca_files: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "name", content = "config", deny_unknown_fields)]
+pub(crate) enum RawTransform {
+    #[serde(rename = "allowlist")]
+    Allowlist(RawAllowlist),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAllowlist {
+    #[serde(default)]
+    pub domains: Vec<S>,
+    #[serde(default)]
+    pub cidrs: Vec<S>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub warn: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub host: Option<S>,
+    pub cidr: Option<S>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<S>,
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawManagement {
+    #[serde(default, deserialize_with = "nullable")]
+    pub listen: Listen,
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    #[serde(default, deserialize_with = "nullable")]
+    pub listen: Listen,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub level: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub output: Option<String>,
+    #[serde(default)]
+    pub sandbox: BTreeMap<String, String>,
+}
