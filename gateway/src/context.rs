@@ -1,0 +1,198 @@
+//! Per-connection metadata and the per-exchange context that owns its audit record.
+//!
+//! Every request, tunnel and refused connection gets an [`Exchange`]; it is finished exactly
+//! once — explicitly, or by `Drop` as a client cancellation — so each yields exactly one audit
+//! record (invariant 4).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use audit::{Action, Record, Slot, TlsInfo, Transform};
+use policy::{Decision, Host, HostName};
+
+use crate::error::Failure;
+use crate::state::Shared;
+
+/// A CONNECT or SOCKS5 destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host.
+    pub host: Host,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// What the TLS layer learned about a client connection.
+#[derive(Debug, Clone)]
+pub struct TlsMeta {
+    /// The validated SNI.
+    pub sni: HostName,
+    /// Client TLS parameters for the audit record.
+    pub info: TlsInfo,
+}
+
+/// One client connection, shared by every request on it.
+#[derive(Debug)]
+pub struct ConnMeta {
+    /// Listener name: `https`, `http` or `tunnel`.
+    pub listener: &'static str,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Set once TLS is terminated.
+    pub tls: Option<TlsMeta>,
+    /// Set inside a CONNECT or SOCKS5 tunnel.
+    pub tunnel: Option<Target>,
+    /// Requests currently in flight; the idle timeout only runs while this is zero.
+    pub inflight: Arc<AtomicUsize>,
+    /// Requests started on this connection.
+    pub requests: AtomicU64,
+}
+
+impl ConnMeta {
+    /// Metadata for a new connection.
+    pub fn new(listener: &'static str, client: SocketAddr) -> Self {
+        ConnMeta {
+            listener,
+            client,
+            tls: None,
+            tunnel: None,
+            inflight: Arc::new(AtomicUsize::new(0)),
+            requests: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One request, tunnel or refused connection, and its audit record.
+#[derive(Debug)]
+pub struct Exchange {
+    shared: Arc<Shared>,
+    record: Record,
+    slot: Option<Slot>,
+    started: Instant,
+    /// Request body bytes, counted as they stream upstream.
+    pub bytes_in: Arc<AtomicU64>,
+    inflight: Option<Arc<AtomicUsize>>,
+}
+
+impl Exchange {
+    /// Starts an exchange, reserving its place in the audit queue (back-pressure if full).
+    pub async fn begin(shared: &Arc<Shared>, conn: &ConnMeta) -> Exchange {
+        let slot = shared.audit.reserve().await;
+        if slot.is_none() {
+            tracing::error!("audit writer stopped: records are being lost");
+        }
+        let mut record = Record::start(conn.listener, conn.client.to_string());
+        if let Some(tls) = &conn.tls {
+            record.sni = Some(tls.sni.to_string());
+            record.tls = Some(tls.info.clone());
+        }
+        record.tunnel = conn.tunnel.as_ref().map(ToString::to_string);
+        Exchange {
+            shared: shared.clone(),
+            record,
+            slot,
+            started: Instant::now(),
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            inflight: None,
+        }
+    }
+
+    /// Counts this exchange as a request in flight on `conn` until it finishes.
+    pub fn track(&mut self, conn: &ConnMeta) {
+        conn.inflight.fetch_add(1, Ordering::Relaxed);
+        conn.requests.fetch_add(1, Ordering::Relaxed);
+        self.inflight = Some(conn.inflight.clone());
+    }
+
+    /// The record being filled.
+    pub fn record(&mut self) -> &mut Record {
+        &mut self.record
+    }
+
+    /// Notes an allow decision and the rule that made it.
+    pub fn allowed(&mut self, d: &Decision) {
+        self.record.rule = d.rule.clone();
+        self.record.reason = d.reason.code().to_string();
+        self.record.request_transforms.push(Transform {
+            name: "allowlist".into(),
+            action: "allow".into(),
+            rule: d.rule.clone(),
+        });
+    }
+
+    /// Adds response bytes.
+    pub fn add_bytes_out(&mut self, n: u64) {
+        self.record.bytes_out += n;
+    }
+
+    /// Records the upstream answer's status.
+    pub fn set_status(&mut self, status: u16) {
+        self.record.status_code = Some(status);
+    }
+
+    /// Finishes an exchange that completed normally.
+    pub fn finish_ok(mut self) {
+        if self.record.reason.is_empty() {
+            self.record.reason = "allowed".into();
+        }
+        self.emit(Action::Allow);
+    }
+
+    /// Finishes an exchange whose upstream body failed midway.
+    pub fn finish_body_error(mut self) {
+        self.record.reason = "upstream_body_error".into();
+        self.record.error = Some("upstream response body ended with an error".into());
+        self.emit(Action::Error);
+    }
+
+    /// Finishes with a failure: the record carries its reason, the status the client was sent
+    /// (`None` for a TLS alert or SOCKS reply) and a short message.
+    pub fn finish_failure(mut self, failure: &Failure, status: Option<u16>) {
+        let (reason, action) = (failure.reason(), failure.action());
+        self.record.status_code = status;
+        self.record.reason = reason.into();
+        if let Failure::Policy { .. } = failure {
+            self.record.rejected_by = Some("allowlist".into());
+            self.record.request_transforms.push(Transform {
+                name: "allowlist".into(),
+                action: "reject".into(),
+                rule: None,
+            });
+        } else {
+            self.record.error = Some(failure.to_string());
+        }
+        self.emit(action);
+    }
+
+    fn emit(&mut self, action: Action) {
+        let Some(slot) = self.slot.take() else { return };
+        if let Some(n) = self.inflight.take() {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
+        let r = &mut self.record;
+        r.action = action;
+        r.duration_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        r.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        self.shared.metrics.exchange(r.listener, action, r.bytes_in, r.bytes_out);
+        slot.emit(std::mem::replace(r, Record::start("", String::new())));
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.slot.is_some() {
+            if self.record.reason.is_empty() || self.record.reason == "allowed" {
+                self.record.reason = "client_cancel".into();
+            }
+            self.emit(Action::ClientCancel);
+        }
+    }
+}

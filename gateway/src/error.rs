@@ -1,0 +1,148 @@
+//! Every way an exchange can fail, and the one mapping from a failure to the client's
+//! response *and* the audit reason. Messages never carry request or configuration text.
+
+use audit::Action;
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use policy::Decision;
+
+use crate::body::{ProxyBody, full};
+use crate::guard::GuardError;
+
+/// Why an exchange did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The policy denied the request.
+    #[error("blocked by policy")]
+    Policy {
+        /// The decision.
+        decision: Decision,
+        /// The normalised host, echoed so the user sees what was judged.
+        host: String,
+    },
+    /// The request itself is unacceptable.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable reason code.
+        reason: &'static str,
+        /// Short, fixed message.
+        message: &'static str,
+    },
+    /// A connection-level refusal: bad handshake, bad TLS, bad protocol, timeout.
+    #[error("{message}")]
+    Refused {
+        /// HTTP status when the refusal is an HTTP response (431, 408, 400, 405).
+        status: StatusCode,
+        /// Stable reason code.
+        reason: &'static str,
+        /// Short, fixed message.
+        message: &'static str,
+    },
+    /// The guard refused every address of the upstream.
+    #[error("upstream address is not allowed")]
+    AddressDenied,
+    /// Resolution failed.
+    #[error("upstream host could not be resolved")]
+    Resolve,
+    /// Connecting failed.
+    #[error("upstream connection failed")]
+    Connect,
+    /// Connecting timed out.
+    #[error("upstream connection timed out")]
+    ConnectTimeout,
+    /// Upstream TLS failed (certificate or handshake); never downgraded.
+    #[error("upstream TLS verification failed")]
+    UpstreamTls,
+    /// No response head in time.
+    #[error("upstream did not answer in time")]
+    ResponseTimeout,
+    /// Any other upstream protocol failure.
+    #[error("upstream request failed")]
+    Upstream,
+}
+
+impl Failure {
+    /// Status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Failure::Policy { .. } | Failure::AddressDenied => StatusCode::FORBIDDEN,
+            Failure::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Failure::Refused { status, .. } => *status,
+            Failure::ConnectTimeout | Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Failure::Resolve | Failure::Connect | Failure::UpstreamTls | Failure::Upstream => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    /// Stable reason code (docs/reason-codes.md).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::Policy { decision, .. } => decision.reason.code(),
+            Failure::BadRequest { reason, .. } | Failure::Refused { reason, .. } => reason,
+            Failure::AddressDenied => "upstream_address_denied",
+            Failure::Resolve => "upstream_resolve_failed",
+            Failure::Connect => "upstream_connect_failed",
+            Failure::ConnectTimeout => "upstream_connect_timeout",
+            Failure::UpstreamTls => "upstream_tls_error",
+            Failure::ResponseTimeout => "upstream_response_timeout",
+            Failure::Upstream => "upstream_error",
+        }
+    }
+
+    /// Audit action: refusals are `reject`, failures after an allow are `error`.
+    pub fn action(&self) -> Action {
+        match self {
+            Failure::Policy { .. }
+            | Failure::BadRequest { .. }
+            | Failure::Refused { .. }
+            | Failure::AddressDenied => {
+                Action::Reject
+            }
+            _ => Action::Error,
+        }
+    }
+
+    /// The HTTP response for this failure: a short JSON body.
+    pub fn response(&self) -> Response<ProxyBody> {
+        let body = match self {
+            Failure::Policy { host, .. } => serde_json::json!({
+                "error": "blocked by policy", "reason": self.reason(), "host": host,
+            })
+            .to_string(),
+            _ => serde_json::json!({ "error": self.to_string(), "reason": self.reason() })
+                .to_string(),
+        };
+        let mut resp = Response::new(full(Bytes::from(body)));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        h.insert("x-centaur-reason", http::HeaderValue::from_static(self.reason()));
+        resp
+    }
+
+    /// Classifies an upstream client error by walking its source chain.
+    pub fn from_upstream(err: &(dyn std::error::Error + 'static)) -> Failure {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        while let Some(e) = cur {
+            if let Some(g) = e.downcast_ref::<GuardError>() {
+                return match g {
+                    GuardError::Denied(_) | GuardError::Loop(_) => Failure::AddressDenied,
+                    GuardError::Resolve(_) => Failure::Resolve,
+                    GuardError::Connect(..) => Failure::Connect,
+                    GuardError::Timeout(_) => Failure::ConnectTimeout,
+                };
+            }
+            if e.downcast_ref::<rustls::Error>().is_some() {
+                return Failure::UpstreamTls;
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.get_ref().is_some_and(|i| i.is::<rustls::Error>())
+            {
+                return Failure::UpstreamTls;
+            }
+            cur = e.source();
+        }
+        Failure::Upstream
+    }
+}

@@ -1,0 +1,83 @@
+//! The interception path shared by the transparent TLS listener and TLS inside tunnels:
+//! read ClientHello → validate SNI → decide → leaf → handshake → serve HTTP.
+
+use std::sync::Arc;
+
+use policy::{Host, HostName, Request};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::StartHandshake;
+
+use crate::context::{ConnMeta, TlsMeta};
+use crate::error::Failure;
+use crate::listener::{refuse_conn, serve_http};
+use crate::state::Shared;
+use crate::tls::{self, HelloError, alert};
+
+fn refused(reason: &'static str, message: &'static str) -> Failure {
+    Failure::Refused { status: http::StatusCode::BAD_REQUEST, reason, message }
+}
+
+/// Terminates TLS on `io` (a client connection, or a tunnel after CONNECT/SOCKS5).
+pub async fn intercept<IO>(shared: Arc<Shared>, mut meta: ConnMeta, mut io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let t = shared.config.proxy.timeouts;
+    let accepted = match tls::read_client_hello(&mut io, t.client_header).await {
+        Ok(a) => a,
+        Err(HelloError::Closed { bytes: 0 }) | Err(HelloError::Io(_)) => return,
+        Err(e) => {
+            let f = match e {
+                HelloError::Timeout => refused("tls_client_hello_timeout", "ClientHello not received in time"),
+                HelloError::TooLarge => refused("tls_client_hello_too_large", "ClientHello too large"),
+                HelloError::Invalid => refused("tls_client_hello_invalid", "invalid ClientHello or server name"),
+                _ => refused("tls_client_hello_incomplete", "connection closed during the ClientHello"),
+            };
+            if !matches!(e, HelloError::Invalid) {
+                tls::send_alert(&mut io, 50).await;
+            }
+            return refuse_conn(&shared, &meta, None, &f, None).await;
+        }
+    };
+    let Some(sni) = accepted.client_hello().server_name().map(str::to_string) else {
+        tls::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
+        let f = refused("tls_sni_missing", "ClientHello has no server name");
+        return refuse_conn(&shared, &meta, None, &f, None).await;
+    };
+    let Ok(name) = sni.parse::<HostName>() else {
+        tls::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
+        let f = refused("tls_sni_invalid", "server name is not a valid host name");
+        return refuse_conn(&shared, &meta, Some(sni), &f, None).await;
+    };
+    let host = Host::Name(name.clone());
+    if let Some(target) = &meta.tunnel
+        && target.host != host
+    {
+        tls::send_alert(&mut io, alert::ACCESS_DENIED).await;
+        let f = refused("tls_sni_tunnel_mismatch", "server name does not match the tunnel target");
+        return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
+    }
+    let port = meta.tunnel.as_ref().map_or(443, |t| t.port);
+    let decision = shared.policy.load().evaluate(&Request { host: &host, port, http: None });
+    if !decision.allowed() {
+        tls::send_alert(&mut io, alert::ACCESS_DENIED).await;
+        let f = Failure::Policy { decision, host: name.to_string() };
+        return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
+    }
+    if shared.leaves.get(name.as_str()).is_err() {
+        tls::send_alert(&mut io, alert::INTERNAL_ERROR).await;
+        let f = refused("leaf_issue_failed", "could not issue a certificate");
+        return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
+    }
+    let handshake = StartHandshake::from_parts(accepted, io).into_stream(shared.tls.clone());
+    let stream = match tokio::time::timeout(t.tls_handshake, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) | Err(_) => {
+            let f = refused("tls_handshake_failed", "TLS handshake with the client failed");
+            return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
+        }
+    };
+    let info = tls::tls_info(stream.get_ref().1);
+    meta.tls = Some(TlsMeta { sni: name, info });
+    serve_http(shared, Arc::new(meta), stream, false).await;
+}

@@ -1,0 +1,152 @@
+//! The management API (bearer token) and the unauthenticated metrics/health listener.
+//!
+//! `/healthz` and `/readyz` need no token (probes); everything else does.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use policy::{Config, ConfigErrors};
+use tokio::net::TcpListener;
+
+use crate::server::Addrs;
+use crate::state::Shared;
+
+/// What the management endpoints need.
+#[derive(Debug)]
+pub struct Mgmt {
+    /// Shared gateway state.
+    pub shared: Arc<Shared>,
+    /// Bound addresses, for `/v1/status`.
+    pub addrs: Addrs,
+    /// Start time.
+    pub started: Instant,
+    /// The bearer token; `None` on the metrics listener, where only public routes exist.
+    pub token: Option<String>,
+}
+
+/// Why a reload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// No file to reload from.
+    #[error("the gateway was not started from a configuration file")]
+    NoFile,
+    /// The file could not be read.
+    #[error("could not read the configuration file: {0}")]
+    Read(std::io::Error),
+    /// The new policy is invalid; the running one stays.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
+/// Re-reads the configuration file and swaps the policy atomically; in-flight requests keep
+/// the snapshot they loaded. Listeners, CA and limits need a restart.
+pub fn reload(shared: &Shared) -> Result<usize, ReloadError> {
+    let path = shared.config_path.as_ref().ok_or(ReloadError::NoFile)?;
+    let result = std::fs::read_to_string(path)
+        .map_err(ReloadError::Read)
+        .and_then(|text| Config::parse(&text).map_err(ReloadError::Invalid));
+    match result {
+        Ok(cfg) => {
+            let rules = cfg.policy.rule_count();
+            shared.policy.store(Arc::new(cfg.policy));
+            shared.metrics.reloads_ok.fetch_add(1, Relaxed);
+            tracing::info!(rules, "policy reloaded");
+            Ok(rules)
+        }
+        Err(e) => {
+            shared.metrics.reloads_failed.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "policy reload refused; the running policy stays");
+            Err(e)
+        }
+    }
+}
+
+/// Serves management requests until the task is dropped.
+pub async fn serve(state: Arc<Mgmt>, listener: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+    reply(status, "application/json", v.to_string())
+}
+
+fn authorized(token: &str, req: &Request<Incoming>) -> bool {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time in the token's length.
+    given.len() == token.len()
+        && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn handle(state: Arc<Mgmt>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path();
+    let public = matches!(path, "/healthz" | "/readyz") || (state.token.is_none() && path == "/metrics");
+    if !public {
+        match &state.token {
+            Some(t) if authorized(t, &req) => {}
+            _ => return Ok(json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "unauthorized"}))),
+        }
+    }
+    let allowed = match path {
+        "/healthz" | "/readyz" | "/metrics" | "/v1/status" => "GET",
+        "/v1/reload" => "POST",
+        _ => return Ok(json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not found"}))),
+    };
+    if req.method().as_str() != allowed {
+        let mut r = json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "method not allowed"}));
+        r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allowed));
+        return Ok(r);
+    }
+    let s = &state.shared;
+    Ok(match path {
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => reply(StatusCode::OK, "text/plain", "ready\n"),
+        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", s.metrics.render(s.leaves.len())),
+        "/v1/status" => json(StatusCode::OK, serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": state.started.elapsed().as_secs(),
+            "policy_rules": s.policy.load().rule_count(),
+            "listeners": state.addrs,
+            "connections_active": s.metrics.active(),
+            "requests_total": s.metrics.exchanges_total(),
+            "leaf_certificates": s.leaves.len(),
+        })),
+        _ => match reload(s) {
+            Ok(rules) => json(StatusCode::OK, serde_json::json!({"status": "ok", "policy_rules": rules})),
+            Err(ReloadError::Invalid(errs)) => json(StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({
+                "error": "invalid policy; the running policy stays",
+                "errors": errs.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })),
+            Err(e) => json(StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({"error": e.to_string()})),
+        },
+    })
+}

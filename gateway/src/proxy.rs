@@ -1,0 +1,280 @@
+//! The request path, as named phases sharing one [`Exchange`]:
+//!
+//! decide → transform request → connect upstream → transform response → record.
+//!
+//! (Connect and terminate happen in the listeners, before a request exists.)
+//! See `docs/lifecycle.md`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use policy::{Host, Request as PolicyRequest};
+
+use crate::body::{AuditedBody, CountedBody, ProxyBody, full};
+use crate::context::{ConnMeta, Exchange};
+use crate::error::Failure;
+use crate::state::Shared;
+use crate::upstream::UpstreamAddr;
+
+/// Where a request goes, once decided.
+struct Route {
+    host: Host,
+    port: u16,
+    https: bool,
+}
+
+/// Serves one request from a client connection.
+pub async fn serve_request(
+    shared: Arc<Shared>,
+    conn: Arc<ConnMeta>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let mut ex = Exchange::begin(&shared, &conn).await;
+    ex.track(&conn);
+    {
+        let r = ex.record();
+        r.method = Some(req.method().to_string());
+        r.path = Some(req.uri().path().to_string());
+    }
+    let route = match decide(&shared, &conn, &req, &mut ex) {
+        Ok(route) => route,
+        Err(f) => return Ok(refuse(ex, f)),
+    };
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let out = transform_request(req, &route, upgrade, ex.bytes_in.clone());
+    let resp = match connect_upstream(&shared, out, upgrade).await {
+        Ok(resp) => resp,
+        Err(f) => return Ok(refuse(ex, f)),
+    };
+    if let Some(UpstreamAddr(addr)) = resp.extensions().get::<UpstreamAddr>() {
+        ex.record().upstream = Some(addr.to_string());
+    }
+    ex.set_status(resp.status().as_u16());
+    if let Some(client_io) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        return Ok(crate::splice::upgrade(shared, ex, client_io, resp));
+    }
+    Ok(transform_response(resp, ex))
+}
+
+fn refuse(ex: Exchange, f: Failure) -> Response<ProxyBody> {
+    let resp = f.response();
+    ex.finish_failure(&f, Some(resp.status().as_u16()));
+    resp
+}
+
+const fn bad(reason: &'static str, message: &'static str) -> Failure {
+    Failure::BadRequest { reason, message }
+}
+
+/// Phase *decide*: which host, port and path the request is for, and whether the policy allows
+/// it. TLS requests must name their SNI; tunnelled requests their tunnel's host.
+fn decide(shared: &Shared, conn: &ConnMeta, req: &Request<Incoming>, ex: &mut Exchange) -> Result<Route, Failure> {
+    let (host, port) = request_host(req)?;
+    let record = ex.record();
+    record.host = match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    if let Some(tls) = &conn.tls
+        && host.name() != Some(&tls.sni)
+    {
+        return Err(bad("sni_host_mismatch", "Host does not match the TLS server name"));
+    }
+    let port = match &conn.tunnel {
+        Some(t) if t.host != host => {
+            return Err(bad("tunnel_host_mismatch", "Host does not match the tunnel target"));
+        }
+        Some(t) => t.port,
+        None => port.unwrap_or(if conn.tls.is_some() { 443 } else { 80 }),
+    };
+    let path = decoded_path(req.uri())?;
+    let policy = shared.policy.load();
+    let decision = policy.evaluate(&PolicyRequest {
+        host: &host,
+        port,
+        http: Some((req.method().as_str(), &path)),
+    });
+    if !decision.allowed() {
+        return Err(Failure::Policy { decision, host: host.to_string() });
+    }
+    ex.allowed(&decision);
+    Ok(Route { host, port, https: conn.tls.is_some() })
+}
+
+/// The request's host: the absolute-form or h2 authority, else the single `Host` header;
+/// when both are present they must agree.
+fn request_host(req: &Request<Incoming>) -> Result<(Host, Option<u16>), Failure> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("host_invalid", "more than one Host header"));
+    }
+    let header = header
+        .map(|h| h.to_str().map_err(|_| bad("host_invalid", "Host header is not valid")))
+        .transpose()?;
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let raw = match (authority, header) {
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+            return Err(bad("host_mismatch", "request target and Host header disagree"));
+        }
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) => return Err(bad("host_missing", "request has no Host")),
+    };
+    split_host_port(raw).ok_or(bad("host_invalid", "Host is not a valid host name"))
+}
+
+/// Splits `host[:port]`, `[v6][:port]`.
+pub fn split_host_port(raw: &str) -> Option<(Host, Option<u16>)> {
+    let (host, port) = match raw.rfind(':') {
+        Some(i) if !raw[i..].contains(']') && (raw.starts_with('[') || raw[..i].find(':').is_none()) => {
+            (&raw[..i], Some(raw[i + 1..].parse::<u16>().ok().filter(|p| *p != 0)?))
+        }
+        _ => (raw, None),
+    };
+    Some((Host::parse(host).ok()?, port))
+}
+
+/// The percent-decoded path; `.` and `..` segments are refused so that `/public/../admin`
+/// cannot pass a rule on `/public/*`.
+fn decoded_path(uri: &Uri) -> Result<String, Failure> {
+    let decoded = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
+    if decoded.split('/').any(|s| s == "." || s == "..") {
+        return Err(bad("path_dot_segments", "path contains dot segments"));
+    }
+    Ok(decoded.into_owned())
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        })
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers and those named in `Connection`; keeps `TE: trailers` and, for
+/// upgrades, `Connection: upgrade` with `Upgrade`.
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let trailers = h.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in HOP_BY_HOP.iter().chain(named.iter()) {
+        h.remove(name);
+    }
+    if !keep_upgrade {
+        h.remove(header::UPGRADE);
+    } else {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Phase *transform request*: the upstream request in origin form, hop-by-hop headers gone,
+/// the body streamed (and counted) as it arrives.
+fn transform_request(req: Request<Incoming>, route: &Route, upgrade: bool, count: Arc<std::sync::atomic::AtomicU64>) -> Request<CountedBody> {
+    let (mut parts, body) = req.into_parts();
+    let scheme = if route.https { "https" } else { "http" };
+    let default = if route.https { 443 } else { 80 };
+    let authority = if route.port == default {
+        route.host.to_string()
+    } else {
+        format!("{}:{}", route.host, route.port)
+    };
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = format!("{scheme}://{authority}{pq}").parse().unwrap_or_default();
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.remove(header::HOST);
+    Request::from_parts(parts, CountedBody::new(body, count))
+}
+
+/// Phase *connect upstream*: guard, TLS, pool, and the response head within its timeout.
+async fn connect_upstream(shared: &Shared, req: Request<CountedBody>, upgrade: bool) -> Result<Response<Incoming>, Failure> {
+    let client = if upgrade { &shared.upstreams.h1 } else { &shared.upstreams.auto };
+    let timeout = shared.config.proxy.timeouts.upstream_response_header;
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "upstream request failed");
+            Err(Failure::from_upstream(&e))
+        }
+        Err(_) => Err(Failure::ResponseTimeout),
+    }
+}
+
+/// Phase *transform response*: hop-by-hop headers gone; the body streams frame by frame and
+/// the exchange is recorded when it ends.
+fn transform_response(resp: Response<Incoming>, ex: Exchange) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, Either::Left(AuditedBody::new(body, ex)))
+}
+
+/// A CONNECT arriving where only requests are served.
+pub fn method_not_allowed() -> Response<ProxyBody> {
+    let mut resp = Response::new(full("{\"error\":\"CONNECT is served on the tunnel listener\",\"reason\":\"method_not_allowed\"}"));
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+    resp
+}
+
+/// Whether a request is a CONNECT.
+pub fn is_connect(req: &Request<Incoming>) -> bool {
+    req.method() == Method::CONNECT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_host_and_port() {
+        let (h, p) = split_host_port("API.test:8443").unwrap();
+        assert_eq!((h.to_string(), p), ("api.test".to_string(), Some(8443)));
+        let (h, p) = split_host_port("[::1]:443").unwrap();
+        assert_eq!((h.to_string(), p), ("[::1]".to_string(), Some(443)));
+        assert_eq!(split_host_port("a.test").unwrap().1, None);
+        assert!(split_host_port("a.test:0").is_none());
+        assert!(split_host_port("a.test:x").is_none());
+        assert!(split_host_port("::1").is_some());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none() && h.get(header::PROXY_AUTHORIZATION).is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert!(h.get("x-keep").is_some());
+    }
+}

@@ -1,0 +1,202 @@
+//! Start-up and shutdown: bind every configured listener, build the shared state, serve until
+//! told to stop, reload on SIGHUP.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use audit::{AuditLog, Output};
+use policy::Config;
+use serde::Serialize;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::ca::{Authority, CaError, LeafCache};
+use crate::guard::Guard;
+use crate::listener::{Kind, accept_loop};
+use crate::metrics::Metrics;
+use crate::mgmt::Mgmt;
+use crate::state::{Shared, http_builder};
+use crate::upstream::{TrustError, Upstreams, root_store};
+use crate::{dns, mgmt, tls};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// No CA configured.
+    #[error("tls.ca_cert and tls.ca_key are required: create a CA with `centaur-gateway ca init --out DIR` and point the configuration at it")]
+    NoCa,
+    /// The CA is unusable.
+    #[error("certificate authority: {0}")]
+    Ca(#[from] CaError),
+    /// An upstream CA bundle is unusable.
+    #[error("upstream.ca_files: {0}")]
+    Trust(#[from] TrustError),
+    /// The audit output could not be opened.
+    #[error("audit output: {0}")]
+    Audit(std::io::Error),
+    /// The management token variable is unset.
+    #[error("management.listen is set but the environment variable {0} (management.api_key_env) is empty")]
+    NoApiKey(String),
+}
+
+/// The addresses actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Addrs {
+    /// Transparent TLS.
+    pub https: Option<SocketAddr>,
+    /// Transparent HTTP.
+    pub http: Option<SocketAddr>,
+    /// CONNECT and SOCKS5.
+    pub tunnel: Option<SocketAddr>,
+    /// DNS (UDP and TCP on the same port).
+    pub dns: Option<SocketAddr>,
+    /// Management API.
+    pub management: Option<SocketAddr>,
+    /// Metrics and health.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A bound, ready gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    addrs: Addrs,
+    tcp: Vec<(Kind, TcpListener)>,
+    dns: Option<(UdpSocket, TcpListener)>,
+    mgmt: Vec<(Arc<Mgmt>, TcpListener)>,
+}
+
+async fn bind(what: &'static str, addr: Option<SocketAddr>) -> Result<Option<TcpListener>, StartError> {
+    let Some(addr) = addr else { return Ok(None) };
+    TcpListener::bind(addr).await.map(Some).map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local(l: &Option<TcpListener>) -> Option<SocketAddr> {
+    l.as_ref().and_then(|l| l.local_addr().ok())
+}
+
+impl Gateway {
+    /// Binds every listener and builds the shared state.
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, StartError> {
+        let (Some(cert), Some(key)) = (&config.tls.ca_cert, &config.tls.ca_key) else {
+            return Err(StartError::NoCa);
+        };
+        let authority = Authority::load(Path::new(cert), Path::new(key), config.tls.leaf_validity)?;
+        let token = match config.management.listen {
+            Some(_) => match std::env::var(&config.management.api_key_env) {
+                Ok(t) if !t.is_empty() => Some(t),
+                _ => return Err(StartError::NoApiKey(config.management.api_key_env.clone())),
+            },
+            None => None,
+        };
+        let p = &config.proxy;
+        let https = bind("https", p.https_listen).await?;
+        let http = bind("http", p.http_listen).await?;
+        let tunnel = bind("tunnel", p.tunnel_listen).await?;
+        let mgmt_l = bind("management", config.management.listen).await?;
+        let metrics_l = bind("metrics", config.metrics_listen).await?;
+        let dns = match config.dns.listen {
+            Some(addr) => {
+                let udp = UdpSocket::bind(addr).await.map_err(|source| StartError::Bind { what: "dns/udp", addr, source })?;
+                // TCP on the same port as UDP (port 0 resolves to whatever UDP got).
+                let addr = udp.local_addr().unwrap_or(addr);
+                let tcp = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what: "dns/tcp", addr, source })?;
+                Some((udp, tcp))
+            }
+            None => None,
+        };
+        let addrs = Addrs {
+            https: local(&https),
+            http: local(&http),
+            tunnel: local(&tunnel),
+            dns: dns.as_ref().and_then(|(u, _)| u.local_addr().ok()),
+            management: local(&mgmt_l),
+            metrics: local(&metrics_l),
+        };
+        let own: Vec<SocketAddr> = [addrs.https, addrs.http, addrs.tunnel, addrs.dns, addrs.management, addrs.metrics]
+            .into_iter()
+            .flatten()
+            .collect();
+        let guard = Guard::new(p.deny_cidrs.clone(), p.allow_cidrs.clone(), own, config.upstream.hosts.clone(), p.timeouts.upstream_connect);
+        let roots = root_store(&config.upstream.ca_files)?;
+        let audit = AuditLog::spawn(&Output::parse(&config.audit.output), config.audit.sandbox.clone())
+            .await
+            .map_err(StartError::Audit)?;
+        let leaves = Arc::new(LeafCache::new(authority, config.tls.cert_cache_size));
+        let shared = Arc::new(Shared {
+            policy: ArcSwap::from_pointee(config.policy.clone()),
+            tls: tls::server_config(leaves.clone()),
+            leaves,
+            upstreams: Upstreams::new(Arc::new(guard), roots, Duration::from_secs(90)),
+            audit,
+            metrics: Metrics::default(),
+            http: http_builder(&config),
+            config,
+            config_path,
+        });
+        let started = Instant::now();
+        let mut mgmt = Vec::new();
+        if let Some(l) = mgmt_l {
+            mgmt.push((Arc::new(Mgmt { shared: shared.clone(), addrs, started, token }), l));
+        }
+        if let Some(l) = metrics_l {
+            mgmt.push((Arc::new(Mgmt { shared: shared.clone(), addrs, started, token: None }), l));
+        }
+        let tcp = [(Kind::Https, https), (Kind::Http, http), (Kind::Tunnel, tunnel)]
+            .into_iter()
+            .filter_map(|(k, l)| l.map(|l| (k, l)))
+            .collect();
+        Ok(Gateway { shared, addrs, tcp, dns, mgmt })
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, gives open connections up to
+    /// `drain` to finish, and flushes the audit log.
+    pub async fn run(self, shutdown: impl Future<Output = ()>, drain: Duration) {
+        let limit = Arc::new(Semaphore::new(self.shared.config.proxy.max_connections));
+        let mut tasks = JoinSet::new();
+        for (kind, l) in self.tcp {
+            tasks.spawn(accept_loop(self.shared.clone(), l, kind, limit.clone()));
+        }
+        if let Some((udp, tcp)) = self.dns {
+            tasks.spawn(dns::serve_udp(self.shared.clone(), udp));
+            tasks.spawn(dns::serve_tcp(self.shared.clone(), tcp));
+        }
+        for (state, l) in self.mgmt {
+            tasks.spawn(mgmt::serve(state, l));
+        }
+        tasks.spawn(reload_on_sighup(self.shared.clone()));
+        shutdown.await;
+        tasks.abort_all();
+        let max = self.shared.config.proxy.max_connections as u32;
+        let _ = tokio::time::timeout(drain, limit.acquire_many(max)).await;
+        self.shared.audit.flush().await;
+    }
+}
+
+async fn reload_on_sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let _ = mgmt::reload(&shared);
+    }
+}

@@ -1,0 +1,57 @@
+//! State shared by every listener and request: immutable configuration, the swappable policy
+//! snapshot, the CA, upstream clients, audit and metrics. No global locks on the request path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use audit::AuditLog;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use policy::{Config, Policy};
+use rustls::ServerConfig;
+
+use crate::ca::LeafCache;
+use crate::metrics::Metrics;
+use crate::upstream::Upstreams;
+
+/// Everything a request needs.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration the gateway started with (listeners, limits, timeouts).
+    pub config: Config,
+    /// Where the configuration came from, for reloads.
+    pub config_path: Option<PathBuf>,
+    /// The policy snapshot; a request loads it once and keeps it.
+    pub policy: ArcSwap<Policy>,
+    /// Leaf certificates.
+    pub leaves: Arc<LeafCache>,
+    /// TLS server configuration for intercepted connections.
+    pub tls: Arc<ServerConfig>,
+    /// Upstream clients.
+    pub upstreams: Upstreams,
+    /// Audit records.
+    pub audit: AuditLog,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The HTTP server settings for client connections.
+    pub http: auto::Builder<TokioExecutor>,
+}
+
+/// The HTTP/1.1 + HTTP/2 server settings, with the configured limits.
+pub fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let p = &config.proxy;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(p.timeouts.client_header)
+        .max_buf_size(p.max_header_bytes)
+        .max_headers(p.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(p.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(p.timeouts.idle / 2))
+        .keep_alive_timeout(p.timeouts.client_header);
+    b
+}

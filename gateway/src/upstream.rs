@@ -1,0 +1,163 @@
+//! Upstream connections: the guard as a hyper connector, verified TLS (system and webpki roots
+//! plus configured bundles; no way to skip verification), ALPN h2/http1.1 and pooling.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use policy::Host;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+
+use crate::body::CountedBody;
+use crate::guard::{Guard, GuardError};
+
+/// The address an upstream connection was made to; found in response extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamAddr(pub SocketAddr);
+
+/// A connector that only connects to addresses the guard checked.
+#[derive(Debug, Clone)]
+pub struct GuardConnector {
+    guard: Arc<Guard>,
+}
+
+/// A checked upstream TCP connection.
+#[derive(Debug)]
+pub struct GuardedStream {
+    io: TokioIo<TcpStream>,
+    peer: SocketAddr,
+}
+
+impl Connection for GuardedStream {
+    fn connected(&self) -> Connected {
+        Connected::new().extra(UpstreamAddr(self.peer))
+    }
+}
+
+impl hyper::rt::Read for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for GuardedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl tower_service::Service<Uri> for GuardConnector {
+    type Response = GuardedStream;
+    type Error = GuardError;
+    type Future = Pin<Box<dyn Future<Output = Result<GuardedStream, GuardError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), GuardError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .and_then(|h| Host::parse(h).ok())
+                .ok_or_else(|| GuardError::Resolve("request has no valid host".into()))?;
+            let port = uri
+                .port_u16()
+                .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+            let (stream, peer) = guard.connect(&host, port).await?;
+            Ok(GuardedStream { io: TokioIo::new(stream), peer })
+        })
+    }
+}
+
+type Https = HttpsConnector<GuardConnector>;
+
+/// The upstream clients: one negotiating h2 or HTTP/1.1, one HTTP/1.1-only for upgrades.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    /// ALPN h2 and http/1.1.
+    pub auto: Client<Https, CountedBody>,
+    /// ALPN http/1.1 only, for WebSocket upgrades.
+    pub h1: Client<Https, CountedBody>,
+}
+
+/// Errors building the upstream trust store.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct TrustError {
+    path: String,
+    message: String,
+}
+
+/// System roots, webpki roots and each PEM bundle in `extra`.
+pub fn root_store(extra: &[String]) -> Result<RootCertStore, TrustError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    for path in extra {
+        let err = |message: String| TrustError { path: path.clone(), message };
+        let pem = std::fs::read(Path::new(path)).map_err(|e| err(e.to_string()))?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(err("holds no PEM certificate".into()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    Ok(roots)
+}
+
+impl Upstreams {
+    /// Clients over `guard`, trusting `roots`.
+    pub fn new(guard: Arc<Guard>, roots: RootCertStore, idle: Duration) -> Self {
+        let tls = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = GuardConnector { guard };
+        let auto = HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector.clone());
+        let h1 = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let client = |c: Https| {
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(idle)
+                .pool_max_idle_per_host(64)
+                .build(c)
+        };
+        Upstreams { auto: client(auto), h1: client(h1) }
+    }
+}
