@@ -15,6 +15,7 @@ pub mod guard;
 pub mod listener;
 pub mod metrics;
 pub mod mgmt;
+pub mod origin;
 pub mod proxy;
 pub mod server;
 pub mod splice;
