@@ -21,13 +21,19 @@ pub struct Idle<IO> {
     last: Instant,
     timer: Pin<Box<Sleep>>,
     busy: Option<Arc<AtomicUsize>>,
+    read: u64,
 }
 
 impl<IO> Idle<IO> {
     /// Wraps `io`.
     pub fn new(io: IO, idle: Duration, busy: Option<Arc<AtomicUsize>>) -> Self {
         let last = Instant::now();
-        Idle { io, idle, last, timer: Box::pin(tokio::time::sleep_until(last + idle)), busy }
+        Idle { io, idle, last, timer: Box::pin(tokio::time::sleep_until(last + idle)), busy, read: 0 }
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 
     /// Ready(error) once the connection has been idle too long.
@@ -50,8 +56,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Idle<IO> {
         let before = buf.filled().len();
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                if buf.filled().len() > before {
+                let n = buf.filled().len() - before;
+                if n > 0 {
                     self.last = Instant::now();
+                    self.read += n as u64;
                 }
                 Poll::Ready(r)
             }

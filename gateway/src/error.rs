@@ -137,7 +137,7 @@ impl Failure {
                 return Failure::UpstreamTls;
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && io.get_ref().is_some_and(|i| i.is::<rustls::Error>())
+                && wraps_tls_error(io)
             {
                 return Failure::UpstreamTls;
             }
@@ -145,4 +145,16 @@ impl Failure {
         }
         Failure::Upstream
     }
+}
+
+/// io::Error hides its payload from `source()`; TLS errors arrive wrapped one or more times.
+fn wraps_tls_error(io: &std::io::Error) -> bool {
+    let mut inner = io.get_ref();
+    while let Some(e) = inner {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        inner = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+    }
+    false
 }

@@ -180,13 +180,13 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
     let trailers = h.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let upgrade = h.remove(header::UPGRADE);
     for name in HOP_BY_HOP.iter().chain(named.iter()) {
         h.remove(name);
     }
-    if !keep_upgrade {
-        h.remove(header::UPGRADE);
-    } else {
+    if let (true, Some(protocol)) = (keep_upgrade, upgrade) {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, protocol);
     }
     if trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));

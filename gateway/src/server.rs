@@ -49,8 +49,8 @@ pub enum StartError {
     /// The audit output could not be opened.
     #[error("audit output: {0}")]
     Audit(std::io::Error),
-    /// The management token variable is unset.
-    #[error("management.listen is set but the environment variable {0} (management.api_key_env) is empty")]
+    /// The management token is missing.
+    #[error("management.listen is set but {0} is empty")]
     NoApiKey(String),
 }
 
@@ -98,10 +98,7 @@ impl Gateway {
         };
         let authority = Authority::load(Path::new(cert), Path::new(key), config.tls.leaf_validity)?;
         let token = match config.management.listen {
-            Some(_) => match std::env::var(&config.management.api_key_env) {
-                Ok(t) if !t.is_empty() => Some(t),
-                _ => return Err(StartError::NoApiKey(config.management.api_key_env.clone())),
-            },
+            Some(_) => Some(api_key(&config.management)?),
             None => None,
         };
         let p = &config.proxy;
@@ -191,6 +188,18 @@ impl Gateway {
         let _ = tokio::time::timeout(drain, limit.acquire_many(max)).await;
         self.shared.audit.flush().await;
     }
+}
+
+fn api_key(m: &policy::ManagementConfig) -> Result<String, StartError> {
+    let (token, source) = match &m.api_key_file {
+        Some(path) => (std::fs::read_to_string(path).unwrap_or_default(), format!("the file {path} (management.api_key_file)")),
+        None => (std::env::var(&m.api_key_env).unwrap_or_default(), format!("the environment variable {} (management.api_key_env)", m.api_key_env)),
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(StartError::NoApiKey(source));
+    }
+    Ok(token)
 }
 
 async fn reload_on_sighup(shared: Arc<Shared>) {

@@ -31,17 +31,13 @@ pub fn upgrade(
         };
         let mut c = Idle::new(TokioIo::new(c), idle, None);
         let mut u = Idle::new(TokioIo::new(u), idle, None);
-        match tokio::io::copy_bidirectional(&mut c, &mut u).await {
-            Ok((up, down)) => {
-                ex.bytes_in.fetch_add(up, std::sync::atomic::Ordering::Relaxed);
-                ex.add_bytes_out(down);
-                ex.finish_ok();
-            }
-            Err(e) => {
-                ex.record().error = Some(format!("tunnel closed: {}", e.kind()));
-                ex.finish_ok();
-            }
+        // A reset at the end of a WebSocket is normal; the record notes how it ended.
+        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+            ex.record().error = Some(format!("tunnel closed: {}", e.kind()));
         }
+        ex.bytes_in.fetch_add(c.bytes_read(), std::sync::atomic::Ordering::Relaxed);
+        ex.add_bytes_out(u.bytes_read());
+        ex.finish_ok();
     });
     Response::from_parts(parts, full(bytes::Bytes::new()))
 }

@@ -164,6 +164,8 @@ pub struct ManagementConfig {
     pub listen: Option<SocketAddr>,
     /// Name of the environment variable holding the bearer token.
     pub api_key_env: String,
+    /// A file holding the bearer token (e.g. a mounted Kubernetes secret); wins over the variable.
+    pub api_key_file: Option<String>,
 }
 
 /// Audit settings.
@@ -191,6 +193,7 @@ impl Config {
                     .management
                     .api_key_env
                     .unwrap_or_else(|| "IRON_MANAGEMENT_API_KEY".into()),
+                api_key_file: raw.management.api_key_file,
             },
             metrics_listen: listen(
                 raw.metrics.listen,

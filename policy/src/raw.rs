@@ -146,6 +146,7 @@ pub(crate) struct RawManagement {
     #[serde(default, deserialize_with = "nullable")]
     pub listen: Listen,
     pub api_key_env: Option<String>,
+    pub api_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
