@@ -105,7 +105,9 @@ async fn protocol_error(shared: &Arc<Shared>, meta: &ConnMeta, e: &(dyn std::err
         tracing::debug!(error = %h, "client connection ended");
         return;
     };
-    refuse_conn(shared, meta, None, &Failure::Refused { status, reason, message }, Some(status.as_u16())).await;
+    // hyper answers parse errors itself but closes a timed-out connection without a response.
+    let sent = (status != StatusCode::REQUEST_TIMEOUT).then_some(status.as_u16());
+    refuse_conn(shared, meta, None, &Failure::Refused { status, reason, message }, sent).await;
 }
 
 /// Records a refused connection (no request was served on it).

@@ -41,11 +41,13 @@ pub struct Opts {
     pub pins: Vec<(String, String)>,
     /// Extra trusted upstream CA files.
     pub ca_files: Vec<String>,
+    /// Listen on this IP at the standard ports (53, 80, 443) instead of 127.0.0.1:0.
+    pub listen_ip: Option<String>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { transforms: None, h2: true, allow_loopback: true, proxy_extra: String::new(), management_token: None, pins: Vec::new(), ca_files: Vec::new() }
+        Opts { transforms: None, h2: true, allow_loopback: true, proxy_extra: String::new(), management_token: None, pins: Vec::new(), ca_files: Vec::new(), listen_ip: None }
     }
 }
 
@@ -89,11 +91,15 @@ impl Env {
         };
         let pins: String = opts.pins.iter().map(|(h, a)| format!("    {h}: '{a}'\n")).collect();
         let cas: String = opts.ca_files.iter().map(|c| format!(", {c}")).collect();
+        let (dns, http, https, ip) = match &opts.listen_ip {
+            Some(ip) => (format!("{ip}:53"), format!("{ip}:80"), format!("{ip}:443"), ip.clone()),
+            None => ("127.0.0.1:0".into(), "127.0.0.1:0".into(), "127.0.0.1:0".into(), "127.0.0.1".into()),
+        };
         format!(
-            "dns: {{listen: '127.0.0.1:0', proxy_ip: 127.0.0.1, passthrough: ['localhost'], records: [{{name: static.test, type: A, value: 192.0.2.7}}]}}
+            "dns: {{listen: '{dns}', proxy_ip: {ip}, passthrough: ['localhost'], records: [{{name: static.test, type: A, value: 192.0.2.7}}]}}
 proxy:
-  http_listen: 127.0.0.1:0
-  https_listen: 127.0.0.1:0
+  http_listen: {http}
+  https_listen: {https}
   tunnel_listen: 127.0.0.1:0
   client_header_timeout: 2s
 {allow}{extra}metrics: {{listen: '127.0.0.1:0'}}
