@@ -141,9 +141,8 @@ impl Record {
 
 /// The current time as RFC 3339 UTC with nanoseconds.
 pub fn now_rfc3339() -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
-    );
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
     OffsetDateTime::now_utc()
         .format(&fmt)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000000000Z".into())

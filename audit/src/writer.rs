@@ -73,7 +73,10 @@ const CAPACITY: usize = 1 << 16;
 
 impl AuditLog {
     /// Opens the output and starts the writer task. Each record gets `labels` as its `sandbox`.
-    pub async fn spawn(output: &Output, labels: BTreeMap<String, String>) -> std::io::Result<AuditLog> {
+    pub async fn spawn(
+        output: &Output,
+        labels: BTreeMap<String, String>,
+    ) -> std::io::Result<AuditLog> {
         let sink: Box<dyn AsyncWrite + Send + Unpin> = match output {
             Output::Stdout => Box::new(tokio::io::stdout()),
             Output::File(path) => Box::new(
@@ -160,7 +163,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let labels = [("sandbox_id".to_string(), "s1".to_string())].into();
-        let log = AuditLog::spawn(&Output::File(path.clone()), labels).await.unwrap();
+        let log = AuditLog::spawn(&Output::File(path.clone()), labels)
+            .await
+            .unwrap();
         for i in 0..5000 {
             let mut r = Record::start("http", "127.0.0.1:1".into());
             r.host = format!("h{i}.test");
@@ -168,8 +173,10 @@ mod tests {
         }
         log.flush().await;
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 5000);
         assert_eq!(lines[0]["sandbox"]["sandbox_id"], "s1");
         assert_eq!(lines[4999]["host"], "h4999.test");

@@ -57,7 +57,15 @@ pub async fn run() -> anyhow::Result<()> {
     gateway::install_crypto();
     let dir = tempfile::tempdir()?;
     let d = dir.path();
-    gateway::ca::init(d, &CaInit { name: "Centaur demo CA".into(), algorithm: CaAlgorithm::EcdsaP256, validity: Duration::from_secs(86400), permitted: vec![] })?;
+    gateway::ca::init(
+        d,
+        &CaInit {
+            name: "Centaur demo CA".into(),
+            algorithm: CaAlgorithm::EcdsaP256,
+            validity: Duration::from_secs(86400),
+            permitted: vec![],
+        },
+    )?;
     let origin = Origin::https(&["api.demo.test"], true).await?;
     std::fs::write(d.join("origin-ca.pem"), &origin.ca_pem)?;
     let audit_path = d.join("audit.jsonl");
@@ -66,27 +74,92 @@ pub async fn run() -> anyhow::Result<()> {
     let config = Config::parse(&yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
     let gw = Gateway::start(config, None).await?;
     let addrs = gw.addrs();
-    let (tunnel, https) = (addrs.tunnel.context("tunnel listener")?, addrs.https.context("https listener")?);
+    let (tunnel, https) = (
+        addrs.tunnel.context("tunnel listener")?,
+        addrs.https.context("https listener")?,
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(gw.run(async { let _ = stop_rx.await; }, Duration::from_secs(2)));
+    let running = tokio::spawn(gw.run(
+        async {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(2),
+    ));
     let ca = d.join("ca.crt").display().to_string();
     let proxy = format!("http://{tunnel}");
     let steps = [
-        Step { what: "allowed: CONNECT tunnel, path under /v1/", args: vec!["-x".into(), proxy.clone(), "https://api.demo.test/v1/models".into()] },
-        Step { what: "denied: allowed host, path outside /v1/", args: vec!["-x".into(), proxy.clone(), "https://api.demo.test/admin".into()] },
-        Step { what: "denied: a host the policy does not name", args: vec!["-x".into(), proxy.clone(), "https://exfil.example.com/".into()] },
-        Step { what: "denied: an IP literal", args: vec!["-x".into(), proxy, "https://169.254.169.254/latest/meta-data/".into()] },
-        Step { what: "allowed: transparent TLS (as if DNS pointed here), HTTP/2", args: vec!["--http2".into(), "--connect-to".into(), format!("api.demo.test:443:{}:{}", https.ip(), https.port()), "https://api.demo.test/v1/chat".into()] },
+        Step {
+            what: "allowed: CONNECT tunnel, path under /v1/",
+            args: vec![
+                "-x".into(),
+                proxy.clone(),
+                "https://api.demo.test/v1/models".into(),
+            ],
+        },
+        Step {
+            what: "denied: allowed host, path outside /v1/",
+            args: vec![
+                "-x".into(),
+                proxy.clone(),
+                "https://api.demo.test/admin".into(),
+            ],
+        },
+        Step {
+            what: "denied: a host the policy does not name",
+            args: vec![
+                "-x".into(),
+                proxy.clone(),
+                "https://exfil.example.com/".into(),
+            ],
+        },
+        Step {
+            what: "denied: an IP literal",
+            args: vec![
+                "-x".into(),
+                proxy,
+                "https://169.254.169.254/latest/meta-data/".into(),
+            ],
+        },
+        Step {
+            what: "allowed: transparent TLS (as if DNS pointed here), HTTP/2",
+            args: vec![
+                "--http2".into(),
+                "--connect-to".into(),
+                format!("api.demo.test:443:{}:{}", https.ip(), https.port()),
+                "https://api.demo.test/v1/chat".into(),
+            ],
+        },
     ];
     for step in &steps {
         let out = tokio::task::spawn_blocking({
             let (ca, args) = (ca.clone(), step.args.clone());
-            move || Command::new("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", "--max-time", "10", "--cacert", &ca]).args(&args).output()
+            move || {
+                Command::new("curl")
+                    .args([
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code} %{http_version}",
+                        "--max-time",
+                        "10",
+                        "--cacert",
+                        &ca,
+                    ])
+                    .args(&args)
+                    .output()
+            }
         })
         .await??;
         let code = String::from_utf8_lossy(&out.stdout);
         let err = String::from_utf8_lossy(&out.stderr);
-        println!("-- {}\n   curl {}\n   -> HTTP {} {}", step.what, step.args.join(" "), code.trim(), err.trim());
+        println!(
+            "-- {}\n   curl {}\n   -> HTTP {} {}",
+            step.what,
+            step.args.join(" "),
+            code.trim(),
+            err.trim()
+        );
     }
     let _ = stop_tx.send(());
     running.await?;
@@ -97,12 +170,21 @@ pub async fn run() -> anyhow::Result<()> {
             "{:<7} {:<6} {:<32} {:<18} {:>4}  {}",
             v["action"].as_str().unwrap_or(""),
             v["method"].as_str().unwrap_or("-"),
-            format!("{}{}", v["host"].as_str().unwrap_or(""), v["path"].as_str().unwrap_or("")),
+            format!(
+                "{}{}",
+                v["host"].as_str().unwrap_or(""),
+                v["path"].as_str().unwrap_or("")
+            ),
             v["reason"].as_str().unwrap_or(""),
-            v["status_code"].as_u64().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            v["status_code"]
+                .as_u64()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             v["listener"].as_str().unwrap_or(""),
         );
     }
-    println!("\nEvery request above, allowed or not, has exactly one record. Full JSON: run with `centaur-gateway run`.");
+    println!(
+        "\nEvery request above, allowed or not, has exactly one record. Full JSON: run with `centaur-gateway run`."
+    );
     Ok(())
 }

@@ -63,7 +63,10 @@ pub struct AuditedBody {
 impl AuditedBody {
     /// Wraps an upstream body; `exchange` is finished when the body is.
     pub fn new(inner: Incoming, exchange: Exchange) -> Self {
-        let mut body = AuditedBody { inner, exchange: Some(exchange) };
+        let mut body = AuditedBody {
+            inner,
+            exchange: Some(exchange),
+        };
         if body.inner.is_end_stream()
             && let Some(ex) = body.exchange.take()
         {

@@ -139,7 +139,9 @@ impl Authority {
         let ca_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()
             .and_then(Result::ok)
-            .ok_or_else(|| CaError::Invalid("CA certificate file holds no PEM certificate".into()))?;
+            .ok_or_else(|| {
+                CaError::Invalid("CA certificate file holds no PEM certificate".into())
+            })?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
             .map_err(|e| CaError::Invalid(format!("CA certificate is invalid: {e}")))?;
         if !issuer.key_usages().is_empty()
@@ -270,7 +272,10 @@ mod tests {
             permitted: vec![],
         };
         assert!(init(dir.path(), &opts).is_err());
-        let mode = std::fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -282,7 +287,10 @@ mod tests {
             assert_eq!(leaf.cert.len(), 2);
             assert_eq!(&leaf.cert[1], a.ca_der());
             let other = a.issue("api.example.com").unwrap();
-            assert_ne!(leaf.cert[0], other.cert[0], "each issuance has its own key and serial");
+            assert_ne!(
+                leaf.cert[0], other.cert[0],
+                "each issuance has its own key and serial"
+            );
         }
     }
 

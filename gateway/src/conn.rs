@@ -28,7 +28,14 @@ impl<IO> Idle<IO> {
     /// Wraps `io`.
     pub fn new(io: IO, idle: Duration, busy: Option<Arc<AtomicUsize>>) -> Self {
         let last = Instant::now();
-        Idle { io, idle, last, timer: Box::pin(tokio::time::sleep_until(last + idle)), busy, read: 0 }
+        Idle {
+            io,
+            idle,
+            last,
+            timer: Box::pin(tokio::time::sleep_until(last + idle)),
+            busy,
+            read: 0,
+        }
     }
 
     /// Bytes read so far.
@@ -41,8 +48,15 @@ impl<IO> Idle<IO> {
         loop {
             ready!(self.timer.as_mut().poll(cx));
             let now = Instant::now();
-            let busy = self.busy.as_ref().is_some_and(|b| b.load(Ordering::Relaxed) > 0);
-            let next = if busy { now + self.idle } else { self.last + self.idle };
+            let busy = self
+                .busy
+                .as_ref()
+                .is_some_and(|b| b.load(Ordering::Relaxed) > 0);
+            let next = if busy {
+                now + self.idle
+            } else {
+                self.last + self.idle
+            };
             if next <= now {
                 return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
             }
@@ -52,7 +66,11 @@ impl<IO> Idle<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Idle<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
@@ -69,7 +87,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Idle<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Idle<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.io).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 if matches!(r, Ok(n) if n > 0) {
@@ -105,7 +127,11 @@ impl<IO> Rewind<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
@@ -117,7 +143,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -140,7 +170,11 @@ mod tests {
         let mut idle = Idle::new(a, Duration::from_secs(10), Some(busy.clone()));
         let mut buf = [0u8; 4];
         // Busy: 30 s of silence is fine.
-        assert!(tokio::time::timeout(Duration::from_secs(30), idle.read(&mut buf)).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(30), idle.read(&mut buf))
+                .await
+                .is_err()
+        );
         busy.store(0, Ordering::Relaxed);
         let err = idle.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);

@@ -181,7 +181,9 @@ impl Exchange {
         r.action = action;
         r.duration_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         r.bytes_in = self.bytes_in.load(Ordering::Relaxed);
-        self.shared.metrics.exchange(r.listener, action, r.bytes_in, r.bytes_out);
+        self.shared
+            .metrics
+            .exchange(r.listener, action, r.bytes_in, r.bytes_out);
         slot.emit(std::mem::replace(r, Record::start("", String::new())));
     }
 }

@@ -27,7 +27,9 @@ pub async fn serve_udp(shared: Arc<Shared>, sock: UdpSocket) {
     let inflight = Arc::new(Semaphore::new(256));
     let mut buf = vec![0u8; 4096];
     loop {
-        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
         let packet = buf[..n].to_vec();
         let Ok(permit) = inflight.clone().try_acquire_owned() else {
             // Too many passthrough lookups outstanding: drop, as a loaded resolver would.
@@ -45,7 +47,9 @@ pub async fn serve_udp(shared: Arc<Shared>, sock: UdpSocket) {
 
 /// Truncates an answer that does not fit a classic 512-byte UDP response.
 fn udp_size(resp: Vec<u8>, query: &[u8]) -> Vec<u8> {
-    let limit = Message::from_vec(query).ok().map_or(512, |q| usize::from(q.max_payload().max(512)));
+    let limit = Message::from_vec(query)
+        .ok()
+        .map_or(512, |q| usize::from(q.max_payload().max(512)));
     if resp.len() <= limit {
         return resp;
     }
@@ -58,7 +62,9 @@ fn udp_size(resp: Vec<u8>, query: &[u8]) -> Vec<u8> {
 /// Serves DNS over TCP until the task is dropped.
 pub async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         tokio::spawn(serve_tcp_conn(shared.clone(), tcp));
     }
 }
@@ -67,15 +73,25 @@ async fn serve_tcp_conn(shared: Arc<Shared>, mut tcp: TcpStream) {
     let idle = Duration::from_secs(10);
     loop {
         let mut len = [0u8; 2];
-        if !matches!(tokio::time::timeout(idle, tcp.read_exact(&mut len)).await, Ok(Ok(_))) {
+        if !matches!(
+            tokio::time::timeout(idle, tcp.read_exact(&mut len)).await,
+            Ok(Ok(_))
+        ) {
             return;
         }
         let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        if !matches!(tokio::time::timeout(idle, tcp.read_exact(&mut msg)).await, Ok(Ok(_))) {
+        if !matches!(
+            tokio::time::timeout(idle, tcp.read_exact(&mut msg)).await,
+            Ok(Ok(_))
+        ) {
             return;
         }
-        let Some(resp) = answer(&shared, &msg).await else { return };
-        let Ok(n) = u16::try_from(resp.len()) else { return };
+        let Some(resp) = answer(&shared, &msg).await else {
+            return;
+        };
+        let Ok(n) = u16::try_from(resp.len()) else {
+            return;
+        };
         if tcp.write_all(&n.to_be_bytes()).await.is_err() || tcp.write_all(&resp).await.is_err() {
             return;
         }
@@ -111,12 +127,21 @@ pub async fn answer(shared: &Shared, packet: &[u8]) -> Option<Vec<u8>> {
     resp.to_vec().ok()
 }
 
-async fn records(shared: &Shared, qname: &Name, qtype: RecordType) -> Result<Vec<Record>, ResponseCode> {
+async fn records(
+    shared: &Shared,
+    qname: &Name,
+    qtype: RecordType,
+) -> Result<Vec<Record>, ResponseCode> {
     let dns = &shared.config.dns;
     let ascii = qname.to_ascii();
     let name: HostName = ascii.parse().map_err(|_| ResponseCode::Refused)?;
     let rec = |rdata: RData| Record::from_rdata(qname.clone(), TTL, rdata);
-    let statics: Vec<&DnsValue> = dns.records.iter().filter(|r| r.name == name).map(|r| &r.value).collect();
+    let statics: Vec<&DnsValue> = dns
+        .records
+        .iter()
+        .filter(|r| r.name == name)
+        .map(|r| &r.value)
+        .collect();
     if !statics.is_empty() {
         shared.metrics.dns_answered[2].fetch_add(1, Relaxed);
         return Ok(statics
@@ -124,7 +149,9 @@ async fn records(shared: &Shared, qname: &Name, qtype: RecordType) -> Result<Vec
             .filter_map(|v| match (v, qtype) {
                 (DnsValue::A(ip), RecordType::A) => Some(rec(RData::A(A(*ip)))),
                 (DnsValue::Aaaa(ip), RecordType::AAAA) => Some(rec(RData::AAAA(AAAA(*ip)))),
-                (DnsValue::Cname(target), _) => Name::from_ascii(format!("{target}.")).ok().map(|n| rec(RData::CNAME(CNAME(n)))),
+                (DnsValue::Cname(target), _) => Name::from_ascii(format!("{target}."))
+                    .ok()
+                    .map(|n| rec(RData::CNAME(CNAME(n)))),
                 _ => None,
             })
             .collect());
@@ -132,10 +159,13 @@ async fn records(shared: &Shared, qname: &Name, qtype: RecordType) -> Result<Vec
     let host = policy::Host::Name(name.clone());
     if dns.passthrough.iter().any(|p| p.matches(&host)) {
         shared.metrics.dns_answered[1].fetch_add(1, Relaxed);
-        let found = tokio::time::timeout(PASSTHROUGH_TIMEOUT, tokio::net::lookup_host((name.as_str(), 0)))
-            .await
-            .map_err(|_| ResponseCode::ServFail)?
-            .map_err(|_| ResponseCode::ServFail)?;
+        let found = tokio::time::timeout(
+            PASSTHROUGH_TIMEOUT,
+            tokio::net::lookup_host((name.as_str(), 0)),
+        )
+        .await
+        .map_err(|_| ResponseCode::ServFail)?
+        .map_err(|_| ResponseCode::ServFail)?;
         return Ok(found
             .map(|sa: SocketAddr| sa.ip())
             .filter_map(|ip| match (ip, qtype) {
@@ -147,8 +177,16 @@ async fn records(shared: &Shared, qname: &Name, qtype: RecordType) -> Result<Vec
     }
     shared.metrics.dns_answered[0].fetch_add(1, Relaxed);
     Ok(match qtype {
-        RecordType::A => dns.proxy_ip.map(|ip| rec(RData::A(A(ip)))).into_iter().collect(),
-        RecordType::AAAA => dns.proxy_ip6.map(|ip| rec(RData::AAAA(AAAA(ip)))).into_iter().collect(),
+        RecordType::A => dns
+            .proxy_ip
+            .map(|ip| rec(RData::A(A(ip))))
+            .into_iter()
+            .collect(),
+        RecordType::AAAA => dns
+            .proxy_ip6
+            .map(|ip| rec(RData::AAAA(AAAA(ip))))
+            .into_iter()
+            .collect(),
         _ => Vec::new(),
     })
 }

@@ -96,9 +96,7 @@ impl Failure {
             Failure::Policy { .. }
             | Failure::BadRequest { .. }
             | Failure::Refused { .. }
-            | Failure::AddressDenied => {
-                Action::Reject
-            }
+            | Failure::AddressDenied => Action::Reject,
             _ => Action::Error,
         }
     }
@@ -116,8 +114,14 @@ impl Failure {
         let mut resp = Response::new(full(Bytes::from(body)));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        h.insert("x-centaur-reason", http::HeaderValue::from_static(self.reason()));
+        h.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            "x-centaur-reason",
+            http::HeaderValue::from_static(self.reason()),
+        );
         resp
     }
 
@@ -154,7 +158,9 @@ fn wraps_tls_error(io: &std::io::Error) -> bool {
         if e.is::<rustls::Error>() {
             return true;
         }
-        inner = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+        inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
     }
     false
 }

@@ -47,7 +47,13 @@ impl Guard {
         pins: BTreeMap<HostName, (IpAddr, Option<u16>)>,
         connect_timeout: Duration,
     ) -> Self {
-        Guard { deny, allow, own, pins, connect_timeout }
+        Guard {
+            deny,
+            allow,
+            own,
+            pins,
+            connect_timeout,
+        }
     }
 
     /// Checks one address. IPv4-mapped, NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`)
@@ -92,7 +98,11 @@ impl Guard {
     }
 
     /// Resolves, checks and connects to the first checked address that answers.
-    pub async fn connect(&self, host: &Host, port: u16) -> Result<(TcpStream, SocketAddr), GuardError> {
+    pub async fn connect(
+        &self,
+        host: &Host,
+        port: u16,
+    ) -> Result<(TcpStream, SocketAddr), GuardError> {
         let addrs = self.resolve(host, port).await?;
         let mut last = None;
         for addr in addrs {
@@ -114,10 +124,20 @@ fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
     let s = v6.segments();
     let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0);
     if s[..6] == nat64.segments()[..6] {
-        return Some(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
+        return Some(Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ));
     }
     if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8));
+        return Some(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
     }
     None
 }
@@ -128,7 +148,10 @@ mod tests {
 
     fn guard(allow: &[&str]) -> Guard {
         Guard::new(
-            policy::DEFAULT_DENY_CIDRS.iter().map(|c| c.parse().unwrap()).collect(),
+            policy::DEFAULT_DENY_CIDRS
+                .iter()
+                .map(|c| c.parse().unwrap())
+                .collect(),
             allow.iter().map(|c| c.parse().unwrap()).collect(),
             vec!["127.0.0.1:8443".parse().unwrap()],
             BTreeMap::new(),
@@ -166,16 +189,28 @@ mod tests {
     fn allow_cidrs_exempt_but_never_the_gateway_itself() {
         let g = guard(&["127.0.0.0/8"]);
         assert!(g.check(sa("127.0.0.1:9000")).is_ok());
-        assert!(matches!(g.check(sa("127.0.0.1:8443")), Err(GuardError::Loop(_))));
+        assert!(matches!(
+            g.check(sa("127.0.0.1:8443")),
+            Err(GuardError::Loop(_))
+        ));
     }
 
     #[tokio::test]
     async fn a_pinned_name_is_still_checked() {
         let mut g = guard(&[]);
-        g.pins.insert("api.test".parse().unwrap(), ("127.0.0.5".parse().unwrap(), Some(9)));
+        g.pins.insert(
+            "api.test".parse().unwrap(),
+            ("127.0.0.5".parse().unwrap(), Some(9)),
+        );
         let host = Host::parse("api.test").unwrap();
-        assert!(matches!(g.resolve(&host, 443).await, Err(GuardError::Denied(_))));
+        assert!(matches!(
+            g.resolve(&host, 443).await,
+            Err(GuardError::Denied(_))
+        ));
         g.allow.push("127.0.0.5/32".parse().unwrap());
-        assert_eq!(g.resolve(&host, 443).await.unwrap(), vec![sa("127.0.0.5:9")]);
+        assert_eq!(
+            g.resolve(&host, 443).await.unwrap(),
+            vec![sa("127.0.0.5:9")]
+        );
     }
 }

@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gateway::ca::{self, CaAlgorithm, CaInit};
 use gateway::Gateway;
+use gateway::ca::{self, CaAlgorithm, CaInit};
 use policy::Config;
 
 /// Transparent MITM TLS egress gateway: every outbound request of a workload is decided by a
 /// policy, intercepted, and recorded.
 #[derive(Parser)]
-#[command(name = "centaur-gateway", version, after_help = "Quick start:\n  centaur-gateway ca init --out ./ca\n  centaur-gateway check gateway.yaml\n  centaur-gateway run --config gateway.yaml\n\nAudit records go to stdout (JSON lines), logs to stderr.")]
+#[command(
+    name = "centaur-gateway",
+    version,
+    after_help = "Quick start:\n  centaur-gateway ca init --out ./ca\n  centaur-gateway check gateway.yaml\n  centaur-gateway run --config gateway.yaml\n\nAudit records go to stdout (JSON lines), logs to stderr."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -66,8 +70,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run { config } => run(config),
-        Cmd::Ca { cmd: CaCmd::Init { out, alg, name, days, permitted } } => {
-            let opts = CaInit { name, algorithm: alg, validity: Duration::from_secs(days * 86400), permitted };
+        Cmd::Ca {
+            cmd:
+                CaCmd::Init {
+                    out,
+                    alg,
+                    name,
+                    days,
+                    permitted,
+                },
+        } => {
+            let opts = CaInit {
+                name,
+                algorithm: alg,
+                validity: Duration::from_secs(days * 86400),
+                permitted,
+            };
             ca::init(&out, &opts)
                 .map(|()| {
                     eprintln!("wrote {0}/ca.crt and {0}/ca.key", out.display());
@@ -87,7 +105,8 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &PathBuf) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))
 }
 
@@ -95,14 +114,21 @@ fn check(path: &PathBuf) -> ExitCode {
     match load(path) {
         Ok(c) => {
             println!("{}: ok", path.display());
-            println!("  allowlists: {}, rules: {}", c.policy.allowlists.len(), c.policy.rule_count());
+            println!(
+                "  allowlists: {}, rules: {}",
+                c.policy.allowlists.len(),
+                c.policy.rule_count()
+            );
             for list in &c.policy.allowlists {
                 for r in &list.rules {
                     let target = match &r.target {
                         policy::Target::Host(h) => h.to_string(),
                         policy::Target::Cidr(c) => c.to_string(),
                     };
-                    println!("    allow {target}{}", if list.warn { " (report only)" } else { "" });
+                    println!(
+                        "    allow {target}{}",
+                        if list.warn { " (report only)" } else { "" }
+                    );
                 }
             }
             if c.policy.allowlists.is_empty() {
@@ -121,7 +147,10 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = load(&path)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CENTAUR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     gateway::install_crypto();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -136,7 +165,10 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

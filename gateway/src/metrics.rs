@@ -57,7 +57,11 @@ impl Metrics {
 
     /// Total exchanges so far.
     pub fn exchanges_total(&self) -> u64 {
-        self.exchanges.iter().flatten().map(|c| c.load(Relaxed)).sum()
+        self.exchanges
+            .iter()
+            .flatten()
+            .map(|c| c.load(Relaxed))
+            .sum()
     }
 
     /// Active client connections.
@@ -68,29 +72,83 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self, leaves: u64) -> String {
         let mut s = String::with_capacity(2048);
-        let _ = writeln!(s, "# HELP centaur_gateway_connections_total Client connections accepted.\n# TYPE centaur_gateway_connections_total counter");
+        let _ = writeln!(
+            s,
+            "# HELP centaur_gateway_connections_total Client connections accepted.\n# TYPE centaur_gateway_connections_total counter"
+        );
         for (i, l) in LISTENERS.iter().enumerate() {
-            let _ = writeln!(s, "centaur_gateway_connections_total{{listener=\"{l}\"}} {}", self.connections[i].load(Relaxed));
+            let _ = writeln!(
+                s,
+                "centaur_gateway_connections_total{{listener=\"{l}\"}} {}",
+                self.connections[i].load(Relaxed)
+            );
         }
-        let _ = writeln!(s, "# HELP centaur_gateway_connections_active Client connections open now.\n# TYPE centaur_gateway_connections_active gauge\ncentaur_gateway_connections_active {}", self.active.load(Relaxed));
-        let _ = writeln!(s, "# HELP centaur_gateway_requests_total Requests, tunnels and refused connections, by outcome.\n# TYPE centaur_gateway_requests_total counter");
+        let _ = writeln!(
+            s,
+            "# HELP centaur_gateway_connections_active Client connections open now.\n# TYPE centaur_gateway_connections_active gauge\ncentaur_gateway_connections_active {}",
+            self.active.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP centaur_gateway_requests_total Requests, tunnels and refused connections, by outcome.\n# TYPE centaur_gateway_requests_total counter"
+        );
         for (i, l) in LISTENERS.iter().enumerate() {
             for (j, (_, a)) in ACTIONS.iter().enumerate() {
-                let _ = writeln!(s, "centaur_gateway_requests_total{{listener=\"{l}\",action=\"{a}\"}} {}", self.exchanges[i][j].load(Relaxed));
+                let _ = writeln!(
+                    s,
+                    "centaur_gateway_requests_total{{listener=\"{l}\",action=\"{a}\"}} {}",
+                    self.exchanges[i][j].load(Relaxed)
+                );
             }
         }
-        let _ = writeln!(s, "# HELP centaur_gateway_body_bytes_total Body bytes relayed.\n# TYPE centaur_gateway_body_bytes_total counter");
-        let _ = writeln!(s, "centaur_gateway_body_bytes_total{{direction=\"in\"}} {}", self.bytes_in.load(Relaxed));
-        let _ = writeln!(s, "centaur_gateway_body_bytes_total{{direction=\"out\"}} {}", self.bytes_out.load(Relaxed));
-        let _ = writeln!(s, "# HELP centaur_gateway_dns_queries_total DNS questions answered.\n# TYPE centaur_gateway_dns_queries_total counter");
+        let _ = writeln!(
+            s,
+            "# HELP centaur_gateway_body_bytes_total Body bytes relayed.\n# TYPE centaur_gateway_body_bytes_total counter"
+        );
+        let _ = writeln!(
+            s,
+            "centaur_gateway_body_bytes_total{{direction=\"in\"}} {}",
+            self.bytes_in.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "centaur_gateway_body_bytes_total{{direction=\"out\"}} {}",
+            self.bytes_out.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP centaur_gateway_dns_queries_total DNS questions answered.\n# TYPE centaur_gateway_dns_queries_total counter"
+        );
         for (i, k) in ["intercepted", "passthrough", "static"].iter().enumerate() {
-            let _ = writeln!(s, "centaur_gateway_dns_queries_total{{answer=\"{k}\"}} {}", self.dns_answered[i].load(Relaxed));
+            let _ = writeln!(
+                s,
+                "centaur_gateway_dns_queries_total{{answer=\"{k}\"}} {}",
+                self.dns_answered[i].load(Relaxed)
+            );
         }
-        let _ = writeln!(s, "# HELP centaur_gateway_dns_malformed_total DNS packets dropped as malformed.\n# TYPE centaur_gateway_dns_malformed_total counter\ncentaur_gateway_dns_malformed_total {}", self.dns_malformed.load(Relaxed));
-        let _ = writeln!(s, "# HELP centaur_gateway_policy_reloads_total Policy reloads.\n# TYPE centaur_gateway_policy_reloads_total counter");
-        let _ = writeln!(s, "centaur_gateway_policy_reloads_total{{result=\"ok\"}} {}", self.reloads_ok.load(Relaxed));
-        let _ = writeln!(s, "centaur_gateway_policy_reloads_total{{result=\"invalid\"}} {}", self.reloads_failed.load(Relaxed));
-        let _ = writeln!(s, "# HELP centaur_gateway_leaf_certificates Leaf certificates cached.\n# TYPE centaur_gateway_leaf_certificates gauge\ncentaur_gateway_leaf_certificates {leaves}");
+        let _ = writeln!(
+            s,
+            "# HELP centaur_gateway_dns_malformed_total DNS packets dropped as malformed.\n# TYPE centaur_gateway_dns_malformed_total counter\ncentaur_gateway_dns_malformed_total {}",
+            self.dns_malformed.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP centaur_gateway_policy_reloads_total Policy reloads.\n# TYPE centaur_gateway_policy_reloads_total counter"
+        );
+        let _ = writeln!(
+            s,
+            "centaur_gateway_policy_reloads_total{{result=\"ok\"}} {}",
+            self.reloads_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "centaur_gateway_policy_reloads_total{{result=\"invalid\"}} {}",
+            self.reloads_failed.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP centaur_gateway_leaf_certificates Leaf certificates cached.\n# TYPE centaur_gateway_leaf_certificates gauge\ncentaur_gateway_leaf_certificates {leaves}"
+        );
         s
     }
 }

@@ -71,7 +71,9 @@ pub fn reload(shared: &Shared) -> Result<usize, ReloadError> {
 /// Serves management requests until the task is dropped.
 pub async fn serve(state: Arc<Mgmt>, listener: TcpListener) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
@@ -87,7 +89,8 @@ pub async fn serve(state: Arc<Mgmt>, listener: TcpListener) {
 fn reply(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
     r
 }
 
@@ -104,49 +107,87 @@ fn authorized(token: &str, req: &Request<Incoming>) -> bool {
         .unwrap_or("");
     // Constant time in the token's length.
     given.len() == token.len()
-        && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
-async fn handle(state: Arc<Mgmt>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<Mgmt>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
-    let public = matches!(path, "/healthz" | "/readyz") || (state.token.is_none() && path == "/metrics");
+    let public =
+        matches!(path, "/healthz" | "/readyz") || (state.token.is_none() && path == "/metrics");
     if !public {
         match &state.token {
             Some(t) if authorized(t, &req) => {}
-            _ => return Ok(json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "unauthorized"}))),
+            _ => {
+                return Ok(json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({"error": "unauthorized"}),
+                ));
+            }
         }
     }
     let allowed = match path {
         "/healthz" | "/readyz" | "/metrics" | "/v1/status" => "GET",
         "/v1/reload" => "POST",
-        _ => return Ok(json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not found"}))),
+        _ => {
+            return Ok(json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "not found"}),
+            ));
+        }
     };
     if req.method().as_str() != allowed {
-        let mut r = json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "method not allowed"}));
-        r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allowed));
+        let mut r = json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"error": "method not allowed"}),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static(allowed));
         return Ok(r);
     }
     let s = &state.shared;
     Ok(match path {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => reply(StatusCode::OK, "text/plain", "ready\n"),
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", s.metrics.render(s.leaves.len())),
-        "/v1/status" => json(StatusCode::OK, serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": state.started.elapsed().as_secs(),
-            "policy_rules": s.policy.load().rule_count(),
-            "listeners": state.addrs,
-            "connections_active": s.metrics.active(),
-            "requests_total": s.metrics.exchanges_total(),
-            "leaf_certificates": s.leaves.len(),
-        })),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            s.metrics.render(s.leaves.len()),
+        ),
+        "/v1/status" => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_seconds": state.started.elapsed().as_secs(),
+                "policy_rules": s.policy.load().rule_count(),
+                "listeners": state.addrs,
+                "connections_active": s.metrics.active(),
+                "requests_total": s.metrics.exchanges_total(),
+                "leaf_certificates": s.leaves.len(),
+            }),
+        ),
         _ => match reload(s) {
-            Ok(rules) => json(StatusCode::OK, serde_json::json!({"status": "ok", "policy_rules": rules})),
-            Err(ReloadError::Invalid(errs)) => json(StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({
-                "error": "invalid policy; the running policy stays",
-                "errors": errs.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })),
-            Err(e) => json(StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({"error": e.to_string()})),
+            Ok(rules) => json(
+                StatusCode::OK,
+                serde_json::json!({"status": "ok", "policy_rules": rules}),
+            ),
+            Err(ReloadError::Invalid(errs)) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({
+                    "error": "invalid policy; the running policy stays",
+                    "errors": errs.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+            ),
+            Err(e) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({"error": e.to_string()}),
+            ),
         },
     })
 }

@@ -41,7 +41,9 @@ fn tls_config(names: &[&str], h2: bool) -> Result<(Arc<ServerConfig>, String), r
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Centaur test origin CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Centaur test origin CA");
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate()?;
@@ -52,7 +54,11 @@ fn tls_config(names: &[&str], h2: bool) -> Result<(Arc<ServerConfig>, String), r
         .with_no_client_auth()
         .with_single_cert(vec![cert.der().clone()], der)
         .map_err(|_| rcgen::Error::CouldNotParseKeyPair)?;
-    cfg.alpn_protocols = if h2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    cfg.alpn_protocols = if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok((Arc::new(cfg), ca_cert.pem()))
 }
 
@@ -85,7 +91,11 @@ impl Origin {
                 tokio::spawn(serve(tcp));
             }
         });
-        Ok(Origin { addr, ca_pem: String::new(), task })
+        Ok(Origin {
+            addr,
+            ca_pem: String::new(),
+            task,
+        })
     }
 }
 
@@ -104,11 +114,18 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if path == "/sse" {
         return Ok(sse());
     }
-    if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
+    if let Some(n) = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
         return Ok(bytes(n));
     }
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()
@@ -123,7 +140,10 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "body": String::from_utf8_lossy(&body),
     });
     let mut resp = Response::new(full(echo.to_string()));
-    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }
 
@@ -144,7 +164,10 @@ fn sse() -> Response<Body> {
         Some((Ok::<_, Infallible>(frame), i + 1))
     });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
-    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
     resp
 }
 
@@ -158,7 +181,10 @@ fn bytes(n: usize) -> Response<Body> {
                 return None;
             }
             let take = left.min(chunk.len());
-            Some((Ok::<_, Infallible>(Frame::data(chunk.slice(..take))), left - take))
+            Some((
+                Ok::<_, Infallible>(Frame::data(chunk.slice(..take))),
+                left - take,
+            ))
         }
     });
     Response::new(StreamBody::new(stream).boxed())

@@ -55,7 +55,9 @@ pub async fn serve_request(
         ex.record().upstream = Some(addr.to_string());
     }
     ex.set_status(resp.status().as_u16());
-    if let Some(client_io) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+    if let Some(client_io) =
+        client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+    {
         return Ok(crate::splice::upgrade(shared, ex, client_io, resp));
     }
     Ok(transform_response(resp, ex))
@@ -73,7 +75,12 @@ const fn bad(reason: &'static str, message: &'static str) -> Failure {
 
 /// Phase *decide*: which host, port and path the request is for, and whether the policy allows
 /// it. TLS requests must name their SNI; tunnelled requests their tunnel's host.
-fn decide(shared: &Shared, conn: &ConnMeta, req: &Request<Incoming>, ex: &mut Exchange) -> Result<Route, Failure> {
+fn decide(
+    shared: &Shared,
+    conn: &ConnMeta,
+    req: &Request<Incoming>,
+    ex: &mut Exchange,
+) -> Result<Route, Failure> {
     let (host, port) = request_host(req)?;
     let record = ex.record();
     record.host = match port {
@@ -83,11 +90,17 @@ fn decide(shared: &Shared, conn: &ConnMeta, req: &Request<Incoming>, ex: &mut Ex
     if let Some(tls) = &conn.tls
         && host.name() != Some(&tls.sni)
     {
-        return Err(bad("sni_host_mismatch", "Host does not match the TLS server name"));
+        return Err(bad(
+            "sni_host_mismatch",
+            "Host does not match the TLS server name",
+        ));
     }
     let port = match &conn.tunnel {
         Some(t) if t.host != host => {
-            return Err(bad("tunnel_host_mismatch", "Host does not match the tunnel target"));
+            return Err(bad(
+                "tunnel_host_mismatch",
+                "Host does not match the tunnel target",
+            ));
         }
         Some(t) => t.port,
         None => port.unwrap_or(if conn.tls.is_some() { 443 } else { 80 }),
@@ -100,10 +113,17 @@ fn decide(shared: &Shared, conn: &ConnMeta, req: &Request<Incoming>, ex: &mut Ex
         http: Some((req.method().as_str(), &path)),
     });
     if !decision.allowed() {
-        return Err(Failure::Policy { decision, host: host.to_string() });
+        return Err(Failure::Policy {
+            decision,
+            host: host.to_string(),
+        });
     }
     ex.allowed(&decision);
-    Ok(Route { host, port, https: conn.tls.is_some() })
+    Ok(Route {
+        host,
+        port,
+        https: conn.tls.is_some(),
+    })
 }
 
 /// The request's host: the absolute-form or h2 authority, else the single `Host` header;
@@ -115,12 +135,18 @@ fn request_host(req: &Request<Incoming>) -> Result<(Host, Option<u16>), Failure>
         return Err(bad("host_invalid", "more than one Host header"));
     }
     let header = header
-        .map(|h| h.to_str().map_err(|_| bad("host_invalid", "Host header is not valid")))
+        .map(|h| {
+            h.to_str()
+                .map_err(|_| bad("host_invalid", "Host header is not valid"))
+        })
         .transpose()?;
     let authority = req.uri().authority().map(|a| a.as_str());
     let raw = match (authority, header) {
         (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
-            return Err(bad("host_mismatch", "request target and Host header disagree"));
+            return Err(bad(
+                "host_mismatch",
+                "request target and Host header disagree",
+            ));
         }
         (Some(a), _) => a,
         (None, Some(h)) => h,
@@ -132,8 +158,14 @@ fn request_host(req: &Request<Incoming>) -> Result<(Host, Option<u16>), Failure>
 /// Splits `host[:port]`, `[v6][:port]`.
 pub fn split_host_port(raw: &str) -> Option<(Host, Option<u16>)> {
     let (host, port) = match raw.rfind(':') {
-        Some(i) if !raw[i..].contains(']') && (raw.starts_with('[') || raw[..i].find(':').is_none()) => {
-            (&raw[..i], Some(raw[i + 1..].parse::<u16>().ok().filter(|p| *p != 0)?))
+        Some(i)
+            if !raw[i..].contains(']')
+                && (raw.starts_with('[') || raw[..i].find(':').is_none()) =>
+        {
+            (
+                &raw[..i],
+                Some(raw[i + 1..].parse::<u16>().ok().filter(|p| *p != 0)?),
+            )
         }
         _ => (raw, None),
     };
@@ -153,8 +185,10 @@ fn decoded_path(uri: &Uri) -> Result<String, Failure> {
 fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
         })
 }
 
@@ -179,7 +213,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         .flat_map(|s| s.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    let trailers = h.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let upgrade = h.remove(header::UPGRADE);
     for name in HOP_BY_HOP.iter().chain(named.iter()) {
         h.remove(name);
@@ -195,7 +231,12 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Phase *transform request*: the upstream request in origin form, hop-by-hop headers gone,
 /// the body streamed (and counted) as it arrives.
-fn transform_request(req: Request<Incoming>, route: &Route, upgrade: bool, count: Arc<std::sync::atomic::AtomicU64>) -> Request<CountedBody> {
+fn transform_request(
+    req: Request<Incoming>,
+    route: &Route,
+    upgrade: bool,
+    count: Arc<std::sync::atomic::AtomicU64>,
+) -> Request<CountedBody> {
     let (mut parts, body) = req.into_parts();
     let scheme = if route.https { "https" } else { "http" };
     let default = if route.https { 443 } else { 80 };
@@ -205,7 +246,9 @@ fn transform_request(req: Request<Incoming>, route: &Route, upgrade: bool, count
         format!("{}:{}", route.host, route.port)
     };
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = format!("{scheme}://{authority}{pq}").parse().unwrap_or_default();
+    parts.uri = format!("{scheme}://{authority}{pq}")
+        .parse()
+        .unwrap_or_default();
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(header::HOST);
@@ -213,8 +256,16 @@ fn transform_request(req: Request<Incoming>, route: &Route, upgrade: bool, count
 }
 
 /// Phase *connect upstream*: guard, TLS, pool, and the response head within its timeout.
-async fn connect_upstream(shared: &Shared, req: Request<CountedBody>, upgrade: bool) -> Result<Response<Incoming>, Failure> {
-    let client = if upgrade { &shared.upstreams.h1 } else { &shared.upstreams.auto };
+async fn connect_upstream(
+    shared: &Shared,
+    req: Request<CountedBody>,
+    upgrade: bool,
+) -> Result<Response<Incoming>, Failure> {
+    let client = if upgrade {
+        &shared.upstreams.h1
+    } else {
+        &shared.upstreams.auto
+    };
     let timeout = shared.config.proxy.timeouts.upstream_response_header;
     match tokio::time::timeout(timeout, client.request(req)).await {
         Ok(Ok(resp)) => Ok(resp),
@@ -236,9 +287,14 @@ fn transform_response(resp: Response<Incoming>, ex: Exchange) -> Response<ProxyB
 
 /// A CONNECT arriving where only requests are served.
 pub fn method_not_allowed() -> Response<ProxyBody> {
-    let mut resp = Response::new(full("{\"error\":\"CONNECT is served on the tunnel listener\",\"reason\":\"method_not_allowed\"}"));
+    let mut resp = Response::new(full(
+        "{\"error\":\"CONNECT is served on the tunnel listener\",\"reason\":\"method_not_allowed\"}",
+    ));
     *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+    resp.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
     resp
 }
 
@@ -266,9 +322,15 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-keep", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, false);

@@ -38,7 +38,9 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// No CA configured.
-    #[error("tls.ca_cert and tls.ca_key are required: create a CA with `centaur-gateway ca init --out DIR` and point the configuration at it")]
+    #[error(
+        "tls.ca_cert and tls.ca_key are required: create a CA with `centaur-gateway ca init --out DIR` and point the configuration at it"
+    )]
     NoCa,
     /// The CA is unusable.
     #[error("certificate authority: {0}")]
@@ -81,9 +83,15 @@ pub struct Gateway {
     mgmt: Vec<(Arc<Mgmt>, TcpListener)>,
 }
 
-async fn bind(what: &'static str, addr: Option<SocketAddr>) -> Result<Option<TcpListener>, StartError> {
+async fn bind(
+    what: &'static str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<TcpListener>, StartError> {
     let Some(addr) = addr else { return Ok(None) };
-    TcpListener::bind(addr).await.map(Some).map_err(|source| StartError::Bind { what, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|source| StartError::Bind { what, addr, source })
 }
 
 fn local(l: &Option<TcpListener>) -> Option<SocketAddr> {
@@ -92,7 +100,10 @@ fn local(l: &Option<TcpListener>) -> Option<SocketAddr> {
 
 impl Gateway {
     /// Binds every listener and builds the shared state.
-    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, StartError> {
+    pub async fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Gateway, StartError> {
         let (Some(cert), Some(key)) = (&config.tls.ca_cert, &config.tls.ca_key) else {
             return Err(StartError::NoCa);
         };
@@ -109,10 +120,22 @@ impl Gateway {
         let metrics_l = bind("metrics", config.metrics_listen).await?;
         let dns = match config.dns.listen {
             Some(addr) => {
-                let udp = UdpSocket::bind(addr).await.map_err(|source| StartError::Bind { what: "dns/udp", addr, source })?;
+                let udp = UdpSocket::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        what: "dns/udp",
+                        addr,
+                        source,
+                    })?;
                 // TCP on the same port as UDP (port 0 resolves to whatever UDP got).
                 let addr = udp.local_addr().unwrap_or(addr);
-                let tcp = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what: "dns/tcp", addr, source })?;
+                let tcp = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        what: "dns/tcp",
+                        addr,
+                        source,
+                    })?;
                 Some((udp, tcp))
             }
             None => None,
@@ -125,15 +148,31 @@ impl Gateway {
             management: local(&mgmt_l),
             metrics: local(&metrics_l),
         };
-        let own: Vec<SocketAddr> = [addrs.https, addrs.http, addrs.tunnel, addrs.dns, addrs.management, addrs.metrics]
-            .into_iter()
-            .flatten()
-            .collect();
-        let guard = Guard::new(p.deny_cidrs.clone(), p.allow_cidrs.clone(), own, config.upstream.hosts.clone(), p.timeouts.upstream_connect);
+        let own: Vec<SocketAddr> = [
+            addrs.https,
+            addrs.http,
+            addrs.tunnel,
+            addrs.dns,
+            addrs.management,
+            addrs.metrics,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let guard = Guard::new(
+            p.deny_cidrs.clone(),
+            p.allow_cidrs.clone(),
+            own,
+            config.upstream.hosts.clone(),
+            p.timeouts.upstream_connect,
+        );
         let roots = root_store(&config.upstream.ca_files)?;
-        let audit = AuditLog::spawn(&Output::parse(&config.audit.output), config.audit.sandbox.clone())
-            .await
-            .map_err(StartError::Audit)?;
+        let audit = AuditLog::spawn(
+            &Output::parse(&config.audit.output),
+            config.audit.sandbox.clone(),
+        )
+        .await
+        .map_err(StartError::Audit)?;
         let leaves = Arc::new(LeafCache::new(authority, config.tls.cert_cache_size));
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(config.policy.clone()),
@@ -149,16 +188,42 @@ impl Gateway {
         let started = Instant::now();
         let mut mgmt = Vec::new();
         if let Some(l) = mgmt_l {
-            mgmt.push((Arc::new(Mgmt { shared: shared.clone(), addrs, started, token }), l));
+            mgmt.push((
+                Arc::new(Mgmt {
+                    shared: shared.clone(),
+                    addrs,
+                    started,
+                    token,
+                }),
+                l,
+            ));
         }
         if let Some(l) = metrics_l {
-            mgmt.push((Arc::new(Mgmt { shared: shared.clone(), addrs, started, token: None }), l));
+            mgmt.push((
+                Arc::new(Mgmt {
+                    shared: shared.clone(),
+                    addrs,
+                    started,
+                    token: None,
+                }),
+                l,
+            ));
         }
-        let tcp = [(Kind::Https, https), (Kind::Http, http), (Kind::Tunnel, tunnel)]
-            .into_iter()
-            .filter_map(|(k, l)| l.map(|l| (k, l)))
-            .collect();
-        Ok(Gateway { shared, addrs, tcp, dns, mgmt })
+        let tcp = [
+            (Kind::Https, https),
+            (Kind::Http, http),
+            (Kind::Tunnel, tunnel),
+        ]
+        .into_iter()
+        .filter_map(|(k, l)| l.map(|l| (k, l)))
+        .collect();
+        Ok(Gateway {
+            shared,
+            addrs,
+            tcp,
+            dns,
+            mgmt,
+        })
     }
 
     /// The bound addresses.
@@ -192,8 +257,17 @@ impl Gateway {
 
 fn api_key(m: &policy::ManagementConfig) -> Result<String, StartError> {
     let (token, source) = match &m.api_key_file {
-        Some(path) => (std::fs::read_to_string(path).unwrap_or_default(), format!("the file {path} (management.api_key_file)")),
-        None => (std::env::var(&m.api_key_env).unwrap_or_default(), format!("the environment variable {} (management.api_key_env)", m.api_key_env)),
+        Some(path) => (
+            std::fs::read_to_string(path).unwrap_or_default(),
+            format!("the file {path} (management.api_key_file)"),
+        ),
+        None => (
+            std::env::var(&m.api_key_env).unwrap_or_default(),
+            format!(
+                "the environment variable {} (management.api_key_env)",
+                m.api_key_env
+            ),
+        ),
     };
     let token = token.trim().to_string();
     if token.is_empty() {
@@ -204,7 +278,9 @@ fn api_key(m: &policy::ManagementConfig) -> Result<String, StartError> {
 
 async fn reload_on_sighup(shared: Arc<Shared>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
     while hup.recv().await.is_some() {
         let _ = mgmt::reload(&shared);
     }

@@ -35,7 +35,8 @@ pub fn upgrade(
         if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
             ex.record().error = Some(format!("tunnel closed: {}", e.kind()));
         }
-        ex.bytes_in.fetch_add(c.bytes_read(), std::sync::atomic::Ordering::Relaxed);
+        ex.bytes_in
+            .fetch_add(c.bytes_read(), std::sync::atomic::Ordering::Relaxed);
         ex.add_bytes_out(u.bytes_read());
         ex.finish_ok();
     });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use audit::TlsInfo;
-use rustls::server::{Acceptor, Accepted, ClientHello, ResolvesServerCert};
+use rustls::server::{Accepted, Acceptor, ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -54,10 +54,14 @@ pub async fn read_client_hello<IO>(io: &mut IO, timeout: Duration) -> Result<Acc
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::time::timeout(timeout, read_hello(io)).await.map_err(|_| HelloError::Timeout)?
+    tokio::time::timeout(timeout, read_hello(io))
+        .await
+        .map_err(|_| HelloError::Timeout)?
 }
 
-async fn read_hello<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Result<Accepted, HelloError> {
+async fn read_hello<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+) -> Result<Accepted, HelloError> {
     let mut acceptor = Acceptor::default();
     let mut buf = [0u8; 4096];
     let mut total = 0;
@@ -124,6 +128,8 @@ pub fn tls_info(conn: &ServerConnection) -> TlsInfo {
     };
     TlsInfo {
         version: version.into(),
-        alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+        alpn: conn
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
     }
 }

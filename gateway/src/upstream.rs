@@ -55,7 +55,11 @@ impl hyper::rt::Read for GuardedStream {
 }
 
 impl hyper::rt::Write for GuardedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -84,9 +88,16 @@ impl tower_service::Service<Uri> for GuardConnector {
                 .ok_or_else(|| GuardError::Resolve("request has no valid host".into()))?;
             let port = uri
                 .port_u16()
-                .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+                .unwrap_or(if uri.scheme_str() == Some("http") {
+                    80
+                } else {
+                    443
+                });
             let (stream, peer) = guard.connect(&host, port).await?;
-            Ok(GuardedStream { io: TokioIo::new(stream), peer })
+            Ok(GuardedStream {
+                io: TokioIo::new(stream),
+                peer,
+            })
         })
     }
 }
@@ -117,7 +128,10 @@ pub fn root_store(extra: &[String]) -> Result<RootCertStore, TrustError> {
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     for path in extra {
-        let err = |message: String| TrustError { path: path.clone(), message };
+        let err = |message: String| TrustError {
+            path: path.clone(),
+            message,
+        };
         let pem = std::fs::read(Path::new(path)).map_err(|e| err(e.to_string()))?;
         let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
             .collect::<Result<_, _>>()
@@ -158,6 +172,9 @@ impl Upstreams {
                 .pool_max_idle_per_host(64)
                 .build(c)
         };
-        Upstreams { auto: client(auto), h1: client(h1) }
+        Upstreams {
+            auto: client(auto),
+            h1: client(h1),
+        }
     }
 }

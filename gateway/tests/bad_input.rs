@@ -12,21 +12,43 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn openssl(env: &Env, args: &[&str]) -> String {
-    let mut a: Vec<String> = vec!["s_client".into(), "-connect".into(), env.https().to_string(), "-CAfile".into(), env.ca()];
+    let mut a: Vec<String> = vec![
+        "s_client".into(),
+        "-connect".into(),
+        env.https().to_string(),
+        "-CAfile".into(),
+        env.ca(),
+    ];
     a.extend(args.iter().map(|s| s.to_string()));
-    let out = run("sh", &["-c".into(), format!("echo | timeout 10 openssl {}", a.join(" "))], &[]).await;
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    let out = run(
+        "sh",
+        &[
+            "-c".into(),
+            format!("echo | timeout 10 openssl {}", a.join(" ")),
+        ],
+        &[],
+    )
+    .await;
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_hellos_without_or_with_bad_sni_are_refused_with_alerts() {
     let env = Env::start(Opts::default()).await;
     let out = openssl(&env, &["-noservername"]).await;
-    assert!(out.contains("unrecognized name") || out.contains("alert number 112"), "{out}");
+    assert!(
+        out.contains("unrecognized name") || out.contains("alert number 112"),
+        "{out}"
+    );
     env.record(|r| r["reason"] == "tls_sni_missing").await;
     let out = openssl(&env, &["-servername", "api.test:443"]).await;
     assert!(out.contains("alert"), "{out}");
-    env.record(|r| r["reason"] == "tls_client_hello_invalid" || r["reason"] == "tls_sni_invalid").await;
+    env.record(|r| r["reason"] == "tls_client_hello_invalid" || r["reason"] == "tls_sni_invalid")
+        .await;
     // A good one negotiates h2 by ALPN and verifies against our CA.
     let out = openssl(&env, &["-servername", API, "-alpn", "h2"]).await;
     assert!(out.contains("ALPN protocol: h2"), "{out}");
@@ -39,11 +61,17 @@ async fn a_client_hello_that_never_completes_times_out_and_is_recorded() {
     let env = Env::start(Opts::default()).await;
     let mut s = TcpStream::connect(env.https()).await.unwrap();
     // A TLS record header promising 512 bytes, then silence.
-    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the gateway must close the connection (client_header_timeout is 2s)");
-    env.record(|r| r["reason"] == "tls_client_hello_timeout").await;
+    assert!(
+        read.is_ok(),
+        "the gateway must close the connection (client_header_timeout is 2s)"
+    );
+    env.record(|r| r["reason"] == "tls_client_hello_timeout")
+        .await;
     // Everyone else is still served.
     let mut args = env.to_https(API);
     args.push(format!("https://{API}/still-up"));
@@ -63,24 +91,61 @@ async fn raw_http(env: &Env, request: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http_requests_are_refused_and_recorded() {
     let env = Env::start(Opts::default()).await;
-    let huge = format!("GET / HTTP/1.1\r\nHost: plain.test\r\nX-Big: {}\r\n\r\n", "a".repeat(100 * 1024));
-    assert!(raw_http(&env, huge.as_bytes()).await.starts_with("HTTP/1.1 431"));
-    env.record(|r| r["reason"] == "http_headers_too_large").await;
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: plain.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    assert!(
+        raw_http(&env, huge.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 431")
+    );
+    env.record(|r| r["reason"] == "http_headers_too_large")
+        .await;
     let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
     let many = format!("GET / HTTP/1.1\r\nHost: plain.test\r\n{many}\r\n");
     let resp = raw_http(&env, many.as_bytes()).await;
-    assert!(resp.starts_with("HTTP/1.1 431") || resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.1 431") || resp.starts_with("HTTP/1.1 400"),
+        "{resp}"
+    );
     let bad_line = raw_http(&env, b"GET / HTTP/9.9 extra\r\nHost: plain.test\r\n\r\n").await;
-    assert!(bad_line.starts_with("HTTP/1.1 400") || bad_line.starts_with("HTTP/1.1 505"), "{bad_line}");
-    let ctl = raw_http(&env, b"GET / HTTP/1.1\r\nHost: plain.test\r\nX-A: a\x01b\r\n\r\n").await;
+    assert!(
+        bad_line.starts_with("HTTP/1.1 400") || bad_line.starts_with("HTTP/1.1 505"),
+        "{bad_line}"
+    );
+    let ctl = raw_http(
+        &env,
+        b"GET / HTTP/1.1\r\nHost: plain.test\r\nX-A: a\x01b\r\n\r\n",
+    )
+    .await;
     assert!(ctl.starts_with("HTTP/1.1 400"), "{ctl}");
-    let bad_chunk = raw_http(&env, b"POST /x HTTP/1.1\r\nHost: plain.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").await;
-    assert!(!bad_chunk.contains("\"path\":\"/x\"") || bad_chunk.is_empty() || bad_chunk.starts_with("HTTP/1.1 400"), "{bad_chunk}");
+    let bad_chunk = raw_http(
+        &env,
+        b"POST /x HTTP/1.1\r\nHost: plain.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    )
+    .await;
+    assert!(
+        !bad_chunk.contains("\"path\":\"/x\"")
+            || bad_chunk.is_empty()
+            || bad_chunk.starts_with("HTTP/1.1 400"),
+        "{bad_chunk}"
+    );
     // Content-Length and Transfer-Encoding together: never two readings of one body.
     let smuggle = raw_http(&env, b"POST /cl-te HTTP/1.1\r\nHost: plain.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: plain.test\r\n\r\n").await;
-    assert!(!smuggle.contains("/smuggled") || smuggle.starts_with("HTTP/1.1 400"), "{smuggle}");
+    assert!(
+        !smuggle.contains("/smuggled") || smuggle.starts_with("HTTP/1.1 400"),
+        "{smuggle}"
+    );
     let records = env.audit(0).await;
-    assert!(records.iter().filter(|r| r["reason"] == "http_malformed").count() >= 2, "{records:#?}");
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["reason"] == "http_malformed")
+            .count()
+            >= 2,
+        "{records:#?}"
+    );
     // A request head that never ends (slowloris): the connection is closed after
     // client_header_timeout (hyper closes without a 408) and the attempt is recorded.
     let mut s = TcpStream::connect(env.addrs.http.unwrap()).await.unwrap();
@@ -101,12 +166,15 @@ async fn bogus_socks5_handshakes_get_protocol_errors() {
     let mut r = [0u8; 2];
     s.read_exact(&mut r).await.unwrap();
     assert_eq!(r, [5, 0xff]);
-    env.record(|r| r["reason"] == "socks_no_acceptable_auth").await;
+    env.record(|r| r["reason"] == "socks_no_acceptable_auth")
+        .await;
     // Bad version in the request.
     let mut s = TcpStream::connect(env.tunnel()).await.unwrap();
     s.write_all(&[5, 1, 0]).await.unwrap();
     s.read_exact(&mut r).await.unwrap();
-    s.write_all(&[4, 1, 0, 1, 127, 0, 0, 1, 0, 80]).await.unwrap();
+    s.write_all(&[4, 1, 0, 1, 127, 0, 0, 1, 0, 80])
+        .await
+        .unwrap();
     let mut reply = [0u8; 10];
     s.read_exact(&mut reply).await.unwrap();
     assert_eq!(reply[1], 1);
@@ -115,16 +183,21 @@ async fn bogus_socks5_handshakes_get_protocol_errors() {
     let mut s = TcpStream::connect(env.tunnel()).await.unwrap();
     s.write_all(&[5, 1, 0]).await.unwrap();
     s.read_exact(&mut r).await.unwrap();
-    s.write_all(&[5, 2, 0, 1, 127, 0, 0, 1, 0, 80]).await.unwrap();
+    s.write_all(&[5, 2, 0, 1, 127, 0, 0, 1, 0, 80])
+        .await
+        .unwrap();
     s.read_exact(&mut reply).await.unwrap();
     assert_eq!(reply[1], 7);
     // An IP literal target is judged by the policy (no CIDR rule → 0x02).
     let mut s = TcpStream::connect(env.tunnel()).await.unwrap();
     s.write_all(&[5, 1, 0]).await.unwrap();
     s.read_exact(&mut r).await.unwrap();
-    s.write_all(&[5, 1, 0, 1, 169, 254, 169, 254, 0, 80]).await.unwrap();
+    s.write_all(&[5, 1, 0, 1, 169, 254, 169, 254, 0, 80])
+        .await
+        .unwrap();
     s.read_exact(&mut reply).await.unwrap();
     assert_eq!(reply[1], 2);
-    env.record(|r| r["host"] == "169.254.169.254:80" && r["reason"] == "not_allowlisted").await;
+    env.record(|r| r["host"] == "169.254.169.254:80" && r["reason"] == "not_allowlisted")
+        .await;
     env.stop().await;
 }

@@ -23,7 +23,17 @@ async fn transparent_tls_h1_and_h2_reach_the_origin() {
         let echo = json(&body);
         assert_eq!(echo["path"], "/v1/echo");
         assert_eq!(echo["query"], "x=1");
-        let r = env.record(|r| r["path"] == "/v1/echo" && r["tls"]["alpn"] == if version == "HTTP/2.0" { "h2" } else { "http/1.1" }).await;
+        let r = env
+            .record(|r| {
+                r["path"] == "/v1/echo"
+                    && r["tls"]["alpn"]
+                        == if version == "HTTP/2.0" {
+                            "h2"
+                        } else {
+                            "http/1.1"
+                        }
+            })
+            .await;
         assert_eq!(r["action"], "allow");
         assert_eq!(r["listener"], "https");
         assert_eq!(r["sni"], API);
@@ -46,9 +56,15 @@ async fn transparent_tls_denied_host_gets_an_alert_and_a_record() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, _, err) = curl(&env, &args).await;
     assert_eq!(code, 0);
-    assert!(err.contains("alert access denied") || err.contains("access denied"), "{err}");
+    assert!(
+        err.contains("alert access denied") || err.contains("access denied"),
+        "{err}"
+    );
     let r = env.record(|r| r["host"] == "evil.example.com").await;
-    assert_eq!((r["action"].as_str(), r["reason"].as_str()), (Some("reject"), Some("not_allowlisted")));
+    assert_eq!(
+        (r["action"].as_str(), r["reason"].as_str()),
+        (Some("reject"), Some("not_allowlisted"))
+    );
     assert_eq!(r["rejected_by"], "allowlist");
     env.stop().await;
 }
@@ -66,15 +82,33 @@ async fn path_rules_and_sni_host_mismatch_are_enforced_per_request() {
     let (code, body, _) = curl(&env, &args).await;
     assert_eq!(code, 403);
     let b = json(&body);
-    assert_eq!((b["error"].as_str(), b["reason"].as_str(), b["host"].as_str()), (Some("blocked by policy"), Some("not_allowlisted"), Some("paths.example")));
+    assert_eq!(
+        (
+            b["error"].as_str(),
+            b["reason"].as_str(),
+            b["host"].as_str()
+        ),
+        (
+            Some("blocked by policy"),
+            Some("not_allowlisted"),
+            Some("paths.example")
+        )
+    );
     // Dot segments cannot escape a path rule.
     let mut dots = env.to_https("paths.example");
-    dots.extend(["--path-as-is".into(), "https://paths.example/ok/../admin".into()]);
+    dots.extend([
+        "--path-as-is".into(),
+        "https://paths.example/ok/../admin".into(),
+    ]);
     let args: Vec<&str> = dots.iter().map(String::as_str).collect();
     assert_eq!(curl(&env, &args).await.0, 400);
     // SNI says api.test, Host says other.test: refused.
     let mut mismatch = env.to_https(API);
-    mismatch.extend(["-H".into(), "Host: other.test".into(), format!("https://{API}/")]);
+    mismatch.extend([
+        "-H".into(),
+        "Host: other.test".into(),
+        format!("https://{API}/"),
+    ]);
     let args: Vec<&str> = mismatch.iter().map(String::as_str).collect();
     let (code, body, _) = curl(&env, &args).await;
     assert_eq!(code, 400, "{body}");
@@ -86,17 +120,21 @@ async fn path_rules_and_sni_host_mismatch_are_enforced_per_request() {
 async fn connect_tunnel_allows_and_refuses_before_dialling() {
     let env = Env::start(Opts::default()).await;
     let proxy = format!("http://{}", env.tunnel());
-    let (code, body, err) = curl(&env, &["-x", &proxy, &format!("https://{API}/via/connect")]).await;
+    let (code, body, err) =
+        curl(&env, &["-x", &proxy, &format!("https://{API}/via/connect")]).await;
     assert_eq!(code, 200, "{err}");
     assert_eq!(json(&body)["path"], "/via/connect");
     let (code, _, err) = curl(&env, &["-x", &proxy, "https://denied.example.org/"]).await;
     assert_eq!(code, 0);
     assert!(err.contains("403"), "{err}");
-    let r = env.record(|r| r["method"] == "CONNECT" && r["host"] == "denied.example.org:443").await;
+    let r = env
+        .record(|r| r["method"] == "CONNECT" && r["host"] == "denied.example.org:443")
+        .await;
     assert_eq!(r["status_code"], 403);
     assert!(r.get("upstream").is_none(), "nothing was dialled");
     // The allowed tunnel has its own record beside the inner request's.
-    env.record(|r| r["method"] == "CONNECT" && r["host"] == "api.test:443").await;
+    env.record(|r| r["method"] == "CONNECT" && r["host"] == "api.test:443")
+        .await;
     let inner = env.record(|r| r["path"] == "/via/connect").await;
     assert_eq!(inner["tunnel"], "api.test:443");
     env.stop().await;
@@ -111,7 +149,10 @@ async fn socks5_and_plain_http_through_the_tunnel() {
     assert_eq!(json(&body)["path"], "/via/socks");
     let (code, _, _) = curl(&env, &["-x", &socks, "https://nope.example.net/"]).await;
     assert_eq!(code, 0);
-    env.record(|r| r["method"] == "SOCKS5" && r["host"] == "nope.example.net:443" && r["action"] == "reject").await;
+    env.record(|r| {
+        r["method"] == "SOCKS5" && r["host"] == "nope.example.net:443" && r["action"] == "reject"
+    })
+    .await;
     // Absolute-form plain HTTP on the tunnel port (curl -x with an http:// URL).
     let proxy = format!("http://{}", env.tunnel());
     let (code, body, _) = curl(&env, &["-x", &proxy, "http://plain.test/plain"]).await;
@@ -139,12 +180,25 @@ print("ok")
 "#
     );
     let proxy = format!("http://{}", env.tunnel());
-    let out = run(&python(), &["-c".into(), script], &[("HTTPS_PROXY", proxy), ("REQUESTS_CA_BUNDLE", env.ca()), ("SSL_CERT_FILE", env.ca())]).await;
+    let out = run(
+        &python(),
+        &["-c".into(), script],
+        &[
+            ("HTTPS_PROXY", proxy),
+            ("REQUESTS_CA_BUNDLE", env.ca()),
+            ("SSL_CERT_FILE", env.ca()),
+        ],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     // httpx raises on the refused CONNECT: the script ends with ProxyError after the two
     // allowed requests succeeded.
-    assert!(stderr.contains("ProxyError") || stderr.contains("403"), "{stderr}");
-    env.record(|r| r["method"] == "POST" && r["path"] == "/py").await;
+    assert!(
+        stderr.contains("ProxyError") || stderr.contains("403"),
+        "{stderr}"
+    );
+    env.record(|r| r["method"] == "POST" && r["path"] == "/py")
+        .await;
     env.record(|r| r["path"] == "/py/httpx").await;
     env.record(|r| r["host"] == "denied.example.com:443").await;
     env.stop().await;
@@ -153,7 +207,11 @@ print("ok")
 /// An h2-speaking client in front of an HTTP/1.1-only upstream, and the reverse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_client_to_h1_origin() {
-    let env = Env::start(Opts { h2: false, ..Opts::default() }).await;
+    let env = Env::start(Opts {
+        h2: false,
+        ..Opts::default()
+    })
+    .await;
     let mut args = env.to_https("h1.test");
     args.extend(["--http2".into(), "https://h1.test/x".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -183,15 +241,31 @@ with httpx.Client(timeout=10) as c:
 "#
     );
     let proxy = format!("http://{}", env.tunnel());
-    let out = run(&python(), &["-c".into(), script], &[("HTTPS_PROXY", proxy), ("SSL_CERT_FILE", env.ca())]).await;
+    let out = run(
+        &python(),
+        &["-c".into(), script],
+        &[("HTTPS_PROXY", proxy), ("SSL_CERT_FILE", env.ca())],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let times: Vec<f64> = stdout.lines().map(|l| l.split(' ').next().unwrap().parse().unwrap()).collect();
-    assert_eq!(times.len(), 3, "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let times: Vec<f64> = stdout
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        times.len(),
+        3,
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The origin sends one event every 300 ms: each must arrive on its own, well within
     // 100 ms of being sent (the last at ~600 ms after the first).
     let gap1 = times[1] - times[0];
     let gap2 = times[2] - times[1];
-    assert!((0.2..0.4).contains(&gap1) && (0.2..0.4).contains(&gap2), "events were buffered: {times:?}");
+    assert!(
+        (0.2..0.4).contains(&gap1) && (0.2..0.4).contains(&gap2),
+        "events were buffered: {times:?}"
+    );
     env.stop().await;
 }
 
@@ -247,12 +321,24 @@ with connect("wss://ws.test/chat", sock=sock, ssl=ctx, server_hostname="ws.test"
     })
     .await;
     let line = format!("{} {}\n", env.https().port(), env.ca());
-    child.stdin.take().unwrap().write_all(line.as_bytes()).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(line.as_bytes())
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(reply.as_deref(), Some("echo:hello"));
     let _ = child.wait().await;
     let r = env.record(|r| r["path"] == "/chat").await;
-    assert_eq!(r["status_code"], 101, "the upstream's real status is audited");
+    assert_eq!(
+        r["status_code"], 101,
+        "the upstream's real status is audited"
+    );
     assert_eq!(r["action"], "allow");
     assert!(r["bytes_out"].as_u64().unwrap() > 0);
     env.stop().await;
@@ -264,11 +350,15 @@ fn write_ws_certs(dir: &std::path::Path) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "ws test CA");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "ws test CA");
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["ws.test".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let leaf = CertificateParams::new(vec!["ws.test".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
     std::fs::write(dir.join("ws-ca.crt"), ca_cert.pem()).unwrap();
     std::fs::write(dir.join("ws.crt"), leaf.pem()).unwrap();
     std::fs::write(dir.join("ws.key"), key.serialize_pem()).unwrap();
@@ -278,8 +368,14 @@ fn write_ws_certs(dir: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_upstream_certificate_is_a_502() {
     // An origin whose CA the gateway does not trust.
-    let rogue = gateway::origin::Origin::https(&["rogue.test"], true).await.unwrap();
-    let env = Env::start(Opts { pins: vec![("rogue.test".into(), rogue.addr.to_string())], ..Opts::default() }).await;
+    let rogue = gateway::origin::Origin::https(&["rogue.test"], true)
+        .await
+        .unwrap();
+    let env = Env::start(Opts {
+        pins: vec![("rogue.test".into(), rogue.addr.to_string())],
+        ..Opts::default()
+    })
+    .await;
     let mut args = env.to_https("rogue.test");
     args.push("https://rogue.test/".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -287,22 +383,38 @@ async fn untrusted_upstream_certificate_is_a_502() {
     assert_eq!(code, 502, "{body}");
     assert_eq!(json(&body)["reason"], "upstream_tls_error");
     let r = env.record(|r| r["host"] == "rogue.test").await;
-    assert_eq!((r["action"].as_str(), r["status_code"].as_u64()), (Some("error"), Some(502)));
+    assert_eq!(
+        (r["action"].as_str(), r["status_code"].as_u64()),
+        (Some("error"), Some(502))
+    );
     env.stop().await;
 }
 
 /// Invariant 2: loopback is denied even for a pinned, allowed name unless the policy names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_upstream_needs_an_explicit_allow() {
-    let env = Env::start(Opts { allow_loopback: false, ..Opts::default() }).await;
+    let env = Env::start(Opts {
+        allow_loopback: false,
+        ..Opts::default()
+    })
+    .await;
     let mut args = env.to_https(API);
     args.push(format!("https://{API}/"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, body, _) = curl(&env, &args).await;
     assert_eq!(code, 403, "{body}");
     assert_eq!(json(&body)["reason"], "upstream_address_denied");
-    let (code, body, _) = curl(&env, &["-x", &format!("http://{}", env.tunnel()), "https://denied-ip.test/"]).await;
+    let (code, body, _) = curl(
+        &env,
+        &[
+            "-x",
+            &format!("http://{}", env.tunnel()),
+            "https://denied-ip.test/",
+        ],
+    )
+    .await;
     assert_eq!(code, 403, "metadata address via a pinned name: {body}");
-    env.record(|r| r["reason"] == "upstream_address_denied" && r["host"] == "denied-ip.test").await;
+    env.record(|r| r["reason"] == "upstream_address_denied" && r["host"] == "denied-ip.test")
+        .await;
     env.stop().await;
 }

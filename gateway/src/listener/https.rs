@@ -14,7 +14,11 @@ use crate::state::Shared;
 use crate::tls::{self, HelloError, alert};
 
 fn refused(reason: &'static str, message: &'static str) -> Failure {
-    Failure::Refused { status: http::StatusCode::BAD_REQUEST, reason, message }
+    Failure::Refused {
+        status: http::StatusCode::BAD_REQUEST,
+        reason,
+        message,
+    }
 }
 
 /// Terminates TLS on `io` (a client connection, or a tunnel after CONNECT/SOCKS5).
@@ -28,10 +32,21 @@ where
         Err(HelloError::Closed { bytes: 0 }) | Err(HelloError::Io(_)) => return,
         Err(e) => {
             let f = match e {
-                HelloError::Timeout => refused("tls_client_hello_timeout", "ClientHello not received in time"),
-                HelloError::TooLarge => refused("tls_client_hello_too_large", "ClientHello too large"),
-                HelloError::Invalid => refused("tls_client_hello_invalid", "invalid ClientHello or server name"),
-                _ => refused("tls_client_hello_incomplete", "connection closed during the ClientHello"),
+                HelloError::Timeout => refused(
+                    "tls_client_hello_timeout",
+                    "ClientHello not received in time",
+                ),
+                HelloError::TooLarge => {
+                    refused("tls_client_hello_too_large", "ClientHello too large")
+                }
+                HelloError::Invalid => refused(
+                    "tls_client_hello_invalid",
+                    "invalid ClientHello or server name",
+                ),
+                _ => refused(
+                    "tls_client_hello_incomplete",
+                    "connection closed during the ClientHello",
+                ),
             };
             if !matches!(e, HelloError::Invalid) {
                 tls::send_alert(&mut io, 50).await;
@@ -54,14 +69,24 @@ where
         && target.host != host
     {
         tls::send_alert(&mut io, alert::ACCESS_DENIED).await;
-        let f = refused("tls_sni_tunnel_mismatch", "server name does not match the tunnel target");
+        let f = refused(
+            "tls_sni_tunnel_mismatch",
+            "server name does not match the tunnel target",
+        );
         return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
     }
     let port = meta.tunnel.as_ref().map_or(443, |t| t.port);
-    let decision = shared.policy.load().evaluate(&Request { host: &host, port, http: None });
+    let decision = shared.policy.load().evaluate(&Request {
+        host: &host,
+        port,
+        http: None,
+    });
     if !decision.allowed() {
         tls::send_alert(&mut io, alert::ACCESS_DENIED).await;
-        let f = Failure::Policy { decision, host: name.to_string() };
+        let f = Failure::Policy {
+            decision,
+            host: name.to_string(),
+        };
         return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
     }
     if shared.leaves.get(name.as_str()).is_err() {
@@ -73,7 +98,10 @@ where
     let stream = match tokio::time::timeout(t.tls_handshake, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(_)) | Err(_) => {
-            let f = refused("tls_handshake_failed", "TLS handshake with the client failed");
+            let f = refused(
+                "tls_handshake_failed",
+                "TLS handshake with the client failed",
+            );
             return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
         }
     };

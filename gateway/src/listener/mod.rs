@@ -43,9 +43,16 @@ impl Kind {
 
 /// Accepts connections until the task is dropped; at most `limit` are served at once (new
 /// ones wait in the kernel's backlog, which is the back-pressure).
-pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Kind, limit: Arc<Semaphore>) {
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    kind: Kind,
+    limit: Arc<Semaphore>,
+) {
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, addr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -59,8 +66,18 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Kind,
         let shared = shared.clone();
         tokio::spawn(async move {
             match kind {
-                Kind::Https => https::intercept(shared.clone(), ConnMeta::new("https", addr), tcp).await,
-                Kind::Http => serve_http(shared.clone(), Arc::new(ConnMeta::new("http", addr)), tcp, false).await,
+                Kind::Https => {
+                    https::intercept(shared.clone(), ConnMeta::new("https", addr), tcp).await
+                }
+                Kind::Http => {
+                    serve_http(
+                        shared.clone(),
+                        Arc::new(ConnMeta::new("http", addr)),
+                        tcp,
+                        false,
+                    )
+                    .await
+                }
                 Kind::Tunnel => tunnel::serve(shared.clone(), tcp, addr).await,
             }
             shared.metrics.closed();
@@ -75,7 +92,11 @@ pub async fn serve_http<IO>(shared: Arc<Shared>, meta: Arc<ConnMeta>, io: IO, ac
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = Idle::new(io, shared.config.proxy.timeouts.idle, Some(meta.inflight.clone()));
+    let io = Idle::new(
+        io,
+        shared.config.proxy.timeouts.idle,
+        Some(meta.inflight.clone()),
+    );
     let (s, m) = (shared.clone(), meta.clone());
     let svc = hyper::service::service_fn(move |req| {
         let (s, m) = (s.clone(), m.clone());
@@ -87,31 +108,70 @@ where
             }
         }
     });
-    if let Err(e) = shared.http.serve_connection_with_upgrades(TokioIo::new(io), svc).await {
+    if let Err(e) = shared
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+    {
         protocol_error(&shared, &meta, &*e).await;
     }
 }
 
 /// Audits a connection that ended in a protocol error hyper already answered (400/431/408).
-async fn protocol_error(shared: &Arc<Shared>, meta: &ConnMeta, e: &(dyn std::error::Error + Send + Sync + 'static)) {
-    let Some(h) = e.downcast_ref::<hyper::Error>() else { return };
+async fn protocol_error(
+    shared: &Arc<Shared>,
+    meta: &ConnMeta,
+    e: &(dyn std::error::Error + Send + Sync + 'static),
+) {
+    let Some(h) = e.downcast_ref::<hyper::Error>() else {
+        return;
+    };
     let (status, reason, message) = if h.is_parse_too_large() {
-        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "http_headers_too_large", "request head too large")
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "http_headers_too_large",
+            "request head too large",
+        )
     } else if h.is_parse() || h.is_parse_status() {
-        (StatusCode::BAD_REQUEST, "http_malformed", "malformed HTTP request")
+        (
+            StatusCode::BAD_REQUEST,
+            "http_malformed",
+            "malformed HTTP request",
+        )
     } else if h.is_timeout() && meta.requests.load(Ordering::Relaxed) == 0 {
-        (StatusCode::REQUEST_TIMEOUT, "client_header_timeout", "request head not received in time")
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "client_header_timeout",
+            "request head not received in time",
+        )
     } else {
         tracing::debug!(error = %h, "client connection ended");
         return;
     };
     // hyper answers parse errors itself but closes a timed-out connection without a response.
     let sent = (status != StatusCode::REQUEST_TIMEOUT).then_some(status.as_u16());
-    refuse_conn(shared, meta, None, &Failure::Refused { status, reason, message }, sent).await;
+    refuse_conn(
+        shared,
+        meta,
+        None,
+        &Failure::Refused {
+            status,
+            reason,
+            message,
+        },
+        sent,
+    )
+    .await;
 }
 
 /// Records a refused connection (no request was served on it).
-pub async fn refuse_conn(shared: &Arc<Shared>, meta: &ConnMeta, host: Option<String>, f: &Failure, status: Option<u16>) {
+pub async fn refuse_conn(
+    shared: &Arc<Shared>,
+    meta: &ConnMeta,
+    host: Option<String>,
+    f: &Failure,
+    status: Option<u16>,
+) {
     let mut ex = Exchange::begin(shared, meta).await;
     if let Some(h) = host {
         ex.record().host = h;

@@ -24,7 +24,11 @@ fn reply(code: u8) -> Vec<u8> {
 }
 
 fn fail(code: Option<u8>, reason: &'static str, message: &'static str) -> Fail {
-    Fail { reply: code.map(reply), reason, message }
+    Fail {
+        reply: code.map(reply),
+        reason,
+        message,
+    }
 }
 
 /// Serves one SOCKS5 connection.
@@ -35,7 +39,11 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, addr: SocketAddr) {
     let timeout = shared.config.proxy.timeouts.client_header;
     let outcome = match tokio::time::timeout(timeout, handshake(&mut tcp)).await {
         Ok(r) => r,
-        Err(_) => Err(fail(None, "handshake_timeout", "SOCKS5 handshake not completed in time")),
+        Err(_) => Err(fail(
+            None,
+            "handshake_timeout",
+            "SOCKS5 handshake not completed in time",
+        )),
     };
     let target = match outcome {
         Ok(t) => t,
@@ -43,15 +51,26 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, addr: SocketAddr) {
             if let Some(bytes) = &f.reply {
                 let _ = tcp.write_all(bytes).await;
             }
-            let failure = Failure::Refused { status: http::StatusCode::BAD_REQUEST, reason: f.reason, message: f.message };
+            let failure = Failure::Refused {
+                status: http::StatusCode::BAD_REQUEST,
+                reason: f.reason,
+                message: f.message,
+            };
             return ex.finish_failure(&failure, None);
         }
     };
     ex.record().host = target.to_string();
-    let decision = shared.policy.load().evaluate(&Request { host: &target.host, port: target.port, http: None });
+    let decision = shared.policy.load().evaluate(&Request {
+        host: &target.host,
+        port: target.port,
+        http: None,
+    });
     if !decision.allowed() {
         let _ = tcp.write_all(&reply(2)).await;
-        let f = Failure::Policy { decision, host: target.host.to_string() };
+        let f = Failure::Policy {
+            decision,
+            host: target.host.to_string(),
+        };
         return ex.finish_failure(&f, None);
     }
     ex.allowed(&decision);
@@ -68,16 +87,28 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Result<Ta
     let mut methods = vec![0u8; usize::from(head[1])];
     io.read_exact(&mut methods).await.map_err(eof)?;
     if !methods.contains(&0) {
-        return Err(Fail { reply: Some(vec![5, 0xff]), reason: "socks_no_acceptable_auth", message: "SOCKS5 client offers no no-auth method" });
+        return Err(Fail {
+            reply: Some(vec![5, 0xff]),
+            reason: "socks_no_acceptable_auth",
+            message: "SOCKS5 client offers no no-auth method",
+        });
     }
     io.write_all(&[5, 0]).await.map_err(eof)?;
     let mut req = [0u8; 4];
     io.read_exact(&mut req).await.map_err(eof)?;
     if req[0] != 5 {
-        return Err(fail(Some(1), "socks_bad_version", "SOCKS5 request has a bad version"));
+        return Err(fail(
+            Some(1),
+            "socks_bad_version",
+            "SOCKS5 request has a bad version",
+        ));
     }
     if req[1] != 1 {
-        return Err(fail(Some(7), "socks_command_unsupported", "only the SOCKS5 CONNECT command is supported"));
+        return Err(fail(
+            Some(7),
+            "socks_command_unsupported",
+            "only the SOCKS5 CONNECT command is supported",
+        ));
     }
     let host = match req[3] {
         1 => {
@@ -98,11 +129,26 @@ async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Result<Ta
             std::str::from_utf8(&name)
                 .ok()
                 .and_then(|n| Host::parse(n).ok())
-                .ok_or_else(|| fail(Some(1), "socks_bad_address", "SOCKS5 target is not a valid host name"))?
+                .ok_or_else(|| {
+                    fail(
+                        Some(1),
+                        "socks_bad_address",
+                        "SOCKS5 target is not a valid host name",
+                    )
+                })?
         }
-        _ => return Err(fail(Some(8), "socks_address_type_unsupported", "unsupported SOCKS5 address type")),
+        _ => {
+            return Err(fail(
+                Some(8),
+                "socks_address_type_unsupported",
+                "unsupported SOCKS5 address type",
+            ));
+        }
     };
     let mut port = [0u8; 2];
     io.read_exact(&mut port).await.map_err(eof)?;
-    Ok(Target { host, port: u16::from_be_bytes(port) })
+    Ok(Target {
+        host,
+        port: u16::from_be_bytes(port),
+    })
 }

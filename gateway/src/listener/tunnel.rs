@@ -4,8 +4,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,38 +27,63 @@ use crate::state::Shared;
 /// Serves one tunnel-listener connection.
 pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(shared.config.proxy.timeouts.client_header, tcp.peek(&mut first)).await;
+    let peeked = tokio::time::timeout(
+        shared.config.proxy.timeouts.client_header,
+        tcp.peek(&mut first),
+    )
+    .await;
     match peeked {
         Ok(Ok(1)) if first[0] == 0x05 => socks::serve(shared, tcp, addr).await,
         Ok(Ok(1)) => serve_http(shared, Arc::new(ConnMeta::new("tunnel", addr)), tcp, true).await,
         Ok(_) => {}
         Err(_) => {
             let meta = ConnMeta::new("tunnel", addr);
-            let f = Failure::Refused { status: StatusCode::REQUEST_TIMEOUT, reason: "handshake_timeout", message: "no handshake received in time" };
+            let f = Failure::Refused {
+                status: StatusCode::REQUEST_TIMEOUT,
+                reason: "handshake_timeout",
+                message: "no handshake received in time",
+            };
             crate::listener::refuse_conn(&shared, &meta, None, &f, None).await;
         }
     }
 }
 
 /// Handles `CONNECT host:port`: decide, answer 200, then run the tunnel.
-pub async fn connect(shared: Arc<Shared>, meta: Arc<ConnMeta>, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn connect(
+    shared: Arc<Shared>,
+    meta: Arc<ConnMeta>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let mut ex = Exchange::begin(&shared, &meta).await;
     ex.record().method = Some("CONNECT".into());
     let target = req
         .uri()
         .authority()
         .and_then(|a| split_host_port(a.as_str()))
-        .map(|(host, port)| Target { host, port: port.unwrap_or(443) });
+        .map(|(host, port)| Target {
+            host,
+            port: port.unwrap_or(443),
+        });
     let Some(target) = target else {
-        let f = Failure::BadRequest { reason: "connect_target_invalid", message: "CONNECT target is not host:port" };
+        let f = Failure::BadRequest {
+            reason: "connect_target_invalid",
+            message: "CONNECT target is not host:port",
+        };
         let resp = f.response();
         ex.finish_failure(&f, Some(400));
         return Ok(resp);
     };
     ex.record().host = target.to_string();
-    let decision = shared.policy.load().evaluate(&PolicyRequest { host: &target.host, port: target.port, http: None });
+    let decision = shared.policy.load().evaluate(&PolicyRequest {
+        host: &target.host,
+        port: target.port,
+        http: None,
+    });
     if !decision.allowed() {
-        let f = Failure::Policy { decision, host: target.host.to_string() };
+        let f = Failure::Policy {
+            decision,
+            host: target.host.to_string(),
+        };
         let resp = f.response();
         ex.finish_failure(&f, Some(403));
         return Ok(resp);
@@ -78,19 +103,34 @@ pub async fn connect(shared: Arc<Shared>, meta: Arc<ConnMeta>, mut req: Request<
 /// After a CONNECT or SOCKS5 handshake: sniff the first byte and take the matching path.
 /// The tunnel's own record is written when the tunnel closes. (Boxed: the path leads back to
 /// `serve_http`, and a recursive future needs a name the compiler can check for `Send`.)
-pub fn run<IO>(shared: Arc<Shared>, client: SocketAddr, target: Target, io: IO, ex: Exchange) -> Pin<Box<dyn Future<Output = ()> + Send>>
+pub fn run<IO>(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    target: Target,
+    io: IO,
+    ex: Exchange,
+) -> Pin<Box<dyn Future<Output = ()> + Send>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     Box::pin(run_tunnel(shared, client, target, io, ex))
 }
 
-async fn run_tunnel<IO>(shared: Arc<Shared>, client: SocketAddr, target: Target, mut io: IO, ex: Exchange)
-where
+async fn run_tunnel<IO>(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    target: Target,
+    mut io: IO,
+    ex: Exchange,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut first = [0u8; 1];
-    let read = tokio::time::timeout(shared.config.proxy.timeouts.client_header, io.read(&mut first)).await;
+    let read = tokio::time::timeout(
+        shared.config.proxy.timeouts.client_header,
+        io.read(&mut first),
+    )
+    .await;
     let Ok(Ok(1)) = read else {
         return ex.finish_ok();
     };
@@ -101,7 +141,11 @@ where
         0x16 => https::intercept(shared, meta, io).await,
         b'A'..=b'Z' => serve_http(shared, Arc::new(meta), io, false).await,
         _ => {
-            let f = Failure::Refused { status: StatusCode::BAD_REQUEST, reason: "tunnel_protocol_unknown", message: "tunnel carries neither TLS nor HTTP" };
+            let f = Failure::Refused {
+                status: StatusCode::BAD_REQUEST,
+                reason: "tunnel_protocol_unknown",
+                message: "tunnel carries neither TLS nor HTTP",
+            };
             return ex.finish_failure(&f, None);
         }
     }

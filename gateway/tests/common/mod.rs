@@ -47,7 +47,16 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { transforms: None, h2: true, allow_loopback: true, proxy_extra: String::new(), management_token: None, pins: Vec::new(), ca_files: Vec::new(), listen_ip: None }
+        Opts {
+            transforms: None,
+            h2: true,
+            allow_loopback: true,
+            proxy_extra: String::new(),
+            management_token: None,
+            pins: Vec::new(),
+            ca_files: Vec::new(),
+            listen_ip: None,
+        }
     }
 }
 
@@ -66,8 +75,19 @@ impl Env {
         gateway::install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        gateway::ca::init(d, &CaInit { name: "test CA".into(), algorithm: CaAlgorithm::EcdsaP256, validity: Duration::from_secs(86400), permitted: vec![] }).unwrap();
-        let origin = Origin::https(&[API, "other.test", "h1.test", "paths.example"], opts.h2).await.unwrap();
+        gateway::ca::init(
+            d,
+            &CaInit {
+                name: "test CA".into(),
+                algorithm: CaAlgorithm::EcdsaP256,
+                validity: Duration::from_secs(86400),
+                permitted: vec![],
+            },
+        )
+        .unwrap();
+        let origin = Origin::https(&[API, "other.test", "h1.test", "paths.example"], opts.h2)
+            .await
+            .unwrap();
         let plain = Origin::http().await.unwrap();
         std::fs::write(d.join("origin-ca.pem"), &origin.ca_pem).unwrap();
         let yaml = Self::yaml(d, &origin, &plain, &opts);
@@ -76,24 +96,59 @@ impl Env {
             std::fs::write(d.join("token"), t).unwrap();
         }
         let config = Config::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let gw = Gateway::start(config, Some(d.join("gateway.yaml"))).await.unwrap();
+        let gw = Gateway::start(config, Some(d.join("gateway.yaml")))
+            .await
+            .unwrap();
         let addrs = gw.addrs();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(gw.run(async { let _ = rx.await; }, Duration::from_secs(2)));
-        Env { dir, addrs, origin, plain, stop: Some(tx), task: Some(task) }
+        let task = tokio::spawn(gw.run(
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_secs(2),
+        ));
+        Env {
+            dir,
+            addrs,
+            origin,
+            plain,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     fn yaml(d: &Path, origin: &Origin, plain: &Origin, opts: &Opts) -> String {
-        let allow = if opts.allow_loopback { "  upstream_allow_cidrs: [127.0.0.1/32]\n" } else { "" };
+        let allow = if opts.allow_loopback {
+            "  upstream_allow_cidrs: [127.0.0.1/32]\n"
+        } else {
+            ""
+        };
         let mgmt = match opts.management_token {
-            Some(_) => format!("management: {{listen: '127.0.0.1:0', api_key_file: {}/token}}\n", d.display()),
+            Some(_) => format!(
+                "management: {{listen: '127.0.0.1:0', api_key_file: {}/token}}\n",
+                d.display()
+            ),
             None => String::new(),
         };
-        let pins: String = opts.pins.iter().map(|(h, a)| format!("    {h}: '{a}'\n")).collect();
+        let pins: String = opts
+            .pins
+            .iter()
+            .map(|(h, a)| format!("    {h}: '{a}'\n"))
+            .collect();
         let cas: String = opts.ca_files.iter().map(|c| format!(", {c}")).collect();
         let (dns, http, https, ip) = match &opts.listen_ip {
-            Some(ip) => (format!("{ip}:53"), format!("{ip}:80"), format!("{ip}:443"), ip.clone()),
-            None => ("127.0.0.1:0".into(), "127.0.0.1:0".into(), "127.0.0.1:0".into(), "127.0.0.1".into()),
+            Some(ip) => (
+                format!("{ip}:53"),
+                format!("{ip}:80"),
+                format!("{ip}:443"),
+                ip.clone(),
+            ),
+            None => (
+                "127.0.0.1:0".into(),
+                "127.0.0.1:0".into(),
+                "127.0.0.1:0".into(),
+                "127.0.0.1".into(),
+            ),
         };
         format!(
             "dns: {{listen: '{dns}', proxy_ip: {ip}, passthrough: ['localhost'], records: [{{name: static.test, type: A, value: 192.0.2.7}}]}}
@@ -143,7 +198,10 @@ transforms:
     /// `--connect-to` arguments sending `host:443` to the transparent listener.
     pub fn to_https(&self, host: &str) -> Vec<String> {
         let a = self.https();
-        vec!["--connect-to".into(), format!("{host}:443:{}:{}", a.ip(), a.port())]
+        vec![
+            "--connect-to".into(),
+            format!("{host}:443:{}:{}", a.ip(), a.port()),
+        ]
     }
 
     /// Audit records, waiting until at least `n` are written.
@@ -151,7 +209,10 @@ transforms:
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(self.path("audit.jsonl")).unwrap_or_default();
-            let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let recs: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
             if recs.len() >= n || Instant::now() > deadline {
                 return recs;
             }
@@ -186,7 +247,13 @@ transforms:
 
 /// Runs a command to completion off the async runtime.
 pub async fn run(cmd: &str, args: &[String], envs: &[(&str, String)]) -> Output {
-    let (cmd, args, envs) = (cmd.to_string(), args.to_vec(), envs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>());
+    let (cmd, args, envs) = (
+        cmd.to_string(),
+        args.to_vec(),
+        envs.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<Vec<_>>(),
+    );
     tokio::task::spawn_blocking(move || {
         Command::new(&cmd)
             .args(&args)
@@ -200,12 +267,24 @@ pub async fn run(cmd: &str, args: &[String], envs: &[(&str, String)]) -> Output 
 
 /// curl with the test CA trusted; returns (http status, body, stderr).
 pub async fn curl(env: &Env, args: &[&str]) -> (u16, String, String) {
-    let mut a: Vec<String> = vec!["-sS".into(), "--max-time".into(), "10".into(), "--cacert".into(), env.ca(), "-w".into(), "\n%{http_code}".into()];
+    let mut a: Vec<String> = vec![
+        "-sS".into(),
+        "--max-time".into(),
+        "10".into(),
+        "--cacert".into(),
+        env.ca(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+    ];
     a.extend(args.iter().map(|s| s.to_string()));
     let out = run("curl", &a, &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
-    (code.trim().parse().unwrap_or(0), body.to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// The project's Python (a venv with requests, httpx and websockets).
@@ -215,7 +294,11 @@ pub fn python() -> String {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let p = root.join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/install-deps", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-deps",
+        p.display()
+    );
     p.display().to_string()
 }
 
