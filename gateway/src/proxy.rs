@@ -14,7 +14,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use policy::{Host, Request as PolicyRequest};
 
-use crate::body::{AuditedBody, CountedBody, ProxyBody, full};
+use crate::body::{AuditedBody, CountedBody, ProxyBody};
 use crate::context::{ConnMeta, Exchange};
 use crate::error::Failure;
 use crate::state::Shared;
@@ -39,6 +39,14 @@ pub async fn serve_request(
         let r = ex.record();
         r.method = Some(req.method().to_string());
         r.path = Some(req.uri().path().to_string());
+    }
+    if is_connect(&req) {
+        let f = Failure::Refused {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            reason: "method_not_allowed",
+            message: "CONNECT is served on the tunnel listener",
+        };
+        return Ok(refuse(ex, f));
     }
     let route = match decide(&shared, &conn, &req, &mut ex) {
         Ok(route) => route,
@@ -283,19 +291,6 @@ fn transform_response(resp: Response<Incoming>, ex: Exchange) -> Response<ProxyB
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, Either::Left(AuditedBody::new(body, ex)))
-}
-
-/// A CONNECT arriving where only requests are served.
-pub fn method_not_allowed() -> Response<ProxyBody> {
-    let mut resp = Response::new(full(
-        "{\"error\":\"CONNECT is served on the tunnel listener\",\"reason\":\"method_not_allowed\"}",
-    ));
-    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    resp.headers_mut().insert(
-        header::ALLOW,
-        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-    );
-    resp
 }
 
 /// Whether a request is a CONNECT.
