@@ -12,6 +12,7 @@ mod error;
 mod host;
 mod path;
 mod raw;
+mod validate;
 
 pub use allowlist::{Allowlist, Policy, Request, Rule, Target};
 pub use cidr::{Cidr, CidrError};
