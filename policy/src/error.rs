@@ -76,12 +76,13 @@ impl Errors {
         }
     }
 
-    pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
+    /// The value, or every error in file order (errors without a position last).
+    pub(crate) fn finish<T>(mut self, value: T) -> Result<T, ConfigErrors> {
         if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(ConfigErrors(self.0))
+            return Ok(value);
         }
+        self.0.sort_by_key(|e| (e.line == 0, e.line, e.column));
+        Err(ConfigErrors(self.0))
     }
 }
 
