@@ -163,11 +163,16 @@ pub async fn run() -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(());
     running.await?;
-    println!("\n== audit records ({}) ==", audit_path.display());
-    for line in std::fs::read_to_string(&audit_path)?.lines() {
+    let text = std::fs::read_to_string(&audit_path)?;
+    println!("\n== audit records: one per request, tunnel and refusal ==");
+    println!(
+        "{:<7} {:<7} {:<32} {:<18} {:>4}  listener",
+        "action", "method", "host/path", "reason", "code"
+    );
+    for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         println!(
-            "{:<7} {:<6} {:<32} {:<18} {:>4}  {}",
+            "{:<7} {:<7} {:<32} {:<18} {:>4}  {}",
             v["action"].as_str().unwrap_or(""),
             v["method"].as_str().unwrap_or("-"),
             format!(
@@ -183,8 +188,12 @@ pub async fn run() -> anyhow::Result<()> {
             v["listener"].as_str().unwrap_or(""),
         );
     }
-    println!(
-        "\nEvery request above, allowed or not, has exactly one record. Full JSON: run with `centaur-gateway run`."
-    );
+    if let Some(first) = text.lines().next() {
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(first)?)?;
+        println!(
+            "\n== the first record in full (a JSON line; `centaur-gateway run` writes them to stdout) ==\n{pretty}"
+        );
+    }
     Ok(())
 }
