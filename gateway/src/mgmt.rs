@@ -43,6 +43,9 @@ pub enum ReloadError {
     /// The new policy is invalid; the running one stays.
     #[error("{0}")]
     Invalid(ConfigErrors),
+    /// The new policy uses something not enforced yet; the running one stays.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Re-reads the configuration file and swaps the policy atomically; in-flight requests keep
@@ -51,7 +54,12 @@ pub fn reload(shared: &Shared) -> Result<usize, ReloadError> {
     let path = shared.config_path.as_ref().ok_or(ReloadError::NoFile)?;
     let result = std::fs::read_to_string(path)
         .map_err(ReloadError::Read)
-        .and_then(|text| Config::parse(&text).map_err(ReloadError::Invalid));
+        .and_then(|text| Config::parse(&text).map_err(ReloadError::Invalid))
+        .and_then(|cfg| {
+            crate::server::enforceable(&cfg.policy)
+                .map(|()| cfg)
+                .map_err(ReloadError::Unsupported)
+        });
     match result {
         Ok(cfg) => {
             let rules = cfg.policy.rule_count();

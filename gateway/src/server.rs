@@ -51,6 +51,9 @@ pub enum StartError {
     /// The audit output could not be opened.
     #[error("audit output: {0}")]
     Audit(std::io::Error),
+    /// The policy uses something this gateway cannot enforce yet.
+    #[error("{0}")]
+    Unsupported(String),
     /// The management token is missing.
     #[error("management.listen is set but {0} is empty")]
     NoApiKey(String),
@@ -104,6 +107,7 @@ impl Gateway {
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Result<Gateway, StartError> {
+        enforceable(&config.policy).map_err(StartError::Unsupported)?;
         let (Some(cert), Some(key)) = (&config.tls.ca_cert, &config.tls.ca_key) else {
             return Err(StartError::NoCa);
         };
@@ -252,6 +256,17 @@ impl Gateway {
         let max = self.shared.config.proxy.max_connections as u32;
         let _ = tokio::time::timeout(drain, limit.acquire_many(max)).await;
         self.shared.audit.flush().await;
+    }
+}
+
+/// Refuses a policy with parts this gateway does not enforce yet, rather than ignoring them.
+pub fn enforceable(policy: &policy::Policy) -> Result<(), String> {
+    match policy.secrets.first() {
+        Some(s) => Err(format!(
+            "{}: the `secrets` transform is validated but not yet applied by this gateway version; remove it",
+            s.id
+        )),
+        None => Ok(()),
     }
 }
 

@@ -42,7 +42,8 @@ pub struct Request<'a> {
 }
 
 impl Rule {
-    fn matches(&self, req: &Request<'_>) -> bool {
+    /// Whether the rule matches; with `http: None` only host and port are compared.
+    pub fn matches(&self, req: &Request<'_>) -> bool {
         let host_ok = match &self.target {
             Target::Host(p) => p.matches(req.host),
             Target::Cidr(c) => matches!(req.host, Host::Ip(ip) if c.contains(*ip)),
@@ -94,6 +95,8 @@ impl Allowlist {
 pub struct Policy {
     /// Every allowlist; a request must pass all of them. None at all denies everything.
     pub allowlists: Vec<Allowlist>,
+    /// Every `secrets` entry, in file order.
+    pub secrets: Vec<crate::secrets::SecretEntry>,
 }
 
 impl Policy {

@@ -9,7 +9,9 @@ use crate::cidr::Cidr;
 use crate::error::{ConfigErrors, Errors};
 use crate::host::{HostName, HostPattern};
 use crate::raw::{RawConfig, RawTransform};
-use crate::validate::{allowlist, dns, listen, log_level, proxy, tls, upstream, yaml_error};
+use crate::validate::{
+    allowlist, dns, listen, log_level, proxy, secrets, tls, upstream, yaml_error,
+};
 
 /// Ranges the gateway never connects to unless `proxy.upstream_allow_cidrs` names them:
 /// unspecified, private, CGNAT, loopback, link-local and cloud metadata, benchmarking,
@@ -182,7 +184,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e))?;
         let mut errs = Errors::default();
-        let config = Config {
+        let mut config = Config {
             dns: dns(raw.dns, &mut errs),
             proxy: proxy(raw.proxy, &mut errs),
             tls: tls(raw.tls, &mut errs),
@@ -206,17 +208,16 @@ impl Config {
                 output: raw.audit.output.unwrap_or_else(|| "stdout".into()),
                 sandbox: raw.audit.sandbox,
             },
-            policy: Policy {
-                allowlists: raw
-                    .transforms
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, t)| match t {
-                        RawTransform::Allowlist(a) => allowlist(i, a, &mut errs),
-                    })
-                    .collect(),
-            },
+            policy: Policy::default(),
         };
+        for (i, t) in raw.transforms.into_iter().enumerate() {
+            match t {
+                RawTransform::Allowlist(a) => {
+                    config.policy.allowlists.push(allowlist(i, a, &mut errs))
+                }
+                RawTransform::Secrets(s) => config.policy.secrets.extend(secrets(i, s, &mut errs)),
+            }
+        }
         errs.finish(config)
     }
 }

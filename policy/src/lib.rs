@@ -12,6 +12,7 @@ mod error;
 mod host;
 mod path;
 mod raw;
+mod secrets;
 mod validate;
 
 pub use allowlist::{Allowlist, Policy, Request, Rule, Target};
@@ -25,3 +26,6 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{Host, HostError, HostName, HostPattern, unmap};
 pub use path::{PathError, PathPattern};
+pub use secrets::{
+    Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, Replace, SecretEntry, Source,
+};

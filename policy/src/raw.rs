@@ -112,6 +112,72 @@ pub(crate) struct RawUpstream {
 pub(crate) enum RawTransform {
     #[serde(rename = "allowlist")]
     Allowlist(RawAllowlist),
+    #[serde(rename = "secrets")]
+    Secrets(RawSecrets),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecrets {
+    #[serde(default)]
+    pub secrets: Vec<RawSecret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecret {
+    pub source: RawSource,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    pub replace: Option<RawReplace>,
+    pub inject: Option<RawInject>,
+    // iron-proxy's legacy replace fields, normalised into `replace`.
+    pub proxy_value: Option<S>,
+    pub match_headers: Option<Vec<S>>,
+    pub match_body: Option<bool>,
+    pub require: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub(crate) enum RawSource {
+    #[serde(rename = "env")]
+    Env {
+        var: String,
+        json_key: Option<String>,
+    },
+    #[serde(rename = "file")]
+    File {
+        path: String,
+        ttl: Option<S>,
+        failure_ttl: Option<S>,
+        json_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReplace {
+    pub proxy_value: Option<S>,
+    pub match_headers: Option<Vec<S>>,
+    #[serde(default)]
+    pub match_body: bool,
+    #[serde(default)]
+    pub match_query: bool,
+    #[serde(default)]
+    pub match_path: bool,
+    #[serde(default)]
+    pub require: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInject {
+    pub header: Option<String>,
+    pub query_param: Option<String>,
+    pub formatter: Option<S>,
+    #[serde(default)]
+    pub require: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
