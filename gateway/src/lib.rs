@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod mgmt;
 pub mod origin;
 pub mod proxy;
+pub mod scrub;
+pub mod secrets;
 pub mod server;
 pub mod splice;
 pub mod state;
