@@ -42,6 +42,9 @@ pub struct Transform {
     /// The rule that matched, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// What the transform did: secret names and locations, never values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<serde_json::Value>,
 }
 
 /// One audit record: one per request, tunnel or refused connection.

@@ -11,6 +11,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::context::Exchange;
+use crate::scrub::Scrubber;
 
 /// A request body on its way upstream; counts the bytes it carries.
 #[derive(Debug)]
@@ -52,27 +53,63 @@ impl Body for CountedBody {
     }
 }
 
-/// A response body from upstream. When it ends the exchange is recorded as finished; when it
-/// fails the record says so; when the client goes away first, `Drop` records a cancellation.
+/// A response body from upstream, scrubbed when secrets were used. When it ends the exchange
+/// is recorded; when it fails the record says so; when the client goes away first, the
+/// exchange's `Drop` records a cancellation.
 #[derive(Debug)]
 pub struct AuditedBody {
     inner: Incoming,
     exchange: Option<Exchange>,
+    scrub: Option<Scrubber>,
+    /// Trailers held back while the scrubber's tail is sent.
+    pending: Option<Frame<Bytes>>,
+    inner_done: bool,
 }
 
 impl AuditedBody {
     /// Wraps an upstream body; `exchange` is finished when the body is.
-    pub fn new(inner: Incoming, exchange: Exchange) -> Self {
+    pub fn new(inner: Incoming, exchange: Exchange, scrub: Option<Scrubber>) -> Self {
         let mut body = AuditedBody {
             inner,
             exchange: Some(exchange),
+            scrub,
+            pending: None,
+            inner_done: false,
         };
-        if body.inner.is_end_stream()
-            && let Some(ex) = body.exchange.take()
-        {
-            ex.finish_ok();
+        if body.scrub.is_none() && body.inner.is_end_stream() {
+            body.finish(true);
         }
         body
+    }
+
+    fn finish(&mut self, ok: bool) {
+        let Some(mut ex) = self.exchange.take() else {
+            return;
+        };
+        if let Some(s) = self.scrub.as_ref().filter(|s| s.hits > 0) {
+            ex.record().response_transforms.push(audit::Transform {
+                name: "scrub".into(),
+                action: "allow".into(),
+                rule: None,
+                annotations: Some(serde_json::json!({ "scrubbed": s.hits })),
+            });
+        }
+        if ok {
+            ex.finish_ok()
+        } else {
+            ex.finish_body_error()
+        }
+    }
+
+    fn sent(&mut self, frame: Frame<Bytes>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let (Some(d), Some(ex)) = (frame.data_ref(), self.exchange.as_mut()) {
+            ex.add_bytes_out(d.len() as u64);
+        }
+        // hyper stops polling once the body says it has ended: record now.
+        if self.is_end_stream() {
+            self.finish(true);
+        }
+        Poll::Ready(Some(Ok(frame)))
     }
 }
 
@@ -81,42 +118,67 @@ impl Body for AuditedBody {
     type Error = hyper::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(ex)) = (frame.data_ref(), self.exchange.as_mut()) {
-                    ex.add_bytes_out(data.len() as u64);
-                }
-                if self.inner.is_end_stream()
-                    && let Some(ex) = self.exchange.take()
-                {
-                    ex.finish_ok();
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(ex) = self.exchange.take() {
-                    ex.finish_ok();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(ex) = self.exchange.take() {
-                    ex.finish_body_error();
-                }
-            }
-            Poll::Pending => {}
+        let this = self.get_mut();
+        if let Some(f) = this.pending.take() {
+            return Poll::Ready(Some(Ok(f)));
         }
-        polled
+        loop {
+            if this.inner_done {
+                this.finish(true);
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Some(s) = this.scrub.as_mut() else {
+                        return this.sent(frame);
+                    };
+                    let out = match frame.into_data() {
+                        Ok(data) => s.push(&data),
+                        Err(trailers) => {
+                            let tail = s.finish();
+                            if tail.is_empty() {
+                                return this.sent(trailers);
+                            }
+                            this.pending = Some(trailers);
+                            tail
+                        }
+                    };
+                    if !out.is_empty() {
+                        return this.sent(Frame::data(out));
+                    }
+                }
+                None => {
+                    this.inner_done = true;
+                    let tail = this
+                        .scrub
+                        .as_mut()
+                        .map(Scrubber::finish)
+                        .unwrap_or_default();
+                    if !tail.is_empty() {
+                        return this.sent(Frame::data(tail));
+                    }
+                }
+                Some(Err(e)) => {
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.pending.is_none()
+            && (self.inner_done || (self.scrub.is_none() && self.inner.is_end_stream()))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.scrub {
+            Some(_) => SizeHint::default(),
+            None => self.inner.size_hint(),
+        }
     }
 }
 

@@ -125,6 +125,7 @@ impl Exchange {
             name: "allowlist".into(),
             action: "allow".into(),
             rule: d.rule.clone(),
+            annotations: None,
         });
     }
 
@@ -165,9 +166,21 @@ impl Exchange {
                 name: "allowlist".into(),
                 action: "reject".into(),
                 rule: None,
+                annotations: None,
             });
         } else {
             self.record.error = Some(failure.to_string());
+            if let Failure::SecretUnavailable { name } | Failure::PlaceholderMissing { name } =
+                failure
+            {
+                self.record.rejected_by = Some("secrets".into());
+                self.record.request_transforms.push(Transform {
+                    name: "secrets".into(),
+                    action: "reject".into(),
+                    rule: None,
+                    annotations: Some(serde_json::json!({ "rejected": name })),
+                });
+            }
         }
         self.emit(action);
     }

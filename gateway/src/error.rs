@@ -38,6 +38,21 @@ pub enum Failure {
         /// Short, fixed message.
         message: &'static str,
     },
+    /// A required secret could not be read.
+    #[error("a required credential is unavailable")]
+    SecretUnavailable {
+        /// The secret's name (never its value).
+        name: String,
+    },
+    /// `require: true` and the request carried no placeholder.
+    #[error("the request lacks the required credential placeholder")]
+    PlaceholderMissing {
+        /// The secret's name.
+        name: String,
+    },
+    /// A secret could not be put on the wire (it is not a valid header or URI value).
+    #[error("a credential could not be applied to the request")]
+    SecretTransform,
     /// The guard refused every address of the upstream.
     #[error("upstream address is not allowed")]
     AddressDenied,
@@ -65,7 +80,11 @@ impl Failure {
     /// Status sent to the client.
     pub fn status(&self) -> StatusCode {
         match self {
-            Failure::Policy { .. } | Failure::AddressDenied => StatusCode::FORBIDDEN,
+            Failure::Policy { .. }
+            | Failure::AddressDenied
+            | Failure::SecretUnavailable { .. }
+            | Failure::PlaceholderMissing { .. } => StatusCode::FORBIDDEN,
+            Failure::SecretTransform => StatusCode::BAD_GATEWAY,
             Failure::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Failure::Refused { status, .. } => *status,
             Failure::ConnectTimeout | Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -81,6 +100,9 @@ impl Failure {
             Failure::Policy { decision, .. } => decision.reason.code(),
             Failure::BadRequest { reason, .. } | Failure::Refused { reason, .. } => reason,
             Failure::AddressDenied => "upstream_address_denied",
+            Failure::SecretUnavailable { .. } => "secret_unavailable",
+            Failure::PlaceholderMissing { .. } => "secret_placeholder_missing",
+            Failure::SecretTransform => "secret_transform_failed",
             Failure::Resolve => "upstream_resolve_failed",
             Failure::Connect => "upstream_connect_failed",
             Failure::ConnectTimeout => "upstream_connect_timeout",
@@ -96,7 +118,9 @@ impl Failure {
             Failure::Policy { .. }
             | Failure::BadRequest { .. }
             | Failure::Refused { .. }
-            | Failure::AddressDenied => Action::Reject,
+            | Failure::AddressDenied
+            | Failure::SecretUnavailable { .. }
+            | Failure::PlaceholderMissing { .. } => Action::Reject,
             _ => Action::Error,
         }
     }

@@ -23,6 +23,7 @@ pub mod server;
 pub mod splice;
 pub mod state;
 pub mod tls;
+pub mod transform;
 pub mod upstream;
 
 pub use server::{Addrs, Gateway, StartError};

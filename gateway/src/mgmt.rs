@@ -63,7 +63,9 @@ pub fn reload(shared: &Shared) -> Result<usize, ReloadError> {
     match result {
         Ok(cfg) => {
             let rules = cfg.policy.rule_count();
-            shared.policy.store(Arc::new(cfg.policy));
+            shared
+                .policy
+                .store(Arc::new(crate::state::Snapshot::new(cfg.policy)));
             shared.metrics.reloads_ok.fetch_add(1, Relaxed);
             tracing::info!(rules, "policy reloaded");
             Ok(rules)
@@ -173,7 +175,7 @@ async fn handle(
             serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "uptime_seconds": state.started.elapsed().as_secs(),
-                "policy_rules": s.policy.load().rule_count(),
+                "policy_rules": s.policy.load().policy.rule_count(),
                 "listeners": state.addrs,
                 "connections_active": s.metrics.active(),
                 "requests_total": s.metrics.exchanges_total(),

@@ -26,7 +26,17 @@ pub struct Origin {
     pub addr: SocketAddr,
     /// PEM of the CA that signed its certificate (empty for plain HTTP).
     pub ca_pem: String,
+    seen: Seen,
     task: tokio::task::JoinHandle<()>,
+}
+
+type Seen = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+impl Origin {
+    /// The requests received so far (as echoed), oldest first.
+    pub fn seen(&self) -> Vec<serde_json::Value> {
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
+    }
 }
 
 impl Drop for Origin {
@@ -69,47 +79,57 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(cfg);
+        let seen = Seen::default();
+        let log = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
+                let (acceptor, log) = (acceptor.clone(), log.clone());
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {
-                        serve(tls).await;
+                        serve(tls, log).await;
                     }
                 });
             }
         });
-        Ok(Origin { addr, ca_pem, task })
+        Ok(Origin {
+            addr,
+            ca_pem,
+            seen,
+            task,
+        })
     }
 
     /// A plain-HTTP origin on 127.0.0.1.
     pub async fn http() -> std::io::Result<Origin> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let seen = Seen::default();
+        let log = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve(tcp));
+                tokio::spawn(serve(tcp, log.clone()));
             }
         });
         Ok(Origin {
             addr,
             ca_pem: String::new(),
+            seen,
             task,
         })
     }
 }
 
-async fn serve<IO>(io: IO)
+async fn serve<IO>(io: IO, seen: Seen)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(handle);
+    let svc = hyper::service::service_fn(move |req| handle(req, seen.clone()));
     let _ = auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .await;
 }
 
-async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(req: Request<Incoming>, seen: Seen) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     if path == "/sse" {
         return Ok(sse());
@@ -139,6 +159,12 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });
+    if let Ok(mut log) = seen.lock() {
+        if log.len() >= 1000 {
+            log.remove(0);
+        }
+        log.push(echo.clone());
+    }
     let mut resp = Response::new(full(echo.to_string()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -17,7 +17,10 @@ use policy::{Host, Request as PolicyRequest};
 use crate::body::{AuditedBody, CountedBody, ProxyBody};
 use crate::context::{ConnMeta, Exchange};
 use crate::error::Failure;
+use crate::scrub::Scrubber;
 use crate::state::Shared;
+use crate::state::Snapshot;
+use crate::transform;
 use crate::upstream::UpstreamAddr;
 
 /// Where a request goes, once decided.
@@ -25,6 +28,10 @@ struct Route {
     host: Host,
     port: u16,
     https: bool,
+    /// The percent-decoded path the policy judged.
+    path: String,
+    /// The policy snapshot this request keeps from start to end.
+    snap: Arc<Snapshot>,
 }
 
 /// Serves one request from a client connection.
@@ -54,7 +61,10 @@ pub async fn serve_request(
     };
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let out = transform_request(req, &route, upgrade, ex.bytes_in.clone());
+    let (out, scrubber) = match transform_request(req, &route, upgrade, &mut ex) {
+        Ok(x) => x,
+        Err(f) => return Ok(refuse(ex, f)),
+    };
     let resp = match connect_upstream(&shared, out, upgrade).await {
         Ok(resp) => resp,
         Err(f) => return Ok(refuse(ex, f)),
@@ -68,7 +78,7 @@ pub async fn serve_request(
     {
         return Ok(crate::splice::upgrade(shared, ex, client_io, resp));
     }
-    Ok(transform_response(resp, ex))
+    Ok(transform_response(resp, ex, scrubber))
 }
 
 fn refuse(ex: Exchange, f: Failure) -> Response<ProxyBody> {
@@ -114,8 +124,8 @@ fn decide(
         None => port.unwrap_or(if conn.tls.is_some() { 443 } else { 80 }),
     };
     let path = decoded_path(req.uri())?;
-    let policy = shared.policy.load();
-    let decision = policy.evaluate(&PolicyRequest {
+    let snap = shared.policy.load_full();
+    let decision = snap.policy.evaluate(&PolicyRequest {
         host: &host,
         port,
         http: Some((req.method().as_str(), &path)),
@@ -131,6 +141,8 @@ fn decide(
         host,
         port,
         https: conn.tls.is_some(),
+        path,
+        snap,
     })
 }
 
@@ -237,15 +249,30 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Phase *transform request*: the upstream request in origin form, hop-by-hop headers gone,
-/// the body streamed (and counted) as it arrives.
+/// Phase *transform request*: credentials applied (`transform.rs`), the upstream request in
+/// origin form, hop-by-hop headers gone, the body streamed (and counted) as it arrives.
 fn transform_request(
     req: Request<Incoming>,
     route: &Route,
     upgrade: bool,
-    count: Arc<std::sync::atomic::AtomicU64>,
-) -> Request<CountedBody> {
+    ex: &mut Exchange,
+) -> Result<(Request<CountedBody>, Scrubber), Failure> {
     let (mut parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let preq = PolicyRequest {
+        host: &route.host,
+        port: route.port,
+        http: Some((method.as_str(), &route.path)),
+    };
+    let applied = transform::apply(&route.snap, &preq, &mut parts)?;
+    if let Some(annotations) = applied.annotation {
+        ex.record().request_transforms.push(audit::Transform {
+            name: "secrets".into(),
+            action: "allow".into(),
+            rule: None,
+            annotations: Some(annotations),
+        });
+    }
     let scheme = if route.https { "https" } else { "http" };
     let default = if route.https { 443 } else { 80 };
     let authority = if route.port == default {
@@ -256,11 +283,14 @@ fn transform_request(
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = format!("{scheme}://{authority}{pq}")
         .parse()
-        .unwrap_or_default();
+        .map_err(|_| Failure::SecretTransform)?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(header::HOST);
-    Request::from_parts(parts, CountedBody::new(body, count))
+    Ok((
+        Request::from_parts(parts, CountedBody::new(body, ex.bytes_in.clone())),
+        applied.scrubber,
+    ))
 }
 
 /// Phase *connect upstream*: guard, TLS, pool, and the response head within its timeout.
@@ -285,12 +315,28 @@ async fn connect_upstream(
     }
 }
 
-/// Phase *transform response*: hop-by-hop headers gone; the body streams frame by frame and
-/// the exchange is recorded when it ends.
-fn transform_response(resp: Response<Incoming>, ex: Exchange) -> Response<ProxyBody> {
+/// Phase *transform response*: hop-by-hop headers gone, real secret values scrubbed back to
+/// placeholders (headers now, the body as it streams); the exchange is recorded when it ends.
+fn transform_response(
+    resp: Response<Incoming>,
+    ex: Exchange,
+    mut scrubber: Scrubber,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, Either::Left(AuditedBody::new(body, ex)))
+    if scrubber.is_active() {
+        for v in parts.headers.values_mut() {
+            if let Some(clean) = scrubber.scrub_all(v.as_bytes())
+                && let Ok(clean) = HeaderValue::from_bytes(&clean)
+            {
+                *v = clean;
+            }
+        }
+        // The body may change length as it is scrubbed.
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    let scrub = scrubber.is_active().then_some(scrubber);
+    Response::from_parts(parts, Either::Left(AuditedBody::new(body, ex, scrub)))
 }
 
 /// Whether a request is a CONNECT.

@@ -20,7 +20,7 @@ use crate::guard::Guard;
 use crate::listener::{Kind, accept_loop};
 use crate::metrics::Metrics;
 use crate::mgmt::Mgmt;
-use crate::state::{Shared, http_builder};
+use crate::state::{Shared, Snapshot, http_builder};
 use crate::upstream::{TrustError, Upstreams, root_store};
 use crate::{dns, mgmt, tls};
 
@@ -179,7 +179,7 @@ impl Gateway {
         .map_err(StartError::Audit)?;
         let leaves = Arc::new(LeafCache::new(authority, config.tls.cert_cache_size));
         let shared = Arc::new(Shared {
-            policy: ArcSwap::from_pointee(config.policy.clone()),
+            policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone())),
             tls: tls::server_config(leaves.clone()),
             leaves,
             upstreams: Upstreams::new(Arc::new(guard), roots, Duration::from_secs(90)),
@@ -261,9 +261,13 @@ impl Gateway {
 
 /// Refuses a policy with parts this gateway does not enforce yet, rather than ignoring them.
 pub fn enforceable(policy: &policy::Policy) -> Result<(), String> {
-    match policy.secrets.first() {
+    let body = policy
+        .secrets
+        .iter()
+        .find(|s| matches!(&s.mode, policy::Mode::Replace(r) if r.body));
+    match body {
         Some(s) => Err(format!(
-            "{}: the `secrets` transform is validated but not yet applied by this gateway version; remove it",
+            "{}: `match_body` is not supported yet (request bodies are streamed, never buffered); remove it",
             s.id
         )),
         None => Ok(()),

@@ -13,6 +13,7 @@ use rustls::ServerConfig;
 
 use crate::ca::LeafCache;
 use crate::metrics::Metrics;
+use crate::secrets::SecretStore;
 use crate::upstream::Upstreams;
 
 /// Everything a request needs.
@@ -23,7 +24,7 @@ pub struct Shared {
     /// Where the configuration came from, for reloads.
     pub config_path: Option<PathBuf>,
     /// The policy snapshot; a request loads it once and keeps it.
-    pub policy: ArcSwap<Policy>,
+    pub policy: ArcSwap<Snapshot>,
     /// Leaf certificates.
     pub leaves: Arc<LeafCache>,
     /// TLS server configuration for intercepted connections.
@@ -36,6 +37,23 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The HTTP server settings for client connections.
     pub http: auto::Builder<TokioExecutor>,
+}
+
+/// A compiled policy and the cache of its secrets, swapped together on reload.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The policy.
+    pub policy: Policy,
+    /// Its secrets' values (fetched lazily).
+    pub secrets: SecretStore,
+}
+
+impl Snapshot {
+    /// A snapshot of `policy`; reads no secret yet.
+    pub fn new(policy: Policy) -> Snapshot {
+        let secrets = SecretStore::new(&policy.secrets);
+        Snapshot { policy, secrets }
+    }
 }
 
 /// The HTTP/1.1 + HTTP/2 server settings, with the configured limits.

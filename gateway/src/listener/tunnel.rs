@@ -74,7 +74,7 @@ pub async fn connect(
         return Ok(resp);
     };
     ex.record().host = target.to_string();
-    let decision = shared.policy.load().evaluate(&PolicyRequest {
+    let decision = shared.policy.load().policy.evaluate(&PolicyRequest {
         host: &target.host,
         port: target.port,
         http: None,

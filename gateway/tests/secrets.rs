@@ -1,0 +1,185 @@
+//! Credential transforms end to end, with curl as the sandbox's client: the real value reaches
+//! the origin only where the policy says; the client and the audit log only ever see
+//! placeholders and names (invariant 3).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::{API, Env, Opts, curl, json};
+
+const REAL: &str = "sk-REAL-5f1e9c";
+const REAL_INJECT: &str = "inj-REAL-77aa";
+const PH: &str = "PLACEHOLDER_KEY";
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    let inj = dir.path().join("inj.json");
+    std::fs::write(&key, REAL).unwrap();
+    std::fs::write(&inj, format!("{{\"token\": \"{REAL_INJECT}\"}}")).unwrap();
+    let transforms = format!(
+        "{}  - name: secrets
+    config:
+      secrets:
+        - source: {{type: file, path: {key}}}
+          rules: [{{host: {API}}}]
+          replace: {{proxy_value: {PH}, match_headers: [Authorization], match_query: true, match_path: true}}
+        - source: {{type: file, path: {inj}, json_key: token}}
+          rules: [{{host: other.test}}]
+          inject: {{header: X-Api-Key, formatter: 'Token {{{{ .Value }}}}'}}
+        - source: {{type: file, path: {key}}}
+          rules: [{{host: paths.example}}]
+          replace: {{proxy_value: {PH}, require: true}}
+",
+        common::default_allowlist(),
+        key = key.display(),
+        inj = inj.display(),
+    );
+    let env = Env::start(Opts {
+        transforms: Some(transforms),
+        ..Opts::default()
+    })
+    .await;
+    std::mem::forget(dir);
+    env
+}
+
+fn via(env: &Env, host: &str, url: &str) -> Vec<String> {
+    let mut a = env.to_https(host);
+    a.push(url.into());
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_swaps_only_in_declared_places_and_scrubs_the_echo() {
+    let env = env().await;
+    let mut args = via(
+        &env,
+        API,
+        &format!("https://{API}/v1/{PH}/x?key={PH}&other=1"),
+    );
+    args.extend([
+        "-H".into(),
+        format!("Authorization: Bearer {PH}"),
+        "-H".into(),
+        format!("X-Not-Declared: {PH}"),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, body, err) = curl(&env, &args).await;
+    assert_eq!(code, 200, "{err}");
+    // What the origin received: the real value in the header, query and path.
+    let seen = env.origin.seen().pop().unwrap();
+    assert_eq!(seen["headers"]["authorization"], format!("Bearer {REAL}"));
+    assert_eq!(
+        seen["query"],
+        format!("key={REAL}&other=1"),
+        "query order kept"
+    );
+    assert_eq!(seen["path"], format!("/v1/{REAL}/x"));
+    assert_eq!(
+        seen["headers"]["x-not-declared"], PH,
+        "not a declared header"
+    );
+    // What the client got back: the origin echoed everything, scrubbed to placeholders.
+    assert!(
+        !body.contains(REAL),
+        "real value leaked to the client: {body}"
+    );
+    assert_eq!(
+        json(&body)["headers"]["authorization"],
+        format!("Bearer {PH}")
+    );
+    let r = env.record(|r| r["host"] == API).await;
+    let t = &r["request_transforms"][1];
+    assert_eq!(t["name"], "secrets");
+    assert_eq!(
+        t["annotations"]["swapped"][0]["locations"],
+        serde_json::json!(["header:authorization", "path", "query"])
+    );
+    assert!(
+        r["response_transforms"][0]["annotations"]["scrubbed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3,
+        "{r:#}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_payloads_are_decoded_swapped_and_reencoded() {
+    let env = env().await;
+    let mut args = via(&env, API, &format!("https://{API}/basic"));
+    args.extend(["-u".into(), format!("user:{PH}")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(curl(&env, &args).await.0, 200);
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("user:{REAL}"));
+    assert_eq!(
+        env.origin.seen().pop().unwrap()["headers"]["authorization"],
+        format!("Basic {expected}")
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inject_sets_the_header_and_require_refuses_without_a_placeholder() {
+    let env = env().await;
+    let mut args = via(&env, "other.test", "https://other.test/inject");
+    args.extend(["-H".into(), "X-Api-Key: client-supplied".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, body, _) = curl(&env, &args).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        env.origin.seen().pop().unwrap()["headers"]["x-api-key"],
+        format!("Token {REAL_INJECT}")
+    );
+    assert!(!body.contains(REAL_INJECT), "{body}");
+    // A placeholder sent to a host it is not bound to passes unchanged.
+    let mut args = via(&env, "other.test", "https://other.test/unbound");
+    args.extend(["-H".into(), format!("Authorization: Bearer {PH}")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&env, &args).await;
+    assert_eq!(
+        env.origin.seen().pop().unwrap()["headers"]["authorization"],
+        format!("Bearer {PH}")
+    );
+    // require: true and no placeholder → 403 before anything is sent upstream.
+    let before = env.origin.seen().len();
+    let args = via(&env, "paths.example", "https://paths.example/ok/x");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, body, _) = curl(&env, &args).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json(&body)["reason"], "secret_placeholder_missing");
+    assert_eq!(env.origin.seen().len(), before);
+    let r = env
+        .record(|r| r["reason"] == "secret_placeholder_missing")
+        .await;
+    assert_eq!(r["rejected_by"], "secrets");
+    env.stop().await;
+}
+
+/// Invariant 3 canary: after traffic that used every secret, no audit line holds a value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_value_ever_reaches_the_audit_log() {
+    let env = env().await;
+    for (host, url) in [
+        (API, format!("https://{API}/c?key={PH}")),
+        ("other.test", "https://other.test/c".to_string()),
+    ] {
+        let mut args = via(&env, host, &url);
+        args.extend(["-H".into(), format!("Authorization: Bearer {PH}")]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(curl(&env, &args).await.0, 200);
+    }
+    let records = env.audit(2).await;
+    let text = std::fs::read_to_string(env.path("audit.jsonl")).unwrap();
+    assert!(records.len() >= 2);
+    assert!(
+        !text.contains(REAL) && !text.contains(REAL_INJECT),
+        "{text}"
+    );
+    assert!(text.contains("\"secret\":"), "names are recorded: {text}");
+    env.stop().await;
+}
