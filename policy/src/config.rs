@@ -9,9 +9,8 @@ use crate::cidr::Cidr;
 use crate::error::{ConfigErrors, Errors};
 use crate::host::{HostName, HostPattern};
 use crate::raw::{RawConfig, RawTransform};
-use crate::validate::{
-    allowlist, dns, listen, log_level, proxy, secrets, tls, upstream, yaml_error,
-};
+use crate::validate::{allowlist, dns, listen, log_level, proxy, tls, upstream, yaml_error};
+use crate::validate_secrets::secrets;
 
 /// Ranges the gateway never connects to unless `proxy.upstream_allow_cidrs` names them:
 /// unspecified, private, CGNAT, loopback, link-local and cloud metadata, benchmarking,

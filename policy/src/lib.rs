@@ -14,6 +14,7 @@ mod path;
 mod raw;
 mod secrets;
 mod validate;
+mod validate_secrets;
 
 pub use allowlist::{Allowlist, Policy, Request, Rule, Target};
 pub use cidr::{Cidr, CidrError};
