@@ -309,6 +309,7 @@ with connect("wss://ws.test/chat", sock=sock, ssl=ctx, server_hostname="ws.test"
         .args(["-c", &script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -328,11 +329,14 @@ with connect("wss://ws.test/chat", sock=sock, ssl=ctx, server_hostname="ws.test"
         .write_all(line.as_bytes())
         .await
         .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(reply.as_deref(), Some("echo:hello"));
+    let reply = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+    let reply = reply.ok().and_then(Result::ok).flatten();
+    if reply.as_deref() != Some("echo:hello") {
+        use tokio::io::AsyncReadExt;
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
+        panic!("WebSocket echo failed: {reply:?}\n{err}");
+    }
     let _ = child.wait().await;
     let r = env.record(|r| r["path"] == "/chat").await;
     assert_eq!(
