@@ -123,25 +123,7 @@ impl Gateway {
         let mgmt_l = bind("management", config.management.listen).await?;
         let metrics_l = bind("metrics", config.metrics_listen).await?;
         let dns = match config.dns.listen {
-            Some(addr) => {
-                let udp = UdpSocket::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        what: "dns/udp",
-                        addr,
-                        source,
-                    })?;
-                // TCP on the same port as UDP (port 0 resolves to whatever UDP got).
-                let addr = udp.local_addr().unwrap_or(addr);
-                let tcp = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        what: "dns/tcp",
-                        addr,
-                        source,
-                    })?;
-                Some((udp, tcp))
-            }
+            Some(addr) => Some(bind_dns(addr).await?),
             None => None,
         };
         let addrs = Addrs {
@@ -256,6 +238,24 @@ impl Gateway {
         let max = self.shared.config.proxy.max_connections as u32;
         let _ = tokio::time::timeout(drain, limit.acquire_many(max)).await;
         self.shared.audit.flush().await;
+    }
+}
+
+/// Binds DNS over UDP and TCP on one port. With port 0 the kernel picks the UDP port, which
+/// may already be taken for TCP: then try another pair.
+async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError> {
+    let err = |what, addr, source| StartError::Bind { what, addr, source };
+    let mut attempts = if addr.port() == 0 { 16 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| err("dns/udp", addr, e))?;
+        let bound = udp.local_addr().unwrap_or(addr);
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if attempts > 1 && e.kind() == std::io::ErrorKind::AddrInUse => attempts -= 1,
+            Err(e) => return Err(err("dns/tcp", bound, e)),
+        }
     }
 }
 
