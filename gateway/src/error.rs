@@ -20,15 +20,7 @@ pub enum Failure {
         /// The normalised host, echoed so the user sees what was judged.
         host: String,
     },
-    /// The request itself is unacceptable.
-    #[error("{message}")]
-    BadRequest {
-        /// Stable reason code.
-        reason: &'static str,
-        /// Short, fixed message.
-        message: &'static str,
-    },
-    /// A connection-level refusal: bad handshake, bad TLS, bad protocol, timeout.
+    /// Bad input: a refused request, handshake or protocol (400, 405, 408, 431, TLS alerts).
     #[error("{message}")]
     Refused {
         /// HTTP status when the refusal is an HTTP response (431, 408, 400, 405).
@@ -85,7 +77,6 @@ impl Failure {
             | Failure::SecretUnavailable { .. }
             | Failure::PlaceholderMissing { .. } => StatusCode::FORBIDDEN,
             Failure::SecretTransform => StatusCode::BAD_GATEWAY,
-            Failure::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Failure::Refused { status, .. } => *status,
             Failure::ConnectTimeout | Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::Resolve | Failure::Connect | Failure::UpstreamTls | Failure::Upstream => {
@@ -98,7 +89,7 @@ impl Failure {
     pub fn reason(&self) -> &'static str {
         match self {
             Failure::Policy { decision, .. } => decision.reason.code(),
-            Failure::BadRequest { reason, .. } | Failure::Refused { reason, .. } => reason,
+            Failure::Refused { reason, .. } => reason,
             Failure::AddressDenied => "upstream_address_denied",
             Failure::SecretUnavailable { .. } => "secret_unavailable",
             Failure::PlaceholderMissing { .. } => "secret_placeholder_missing",
@@ -116,7 +107,6 @@ impl Failure {
     pub fn action(&self) -> Action {
         match self {
             Failure::Policy { .. }
-            | Failure::BadRequest { .. }
             | Failure::Refused { .. }
             | Failure::AddressDenied
             | Failure::SecretUnavailable { .. }

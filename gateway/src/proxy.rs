@@ -81,14 +81,19 @@ pub async fn serve_request(
     Ok(transform_response(resp, ex, scrubber))
 }
 
-fn refuse(ex: Exchange, f: Failure) -> Response<ProxyBody> {
+/// Answers with the failure's response and records the exchange with the status sent.
+pub fn refuse(ex: Exchange, f: Failure) -> Response<ProxyBody> {
     let resp = f.response();
     ex.finish_failure(&f, Some(resp.status().as_u16()));
     resp
 }
 
 const fn bad(reason: &'static str, message: &'static str) -> Failure {
-    Failure::BadRequest { reason, message }
+    Failure::Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason,
+        message,
+    }
 }
 
 /// Phase *decide*: which host, port and path the request is for, and whether the policy allows

@@ -40,6 +40,9 @@ pub enum SecretError {
     /// The file could not be read or is empty.
     #[error("file is unreadable or empty")]
     FileUnreadable,
+    /// The index names no entry of this snapshot (a bug, never a user error).
+    #[error("no such secret in this policy snapshot")]
+    Unknown,
     /// `json_key` did not find a string field.
     #[error("value is not a JSON object with that string field")]
     JsonKey,
@@ -83,7 +86,7 @@ impl SecretStore {
     /// background refresh runs.
     pub fn get(&self, i: usize) -> Result<SecretValue, SecretError> {
         let Some(cell) = self.cells.get(i) else {
-            return Err(SecretError::EnvMissing);
+            return Err(SecretError::Unknown);
         };
         let (ttl, failure_ttl) = match &cell.source {
             Source::Env { .. } => (None, Duration::from_secs(60)),

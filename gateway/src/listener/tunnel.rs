@@ -21,7 +21,7 @@ use crate::conn::Rewind;
 use crate::context::{ConnMeta, Exchange, Target};
 use crate::error::Failure;
 use crate::listener::{https, serve_http, socks};
-use crate::proxy::split_host_port;
+use crate::proxy::{refuse, split_host_port};
 use crate::state::Shared;
 
 /// Serves one tunnel-listener connection.
@@ -65,13 +65,12 @@ pub async fn connect(
             port: port.unwrap_or(443),
         });
     let Some(target) = target else {
-        let f = Failure::BadRequest {
+        let f = Failure::Refused {
+            status: StatusCode::BAD_REQUEST,
             reason: "connect_target_invalid",
             message: "CONNECT target is not host:port",
         };
-        let resp = f.response();
-        ex.finish_failure(&f, Some(400));
-        return Ok(resp);
+        return Ok(refuse(ex, f));
     };
     ex.record().host = target.to_string();
     let decision = shared.policy.load().policy.evaluate(&PolicyRequest {
@@ -84,9 +83,7 @@ pub async fn connect(
             decision,
             host: target.host.to_string(),
         };
-        let resp = f.response();
-        ex.finish_failure(&f, Some(403));
-        return Ok(resp);
+        return Ok(refuse(ex, f));
     }
     ex.allowed(&decision);
     ex.set_status(200);
