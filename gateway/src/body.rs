@@ -13,17 +13,35 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use crate::context::Exchange;
 use crate::scrub::Scrubber;
 
-/// A request body on its way upstream; counts the bytes it carries.
+/// A request body on its way upstream: the client's stream, or bytes the gateway buffered
+/// (to transform or sign them) or made itself (token requests). Counts the bytes it carries.
 #[derive(Debug)]
 pub struct CountedBody {
-    inner: Incoming,
+    inner: Inner,
     count: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Stream(Incoming),
+    Bytes(Option<Bytes>),
 }
 
 impl CountedBody {
     /// Wraps `inner`, adding every data byte to `count`.
     pub fn new(inner: Incoming, count: Arc<AtomicU64>) -> Self {
-        CountedBody { inner, count }
+        CountedBody {
+            inner: Inner::Stream(inner),
+            count,
+        }
+    }
+
+    /// A body of known bytes.
+    pub fn bytes(bytes: Bytes, count: Arc<AtomicU64>) -> Self {
+        CountedBody {
+            inner: Inner::Bytes((!bytes.is_empty()).then_some(bytes)),
+            count,
+        }
     }
 }
 
@@ -35,7 +53,10 @@ impl Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = match &mut self.inner {
+            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+            Inner::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        };
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
@@ -45,11 +66,17 @@ impl Body for CountedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Stream(s) => s.is_end_stream(),
+            Inner::Bytes(b) => b.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Stream(s) => s.size_hint(),
+            Inner::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 

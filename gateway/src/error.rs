@@ -45,6 +45,21 @@ pub enum Failure {
     /// A secret could not be put on the wire (it is not a valid header or URI value).
     #[error("a credential could not be applied to the request")]
     SecretTransform,
+    /// The request body is over `proxy.max_request_body_bytes` and a transform must read it
+    /// whole (never forwarded truncated).
+    #[error("request body is too large for this policy's transforms")]
+    BodyTooLarge,
+    /// A credential transform could not do its work (`gcp_auth`, `oauth_token`,
+    /// `hmac_sign`); the reason is sanitised and never carries a value.
+    #[error("{transform} could not apply its credential")]
+    Credential {
+        /// The status sent.
+        status: StatusCode,
+        /// The transform's name.
+        transform: &'static str,
+        /// Stable reason code.
+        reason: &'static str,
+    },
     /// The guard refused every address of the upstream.
     #[error("upstream address is not allowed")]
     AddressDenied,
@@ -77,7 +92,8 @@ impl Failure {
             | Failure::SecretUnavailable { .. }
             | Failure::PlaceholderMissing { .. } => StatusCode::FORBIDDEN,
             Failure::SecretTransform => StatusCode::BAD_GATEWAY,
-            Failure::Refused { status, .. } => *status,
+            Failure::Refused { status, .. } | Failure::Credential { status, .. } => *status,
+            Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::ConnectTimeout | Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::Resolve | Failure::Connect | Failure::UpstreamTls | Failure::Upstream => {
                 StatusCode::BAD_GATEWAY
@@ -89,7 +105,8 @@ impl Failure {
     pub fn reason(&self) -> &'static str {
         match self {
             Failure::Policy { decision, .. } => decision.reason.code(),
-            Failure::Refused { reason, .. } => reason,
+            Failure::Refused { reason, .. } | Failure::Credential { reason, .. } => reason,
+            Failure::BodyTooLarge => "body_too_large",
             Failure::AddressDenied => "upstream_address_denied",
             Failure::SecretUnavailable { .. } => "secret_unavailable",
             Failure::PlaceholderMissing { .. } => "secret_placeholder_missing",
@@ -110,7 +127,9 @@ impl Failure {
             | Failure::Refused { .. }
             | Failure::AddressDenied
             | Failure::SecretUnavailable { .. }
-            | Failure::PlaceholderMissing { .. } => Action::Reject,
+            | Failure::PlaceholderMissing { .. }
+            | Failure::BodyTooLarge
+            | Failure::Credential { .. } => Action::Reject,
             _ => Action::Error,
         }
     }

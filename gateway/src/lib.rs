@@ -9,6 +9,7 @@ pub mod body;
 pub mod ca;
 pub mod conn;
 pub mod context;
+pub mod crypto;
 pub mod dns;
 pub mod error;
 pub mod guard;
@@ -23,6 +24,7 @@ pub mod server;
 pub mod splice;
 pub mod state;
 pub mod tls;
+pub mod tokens;
 pub mod transform;
 pub mod upstream;
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use policy::{Config, ConfigErrors};
@@ -43,37 +43,38 @@ pub enum ReloadError {
     /// The new policy is invalid; the running one stays.
     #[error("{0}")]
     Invalid(ConfigErrors),
-    /// The new policy uses something not enforced yet; the running one stays.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// Re-reads the configuration file and swaps the policy atomically; in-flight requests keep
 /// the snapshot they loaded. Listeners, CA and limits need a restart.
 pub fn reload(shared: &Shared) -> Result<usize, ReloadError> {
     let path = shared.config_path.as_ref().ok_or(ReloadError::NoFile)?;
-    let result = std::fs::read_to_string(path)
-        .map_err(ReloadError::Read)
-        .and_then(|text| Config::parse(&text).map_err(ReloadError::Invalid))
-        .and_then(|cfg| {
-            crate::server::enforceable(&cfg.policy)
-                .map(|()| cfg)
-                .map_err(ReloadError::Unsupported)
-        });
-    match result {
+    match std::fs::read_to_string(path) {
+        Ok(text) => install(shared, &text),
+        Err(e) => {
+            shared.metrics.reloads_failed.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "policy reload refused; the running policy stays");
+            Err(ReloadError::Read(e))
+        }
+    }
+}
+
+/// Validates and compiles `text` (a whole policy file), then swaps its policy in at once.
+/// On any error the running policy stays.
+pub fn install(shared: &Shared, text: &str) -> Result<usize, ReloadError> {
+    match Config::parse(text) {
         Ok(cfg) => {
             let rules = cfg.policy.rule_count();
-            shared
-                .policy
-                .store(Arc::new(crate::state::Snapshot::new(cfg.policy)));
+            let snap = crate::state::Snapshot::new(cfg.policy, &shared.upstreams);
+            shared.policy.store(Arc::new(snap));
             shared.metrics.reloads_ok.fetch_add(1, Relaxed);
-            tracing::info!(rules, "policy reloaded");
+            tracing::info!(rules, "policy installed");
             Ok(rules)
         }
         Err(e) => {
             shared.metrics.reloads_failed.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, "policy reload refused; the running policy stays");
-            Err(e)
+            tracing::warn!(error = %e, "new policy refused; the running policy stays");
+            Err(ReloadError::Invalid(e))
         }
     }
 }
@@ -145,6 +146,7 @@ async fn handle(
     let allowed = match path {
         "/healthz" | "/readyz" | "/metrics" | "/v1/status" => "GET",
         "/v1/reload" => "POST",
+        "/v1/policy" => "PUT",
         _ => {
             return Ok(json(
                 StatusCode::NOT_FOUND,
@@ -182,22 +184,47 @@ async fn handle(
                 "leaf_certificates": s.leaves.len(),
             }),
         ),
-        _ => match reload(s) {
-            Ok(rules) => json(
-                StatusCode::OK,
-                serde_json::json!({"status": "ok", "policy_rules": rules}),
-            ),
-            Err(ReloadError::Invalid(errs)) => json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                serde_json::json!({
-                    "error": "invalid policy; the running policy stays",
-                    "errors": errs.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                }),
-            ),
-            Err(e) => json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                serde_json::json!({"error": e.to_string()}),
-            ),
-        },
+        "/v1/policy" => {
+            let body = http_body_util::Limited::new(req.into_body(), MAX_POLICY_BYTES)
+                .collect()
+                .await;
+            match body.map(|b| b.to_bytes()) {
+                Ok(b) => match std::str::from_utf8(&b) {
+                    Ok(text) => outcome(install(s, text)),
+                    Err(_) => json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "the policy is not UTF-8 text"}),
+                    ),
+                },
+                Err(_) => json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    serde_json::json!({"error": format!("a policy is at most {MAX_POLICY_BYTES} bytes")}),
+                ),
+            }
+        }
+        _ => outcome(reload(s)),
     })
+}
+
+/// The largest policy `PUT /v1/policy` accepts.
+const MAX_POLICY_BYTES: usize = 4 << 20;
+
+fn outcome(result: Result<usize, ReloadError>) -> Response<Full<Bytes>> {
+    match result {
+        Ok(rules) => json(
+            StatusCode::OK,
+            serde_json::json!({"status": "ok", "policy_rules": rules}),
+        ),
+        Err(ReloadError::Invalid(errs)) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            serde_json::json!({
+                "error": "invalid policy; the running policy stays",
+                "errors": errs.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            serde_json::json!({"error": e.to_string()}),
+        ),
+    }
 }

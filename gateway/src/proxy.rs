@@ -12,7 +12,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use policy::{Host, Request as PolicyRequest};
+use policy::{Host, Request as PolicyRequest, Stub};
 
 use crate::body::{AuditedBody, CountedBody, ProxyBody};
 use crate::context::{ConnMeta, Exchange};
@@ -32,6 +32,8 @@ struct Route {
     path: String,
     /// The policy snapshot this request keeps from start to end.
     snap: Arc<Snapshot>,
+    /// A token endpoint the gateway answers itself.
+    stub: Option<Stub>,
 }
 
 /// Serves one request from a client connection.
@@ -59,9 +61,13 @@ pub async fn serve_request(
         Ok(route) => route,
         Err(f) => return Ok(refuse(ex, f)),
     };
+    if let Some(stub) = &route.stub {
+        return Ok(stub_token(ex, stub));
+    }
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (out, scrubber) = match transform_request(req, &route, upgrade, &mut ex) {
+    let limit = shared.config.proxy.max_request_body_bytes;
+    let (out, scrubber) = match transform_request(req, &route, upgrade, &mut ex, limit).await {
         Ok(x) => x,
         Err(f) => return Ok(refuse(ex, f)),
     };
@@ -130,7 +136,7 @@ fn decide(
     };
     let path = decoded_path(req.uri())?;
     let snap = shared.policy.load_full();
-    let decision = snap.policy.evaluate(&PolicyRequest {
+    let (decision, stub) = snap.policy.decide(&PolicyRequest {
         host: &host,
         port,
         http: Some((req.method().as_str(), &path)),
@@ -148,8 +154,44 @@ fn decide(
         https: conn.tls.is_some(),
         path,
         snap,
+        stub,
     })
 }
+
+/// Answers a client library's own token request with a stub token, so that it carries on
+/// with a dummy credential; the real token is put on the requests it then makes.
+fn stub_token(mut ex: Exchange, stub: &Stub) -> Response<ProxyBody> {
+    let (name, endpoint) = match stub {
+        Stub::GoogleToken { .. } => ("gcp_auth", "oauth2_token_endpoint"),
+        Stub::OAuth { .. } => ("oauth_token", "token_endpoint"),
+    };
+    ex.record().request_transforms.push(audit::Transform {
+        name: name.into(),
+        action: "allow".into(),
+        rule: Some(stub.id().to_string()),
+        annotations: Some(serde_json::json!({ "stubbed": endpoint })),
+    });
+    ex.set_status(200);
+    let body = serde_json::json!({
+        "access_token": STUB_TOKEN,
+        "expires_in": 3600,
+        "token_type": "Bearer",
+    });
+    let mut resp = Response::new(crate::body::full(body.to_string()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The metadata server's answers carry this; Google's libraries check it.
+    h.insert("metadata-flavor", HeaderValue::from_static("Google"));
+    ex.finish_ok();
+    resp
+}
+
+/// The token the stubs hand out: meaningless anywhere but at this gateway.
+pub const STUB_TOKEN: &str = "centaur-stub-token";
 
 /// The request's host: the absolute-form or h2 authority, else the single `Host` header;
 /// when both are present they must agree.
@@ -256,28 +298,35 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Phase *transform request*: credentials applied (`transform.rs`), the upstream request in
 /// origin form, hop-by-hop headers gone, the body streamed (and counted) as it arrives.
-fn transform_request(
+async fn transform_request(
     req: Request<Incoming>,
     route: &Route,
     upgrade: bool,
     ex: &mut Exchange,
+    limit: u64,
 ) -> Result<(Request<CountedBody>, Scrubber), Failure> {
     let (mut parts, body) = req.into_parts();
+    let mut body = Some(body);
     let method = parts.method.clone();
     let preq = PolicyRequest {
         host: &route.host,
         port: route.port,
         http: Some((method.as_str(), &route.path)),
     };
-    let applied = transform::apply(&route.snap, &preq, &mut parts)?;
-    if let Some(annotations) = applied.annotation {
-        ex.record().request_transforms.push(audit::Transform {
-            name: "secrets".into(),
-            action: "allow".into(),
-            rule: None,
-            annotations: Some(annotations),
-        });
-    }
+    let mut notes = Vec::new();
+    let applied = transform::apply(
+        &route.snap,
+        transform::Input {
+            req: &preq,
+            parts: &mut parts,
+            body: &mut body,
+            limit,
+            audit: &mut notes,
+        },
+    )
+    .await;
+    ex.record().request_transforms.extend(notes);
+    let applied = applied?;
     let scheme = if route.https { "https" } else { "http" };
     let default = if route.https { 443 } else { 80 };
     let authority = if route.port == default {
@@ -292,10 +341,13 @@ fn transform_request(
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(header::HOST);
-    Ok((
-        Request::from_parts(parts, CountedBody::new(body, ex.bytes_in.clone())),
-        applied.scrubber,
-    ))
+    let count = ex.bytes_in.clone();
+    let body = match (applied.body, body) {
+        (Some(bytes), _) => CountedBody::bytes(bytes, count),
+        (None, Some(stream)) => CountedBody::new(stream, count),
+        (None, None) => CountedBody::bytes(bytes::Bytes::new(), count),
+    };
+    Ok((Request::from_parts(parts, body), applied.scrubber))
 }
 
 /// Phase *connect upstream*: guard, TLS, pool, and the response head within its timeout.

@@ -6,7 +6,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use policy::{SecretEntry, Source};
+use policy::{NamedSource, Source, SourceId};
+
+use crate::upstream::Upstreams;
 
 /// A real secret value. `Debug` and `Display` redact.
 #[derive(Clone, PartialEq, Eq)]
@@ -31,6 +33,13 @@ impl fmt::Display for SecretValue {
     }
 }
 
+impl SecretValue {
+    /// A value from bytes.
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
+        SecretValue(bytes.into())
+    }
+}
+
 /// Why a value could not be had. Never contains the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
@@ -40,12 +49,21 @@ pub enum SecretError {
     /// The file could not be read or is empty.
     #[error("file is unreadable or empty")]
     FileUnreadable,
-    /// The index names no entry of this snapshot (a bug, never a user error).
+    /// The index names no source of this snapshot (a bug, never a user error).
     #[error("no such secret in this policy snapshot")]
     Unknown,
     /// `json_key` did not find a string field.
     #[error("value is not a JSON object with that string field")]
     JsonKey,
+    /// Vault has no address or token configured.
+    #[error("vault address or token is not set ({0})")]
+    VaultConfig(&'static str),
+    /// Vault could not be reached or answered badly.
+    #[error("vault request failed: {0}")]
+    Vault(String),
+    /// Vault answered, but the secret has no such string field.
+    #[error("vault secret has no such string field")]
+    VaultField,
 }
 
 #[derive(Debug, Default)]
@@ -55,130 +73,195 @@ struct State {
     refreshing: bool,
 }
 
-/// One entry's cache.
+/// One source's cache.
 #[derive(Debug)]
 struct Cell {
     source: Source,
-    state: Arc<Mutex<State>>,
+    state: Mutex<State>,
+    /// Single flight for a fetch a request waits on (first use, expired failure).
+    fetching: tokio::sync::Mutex<()>,
 }
 
-/// The values of one policy snapshot's secrets, index-aligned with `Policy::secrets`.
-#[derive(Debug)]
+/// The values of one policy snapshot's sources, index-aligned with `Policy::sources`.
+#[derive(Debug, Clone)]
 pub struct SecretStore {
-    cells: Vec<Cell>,
+    cells: Arc<[Arc<Cell>]>,
+    http: Upstreams,
+}
+
+/// What a cache lookup found.
+enum Cached {
+    Hit(Result<SecretValue, SecretError>, bool),
+    Miss,
 }
 
 impl SecretStore {
-    /// A store for `entries`. Nothing is read until first use.
-    pub fn new(entries: &[SecretEntry]) -> Self {
+    /// A store for `sources`; nothing is read until first use. Vault is reached through
+    /// `http` (the guarded upstream client).
+    pub fn new(sources: &[NamedSource], http: Upstreams) -> Self {
         SecretStore {
-            cells: entries
+            cells: sources
                 .iter()
-                .map(|e| Cell {
-                    source: e.source.clone(),
-                    state: Arc::default(),
+                .map(|s| {
+                    Arc::new(Cell {
+                        source: s.source.clone(),
+                        state: Mutex::default(),
+                        fetching: tokio::sync::Mutex::new(()),
+                    })
                 })
                 .collect(),
+            http,
         }
     }
 
-    /// The value of entry `i`: cached, fetched on first use, or the last good value while a
-    /// background refresh runs.
-    pub fn get(&self, i: usize) -> Result<SecretValue, SecretError> {
-        let Some(cell) = self.cells.get(i) else {
-            return Err(SecretError::Unknown);
-        };
-        let (ttl, failure_ttl) = match &cell.source {
-            Source::Env { .. } => (None, Duration::from_secs(60)),
-            Source::File {
-                ttl, failure_ttl, ..
-            } => (*ttl, *failure_ttl),
-        };
-        let cached = {
-            let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
-            match (&st.value, &st.failed) {
-                (Some((v, at)), _) => {
-                    let v = v.clone();
-                    let refresh = ttl.is_some_and(|t| at.elapsed() >= t) && !st.refreshing;
-                    st.refreshing |= refresh;
-                    Some((Ok(v), refresh))
-                }
-                (None, Some((e, at))) if at.elapsed() < failure_ttl => {
-                    Some((Err(e.clone()), false))
-                }
-                _ => None,
-            }
-        };
-        if let Some((result, refresh)) = cached {
-            // Outside the lock: the refresh takes it again.
+    /// The value of source `id`: cached, fetched on first use (one fetch however many
+    /// requests wait), or the last good value while a background refresh runs.
+    pub async fn get(&self, id: SourceId) -> Result<SecretValue, SecretError> {
+        let cell = self.cells.get(id.0).ok_or(SecretError::Unknown)?;
+        if let Cached::Hit(v, refresh) = self.cached(cell) {
             if refresh {
-                spawn_refresh(cell.source.clone(), cell.state.clone());
+                self.spawn_refresh(cell.clone());
             }
-            return result;
+            return v;
         }
-        // First use (or a failure that has expired): read now. File reads are small.
-        let fetched = fetch(&cell.source);
+        let _flight = cell.fetching.lock().await;
+        if let Cached::Hit(v, _) = self.cached(cell) {
+            return v;
+        }
+        let fetched = fetch(&cell.source, &self.http).await;
         let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
         match &fetched {
-            Ok(v) => st.value = Some((v.clone(), Instant::now())),
+            Ok(v) => {
+                st.value = Some((v.clone(), Instant::now()));
+                st.failed = None;
+            }
             Err(e) => st.failed = Some((e.clone(), Instant::now())),
         }
         fetched
     }
-}
 
-fn spawn_refresh(source: Source, state: Arc<Mutex<State>>) {
-    let refresh = move || {
-        let fetched = fetch(&source);
-        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-        st.refreshing = false;
-        match fetched {
-            Ok(v) => st.value = Some((v, Instant::now())),
-            // Keep serving the last good value; try again after a while.
-            Err(e) => {
-                tracing::warn!(source = %source, error = %e, "secret refresh failed; serving the last good value");
-                if let Some((_, at)) = &mut st.value {
-                    *at = Instant::now();
+    fn cached(&self, cell: &Cell) -> Cached {
+        let (ttl, failure_ttl) = cell.source.ttls();
+        let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
+        match (&st.value, &st.failed) {
+            (Some((v, at)), _) => {
+                let v = v.clone();
+                let refresh = ttl.is_some_and(|t| at.elapsed() >= t) && !st.refreshing;
+                st.refreshing |= refresh;
+                Cached::Hit(Ok(v), refresh)
+            }
+            (None, Some((e, at))) if at.elapsed() < failure_ttl => {
+                Cached::Hit(Err(e.clone()), false)
+            }
+            _ => Cached::Miss,
+        }
+    }
+
+    fn spawn_refresh(&self, cell: Arc<Cell>) {
+        let http = self.http.clone();
+        // A task of its own: no request's lifetime bounds it.
+        tokio::spawn(async move {
+            let fetched = fetch(&cell.source, &http).await;
+            let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.refreshing = false;
+            match fetched {
+                Ok(v) => st.value = Some((v, Instant::now())),
+                // Keep serving the last good value; try again after half a ttl.
+                Err(e) => {
+                    tracing::warn!(source = %cell.source, error = %e, "secret refresh failed; serving the last good value");
+                    let half = cell.source.ttls().0.unwrap_or_default() / 2;
+                    if let Some((_, at)) = &mut st.value {
+                        *at = Instant::now()
+                            .checked_sub(half)
+                            .unwrap_or_else(Instant::now);
+                    }
                 }
             }
-        }
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => {
-            h.spawn_blocking(refresh);
-        }
-        Err(_) => refresh(),
+        });
     }
 }
 
-fn fetch(source: &Source) -> Result<SecretValue, SecretError> {
-    let (raw, json_key) = match source {
-        Source::Env { var, json_key } => {
-            let v = std::env::var_os(var)
-                .filter(|v| !v.is_empty())
-                .ok_or(SecretError::EnvMissing)?;
-            (v.into_encoded_bytes(), json_key)
-        }
-        Source::File { path, json_key, .. } => {
-            let v = std::fs::read(path)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or(SecretError::FileUnreadable)?;
-            (v, json_key)
-        }
-    };
-    let bytes = match json_key {
-        None => raw,
-        Some(k) => serde_json::from_slice::<serde_json::Value>(&raw)
+/// How long a Vault request may take.
+const VAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn fetch(source: &Source, http: &Upstreams) -> Result<SecretValue, SecretError> {
+    let raw = match source {
+        Source::Env { var, .. } => std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .ok_or(SecretError::EnvMissing)?
+            .into_encoded_bytes(),
+        Source::File { path, .. } => tokio::fs::read(path)
+            .await
             .ok()
-            .and_then(|v| {
-                v.get(k)
-                    .and_then(|f| f.as_str())
-                    .map(|s| s.as_bytes().to_vec())
-            })
-            .ok_or(SecretError::JsonKey)?,
+            .filter(|v| !v.is_empty())
+            .ok_or(SecretError::FileUnreadable)?,
+        Source::Vault {
+            address,
+            mount,
+            path,
+            field,
+            token_env,
+            ..
+        } => vault(address.as_deref(), mount, path, field, token_env, http).await?,
+    };
+    let bytes = match source.json_key() {
+        None => raw,
+        Some(k) => json_field(&raw, k).ok_or(SecretError::JsonKey)?,
     };
     Ok(SecretValue(bytes.into()))
+}
+
+fn json_field(raw: &[u8], key: &str) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    v.get(key)?.as_str().map(|s| s.as_bytes().to_vec())
+}
+
+/// Reads one field of a KV v2 secret: `GET {addr}/v1/{mount}/data/{path}` with
+/// `X-Vault-Token`; the answer is `{"data": {"data": {field: value}, "metadata": …}}`.
+async fn vault(
+    address: Option<&str>,
+    mount: &str,
+    path: &str,
+    field: &str,
+    token_env: &str,
+    http: &Upstreams,
+) -> Result<Vec<u8>, SecretError> {
+    let addr = match address {
+        Some(a) => a.to_string(),
+        None => std::env::var("VAULT_ADDR").map_err(|_| SecretError::VaultConfig("VAULT_ADDR"))?,
+    };
+    let token = std::env::var(token_env)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .ok_or(SecretError::VaultConfig("token"))?;
+    let token =
+        http::HeaderValue::from_str(&token).map_err(|_| SecretError::VaultConfig("token"))?;
+    let url = format!(
+        "{}/v1/{}/data/{}",
+        addr.trim_end_matches('/'),
+        mount.trim_matches('/'),
+        path.trim_start_matches('/')
+    );
+    let (status, body) = http
+        .call(
+            http::Method::GET,
+            &url,
+            vec![(http::HeaderName::from_static("x-vault-token"), token)],
+            bytes::Bytes::new(),
+            VAULT_TIMEOUT,
+        )
+        .await
+        .map_err(|e| SecretError::Vault(e.to_string()))?;
+    if !status.is_success() {
+        return Err(SecretError::Vault(format!("status {}", status.as_u16())));
+    }
+    let doc: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|_| SecretError::Vault("not JSON".into()))?;
+    doc.pointer("/data/data")
+        .and_then(|d| d.get(field))
+        .and_then(|v| v.as_str())
+        .map(|s| s.as_bytes().to_vec())
+        .ok_or(SecretError::VaultField)
 }
 
 #[cfg(test)]
@@ -192,35 +275,53 @@ mod tests {
         assert!(!format!("{v:?} {v}").contains("sk-live"));
     }
 
-    #[test]
-    fn file_sources_refresh_without_stalling_and_keep_the_last_good_value() {
+    #[tokio::test]
+    async fn file_sources_refresh_without_stalling_and_keep_the_last_good_value() {
+        crate::install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         std::fs::write(&path, "{\"token\": \"one\"}").unwrap();
-        let entry = Source::File {
+        let source = Source::File {
             path: path.display().to_string(),
             ttl: Some(Duration::from_millis(10)),
             failure_ttl: Duration::from_secs(60),
             json_key: Some("token".into()),
         };
-        let store = SecretStore {
-            cells: vec![Cell {
-                source: entry,
-                state: Arc::default(),
+        let guard = crate::guard::Guard::new(
+            vec![],
+            vec![],
+            vec![],
+            Default::default(),
+            Duration::from_secs(1),
+        );
+        let http = Upstreams::new(
+            Arc::new(guard),
+            rustls::RootCertStore::empty(),
+            Duration::from_secs(1),
+        );
+        let store = SecretStore::new(
+            &[NamedSource {
+                source,
+                name: "k".into(),
             }],
-        };
-        assert_eq!(store.get(0).unwrap().expose(), b"one");
+            http,
+        );
+        let get = || async { store.get(SourceId(0)).await.unwrap().expose().to_vec() };
+        assert_eq!(get().await, b"one");
         std::fs::write(&path, "{\"token\": \"two\"}").unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
         // Stale: the old value is served at once and a refresh happens beside it.
-        assert_eq!(store.get(0).unwrap().expose(), b"one");
-        assert_eq!(store.get(0).unwrap().expose(), b"two");
+        assert_eq!(get().await, b"one");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get().await, b"two");
         std::fs::remove_file(&path).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(
-            store.get(0).unwrap().expose(),
+            get().await,
             b"two",
             "a failed refresh keeps the last good value"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get().await, b"two");
     }
 }

@@ -51,9 +51,6 @@ pub enum StartError {
     /// The audit output could not be opened.
     #[error("audit output: {0}")]
     Audit(std::io::Error),
-    /// The policy uses something this gateway cannot enforce yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// The management token is missing.
     #[error("management.listen is set but {0} is empty")]
     NoApiKey(String),
@@ -107,7 +104,6 @@ impl Gateway {
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Result<Gateway, StartError> {
-        enforceable(&config.policy).map_err(StartError::Unsupported)?;
         let (Some(cert), Some(key)) = (&config.tls.ca_cert, &config.tls.ca_key) else {
             return Err(StartError::NoCa);
         };
@@ -160,11 +156,12 @@ impl Gateway {
         .await
         .map_err(StartError::Audit)?;
         let leaves = Arc::new(LeafCache::new(authority, config.tls.cert_cache_size));
+        let upstreams = Upstreams::new(Arc::new(guard), roots, Duration::from_secs(90));
         let shared = Arc::new(Shared {
-            policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone())),
+            policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone(), &upstreams)),
             tls: tls::server_config(leaves.clone()),
             leaves,
-            upstreams: Upstreams::new(Arc::new(guard), roots, Duration::from_secs(90)),
+            upstreams,
             audit,
             metrics: Metrics::default(),
             http: http_builder(&config),
@@ -256,21 +253,6 @@ async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartErr
             Err(e) if attempts > 1 && e.kind() == std::io::ErrorKind::AddrInUse => attempts -= 1,
             Err(e) => return Err(err("dns/tcp", bound, e)),
         }
-    }
-}
-
-/// Refuses a policy with parts this gateway does not enforce yet, rather than ignoring them.
-pub fn enforceable(policy: &policy::Policy) -> Result<(), String> {
-    let body = policy
-        .secrets
-        .iter()
-        .find(|s| matches!(&s.mode, policy::Mode::Replace(r) if r.body));
-    match body {
-        Some(s) => Err(format!(
-            "{}: `match_body` is not supported yet (request bodies are streamed, never buffered); remove it",
-            s.id
-        )),
-        None => Ok(()),
     }
 }
 

@@ -14,6 +14,7 @@ use rustls::ServerConfig;
 use crate::ca::LeafCache;
 use crate::metrics::Metrics;
 use crate::secrets::SecretStore;
+use crate::tokens::TokenCache;
 use crate::upstream::Upstreams;
 
 /// Everything a request needs.
@@ -39,20 +40,29 @@ pub struct Shared {
     pub http: auto::Builder<TokioExecutor>,
 }
 
-/// A compiled policy and the cache of its secrets, swapped together on reload.
+/// A compiled policy with the caches of its secrets and tokens, swapped together on reload
+/// (so a reload re-reads every source and mints afresh).
 #[derive(Debug)]
 pub struct Snapshot {
     /// The policy.
     pub policy: Policy,
-    /// Its secrets' values (fetched lazily).
+    /// Its sources' values (fetched lazily).
     pub secrets: SecretStore,
+    /// Its minted tokens (minted lazily).
+    pub tokens: TokenCache,
 }
 
 impl Snapshot {
-    /// A snapshot of `policy`; reads no secret yet.
-    pub fn new(policy: Policy) -> Snapshot {
-        let secrets = SecretStore::new(&policy.secrets);
-        Snapshot { policy, secrets }
+    /// A snapshot of `policy`; reads no secret and mints no token yet. Vault and token
+    /// endpoints are reached through `http`.
+    pub fn new(policy: Policy, http: &Upstreams) -> Snapshot {
+        let secrets = SecretStore::new(&policy.sources, http.clone());
+        let tokens = TokenCache::new(&policy, secrets.clone(), http.clone());
+        Snapshot {
+            policy,
+            secrets,
+            tokens,
+        }
     }
 }
 

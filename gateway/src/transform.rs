@@ -1,19 +1,26 @@
-//! Phase *transform request* for credentials: for every `secrets` entry whose rules match,
-//! swap placeholders for the real value in the declared locations, or inject it. Returns the
-//! scrubber that turns those values back into placeholders in the response.
+//! Phase *transform request* for credentials: `secrets` swap placeholders for real values in
+//! the declared locations or inject them; `gcp_auth` and `oauth_token` inject minted tokens;
+//! `hmac_sign` signs the request as it leaves. Returns the scrubber that turns every value
+//! put on the wire back into a placeholder in the response.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use http::StatusCode;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use policy::{Inject, InjectTarget, Mode, Replace, Request};
+use policy::{HmacSign, Inject, InjectTarget, Mode, Replace, Request, TimestampFormat};
 use serde_json::json;
 
+use crate::crypto;
 use crate::error::Failure;
 use crate::scrub::Scrubber;
 use crate::secrets::SecretValue;
 use crate::state::Snapshot;
+use crate::tokens::TokenId;
 
 /// Bytes left unescaped in query and path values (RFC 3986 unreserved).
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -22,19 +29,54 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// What the secrets did to one request.
+/// What the credential transforms did to one request.
 #[derive(Debug, Default)]
 pub struct Applied {
-    /// Audit annotation: secret names and locations, never values.
-    pub annotation: Option<serde_json::Value>,
+    /// The body, when a transform had to read it (and maybe changed it).
+    pub body: Option<Bytes>,
     /// Response scrubbing for the values put on the wire.
     pub scrubber: Scrubber,
 }
 
-/// Applies every matching secret to the request head.
-pub fn apply(snap: &Snapshot, req: &Request<'_>, parts: &mut Parts) -> Result<Applied, Failure> {
+/// The request as the transforms see it.
+pub struct Input<'a> {
+    /// What the policy judged.
+    pub req: &'a Request<'a>,
+    /// The head, changed in place.
+    pub parts: &'a mut Parts,
+    /// The body, read only if a transform needs it.
+    pub body: &'a mut Option<Incoming>,
+    /// `proxy.max_request_body_bytes`.
+    pub limit: u64,
+    /// Audit annotations, one per transform that acted; kept on failure too.
+    pub audit: &'a mut Vec<audit::Transform>,
+}
+
+fn note(audit: &mut Vec<audit::Transform>, name: &str, action: &str, ann: serde_json::Value) {
+    audit.push(audit::Transform {
+        name: name.into(),
+        action: action.into(),
+        rule: None,
+        annotations: Some(ann),
+    });
+}
+
+/// Applies, in order, every matching `secrets` entry, `gcp_auth`, the first matching
+/// `oauth_token` entry and every matching `hmac_sign` (which therefore signs the request as
+/// it goes out).
+pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> {
+    let Input {
+        req,
+        parts,
+        body,
+        limit,
+        audit,
+    } = inp;
+    let policy = &snap.policy;
     let (mut swapped, mut injected, mut unavailable, mut pairs) = (vec![], vec![], vec![], vec![]);
-    for (i, entry) in snap.policy.secrets.iter().enumerate() {
+    // Body swaps wait until the body is read: (entry, locations so far).
+    let mut body_swaps: Vec<(usize, Vec<String>, SecretValue)> = vec![];
+    for (i, entry) in policy.secrets.iter().enumerate() {
         if !entry.applies(req) {
             continue;
         }
@@ -42,7 +84,7 @@ pub fn apply(snap: &Snapshot, req: &Request<'_>, parts: &mut Parts) -> Result<Ap
             Mode::Replace(r) => r.require,
             Mode::Inject(inj) => inj.require,
         };
-        let value = match snap.secrets.get(i) {
+        let value = match snap.secrets.get(entry.source).await {
             Ok(v) => v,
             Err(e) if require => {
                 tracing::warn!(secret = %entry.name, error = %e, "required secret unavailable");
@@ -58,6 +100,10 @@ pub fn apply(snap: &Snapshot, req: &Request<'_>, parts: &mut Parts) -> Result<Ap
         match &entry.mode {
             Mode::Replace(r) => {
                 let locations = replace(r, &value, parts)?;
+                if r.body {
+                    body_swaps.push((i, locations, value));
+                    continue;
+                }
                 if locations.is_empty() {
                     if r.require {
                         return Err(Failure::PlaceholderMissing {
@@ -66,8 +112,8 @@ pub fn apply(snap: &Snapshot, req: &Request<'_>, parts: &mut Parts) -> Result<Ap
                     }
                     continue;
                 }
-                swapped.push(json!({"secret": entry.name, "locations": locations}));
                 pairs.push((value.expose().to_vec(), r.proxy_value.as_bytes().to_vec()));
+                swapped.push(json!({"secret": entry.name, "locations": locations}));
             }
             Mode::Inject(inj) => {
                 let location = inject(inj, &value, parts)?;
@@ -79,12 +125,32 @@ pub fn apply(snap: &Snapshot, req: &Request<'_>, parts: &mut Parts) -> Result<Ap
             }
         }
     }
-    if !pairs.is_empty() {
-        // Scrubbing reads the response as sent: ask for it uncompressed.
-        parts.headers.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
+    let signing: Vec<&HmacSign> = policy.hmac.iter().filter(|h| h.applies(req)).collect();
+    let mut buffered = None;
+    if !body_swaps.is_empty() || !signing.is_empty() {
+        let allow_chunked = signing.iter().all(|h| h.allow_chunked_body);
+        let mut b = read_body(body, parts, limit, allow_chunked).await?;
+        for (i, mut locations, value) in body_swaps {
+            let entry = &policy.secrets[i];
+            let Mode::Replace(r) = &entry.mode else {
+                continue;
+            };
+            if let Some(new) = swap(&b, r.proxy_value.as_bytes(), value.expose()) {
+                b = Bytes::from(new);
+                locations.push("body".into());
+            }
+            if locations.is_empty() {
+                if r.require {
+                    return Err(Failure::PlaceholderMissing {
+                        name: entry.name.clone(),
+                    });
+                }
+                continue;
+            }
+            pairs.push((value.expose().to_vec(), r.proxy_value.as_bytes().to_vec()));
+            swapped.push(json!({"secret": entry.name, "locations": locations}));
+        }
+        buffered = Some(b);
     }
     let mut ann = serde_json::Map::new();
     for (k, v) in [("swapped", swapped), ("injected", injected)] {
@@ -95,10 +161,264 @@ pub fn apply(snap: &Snapshot, req: &Request<'_>, parts: &mut Parts) -> Result<Ap
     if !unavailable.is_empty() {
         ann.insert("secret_unavailable".into(), unavailable.into());
     }
+    if !ann.is_empty() {
+        note(audit, "secrets", "allow", ann.into());
+    }
+    for (i, g) in policy.gcp_auth.iter().enumerate() {
+        if !g.applies(req) {
+            continue;
+        }
+        match snap.tokens.get(TokenId::Gcp(i)).await {
+            Ok(m) => {
+                set_header(
+                    parts,
+                    "authorization",
+                    &[b"Bearer ", m.token.expose()].concat(),
+                )?;
+                pairs.push((m.token.expose().to_vec(), b"[centaur:gcp_auth]".to_vec()));
+                note(
+                    audit,
+                    "gcp_auth",
+                    "allow",
+                    json!({"service_account": m.account, "injected": ["header:authorization"]}),
+                );
+            }
+            Err(e) => {
+                note(
+                    audit,
+                    "gcp_auth",
+                    "reject",
+                    json!({"error": e.code(), "rejected": "token_unavailable"}),
+                );
+                return Err(Failure::Credential {
+                    status: StatusCode::FORBIDDEN,
+                    transform: "gcp_auth",
+                    reason: "token_unavailable",
+                });
+            }
+        }
+    }
+    if let Some((i, o)) = policy
+        .oauth
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.applies(req))
+    {
+        match snap.tokens.get(TokenId::OAuth(i)).await {
+            Ok(m) => {
+                let value = [o.value_prefix.as_bytes(), m.token.expose()].concat();
+                let name = set_header(parts, &o.header, &value)?;
+                pairs.push((m.token.expose().to_vec(), b"[centaur:oauth_token]".to_vec()));
+                note(
+                    audit,
+                    "oauth_token",
+                    "allow",
+                    json!({"grant": o.grant.as_str(), "injected": [format!("header:{name}")]}),
+                );
+            }
+            Err(e) if o.require => {
+                note(
+                    audit,
+                    "oauth_token",
+                    "reject",
+                    json!({"grant": o.grant.as_str(), "error": e.code(), "rejected": "token_unavailable"}),
+                );
+                return Err(Failure::Credential {
+                    status: StatusCode::BAD_GATEWAY,
+                    transform: "oauth_token",
+                    reason: "token_unavailable",
+                });
+            }
+            Err(e) => {
+                note(
+                    audit,
+                    "oauth_token",
+                    "allow",
+                    json!({"grant": o.grant.as_str(), "error": e.code(), "skipped": "token_unavailable"}),
+                );
+            }
+        }
+    }
+    for h in signing {
+        let body = buffered.as_ref().map(|b| &b[..]).unwrap_or_default();
+        match sign(snap, h, req, parts, body).await {
+            Ok((names, creds)) => {
+                pairs.extend(
+                    creds
+                        .into_iter()
+                        .map(|(n, v)| (v, format!("[centaur:{n}]").into_bytes())),
+                );
+                note(audit, "hmac_sign", "allow", json!({"injected": names}));
+            }
+            Err(f) => {
+                note(
+                    audit,
+                    "hmac_sign",
+                    "reject",
+                    json!({"rejected": f.reason()}),
+                );
+                return Err(f);
+            }
+        }
+    }
+    if !pairs.is_empty() {
+        // Scrubbing reads the response as sent: ask for it uncompressed.
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    if let Some(b) = &buffered {
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+    }
     Ok(Applied {
-        annotation: (!ann.is_empty()).then_some(ann.into()),
+        body: buffered,
         scrubber: Scrubber::new(pairs),
     })
+}
+
+fn set_header(parts: &mut Parts, name: &str, value: &[u8]) -> Result<String, Failure> {
+    let name = header::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| Failure::SecretTransform)?;
+    parts.headers.insert(name.clone(), header_value(value)?);
+    Ok(name.to_string())
+}
+
+/// Reads the whole body, within `limit`; never forwards a truncated body (413 instead).
+async fn read_body(
+    body: &mut Option<Incoming>,
+    parts: &Parts,
+    limit: u64,
+    allow_chunked: bool,
+) -> Result<Bytes, Failure> {
+    let Some(incoming) = body.take() else {
+        return Ok(Bytes::new());
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_none() && !incoming.is_end_stream() && !allow_chunked {
+        return Err(Failure::Credential {
+            status: StatusCode::BAD_REQUEST,
+            transform: "hmac_sign",
+            reason: "chunked_body_not_allowed",
+        });
+    }
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Failure::BodyTooLarge);
+    }
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(incoming, cap).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::BodyTooLarge),
+        Err(_) => Err(Failure::Refused {
+            status: StatusCode::BAD_REQUEST,
+            reason: "body_read_failed",
+            message: "the request body could not be read",
+        }),
+    }
+}
+
+/// Signs one request; returns the headers set and the credential values that went on the
+/// wire (to scrub from the response).
+async fn sign(
+    snap: &Snapshot,
+    h: &HmacSign,
+    req: &Request<'_>,
+    parts: &mut Parts,
+    body: &[u8],
+) -> Result<(Vec<String>, Vec<(String, Vec<u8>)>), Failure> {
+    let fail = |status, reason| Failure::Credential {
+        status,
+        transform: "hmac_sign",
+        reason,
+    };
+    let mut creds = Vec::with_capacity(h.credentials.len());
+    for (name, id) in &h.credentials {
+        let v = snap.secrets.get(*id).await.map_err(|e| {
+            tracing::warn!(transform = %h.id, credential = %name, error = %e, "hmac_sign credential unavailable");
+            fail(StatusCode::BAD_GATEWAY, "credential_unavailable")
+        })?;
+        creds.push((name.clone(), v.expose().to_vec()));
+    }
+    let secret = creds
+        .iter()
+        .find(|(n, _)| n == "secret")
+        .map(|(_, v)| v.as_slice())
+        .unwrap_or_default();
+    let key = crypto::decode_key(secret, h.key_encoding)
+        .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "key_decode_failed"))?;
+    let ts = timestamp(h.timestamp);
+    let (path, query) = (parts.uri.path(), parts.uri.query().unwrap_or(""));
+    let pwq = parts.uri.path_and_query().map_or(path, |p| p.as_str());
+    let host = req.host.to_string();
+    let method = parts.method.as_str();
+    let message = h.message.render(&|v| {
+        match v {
+            "Timestamp" => ts.as_bytes(),
+            "Method" => method.as_bytes(),
+            "Path" => path.as_bytes(),
+            "PathWithQuery" => pwq.as_bytes(),
+            "Query" => query.as_bytes(),
+            "Host" => host.as_bytes(),
+            _ => body,
+        }
+        .to_vec()
+    });
+    let signature = crypto::encode(
+        &crypto::hmac(h.algorithm, &key, &message),
+        h.output_encoding,
+    );
+    let mut names = Vec::with_capacity(h.headers.len());
+    let mut used = Vec::new();
+    for (name, t) in &h.headers {
+        let value = t.render(&|v| match v {
+            "Timestamp" => ts.as_bytes().to_vec(),
+            "Signature" => signature.as_bytes().to_vec(),
+            other => {
+                let cred = other.strip_prefix("Credentials.").unwrap_or(other);
+                creds
+                    .iter()
+                    .find(|(n, _)| n == cred)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            }
+        });
+        names.push(format!("header:{}", set_header(parts, name, &value)?));
+    }
+    for (name, value) in creds {
+        if name != "secret"
+            && h.headers
+                .iter()
+                .any(|(_, t)| t.uses(&format!("Credentials.{name}")))
+        {
+            used.push((name, value));
+        }
+    }
+    Ok((names, used))
+}
+
+fn timestamp(f: TimestampFormat) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    match f {
+        TimestampFormat::UnixSeconds => now.as_secs().to_string(),
+        TimestampFormat::UnixMillis => now.as_millis().to_string(),
+        TimestampFormat::UnixNanos => now.as_nanos().to_string(),
+        TimestampFormat::Rfc3339 => time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 fn swap(hay: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
@@ -163,12 +483,7 @@ fn basic(v: &[u8], ph: &[u8], real: &[u8]) -> Option<Vec<u8>> {
 fn inject(inj: &Inject, value: &SecretValue, parts: &mut Parts) -> Result<String, Failure> {
     let rendered = inj.formatter.render(value.expose());
     match &inj.target {
-        InjectTarget::Header(name) => {
-            let name = header::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                .map_err(|_| Failure::SecretTransform)?;
-            parts.headers.insert(name.clone(), header_value(&rendered)?);
-            Ok(format!("header:{name}"))
-        }
+        InjectTarget::Header(name) => Ok(format!("header:{}", set_header(parts, name, &rendered)?)),
         InjectTarget::Query(param) => {
             let kept: Vec<&str> = parts
                 .uri

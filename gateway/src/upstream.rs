@@ -178,3 +178,62 @@ impl Upstreams {
         }
     }
 }
+
+/// Why a request of the gateway's own (a token endpoint, Vault) failed. Never holds a
+/// credential: only codes, statuses and the upstream's error classification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The URL is not usable.
+    #[error("invalid URL")]
+    Url,
+    /// No answer: connection, TLS, guard or protocol failure (a reason code).
+    #[error("request failed: {0}")]
+    Failed(&'static str),
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The answer's body is over the limit.
+    #[error("response too large")]
+    TooLarge,
+}
+
+/// The most the gateway reads of a response to its own requests.
+const CALL_BODY_LIMIT: usize = 1 << 20;
+
+impl Upstreams {
+    /// Sends a request of the gateway's own (same guard, pins and trust as sandbox traffic)
+    /// and reads the whole answer, bounded in time and size.
+    pub async fn call(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, bytes::Bytes), CallError> {
+        use http_body_util::BodyExt;
+        let uri: Uri = url.parse().map_err(|_| CallError::Url)?;
+        let mut req = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(CountedBody::bytes(body, Arc::default()))
+            .map_err(|_| CallError::Url)?;
+        let work = async {
+            let resp = self.auto.request(req).await.map_err(|e| {
+                CallError::Failed(crate::error::Failure::from_upstream(&e).reason())
+            })?;
+            let status = resp.status();
+            let body = http_body_util::Limited::new(resp.into_body(), CALL_BODY_LIMIT)
+                .collect()
+                .await
+                .map_err(|_| CallError::TooLarge)?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| CallError::Timeout)?
+    }
+}

@@ -90,13 +90,49 @@ impl Allowlist {
     }
 }
 
+/// A token endpoint answered by the gateway with a stub token, so that unmodified client
+/// libraries inside the sandbox finish their own token dance with dummy credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stub {
+    /// Google's OAuth token endpoint or the metadata server's token path (`gcp_auth`).
+    GoogleToken {
+        /// The transform that asks for it.
+        id: String,
+    },
+    /// An `oauth_token` entry's token endpoint.
+    OAuth {
+        /// The entry.
+        id: String,
+        /// Its grant.
+        grant: crate::tokens::Grant,
+    },
+}
+
+impl Stub {
+    /// The transform or entry that made the stub.
+    pub fn id(&self) -> &str {
+        match self {
+            Stub::GoogleToken { id } | Stub::OAuth { id, .. } => id,
+        }
+    }
+}
+
 /// The compiled, immutable policy.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Policy {
     /// Every allowlist; a request must pass all of them. None at all denies everything.
     pub allowlists: Vec<Allowlist>,
+    /// Every credential source the transforms use, each once; transforms refer to them by
+    /// [`crate::SourceId`].
+    pub sources: Vec<crate::secrets::NamedSource>,
     /// Every `secrets` entry, in file order.
     pub secrets: Vec<crate::secrets::SecretEntry>,
+    /// Every `gcp_auth` transform.
+    pub gcp_auth: Vec<crate::tokens::GcpAuth>,
+    /// Every `oauth_token` entry, in file order (the first matching entry wins).
+    pub oauth: Vec<crate::tokens::OAuthToken>,
+    /// Every `hmac_sign` transform.
+    pub hmac: Vec<crate::tokens::HmacSign>,
 }
 
 impl Policy {
@@ -118,6 +154,55 @@ impl Policy {
             }
         }
         outcome
+    }
+
+    /// The token endpoint the gateway answers itself for this request, if any: Google's
+    /// token and metadata endpoints when a `gcp_auth` is configured, each `oauth_token`
+    /// endpoint. With `http: None` (a connection), any request to the host might be stubbed.
+    pub fn stub(&self, req: &Request<'_>) -> Option<Stub> {
+        let name = req.host.name().map(|n| n.as_str());
+        let path = req.http.map(|(_, p)| p);
+        let on = |want: &str| path.is_none_or(|p| p == want);
+        if let Some(g) = self.gcp_auth.first() {
+            let metadata = matches!(name, Some("metadata.google.internal"))
+                || req.host.to_string() == "169.254.169.254";
+            if name == Some("oauth2.googleapis.com") && on("/token") {
+                return Some(Stub::GoogleToken { id: g.id.clone() });
+            }
+            if metadata && path.is_none_or(|p| crate::tokens::gcp_metadata_token_path().matches(p))
+            {
+                return Some(Stub::GoogleToken { id: g.id.clone() });
+            }
+        }
+        self.oauth
+            .iter()
+            .find(|o| name == Some(o.endpoint.0.as_str()) && on(&o.endpoint.1))
+            .map(|o| Stub::OAuth {
+                id: o.id.clone(),
+                grant: o.grant,
+            })
+    }
+
+    /// Decides a request, answering token endpoints first: the decision for a stubbed
+    /// endpoint is allow with reason `stubbed`.
+    pub fn decide(&self, req: &Request<'_>) -> (Decision, Option<Stub>) {
+        // A request to a token endpoint is stubbed even where the allowlist would let it
+        // out: the dummy credential must never reach the real endpoint.
+        let d = self.evaluate(req);
+        if d.allowed() && req.http.is_none() {
+            return (d, None);
+        }
+        match self.stub(req) {
+            Some(stub) => (
+                Decision {
+                    verdict: Verdict::Allow,
+                    rule: Some(stub.id().to_string()),
+                    reason: Reason::Stubbed,
+                },
+                Some(stub),
+            ),
+            None => (d, None),
+        }
     }
 
     /// Number of rules across all allowlists.

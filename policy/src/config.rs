@@ -11,6 +11,7 @@ use crate::host::{HostName, HostPattern};
 use crate::raw::{RawConfig, RawTransform};
 use crate::validate::{allowlist, dns, listen, log_level, proxy, tls, upstream, yaml_error};
 use crate::validate_secrets::secrets;
+use crate::validate_tokens::{gcp_auth, hmac, oauth};
 
 /// Ranges the gateway never connects to unless `proxy.upstream_allow_cidrs` names them:
 /// unspecified, private, CGNAT, loopback, link-local and cloud metadata, benchmarking,
@@ -214,7 +215,22 @@ impl Config {
                 RawTransform::Allowlist(a) => {
                     config.policy.allowlists.push(allowlist(i, a, &mut errs))
                 }
-                RawTransform::Secrets(s) => config.policy.secrets.extend(secrets(i, s, &mut errs)),
+                RawTransform::Secrets(s) => {
+                    let list = secrets(i, s, &mut errs, &mut config.policy.sources);
+                    config.policy.secrets.extend(list);
+                }
+                RawTransform::GcpAuth(g) => {
+                    let g = gcp_auth(i, g, &mut errs, &mut config.policy.sources);
+                    config.policy.gcp_auth.extend(g);
+                }
+                RawTransform::OAuthToken(o) => {
+                    let list = oauth(i, o, &mut errs, &mut config.policy.sources);
+                    config.policy.oauth.extend(list);
+                }
+                RawTransform::HmacSign(h) => {
+                    let h = hmac(i, h, &mut errs, &mut config.policy.sources);
+                    config.policy.hmac.extend(h);
+                }
             }
         }
         errs.finish(config)

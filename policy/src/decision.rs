@@ -21,6 +21,9 @@ pub enum Reason {
     NotAllowlisted,
     /// The policy has no allowlist at all, which denies everything (invariant 1).
     NoAllowlist,
+    /// A token endpoint the gateway answers itself (`gcp_auth`, `oauth_token`): nothing
+    /// leaves, so no allowlist rule is needed.
+    Stubbed,
 }
 
 impl Reason {
@@ -31,6 +34,7 @@ impl Reason {
             Reason::WouldDeny => "would_deny",
             Reason::NotAllowlisted => "not_allowlisted",
             Reason::NoAllowlist => "no_allowlist",
+            Reason::Stubbed => "stubbed",
         }
     }
 }

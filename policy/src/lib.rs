@@ -13,10 +13,13 @@ mod host;
 mod path;
 mod raw;
 mod secrets;
+mod template;
+mod tokens;
 mod validate;
 mod validate_secrets;
+mod validate_tokens;
 
-pub use allowlist::{Allowlist, Policy, Request, Rule, Target};
+pub use allowlist::{Allowlist, Policy, Request, Rule, Stub, Target};
 pub use cidr::{Cidr, CidrError};
 pub use config::{
     AuditConfig, Config, DEFAULT_DENY_CIDRS, DnsConfig, DnsRecord, DnsValue, ManagementConfig,
@@ -28,5 +31,11 @@ pub use error::{ConfigError, ConfigErrors};
 pub use host::{Host, HostError, HostName, HostPattern, unmap};
 pub use path::{PathError, PathPattern};
 pub use secrets::{
-    Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, Replace, SecretEntry, Source,
+    Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, NamedSource, Replace,
+    SecretEntry, Source, SourceId,
+};
+pub use template::Template;
+pub use tokens::{
+    Encoding, GcpAuth, Grant, HMAC_MESSAGE_VARS, HmacAlgorithm, HmacSign, OAuthToken,
+    TimestampFormat, gcp_metadata_token_path,
 };

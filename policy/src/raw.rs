@@ -114,6 +114,98 @@ pub(crate) enum RawTransform {
     Allowlist(RawAllowlist),
     #[serde(rename = "secrets")]
     Secrets(RawSecrets),
+    #[serde(rename = "gcp_auth")]
+    GcpAuth(RawGcpAuth),
+    #[serde(rename = "oauth_token")]
+    OAuthToken(RawOAuth),
+    #[serde(rename = "hmac_sign")]
+    HmacSign(RawHmac),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGcpAuth {
+    pub keyfile_path: Option<String>,
+    pub keyfile: Option<RawSource>,
+    pub credentials_provider: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOAuth {
+    #[serde(default)]
+    pub tokens: Vec<RawOAuthEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOAuthEntry {
+    pub grant: S,
+    pub token_endpoint: Option<S>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    pub header: Option<String>,
+    pub value_prefix: Option<String>,
+    #[serde(default)]
+    pub require: bool,
+    #[serde(default)]
+    pub token_endpoint_headers: BTreeMap<String, RawSource>,
+    pub audience: Option<String>,
+    pub refresh_token: Option<RawSource>,
+    pub client_id: Option<RawSource>,
+    pub client_secret: Option<RawSource>,
+    pub username: Option<RawSource>,
+    pub password: Option<RawSource>,
+    pub issuer: Option<RawSource>,
+    pub subject: Option<RawSource>,
+    pub private_key: Option<RawSource>,
+    pub private_key_id: Option<RawSource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHmac {
+    #[serde(default)]
+    pub timestamp: RawHmacTimestamp,
+    #[serde(default)]
+    pub signature: RawSignature,
+    #[serde(default)]
+    pub credentials: BTreeMap<String, RawSource>,
+    #[serde(default)]
+    pub headers: Vec<RawHmacHeader>,
+    #[serde(default)]
+    pub allow_chunked_body: bool,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHmacTimestamp {
+    pub format: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSignature {
+    pub algorithm: Option<S>,
+    pub key_encoding: Option<S>,
+    pub output_encoding: Option<S>,
+    pub message: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHmacHeader {
+    pub name: S,
+    pub value: S,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +241,17 @@ pub(crate) enum RawSource {
     #[serde(rename = "file")]
     File {
         path: String,
+        ttl: Option<S>,
+        failure_ttl: Option<S>,
+        json_key: Option<String>,
+    },
+    #[serde(rename = "vault")]
+    Vault {
+        address: Option<String>,
+        mount: Option<String>,
+        path: String,
+        field: String,
+        token_env: Option<String>,
         ttl: Option<S>,
         failure_ttl: Option<S>,
         json_key: Option<String>,
@@ -191,6 +294,7 @@ pub(crate) struct RawAllowlist {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub warn: bool,
+    pub mode: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::allowlist::{Request, Rule};
+use crate::template::Template;
 
 /// One `secrets` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +16,7 @@ pub struct SecretEntry {
     /// Display name for audit records: the variable name or file path, never the value.
     pub name: String,
     /// Where the value comes from.
-    pub source: Source,
+    pub source: SourceId,
     /// Requests it applies to (host, port, method, path).
     pub rules: Vec<Rule>,
     /// How it is put on the wire.
@@ -27,6 +28,20 @@ impl SecretEntry {
     pub fn applies(&self, req: &Request<'_>) -> bool {
         req.http.is_some() && self.rules.iter().any(|r| r.matches(req))
     }
+}
+
+/// Where a source sits in [`crate::Policy::sources`]; every transform refers to its
+/// credentials by this index, so one source used twice is fetched and cached once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceId(pub usize);
+
+/// A source and its display name (the variable, file or secret path; never a value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSource {
+    /// Where the value comes from.
+    pub source: Source,
+    /// Display name for audit records and logs.
+    pub name: String,
 }
 
 /// A secret source.
@@ -50,6 +65,49 @@ pub enum Source {
         /// Extract this top-level string field of a JSON object.
         json_key: Option<String>,
     },
+    /// A HashiCorp Vault KV version 2 secret: `GET {address}/v1/{mount}/data/{path}`.
+    Vault {
+        /// Vault's base URL; `None` = the gateway's `VAULT_ADDR`.
+        address: Option<String>,
+        /// The KV v2 mount (`secret`).
+        mount: String,
+        /// The secret's path under the mount.
+        path: String,
+        /// Which field of the secret's data holds the value.
+        field: String,
+        /// Environment variable holding the Vault token (`VAULT_TOKEN`).
+        token_env: String,
+        /// How long a value is fresh; `None` = until reload.
+        ttl: Option<Duration>,
+        /// How long a failure is remembered before retrying.
+        failure_ttl: Duration,
+        /// Extract this top-level string field of a JSON object.
+        json_key: Option<String>,
+    },
+}
+
+impl Source {
+    /// (`ttl`, `failure_ttl`): how long a value and a failure are cached.
+    pub fn ttls(&self) -> (Option<Duration>, Duration) {
+        match self {
+            Source::Env { .. } => (None, Duration::from_secs(60)),
+            Source::File {
+                ttl, failure_ttl, ..
+            }
+            | Source::Vault {
+                ttl, failure_ttl, ..
+            } => (*ttl, *failure_ttl),
+        }
+    }
+
+    /// The `json_key` to extract, if any.
+    pub fn json_key(&self) -> Option<&str> {
+        match self {
+            Source::Env { json_key, .. }
+            | Source::File { json_key, .. }
+            | Source::Vault { json_key, .. } => json_key.as_deref(),
+        }
+    }
 }
 
 /// Replace or inject.
@@ -148,54 +206,22 @@ pub enum InjectTarget {
     Query(String),
 }
 
-/// A formatter: iron-proxy's template subset, `{{ .Value }}` and `{{ base64 "lit" .Value }}`.
+/// An inject formatter: a template over `.Value`, e.g. `Bearer {{ .Value }}` or
+/// `{{ base64 "user:" .Value }}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Formatter(Vec<Piece>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Value,
-    Base64(Vec<Arg>),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Arg {
-    Text(String),
-    Value,
-}
+pub struct Formatter(Template);
 
 impl Formatter {
     /// `{{ .Value }}`.
     pub fn value() -> Formatter {
-        Formatter(vec![Piece::Value])
+        Formatter(
+            Template::parse("{{ .Value }}", &|v| v == "Value").unwrap_or_else(|_| unreachable!()),
+        )
     }
 
     /// Renders with the secret value.
     pub fn render(&self, value: &[u8]) -> Vec<u8> {
-        use base64::Engine;
-        let mut out = Vec::with_capacity(value.len() + 16);
-        for p in &self.0 {
-            match p {
-                Piece::Text(t) => out.extend_from_slice(t.as_bytes()),
-                Piece::Value => out.extend_from_slice(value),
-                Piece::Base64(args) => {
-                    let mut raw = Vec::new();
-                    for a in args {
-                        match a {
-                            Arg::Text(t) => raw.extend_from_slice(t.as_bytes()),
-                            Arg::Value => raw.extend_from_slice(value),
-                        }
-                    }
-                    out.extend_from_slice(
-                        base64::engine::general_purpose::STANDARD
-                            .encode(raw)
-                            .as_bytes(),
-                    );
-                }
-            }
-        }
-        out
+        self.0.render(&|_| value.to_vec())
     }
 }
 
@@ -203,56 +229,12 @@ impl std::str::FromStr for Formatter {
     type Err = String;
 
     fn from_str(raw: &str) -> Result<Formatter, String> {
-        let mut pieces = Vec::new();
-        let mut rest = raw;
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                pieces.push(Piece::Text(rest[..start].to_string()));
-            }
-            let end = rest[start..].find("}}").ok_or("unclosed `{{`")? + start;
-            pieces.push(action(rest[start + 2..end].trim())?);
-            rest = &rest[end + 2..];
-        }
-        if rest.contains("}}") {
-            return Err("`}}` without `{{`".into());
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_string()));
-        }
-        if !pieces
-            .iter()
-            .any(|p| matches!(p, Piece::Value | Piece::Base64(_)))
-        {
+        let t = Template::parse(raw, &|v| v == "Value")?;
+        if !t.uses("Value") {
             return Err("the formatter never uses `.Value`".into());
         }
-        Ok(Formatter(pieces))
+        Ok(Formatter(t))
     }
-}
-
-fn action(a: &str) -> Result<Piece, String> {
-    if a == ".Value" {
-        return Ok(Piece::Value);
-    }
-    let Some(args) = a.strip_prefix("base64 ") else {
-        return Err(format!(
-            "unsupported template action `{{{{ {a} }}}}`: use `.Value` or `base64 \"text\" .Value`"
-        ));
-    };
-    let mut out = Vec::new();
-    let mut rest = args.trim();
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix(".Value") {
-            out.push(Arg::Value);
-            rest = r.trim_start();
-        } else if let Some(r) = rest.strip_prefix('"') {
-            let close = r.find('"').ok_or("unclosed string in base64 arguments")?;
-            out.push(Arg::Text(r[..close].to_string()));
-            rest = r[close + 1..].trim_start();
-        } else {
-            return Err(format!("unsupported base64 argument `{rest}`"));
-        }
-    }
-    Ok(Piece::Base64(out))
 }
 
 impl fmt::Display for Source {
@@ -260,6 +242,9 @@ impl fmt::Display for Source {
         match self {
             Source::Env { var, .. } => write!(f, "env:{var}"),
             Source::File { path, .. } => write!(f, "file:{path}"),
+            Source::Vault {
+                mount, path, field, ..
+            } => write!(f, "vault:{mount}/{path}#{field}"),
         }
     }
 }
@@ -317,7 +302,8 @@ mod tests {
                 && !r.headers.includes("cookie")
         );
         assert!(r.query && !r.body);
-        assert!(matches!(&e[1].source, Source::File { ttl: Some(t), .. } if t.as_secs() == 300));
+        let file = &Config::parse("dns: {enabled: false}\ntransforms:\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: file, path: /k, ttl: 5m}\n          rules: [{host: a.test}]\n          replace: {proxy_value: X}\n").unwrap().policy.sources[0].source;
+        assert!(matches!(file, Source::File { ttl: Some(t), .. } if t.as_secs() == 300));
         assert!(matches!(&e[2].mode, Mode::Replace(r) if r.proxy_value == "LEGACY_PH"));
         let host = Host::parse("API.openai.com").unwrap();
         let req = |http| Request {
@@ -359,7 +345,7 @@ mod tests {
             "secrets[1]: a secret needs a mode",
             "secrets[2].rules: a secret without rules never applies",
             "secrets[3].inject: inject needs exactly one of",
-            "secrets[4].inject.formatter: unsupported template action",
+            "secrets[4].inject.formatter: unknown template variable `.Token`",
             "secrets[5].replace.match_headers[0]: is not a valid regular expression",
             "secrets[6].replace.proxy_value: is required",
         ];
@@ -369,8 +355,8 @@ mod tests {
                 "missing {e:?} in {errs:#?}"
             );
         }
-        let bad_source = Config::parse("dns: {enabled: false}\ntransforms:\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: vault, path: x}\n          rules: [{host: a.test}]\n          replace: {proxy_value: X}\n").unwrap_err();
-        assert!(bad_source.to_string().contains("vault"), "{bad_source}");
+        let bad_source = Config::parse("dns: {enabled: false}\ntransforms:\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: aws_sm, secret_id: x}\n          rules: [{host: a.test}]\n          replace: {proxy_value: X}\n").unwrap_err();
+        assert!(bad_source.to_string().contains("aws_sm"), "{bad_source}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub(crate) fn yaml_error(e: &serde_saphyr::Error) -> ConfigErrors {
         .to_string();
     let hint = message
         .contains("unknown variant")
-        .then(|| "this version supports the `allowlist` and `secrets` transforms; gcp_auth, oauth_token and hmac_sign are not implemented yet".to_string());
+        .then(|| "supported transforms: allowlist, secrets, gcp_auth, oauth_token, hmac_sign; sources: env, file, vault".to_string());
     ConfigErrors(vec![crate::error::ConfigError {
         path: String::new(),
         line,
@@ -343,9 +343,32 @@ pub(crate) fn allowlist(i: usize, raw: RawAllowlist, errs: &mut Errors) -> Allow
             rules.push(rule);
         }
     }
+    let report = match &raw.mode {
+        None => raw.warn,
+        Some(m) if m.value == "report" => true,
+        Some(m) if m.value == "enforce" => {
+            if raw.warn {
+                errs.push(
+                    format!("{base}.warn"),
+                    pos(m),
+                    "`warn: true` contradicts `mode: enforce`",
+                );
+            }
+            false
+        }
+        Some(m) => {
+            errs.hint(
+                format!("{base}.mode"),
+                pos(m),
+                format!("unknown mode `{}`", m.value),
+                "use `enforce` (deny misses) or `report` (allow, audit `would_deny`)",
+            );
+            raw.warn
+        }
+    };
     Allowlist {
         rules,
-        warn: raw.warn,
+        warn: report,
     }
 }
 

@@ -4,14 +4,20 @@ use std::time::Duration;
 
 use crate::allowlist::Rule;
 use crate::error::{Errors, pos};
-use crate::raw::{RawInject, RawReplace, RawSecret, RawSecrets, RawSource};
+use crate::raw::{RawInject, RawReplace, RawSecret, RawSecrets, RawSource, S};
 use crate::secrets::{
-    Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, Replace, SecretEntry, Source,
+    Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, NamedSource, Replace,
+    SecretEntry, Source, SourceId,
 };
 use crate::validate::{duration, rule};
 
 /// A `secrets` transform's entries.
-pub(crate) fn secrets(i: usize, raw: RawSecrets, errs: &mut Errors) -> Vec<SecretEntry> {
+pub(crate) fn secrets(
+    i: usize,
+    raw: RawSecrets,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Vec<SecretEntry> {
     let base = format!("transforms[{i}].config.secrets");
     if raw.secrets.is_empty() {
         errs.push(
@@ -23,12 +29,17 @@ pub(crate) fn secrets(i: usize, raw: RawSecrets, errs: &mut Errors) -> Vec<Secre
     raw.secrets
         .into_iter()
         .enumerate()
-        .filter_map(|(j, s)| secret(format!("{base}[{j}]"), s, errs))
+        .filter_map(|(j, s)| secret(format!("{base}[{j}]"), s, errs, sources))
         .collect()
 }
 
-fn secret(id: String, raw: RawSecret, errs: &mut Errors) -> Option<SecretEntry> {
-    let source = source(&id, raw.source, errs);
+fn secret(
+    id: String,
+    raw: RawSecret,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Option<SecretEntry> {
+    let source = source(&format!("{id}.source"), raw.source, errs, sources);
     if raw.rules.is_empty() {
         errs.hint(
             format!("{id}.rules"),
@@ -69,31 +80,48 @@ fn secret(id: String, raw: RawSecret, errs: &mut Errors) -> Option<SecretEntry> 
             None
         }
     };
-    let (source, name) = source?;
+    let source = source?;
     Some(SecretEntry {
         id,
-        name,
+        name: sources[source.0].name.clone(),
         source,
         rules,
         mode: mode?,
     })
 }
 
-fn source(id: &str, raw: RawSource, errs: &mut Errors) -> Option<(Source, String)> {
-    let path = format!("{id}.source");
-    match raw {
+/// Validates a source and registers it (once, however often it is used).
+pub(crate) fn source(
+    path: &str,
+    raw: RawSource,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Option<SourceId> {
+    let ttls = |ttl: Option<S>, failure_ttl: Option<S>, errs: &mut Errors| {
+        let ttl = ttl.map(|t| duration(Some(t), Duration::ZERO, &format!("{path}.ttl"), errs));
+        let failure_ttl = duration(
+            failure_ttl,
+            Duration::from_secs(60),
+            &format!("{path}.failure_ttl"),
+            errs,
+        );
+        (ttl, failure_ttl)
+    };
+    let empty = |field: &str, value: &str, errs: &mut Errors| {
+        if value.is_empty() {
+            errs.push(format!("{path}.{field}"), (0, 0), "is empty");
+        }
+        value.is_empty()
+    };
+    let named = match raw {
         RawSource::Env { var, json_key } => {
-            if var.is_empty() {
-                errs.push(format!("{path}.var"), (0, 0), "is empty");
+            if empty("var", &var, errs) {
                 return None;
             }
-            Some((
-                Source::Env {
-                    var: var.clone(),
-                    json_key,
-                },
-                var,
-            ))
+            NamedSource {
+                name: var.clone(),
+                source: Source::Env { var, json_key },
+            }
         }
         RawSource::File {
             path: file,
@@ -101,28 +129,68 @@ fn source(id: &str, raw: RawSource, errs: &mut Errors) -> Option<(Source, String
             failure_ttl,
             json_key,
         } => {
-            if file.is_empty() {
-                errs.push(format!("{path}.path"), (0, 0), "is empty");
+            if empty("path", &file, errs) {
                 return None;
             }
-            let ttl = ttl.map(|t| duration(Some(t), Duration::ZERO, &format!("{path}.ttl"), errs));
-            let failure_ttl = duration(
-                failure_ttl,
-                Duration::from_secs(60),
-                &format!("{path}.failure_ttl"),
-                errs,
-            );
-            Some((
-                Source::File {
-                    path: file.clone(),
+            let (ttl, failure_ttl) = ttls(ttl, failure_ttl, errs);
+            NamedSource {
+                name: file.clone(),
+                source: Source::File {
+                    path: file,
                     ttl,
                     failure_ttl,
                     json_key,
                 },
-                file,
-            ))
+            }
         }
-    }
+        RawSource::Vault {
+            address,
+            mount,
+            path: secret,
+            field,
+            token_env,
+            ttl,
+            failure_ttl,
+            json_key,
+        } => {
+            if empty("path", &secret, errs) | empty("field", &field, errs) {
+                return None;
+            }
+            if let Some(a) = &address
+                && !(a.starts_with("https://") || a.starts_with("http://"))
+            {
+                errs.hint(
+                    format!("{path}.address"),
+                    (0, 0),
+                    format!("`{a}` is not an http(s) URL"),
+                    "e.g. `https://vault.internal:8200`; omit it to use VAULT_ADDR",
+                );
+            }
+            let (ttl, failure_ttl) = ttls(ttl, failure_ttl, errs);
+            let mount = mount.unwrap_or_else(|| "secret".into());
+            NamedSource {
+                name: format!("vault:{mount}/{secret}#{field}"),
+                source: Source::Vault {
+                    address,
+                    mount,
+                    path: secret,
+                    field,
+                    token_env: token_env.unwrap_or_else(|| "VAULT_TOKEN".into()),
+                    ttl,
+                    failure_ttl,
+                    json_key,
+                },
+            }
+        }
+    };
+    let at = match sources.iter().position(|s| *s == named) {
+        Some(i) => i,
+        None => {
+            sources.push(named);
+            sources.len() - 1
+        }
+    };
+    Some(SourceId(at))
 }
 
 fn replace(path: &str, r: RawReplace, errs: &mut Errors) -> Option<Mode> {
@@ -214,7 +282,7 @@ fn inject(path: &str, r: RawInject, errs: &mut Errors) -> Option<Mode> {
     }))
 }
 
-fn http_token(s: &str) -> bool {
+pub(crate) fn http_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))

@@ -76,7 +76,7 @@ where
         return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
     }
     let port = meta.tunnel.as_ref().map_or(443, |t| t.port);
-    let decision = shared.policy.load().policy.evaluate(&Request {
+    let (decision, _) = shared.policy.load().policy.decide(&Request {
         host: &host,
         port,
         http: None,

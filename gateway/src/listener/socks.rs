@@ -60,7 +60,7 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, addr: SocketAddr) {
         }
     };
     ex.record().host = target.to_string();
-    let decision = shared.policy.load().policy.evaluate(&Request {
+    let (decision, _) = shared.policy.load().policy.decide(&Request {
         host: &target.host,
         port: target.port,
         http: None,

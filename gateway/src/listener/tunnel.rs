@@ -73,7 +73,7 @@ pub async fn connect(
         return Ok(refuse(ex, f));
     };
     ex.record().host = target.to_string();
-    let decision = shared.policy.load().policy.evaluate(&PolicyRequest {
+    let (decision, _) = shared.policy.load().policy.decide(&PolicyRequest {
         host: &target.host,
         port: target.port,
         http: None,

@@ -1,0 +1,548 @@
+//! Access tokens minted by `gcp_auth` (RFC 7523 JWT bearer with a service-account key) and
+//! `oauth_token` (refresh_token, client_credentials, password, jwt_bearer). One cell per
+//! transform entry: minted once however many requests wait (single flight), refreshed ahead
+//! of expiry on a task of its own (no request's lifetime bounds it), and minted afresh when a
+//! credential source rotates. Tokens live in [`SecretValue`]s; errors carry codes only.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use policy::{GcpAuth, Grant, OAuthToken, Policy, SourceId};
+use serde_json::json;
+
+use crate::crypto::{self, KeyError};
+use crate::secrets::{SecretStore, SecretValue};
+use crate::upstream::Upstreams;
+
+/// Why no token could be had. Codes and statuses only, never a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MintError {
+    /// A credential source failed.
+    #[error("credential `{0}` is unavailable")]
+    Credential(String),
+    /// The key is not usable.
+    #[error("key is invalid: {0}")]
+    Key(KeyError),
+    /// The service-account key file is not one.
+    #[error("service-account key lacks `{0}`")]
+    KeyFile(&'static str),
+    /// The token endpoint could not be reached.
+    #[error("token endpoint unreachable: {0}")]
+    Unreachable(String),
+    /// The endpoint answered with an OAuth error code.
+    #[error("token endpoint refused: {0}")]
+    OAuth(String),
+    /// The endpoint answered with another status.
+    #[error("token endpoint answered HTTP {0}")]
+    Http(u16),
+    /// A success answer without an access token.
+    #[error("token endpoint answer has no access_token")]
+    Response,
+}
+
+impl MintError {
+    /// A short code for audit records: the OAuth error code, `token_endpoint_http_<n>`, …
+    pub fn code(&self) -> String {
+        match self {
+            MintError::Credential(_) => "credential_unavailable".into(),
+            MintError::Key(_) | MintError::KeyFile(_) => "key_invalid".into(),
+            MintError::Unreachable(_) => "token_endpoint_unreachable".into(),
+            MintError::OAuth(code) => code.clone(),
+            MintError::Http(n) => format!("token_endpoint_http_{n}"),
+            MintError::Response => "token_response_invalid".into(),
+        }
+    }
+}
+
+/// A minted token and what the audit record may say about it.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    /// The access token.
+    pub token: SecretValue,
+    /// The service account it was minted for (`gcp_auth`).
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    minted: Minted,
+    refresh_at: Instant,
+    expires_at: Instant,
+    fingerprint: [u8; 32],
+}
+
+#[derive(Debug, Default)]
+struct State {
+    token: Option<Token>,
+    failed: Option<(MintError, Instant, [u8; 32])>,
+    refreshing: bool,
+    /// A refresh token the endpoint rotated, kept while the configured one is unchanged.
+    rotated: Option<(SecretValue, [u8; 32])>,
+}
+
+#[derive(Debug, Clone)]
+enum Spec {
+    Gcp(Arc<GcpAuth>),
+    OAuth(Arc<OAuthToken>),
+}
+
+#[derive(Debug)]
+struct Cell {
+    spec: Spec,
+    state: Mutex<State>,
+    flight: tokio::sync::Mutex<()>,
+}
+
+/// How long a failed mint is remembered before a request tries again.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a token request may take.
+const MINT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lifetime assumed when the endpoint gives none, and of our JWT assertions.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Which cell: a `gcp_auth` transform or an `oauth_token` entry, by index in the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenId {
+    /// `Policy::gcp_auth[i]`.
+    Gcp(usize),
+    /// `Policy::oauth[i]`.
+    OAuth(usize),
+}
+
+/// The token cells of one policy snapshot.
+#[derive(Debug, Clone)]
+pub struct TokenCache {
+    gcp: Arc<[Arc<Cell>]>,
+    oauth: Arc<[Arc<Cell>]>,
+    secrets: SecretStore,
+    http: Upstreams,
+}
+
+fn cell(spec: Spec) -> Arc<Cell> {
+    Arc::new(Cell {
+        spec,
+        state: Mutex::default(),
+        flight: tokio::sync::Mutex::new(()),
+    })
+}
+
+enum Lookup {
+    Hit(Result<Minted, MintError>, bool),
+    Miss,
+}
+
+impl TokenCache {
+    /// Cells for the policy's token transforms; nothing is minted until first use.
+    pub fn new(policy: &Policy, secrets: SecretStore, http: Upstreams) -> Self {
+        TokenCache {
+            gcp: policy
+                .gcp_auth
+                .iter()
+                .map(|g| cell(Spec::Gcp(Arc::new(g.clone()))))
+                .collect(),
+            oauth: policy
+                .oauth
+                .iter()
+                .map(|o| cell(Spec::OAuth(Arc::new(o.clone()))))
+                .collect(),
+            secrets,
+            http,
+        }
+    }
+
+    /// The current token of `id`: cached, minted now (single flight), or the cached one
+    /// while a background refresh runs ahead of its expiry.
+    pub async fn get(&self, id: TokenId) -> Result<Minted, MintError> {
+        let cell = match id {
+            TokenId::Gcp(i) => self.gcp.get(i),
+            TokenId::OAuth(i) => self.oauth.get(i),
+        }
+        .ok_or(MintError::Response)?
+        .clone();
+        let creds = resolve(&cell.spec, &self.secrets).await?;
+        let fp = creds.fingerprint();
+        if let Lookup::Hit(r, refresh) = lookup(&cell, fp, true) {
+            if refresh {
+                let this = self.clone();
+                let cell = cell.clone();
+                tokio::spawn(async move { this.refresh(cell).await });
+            }
+            return r;
+        }
+        let _flight = cell.flight.lock().await;
+        if let Lookup::Hit(r, _) = lookup(&cell, fp, false) {
+            return r;
+        }
+        self.mint_and_store(&cell, creds).await
+    }
+
+    async fn refresh(&self, cell: Arc<Cell>) {
+        let _flight = cell.flight.lock().await;
+        let result = match resolve(&cell.spec, &self.secrets).await {
+            Ok(creds) => self.mint_and_store(&cell, creds).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.refreshing = false;
+        if let Err(e) = result {
+            log_failure(
+                &cell.spec,
+                &e,
+                "token refresh failed; the current token is used until it expires",
+            );
+            // Keep the token; try again a little later, not on every request.
+            if let Some(t) = &mut st.token {
+                t.refresh_at = Instant::now() + FAILURE_BACKOFF;
+            }
+            st.failed = None;
+        }
+    }
+
+    async fn mint_and_store(&self, cell: &Cell, creds: Creds) -> Result<Minted, MintError> {
+        let fp = creds.fingerprint();
+        let rotated = {
+            let st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.rotated
+                .as_ref()
+                .filter(|(_, f)| *f == fp)
+                .map(|(v, _)| v.clone())
+        };
+        let started = Instant::now();
+        let result = mint(&cell.spec, &creds, rotated, &self.http).await;
+        let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok((minted, lifetime, new_refresh)) => {
+                if let Some(r) = new_refresh {
+                    st.rotated = Some((r, fp));
+                }
+                // Refresh at three quarters of the lifetime, or a minute before expiry for
+                // long-lived tokens, whichever is later.
+                let expires_at = started + lifetime;
+                let refresh_at = (started + lifetime * 3 / 4).max(
+                    expires_at
+                        .checked_sub(Duration::from_secs(60))
+                        .unwrap_or(started),
+                );
+                st.token = Some(Token {
+                    minted: minted.clone(),
+                    refresh_at,
+                    expires_at,
+                    fingerprint: fp,
+                });
+                st.failed = None;
+                Ok(minted)
+            }
+            Err(e) => {
+                log_failure(&cell.spec, &e, "could not mint an access token");
+                st.failed = Some((e.clone(), Instant::now(), fp));
+                Err(e)
+            }
+        }
+    }
+}
+
+fn lookup(cell: &Cell, fp: [u8; 32], may_refresh: bool) -> Lookup {
+    let now = Instant::now();
+    let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = st
+        .token
+        .as_ref()
+        .filter(|t| t.fingerprint == fp && now < t.expires_at)
+    {
+        let minted = t.minted.clone();
+        let refresh = may_refresh && now >= t.refresh_at && !st.refreshing;
+        st.refreshing |= refresh;
+        return Lookup::Hit(Ok(minted), refresh);
+    }
+    match &st.failed {
+        Some((e, at, f)) if *f == fp && at.elapsed() < FAILURE_BACKOFF => {
+            Lookup::Hit(Err(e.clone()), false)
+        }
+        _ => Lookup::Miss,
+    }
+}
+
+fn log_failure(spec: &Spec, e: &MintError, what: &str) {
+    let (id, grant) = match spec {
+        Spec::Gcp(g) => (g.id.as_str(), "gcp_service_account"),
+        Spec::OAuth(o) => (o.id.as_str(), o.grant.as_str()),
+    };
+    if matches!(e, MintError::OAuth(c) if c == "invalid_grant") {
+        tracing::error!(transform = id, grant, error = %e, "{what}: the grant is invalid and will not recover until its credentials change");
+    } else {
+        tracing::warn!(transform = id, grant, error = %e, "{what}");
+    }
+}
+
+/// The resolved credentials of one cell, in a fixed order.
+struct Creds {
+    fields: Vec<(String, SecretValue)>,
+    headers: Vec<(String, SecretValue)>,
+}
+
+impl Creds {
+    fn fingerprint(&self) -> [u8; 32] {
+        crypto::fingerprint(
+            self.fields
+                .iter()
+                .chain(&self.headers)
+                .flat_map(|(n, v)| [n.as_bytes(), v.expose()]),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&SecretValue> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .map(|v| String::from_utf8_lossy(v.expose()).into_owned())
+    }
+}
+
+async fn resolve(spec: &Spec, secrets: &SecretStore) -> Result<Creds, MintError> {
+    let one = |name: String, id: SourceId| async move {
+        secrets
+            .get(id)
+            .await
+            .map(|v| (name.clone(), v))
+            .map_err(|_| MintError::Credential(name))
+    };
+    let (fields, headers) = match spec {
+        Spec::Gcp(g) => (vec![("keyfile".to_string(), g.keyfile)], vec![]),
+        Spec::OAuth(o) => (o.fields.clone(), o.endpoint_headers.clone()),
+    };
+    let mut creds = Creds {
+        fields: Vec::with_capacity(fields.len()),
+        headers: Vec::with_capacity(headers.len()),
+    };
+    for (n, id) in fields {
+        creds.fields.push(one(n, id).await?);
+    }
+    for (n, id) in headers {
+        creds.headers.push(one(n, id).await?);
+    }
+    Ok(creds)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `application/x-www-form-urlencoded` value escaping.
+const FORM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn form(pairs: &[(&str, &str)]) -> Bytes {
+    let s: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, FORM),
+                utf8_percent_encode(v, FORM)
+            )
+        })
+        .collect();
+    Bytes::from(s.join("&"))
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+type MintResult = Result<(Minted, Duration, Option<SecretValue>), MintError>;
+
+async fn mint(
+    spec: &Spec,
+    creds: &Creds,
+    rotated: Option<SecretValue>,
+    http: &Upstreams,
+) -> MintResult {
+    match spec {
+        Spec::Gcp(g) => mint_gcp(g, creds, http).await,
+        Spec::OAuth(o) => mint_oauth(o, creds, rotated, http).await,
+    }
+}
+
+async fn mint_gcp(g: &GcpAuth, creds: &Creds, http: &Upstreams) -> MintResult {
+    let key = creds.get("keyfile").ok_or(MintError::KeyFile("keyfile"))?;
+    let key: serde_json::Value =
+        serde_json::from_slice(key.expose()).map_err(|_| MintError::KeyFile("JSON"))?;
+    let field = |name: &'static str| {
+        key.get(name)
+            .and_then(|v| v.as_str())
+            .ok_or(MintError::KeyFile(name))
+    };
+    let email = field("client_email")?;
+    let pem = field("private_key")?;
+    let token_uri = field("token_uri").unwrap_or("https://oauth2.googleapis.com/token");
+    let iat = now_secs();
+    let mut claims = json!({
+        "iss": email,
+        "scope": g.scopes.join(" "),
+        "aud": token_uri,
+        "iat": iat,
+        "exp": iat + DEFAULT_LIFETIME.as_secs(),
+    });
+    if let Some(sub) = &g.subject {
+        claims["sub"] = sub.as_str().into();
+    }
+    let kid = field("private_key_id").ok();
+    let assertion = crypto::jwt_rs256(pem.as_bytes(), kid, &claims).map_err(MintError::Key)?;
+    let body = form(&[("grant_type", JWT_BEARER), ("assertion", &assertion)]);
+    let (token, lifetime, _) = exchange(http, token_uri, vec![], body).await?;
+    Ok((
+        Minted {
+            token,
+            account: Some(email.to_string()),
+        },
+        lifetime,
+        None,
+    ))
+}
+
+async fn mint_oauth(
+    o: &OAuthToken,
+    creds: &Creds,
+    rotated: Option<SecretValue>,
+    http: &Upstreams,
+) -> MintResult {
+    let text = |n: &str| creds.text(n).unwrap_or_default();
+    let scope = o.scopes.join(" ");
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    match o.grant {
+        Grant::RefreshToken => {
+            let refresh = rotated
+                .map(|r| String::from_utf8_lossy(r.expose()).into_owned())
+                .unwrap_or_else(|| text("refresh_token"));
+            pairs.push(("grant_type", "refresh_token".into()));
+            pairs.push(("refresh_token", refresh));
+        }
+        Grant::ClientCredentials => pairs.push(("grant_type", "client_credentials".into())),
+        Grant::Password => {
+            pairs.push(("grant_type", "password".into()));
+            pairs.push(("username", text("username")));
+            pairs.push(("password", text("password")));
+        }
+        Grant::JwtBearer => {
+            let iat = now_secs();
+            let mut claims = json!({
+                "iss": text("issuer"),
+                "sub": text("subject"),
+                "aud": o.audience.clone().unwrap_or_default(),
+                "iat": iat,
+                "exp": iat + DEFAULT_LIFETIME.as_secs(),
+            });
+            if !scope.is_empty() {
+                claims["scope"] = scope.clone().into();
+            }
+            let kid = creds.text("private_key_id");
+            let key = creds
+                .get("private_key")
+                .map(SecretValue::expose)
+                .unwrap_or_default();
+            let assertion =
+                crypto::jwt_rs256(key, kid.as_deref(), &claims).map_err(MintError::Key)?;
+            pairs.push(("grant_type", JWT_BEARER.into()));
+            pairs.push(("assertion", assertion));
+        }
+    }
+    if o.grant != Grant::JwtBearer {
+        for f in ["client_id", "client_secret"] {
+            if creds.get(f).is_some() {
+                pairs.push((f, text(f)));
+            }
+        }
+        if !scope.is_empty() {
+            pairs.push(("scope", scope));
+        }
+    }
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let headers = creds
+        .headers
+        .iter()
+        .filter_map(|(n, v)| {
+            Some((
+                HeaderName::from_bytes(n.as_bytes()).ok()?,
+                HeaderValue::from_bytes(v.expose()).ok()?,
+            ))
+        })
+        .collect();
+    let (token, lifetime, refresh) =
+        exchange(http, &o.token_endpoint, headers, form(&pairs)).await?;
+    Ok((
+        Minted {
+            token,
+            account: None,
+        },
+        lifetime,
+        refresh,
+    ))
+}
+
+/// POSTs a token request and reads `access_token`, `expires_in` and a rotated
+/// `refresh_token` from the answer.
+async fn exchange(
+    http: &Upstreams,
+    url: &str,
+    mut headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+) -> Result<(SecretValue, Duration, Option<SecretValue>), MintError> {
+    headers.push((
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    ));
+    headers.push((
+        http::header::ACCEPT,
+        HeaderValue::from_static("application/json"),
+    ));
+    let (status, body) = http
+        .call(Method::POST, url, headers, body, MINT_TIMEOUT)
+        .await
+        .map_err(|e| MintError::Unreachable(e.to_string()))?;
+    let doc: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    if !status.is_success() {
+        let code = doc
+            .as_ref()
+            .and_then(|d| d.get("error"))
+            .and_then(|e| e.as_str())
+            .map(sanitise);
+        return Err(match code {
+            Some(c) => MintError::OAuth(c),
+            None => MintError::Http(status.as_u16()),
+        });
+    }
+    let doc = doc.ok_or(MintError::Response)?;
+    let token = doc
+        .get("access_token")
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .ok_or(MintError::Response)?;
+    let lifetime = doc
+        .get("expires_in")
+        .and_then(|e| e.as_u64().or_else(|| e.as_str()?.parse().ok()))
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_LIFETIME);
+    let refresh = doc
+        .get("refresh_token")
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .map(|t| SecretValue::new(t.as_bytes()));
+    Ok((SecretValue::new(token.as_bytes()), lifetime, refresh))
+}
+
+/// An OAuth error code is an ASCII token (RFC 6749 §5.2); anything else is cut down.
+fn sanitise(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
+}

@@ -1,0 +1,520 @@
+//! Validation of `gcp_auth`, `oauth_token` and `hmac_sign`: every problem with its path.
+
+use crate::allowlist::Rule;
+use crate::error::{Errors, pos};
+use crate::host::HostName;
+use crate::raw::{RawGcpAuth, RawHmac, RawOAuth, RawOAuthEntry, RawRule, RawSource, S};
+use crate::secrets::NamedSource;
+use crate::template::Template;
+use crate::tokens::{
+    Encoding, GcpAuth, Grant, HMAC_MESSAGE_VARS, HmacAlgorithm, HmacSign, OAuthToken,
+    TimestampFormat,
+};
+use crate::validate::rule;
+use crate::validate_secrets::{http_token, source};
+
+fn rules(base: &str, raw: &[RawRule], errs: &mut Errors) -> Vec<Rule> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(k, r)| rule(format!("{base}.rules[{k}]"), r, errs))
+        .collect()
+}
+
+fn required_rules(base: &str, raw: &[RawRule], errs: &mut Errors) -> Vec<Rule> {
+    if raw.is_empty() {
+        errs.hint(
+            format!("{base}.rules"),
+            (0, 0),
+            "is required",
+            "say which requests get the credential, e.g. `rules: [{host: api.example.com}]`",
+        );
+    }
+    rules(base, raw, errs)
+}
+
+pub(crate) fn gcp_auth(
+    i: usize,
+    raw: RawGcpAuth,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Option<GcpAuth> {
+    let base = format!("transforms[{i}].config");
+    if raw.credentials_provider.is_some() {
+        errs.hint(
+            format!("{base}.credentials_provider"),
+            (0, 0),
+            "workload identity is not supported",
+            "give the service-account key with `keyfile_path` or `keyfile: {type: …}`",
+        );
+    }
+    let keyfile = match (raw.keyfile_path, raw.keyfile) {
+        (Some(path), None) => source(
+            &format!("{base}.keyfile_path"),
+            RawSource::File {
+                path,
+                ttl: None,
+                failure_ttl: None,
+                json_key: None,
+            },
+            errs,
+            sources,
+        ),
+        (None, Some(src)) => source(&format!("{base}.keyfile"), src, errs, sources),
+        (None, None) if raw.credentials_provider.is_some() => None,
+        _ => {
+            errs.hint(
+                &base,
+                (0, 0),
+                "gcp_auth needs exactly one of `keyfile_path` or `keyfile`",
+                "e.g. `keyfile_path: /run/secrets/sa.json`",
+            );
+            None
+        }
+    };
+    if raw.scopes.is_empty() {
+        errs.hint(
+            format!("{base}.scopes"),
+            (0, 0),
+            "needs at least one scope",
+            "e.g. `scopes: [https://www.googleapis.com/auth/cloud-platform]`",
+        );
+    }
+    let rules = rules(&base, &raw.rules, errs);
+    Some(GcpAuth {
+        id: base,
+        keyfile: keyfile?,
+        scopes: raw.scopes,
+        subject: raw.subject.filter(|s| !s.is_empty()),
+        rules,
+    })
+}
+
+pub(crate) fn oauth(
+    i: usize,
+    raw: RawOAuth,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Vec<OAuthToken> {
+    let base = format!("transforms[{i}].config.tokens");
+    if raw.tokens.is_empty() {
+        errs.push(
+            &base,
+            (0, 0),
+            "an `oauth_token` transform needs at least one token",
+        );
+    }
+    raw.tokens
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, t)| oauth_entry(format!("{base}[{j}]"), t, errs, sources))
+        .collect()
+}
+
+fn oauth_entry(
+    id: String,
+    raw: RawOAuthEntry,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Option<OAuthToken> {
+    let grant = match raw.grant.value.as_str() {
+        "refresh_token" => Some(Grant::RefreshToken),
+        "client_credentials" => Some(Grant::ClientCredentials),
+        "password" => Some(Grant::Password),
+        "jwt_bearer" => Some(Grant::JwtBearer),
+        other => {
+            errs.hint(
+                format!("{id}.grant"),
+                pos(&raw.grant),
+                format!("unknown grant `{other}`"),
+                "use refresh_token, client_credentials, password or jwt_bearer",
+            );
+            None
+        }
+    };
+    let endpoint = match &raw.token_endpoint {
+        None => {
+            errs.hint(
+                format!("{id}.token_endpoint"),
+                (0, 0),
+                "is required",
+                "the authorization server's token URL, e.g. `https://auth.example.com/oauth/token`",
+            );
+            None
+        }
+        Some(url) => match endpoint(&url.value) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                errs.push(format!("{id}.token_endpoint"), pos(url), e);
+                None
+            }
+        },
+    };
+    let rules = required_rules(&id, &raw.rules, errs);
+    let given: Vec<(&str, Option<RawSource>)> = vec![
+        ("refresh_token", raw.refresh_token),
+        ("client_id", raw.client_id),
+        ("client_secret", raw.client_secret),
+        ("username", raw.username),
+        ("password", raw.password),
+        ("issuer", raw.issuer),
+        ("subject", raw.subject),
+        ("private_key", raw.private_key),
+        ("private_key_id", raw.private_key_id),
+    ];
+    let mut fields = Vec::new();
+    for (name, src) in given {
+        let Some(src) = src else {
+            if let Some(g) = grant
+                && g.fields().0.contains(&name)
+            {
+                errs.push(
+                    format!("{id}.{name}"),
+                    (0, 0),
+                    format!("is required by the `{}` grant", g.as_str()),
+                );
+            }
+            continue;
+        };
+        if let Some(g) = grant {
+            let (req, opt) = g.fields();
+            if !req.contains(&name) && !opt.contains(&name) {
+                errs.push(
+                    format!("{id}.{name}"),
+                    (0, 0),
+                    format!("is not used by the `{}` grant", g.as_str()),
+                );
+                continue;
+            }
+        }
+        if let Some(s) = source(&format!("{id}.{name}"), src, errs, sources) {
+            fields.push((name.to_string(), s));
+        }
+    }
+    match (grant, &raw.audience) {
+        (Some(Grant::JwtBearer), None) => errs.push(
+            format!("{id}.audience"),
+            (0, 0),
+            "is required by the `jwt_bearer` grant",
+        ),
+        (Some(g), Some(_)) if g != Grant::JwtBearer => errs.push(
+            format!("{id}.audience"),
+            (0, 0),
+            "is only used by the `jwt_bearer` grant",
+        ),
+        _ => {}
+    }
+    let mut endpoint_headers = Vec::new();
+    for (name, src) in raw.token_endpoint_headers {
+        let path = format!("{id}.token_endpoint_headers.{name}");
+        if !http_token(&name) {
+            errs.push(&path, (0, 0), format!("`{name}` is not a header name"));
+            continue;
+        }
+        if let Some(s) = source(&path, src, errs, sources) {
+            endpoint_headers.push((name, s));
+        }
+    }
+    let header = raw.header.unwrap_or_else(|| "Authorization".into());
+    if !http_token(&header) {
+        errs.push(
+            format!("{id}.header"),
+            (0, 0),
+            format!("`{header}` is not a header name"),
+        );
+    }
+    let token_endpoint = raw.token_endpoint.map(|s| s.value)?;
+    Some(OAuthToken {
+        id,
+        grant: grant?,
+        token_endpoint,
+        endpoint: endpoint?,
+        scopes: raw.scopes,
+        audience: raw.audience,
+        fields,
+        endpoint_headers,
+        header,
+        value_prefix: raw.value_prefix.unwrap_or_else(|| "Bearer ".into()),
+        require: raw.require,
+        rules,
+    })
+}
+
+/// The host and path of an `http(s)://host[:port]/path` URL.
+fn endpoint(url: &str) -> Result<(HostName, String), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{url}` is not an http(s) URL"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.parse::<u16>().is_ok() => h,
+        _ => authority,
+    };
+    let host = host
+        .parse::<HostName>()
+        .map_err(|e| format!("`{url}`: {e}"))?;
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((host, path.split('?').next().unwrap_or(path).to_string()))
+}
+
+fn choice<T: Copy>(
+    raw: Option<&S>,
+    path: &str,
+    default: T,
+    options: &[(&str, T)],
+    errs: &mut Errors,
+) -> T {
+    let Some(s) = raw else { return default };
+    match options.iter().find(|(n, _)| *n == s.value) {
+        Some((_, v)) => *v,
+        None => {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            errs.hint(
+                path,
+                pos(s),
+                format!("unknown value `{}`", s.value),
+                format!("use one of {}", names.join(", ")),
+            );
+            default
+        }
+    }
+}
+
+pub(crate) fn hmac(
+    i: usize,
+    raw: RawHmac,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Option<HmacSign> {
+    let base = format!("transforms[{i}].config");
+    let sig = &raw.signature;
+    let timestamp = choice(
+        raw.timestamp.format.as_ref(),
+        &format!("{base}.timestamp.format"),
+        TimestampFormat::UnixSeconds,
+        &[
+            ("unix_seconds", TimestampFormat::UnixSeconds),
+            ("unix_millis", TimestampFormat::UnixMillis),
+            ("unix_nanos", TimestampFormat::UnixNanos),
+            ("rfc3339", TimestampFormat::Rfc3339),
+        ],
+        errs,
+    );
+    let algorithm = choice(
+        sig.algorithm.as_ref(),
+        &format!("{base}.signature.algorithm"),
+        HmacAlgorithm::Sha256,
+        &[
+            ("sha256", HmacAlgorithm::Sha256),
+            ("sha512", HmacAlgorithm::Sha512),
+            ("sha1", HmacAlgorithm::Sha1),
+        ],
+        errs,
+    );
+    let key_encoding = choice(
+        sig.key_encoding.as_ref(),
+        &format!("{base}.signature.key_encoding"),
+        Encoding::Raw,
+        &[
+            ("raw", Encoding::Raw),
+            ("base64", Encoding::Base64),
+            ("hex", Encoding::Hex),
+        ],
+        errs,
+    );
+    let output_encoding = choice(
+        sig.output_encoding.as_ref(),
+        &format!("{base}.signature.output_encoding"),
+        Encoding::Base64,
+        &[("base64", Encoding::Base64), ("hex", Encoding::Hex)],
+        errs,
+    );
+    let message = match &sig.message {
+        None => {
+            errs.hint(
+                format!("{base}.signature.message"),
+                (0, 0),
+                "is required",
+                "the string to sign, e.g. `{{.Timestamp}}{{.Method}}{{.PathWithQuery}}{{.Body}}`",
+            );
+            None
+        }
+        Some(m) => Template::parse(&m.value, &|v| HMAC_MESSAGE_VARS.contains(&v))
+            .map_err(|e| errs.push(format!("{base}.signature.message"), pos(m), e))
+            .ok(),
+    };
+    if !raw.credentials.contains_key("secret") {
+        errs.hint(
+            format!("{base}.credentials"),
+            (0, 0),
+            "must include `secret`, the HMAC key",
+            "e.g. `credentials: {secret: {type: env, var: EXCHANGE_SECRET}}`",
+        );
+    }
+    let names: Vec<String> = raw.credentials.keys().cloned().collect();
+    let mut credentials = Vec::new();
+    for (name, src) in raw.credentials {
+        if let Some(s) = source(&format!("{base}.credentials.{name}"), src, errs, sources) {
+            credentials.push((name, s));
+        }
+    }
+    if raw.headers.is_empty() {
+        errs.hint(
+            format!("{base}.headers"),
+            (0, 0),
+            "needs at least one header",
+            "e.g. `headers: [{name: X-Signature, value: '{{.Signature}}'}]`",
+        );
+    }
+    let known = |v: &str| {
+        v == "Timestamp"
+            || v == "Signature"
+            || v.strip_prefix("Credentials.")
+                .is_some_and(|n| names.iter().any(|c| c == n))
+    };
+    let mut headers = Vec::new();
+    for (k, h) in raw.headers.iter().enumerate() {
+        let path = format!("{base}.headers[{k}]");
+        if !http_token(&h.name.value) {
+            errs.push(
+                format!("{path}.name"),
+                pos(&h.name),
+                format!("`{}` is not a header name", h.name.value),
+            );
+            continue;
+        }
+        match Template::parse(&h.value.value, &known) {
+            Ok(t) => headers.push((h.name.value.clone(), t)),
+            Err(e) => errs.push(format!("{path}.value"), pos(&h.value), e),
+        }
+    }
+    let rules = required_rules(&base, &raw.rules, errs);
+    Some(HmacSign {
+        id: base,
+        timestamp,
+        algorithm,
+        key_encoding,
+        output_encoding,
+        message: message?,
+        credentials,
+        headers,
+        allow_chunked_body: raw.allow_chunked_body,
+        rules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    fn errors(transform: &str) -> Vec<String> {
+        let doc = format!("dns: {{enabled: false}}\ntransforms:\n{transform}");
+        match Config::parse(&doc) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn has(errs: &[String], want: &str) {
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "missing {want:?} in {errs:#?}"
+        );
+    }
+
+    #[test]
+    fn iron_proxy_token_transforms_load() {
+        let doc = "dns: {enabled: false}
+transforms:
+  - name: gcp_auth
+    config:
+      keyfile_path: /run/sa.json
+      scopes: [https://www.googleapis.com/auth/cloud-platform]
+      rules: [{host: '*.googleapis.com'}]
+  - name: oauth_token
+    config:
+      tokens:
+        - grant: client_credentials
+          token_endpoint: https://auth.example.com/oauth/token
+          client_id: {type: env, var: CID}
+          client_secret: {type: env, var: CSECRET}
+          scopes: [read]
+          token_endpoint_headers: {X-Tenant: {type: env, var: TENANT}}
+          rules: [{host: api.example.com}]
+  - name: hmac_sign
+    config:
+      timestamp: {format: unix_millis}
+      signature:
+        algorithm: sha512
+        key_encoding: base64
+        output_encoding: hex
+        message: '{{.Timestamp}}{{.Method}}{{.PathWithQuery}}{{.Body}}'
+      credentials:
+        secret: {type: env, var: HMAC_KEY}
+        key: {type: env, var: API_KEY}
+      headers:
+        - {name: X-Key, value: '{{.Credentials.key}}'}
+        - {name: X-Sig, value: '{{.Signature}}'}
+        - {name: X-Ts, value: '{{.Timestamp}}'}
+      rules: [{host: exchange.example.com}]
+";
+        let c = Config::parse(doc).unwrap_or_else(|e| panic!("{e}"));
+        let p = &c.policy;
+        assert_eq!(p.gcp_auth.len(), 1);
+        assert_eq!(p.oauth.len(), 1);
+        assert_eq!(p.oauth[0].endpoint.1, "/oauth/token");
+        assert_eq!(p.oauth[0].value_prefix, "Bearer ");
+        assert_eq!(p.hmac.len(), 1);
+        assert_eq!(p.hmac[0].headers.len(), 3);
+        // CID, CSECRET, TENANT, HMAC_KEY, API_KEY and the keyfile: each source once.
+        assert_eq!(p.sources.len(), 6);
+    }
+
+    #[test]
+    fn every_invalid_token_transform_is_reported() {
+        let errs = errors(
+            "  - name: gcp_auth
+    config: {scopes: []}
+  - name: oauth_token
+    config:
+      tokens:
+        - grant: device_code
+          token_endpoint: ftp://x
+        - grant: client_credentials
+          token_endpoint: https://a.test/token
+          client_id: {type: env, var: A}
+          username: {type: env, var: U}
+          rules: [{host: a.test}]
+        - grant: jwt_bearer
+          token_endpoint: https://a.test/token
+          issuer: {type: env, var: I}
+          subject: {type: env, var: S}
+          private_key: {type: file, path: /k.pem}
+          rules: [{host: a.test}]
+  - name: hmac_sign
+    config:
+      signature: {algorithm: md5, message: '{{.Secret}}'}
+      credentials: {key: {type: env, var: K}}
+      headers: [{name: 'X Sig', value: '{{.Signature}}'}, {name: X-A, value: '{{.Credentials.nope}}'}]
+",
+        );
+        for want in [
+            "transforms[0].config: gcp_auth needs exactly one of",
+            "transforms[0].config.scopes: needs at least one scope",
+            "tokens[0].grant: unknown grant `device_code`",
+            "tokens[0].token_endpoint: `ftp://x` is not an http(s) URL",
+            "tokens[0].rules: is required",
+            "tokens[1].client_secret: is required by the `client_credentials` grant",
+            "tokens[1].username: is not used by the `client_credentials` grant",
+            "tokens[2].audience: is required by the `jwt_bearer` grant",
+            "transforms[2].config.signature.algorithm: unknown value `md5`",
+            "transforms[2].config.signature.message: unknown template variable `.Secret`",
+            "transforms[2].config.credentials: must include `secret`",
+            "headers[0].name: `X Sig` is not a header name",
+            "headers[1].value: unknown template variable `.Credentials.nope`",
+            "transforms[2].config.rules: is required",
+        ] {
+            has(&errs, want);
+        }
+    }
+}
