@@ -181,6 +181,9 @@ impl Exchange {
                     annotations: Some(serde_json::json!({ "rejected": name })),
                 });
             }
+            if let Failure::Credential { transform, .. } = failure {
+                self.record.rejected_by = Some((*transform).into());
+            }
         }
         self.emit(action);
     }

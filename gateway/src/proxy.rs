@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::Either;
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use policy::{Host, Request as PolicyRequest, Stub};
 
@@ -62,6 +62,10 @@ pub async fn serve_request(
         Err(f) => return Ok(refuse(ex, f)),
     };
     if let Some(stub) = &route.stub {
+        // Read the (small) token request first: an HTTP/2 client still sending would
+        // otherwise see its stream reset after the answer.
+        let body = http_body_util::Limited::new(req.into_body(), 64 * 1024);
+        let _ = tokio::time::timeout(STUB_READ, body.collect()).await;
         return Ok(stub_token(ex, stub));
     }
     let upgrade = is_upgrade(req.headers());
@@ -189,6 +193,9 @@ fn stub_token(mut ex: Exchange, stub: &Stub) -> Response<ProxyBody> {
     ex.finish_ok();
     resp
 }
+
+/// How long a stubbed token request's body may take to arrive.
+const STUB_READ: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The token the stubs hand out: meaningless anywhere but at this gateway.
 pub const STUB_TOKEN: &str = "centaur-stub-token";

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use policy::{NamedSource, Source, SourceId};
+use policy::{NamedSource, Source, SourceId, VaultToken};
 
 use crate::upstream::Upstreams;
 
@@ -200,9 +200,9 @@ async fn fetch(source: &Source, http: &Upstreams) -> Result<SecretValue, SecretE
             mount,
             path,
             field,
-            token_env,
+            token,
             ..
-        } => vault(address.as_deref(), mount, path, field, token_env, http).await?,
+        } => vault(address.as_deref(), mount, path, field, token, http).await?,
     };
     let bytes = match source.json_key() {
         None => raw,
@@ -223,17 +223,20 @@ async fn vault(
     mount: &str,
     path: &str,
     field: &str,
-    token_env: &str,
+    token: &VaultToken,
     http: &Upstreams,
 ) -> Result<Vec<u8>, SecretError> {
     let addr = match address {
         Some(a) => a.to_string(),
         None => std::env::var("VAULT_ADDR").map_err(|_| SecretError::VaultConfig("VAULT_ADDR"))?,
     };
-    let token = std::env::var(token_env)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .ok_or(SecretError::VaultConfig("token"))?;
+    let token = match token {
+        VaultToken::Env(var) => std::env::var(var).ok(),
+        VaultToken::File(path) => tokio::fs::read_to_string(path).await.ok(),
+    }
+    .map(|t| t.trim().to_string())
+    .filter(|t| !t.is_empty())
+    .ok_or(SecretError::VaultConfig("token"))?;
     let token =
         http::HeaderValue::from_str(&token).map_err(|_| SecretError::VaultConfig("token"))?;
     let url = format!(

@@ -99,7 +99,7 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
         };
         match &entry.mode {
             Mode::Replace(r) => {
-                let locations = replace(r, &value, parts)?;
+                let locations = replace(r, &value, parts, &mut pairs)?;
                 if r.body {
                     body_swaps.push((i, locations, value));
                     continue;
@@ -431,7 +431,13 @@ fn header_value(bytes: &[u8]) -> Result<HeaderValue, Failure> {
     HeaderValue::from_bytes(bytes).map_err(|_| Failure::SecretTransform)
 }
 
-fn replace(r: &Replace, value: &SecretValue, parts: &mut Parts) -> Result<Vec<String>, Failure> {
+/// Swaps in headers, path and query; `scrub` gets the encoded forms the response might echo.
+fn replace(
+    r: &Replace,
+    value: &SecretValue,
+    parts: &mut Parts,
+    scrub: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Vec<String>, Failure> {
     let (ph, real) = (r.proxy_value.as_bytes(), value.expose());
     let mut locations = Vec::new();
     for (name, v) in parts.headers.iter_mut() {
@@ -444,6 +450,8 @@ fn replace(r: &Replace, value: &SecretValue, parts: &mut Parts) -> Result<Vec<St
         } else if name == header::AUTHORIZATION
             && let Some(new) = basic(v.as_bytes(), ph, real)
         {
+            // An echo would carry the re-encoded credential: scrub it back to what was sent.
+            scrub.push((new.clone(), v.as_bytes().to_vec()));
             *v = header_value(&new)?;
             locations.push(format!("header:{name}"));
         }

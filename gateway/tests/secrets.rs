@@ -8,8 +8,8 @@ mod common;
 
 use common::{API, Env, Opts, curl, json};
 
-const REAL: &str = "sk-REAL-5f1e9c";
-const REAL_INJECT: &str = "inj-REAL-77aa";
+const REAL: &str = "sk-c4n4ry-5f1e9c";
+const REAL_INJECT: &str = "inj-c4n4ry-77aa";
 const PH: &str = "PLACEHOLDER_KEY";
 
 async fn env() -> Env {
@@ -113,13 +113,18 @@ async fn basic_auth_payloads_are_decoded_swapped_and_reencoded() {
     let mut args = via(&env, API, &format!("https://{API}/basic"));
     args.extend(["-u".into(), format!("user:{PH}")]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_eq!(curl(&env, &args).await.0, 200);
+    let (code, body, _) = curl(&env, &args).await;
+    assert_eq!(code, 200);
     use base64::Engine;
     let expected = base64::engine::general_purpose::STANDARD.encode(format!("user:{REAL}"));
     assert_eq!(
         env.origin.seen().pop().unwrap()["headers"]["authorization"],
         format!("Basic {expected}")
     );
+    // The echo carries the re-encoded credential; the client gets its own placeholder form.
+    assert!(!body.contains(&expected), "{body}");
+    let sent = base64::engine::general_purpose::STANDARD.encode(format!("user:{PH}"));
+    assert!(body.contains(&sent), "{body}");
     env.stop().await;
 }
 

@@ -32,7 +32,7 @@ pub use host::{Host, HostError, HostName, HostPattern, unmap};
 pub use path::{PathError, PathPattern};
 pub use secrets::{
     Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, NamedSource, Replace,
-    SecretEntry, Source, SourceId,
+    SecretEntry, Source, SourceId, VaultToken,
 };
 pub use template::Template;
 pub use tokens::{

@@ -252,6 +252,7 @@ pub(crate) enum RawSource {
         path: String,
         field: String,
         token_env: Option<String>,
+        token_file: Option<String>,
         ttl: Option<S>,
         failure_ttl: Option<S>,
         json_key: Option<String>,

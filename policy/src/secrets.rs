@@ -75,8 +75,8 @@ pub enum Source {
         path: String,
         /// Which field of the secret's data holds the value.
         field: String,
-        /// Environment variable holding the Vault token (`VAULT_TOKEN`).
-        token_env: String,
+        /// Where the Vault token is read from.
+        token: VaultToken,
         /// How long a value is fresh; `None` = until reload.
         ttl: Option<Duration>,
         /// How long a failure is remembered before retrying.
@@ -108,6 +108,15 @@ impl Source {
             | Source::Vault { json_key, .. } => json_key.as_deref(),
         }
     }
+}
+
+/// Where the gateway reads its Vault token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultToken {
+    /// An environment variable (default `VAULT_TOKEN`).
+    Env(String),
+    /// A file (e.g. a mounted Kubernetes secret), re-read with the secret.
+    File(String),
 }
 
 /// Replace or inject.

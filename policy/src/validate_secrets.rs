@@ -7,7 +7,7 @@ use crate::error::{Errors, pos};
 use crate::raw::{RawInject, RawReplace, RawSecret, RawSecrets, RawSource, S};
 use crate::secrets::{
     Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, NamedSource, Replace,
-    SecretEntry, Source, SourceId,
+    SecretEntry, Source, SourceId, VaultToken,
 };
 use crate::validate::{duration, rule};
 
@@ -149,6 +149,7 @@ pub(crate) fn source(
             path: secret,
             field,
             token_env,
+            token_file,
             ttl,
             failure_ttl,
             json_key,
@@ -166,6 +167,18 @@ pub(crate) fn source(
                     "e.g. `https://vault.internal:8200`; omit it to use VAULT_ADDR",
                 );
             }
+            let token = match (token_env, token_file) {
+                (None, Some(f)) => VaultToken::File(f),
+                (e, None) => VaultToken::Env(e.unwrap_or_else(|| "VAULT_TOKEN".into())),
+                (Some(_), Some(_)) => {
+                    errs.push(
+                        path,
+                        (0, 0),
+                        "give the Vault token by `token_env` or `token_file`, not both",
+                    );
+                    return None;
+                }
+            };
             let (ttl, failure_ttl) = ttls(ttl, failure_ttl, errs);
             let mount = mount.unwrap_or_else(|| "secret".into());
             NamedSource {
@@ -175,7 +188,7 @@ pub(crate) fn source(
                     mount,
                     path: secret,
                     field,
-                    token_env: token_env.unwrap_or_else(|| "VAULT_TOKEN".into()),
+                    token,
                     ttl,
                     failure_ttl,
                     json_key,

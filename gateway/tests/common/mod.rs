@@ -73,6 +73,7 @@ pub fn default_allowlist() -> String {
 impl Env {
     pub async fn start(opts: Opts) -> Env {
         gateway::install_crypto();
+        capture_logs();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         gateway::ca::init(
@@ -235,6 +236,8 @@ transforms:
         }
     }
 
+    /// Stops the gateway, then checks the canary: no audit line and no log line holds a
+    /// real credential.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -242,6 +245,12 @@ transforms:
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        let audit = std::fs::read_to_string(self.path("audit.jsonl")).unwrap_or_default();
+        assert_no_canary("the audit log", &audit);
+        let logs = LOGS
+            .lock()
+            .map(|l| String::from_utf8_lossy(&l).into_owned());
+        assert_no_canary("the gateway's log", &logs.unwrap_or_default());
     }
 }
 
@@ -279,6 +288,7 @@ pub async fn curl(env: &Env, args: &[&str]) -> (u16, String, String) {
     a.extend(args.iter().map(|s| s.to_string()));
     let out = run("curl", &a, &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_no_canary("a response to the sandbox", &stdout);
     let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
     (
         code.trim().parse().unwrap_or(0),
@@ -304,4 +314,144 @@ pub fn python() -> String {
 
 pub fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The fake authorization server, Google token endpoint and Vault (`tests/fakes/authserver.py`).
+pub struct Fake {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: std::process::Child,
+}
+
+/// Names the fake's certificate covers; pin them to `fake.addr()`.
+pub const FAKE_NAMES: [&str; 2] = ["token.test", "vault.test"];
+
+impl Fake {
+    /// Starts the fake; tokens it mints live `expires_in` seconds.
+    pub fn start(expires_in: u64) -> Fake {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes/authserver.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .arg(dir.path())
+            .arg(FAKE_NAMES.join(","))
+            .env("FAKE_EXPIRES_IN", expires_in.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = json(&line)["port"].as_u64().expect("fake did not start") as u16;
+        Fake { dir, port, child }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// `Opts` pins and trust for the fake's names.
+    pub fn opts(&self, transforms: String) -> Opts {
+        Opts {
+            transforms: Some(transforms),
+            pins: FAKE_NAMES
+                .iter()
+                .map(|n| (n.to_string(), format!("127.0.0.1:{}", self.port)))
+                .collect(),
+            ca_files: vec![self.path("fake-ca.pem")],
+            ..Opts::default()
+        }
+    }
+
+    /// What the fake saw and verified, oldest first.
+    pub fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("log.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(json)
+            .collect()
+    }
+
+    /// Entries of one kind.
+    pub fn seen(&self, kind: &str) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|e| e["kind"] == kind)
+            .collect()
+    }
+
+    /// Takes the token endpoints down (`true`) or up.
+    pub async fn down(&self, down: bool) {
+        let url = format!(
+            "https://127.0.0.1:{}/admin/{}",
+            self.port,
+            if down { "down" } else { "up" }
+        );
+        let out = run(
+            "curl",
+            &[
+                "-sSf".into(),
+                "-X".into(),
+                "POST".into(),
+                "--cacert".into(),
+                self.path("fake-ca.pem"),
+                "--resolve".into(),
+                format!("token.test:{}:127.0.0.1", self.port),
+                url.replace("127.0.0.1", "token.test"),
+            ],
+            &[],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every real credential in the tests carries this marker; it must never reach a client, an
+/// audit record or a log line (invariant 3).
+pub const CANARY: &str = "c4n4ry";
+
+/// Asserts that nothing the sandbox or the audit log sees carries a real credential.
+pub fn assert_no_canary(what: &str, text: &str) {
+    assert!(
+        !text.contains(CANARY),
+        "a real credential leaked into {what}: {text}"
+    );
+}
+
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut l) = LOGS.lock() {
+            l.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the gateway's log (debug and up) for the canary check.
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("gateway=debug,info")
+        .with_writer(|| LogSink)
+        .with_ansi(false)
+        .try_init();
 }
