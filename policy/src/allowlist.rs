@@ -59,6 +59,28 @@ impl Rule {
     }
 }
 
+impl std::fmt::Display for Rule {
+    /// `api.example.com:443 POST,GET /v1/*`: what the rule lets through.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Target::Host(h) => write!(f, "{h}")?,
+            Target::Cidr(c) => write!(f, "{c}")?,
+        }
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+            write!(f, ":{}", ports.join(","))?;
+        }
+        if !self.methods.is_empty() {
+            write!(f, " {}", self.methods.join(","))?;
+        }
+        if !self.paths.is_empty() {
+            let paths: Vec<String> = self.paths.iter().map(ToString::to_string).collect();
+            write!(f, " {}", paths.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
 /// One `allowlist` transform.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowlist {

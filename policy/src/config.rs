@@ -56,6 +56,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The compiled request policy.
     pub policy: Policy,
+    /// Policy test cases written in the file (`tests:`); `centaur-gateway test` runs them.
+    pub tests: Vec<crate::explain::Case>,
 }
 
 /// DNS settings.
@@ -209,7 +211,9 @@ impl Config {
                 sandbox: raw.audit.sandbox,
             },
             policy: Policy::default(),
+            tests: Vec::new(),
         };
+        config.tests = crate::explain::cases(raw.tests, &mut errs);
         for (i, t) in raw.transforms.into_iter().enumerate() {
             match t {
                 RawTransform::Allowlist(a) => {
@@ -250,6 +254,14 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     expanded
         .parse()
         .map_err(|_| format!("`{text}` is not a listen address"))
+}
+
+/// The JSON Schema of the policy file, generated from the types the parser reads (so it cannot
+/// drift from what `check` accepts); for editors and CI.
+pub fn schema() -> String {
+    let mut s = schemars::schema_for!(crate::raw::RawConfig);
+    s.insert("title".into(), "Centaur gateway policy".into());
+    serde_json::to_string_pretty(&s).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -90,6 +90,6 @@ impl Errors {
 pub(crate) type Pos = (u64, u64);
 
 /// The position of a spanned value.
-pub(crate) fn pos<T>(s: &serde_saphyr::Spanned<T>) -> Pos {
+pub(crate) fn pos(s: &crate::raw::S) -> Pos {
     (s.referenced.line(), s.referenced.column())
 }

@@ -9,6 +9,7 @@ mod config;
 mod decision;
 mod duration;
 mod error;
+mod explain;
 mod host;
 mod path;
 mod raw;
@@ -23,11 +24,12 @@ pub use allowlist::{Allowlist, Policy, Request, Rule, Stub, Target};
 pub use cidr::{Cidr, CidrError};
 pub use config::{
     AuditConfig, Config, DEFAULT_DENY_CIDRS, DnsConfig, DnsRecord, DnsValue, ManagementConfig,
-    ProxyConfig, Timeouts, TlsConfig, UpstreamConfig, parse_listen,
+    ProxyConfig, Timeouts, TlsConfig, UpstreamConfig, parse_listen, schema,
 };
 pub use decision::{Decision, Reason, Verdict};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
+pub use explain::{Case, Effect, Explanation, Sample, parse_cases};
 pub use host::{Host, HostError, HostName, HostPattern, unmap};
 pub use path::{PathError, PathPattern};
 pub use secrets::{

@@ -3,10 +3,33 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
-pub(crate) type S = Spanned<String>;
+/// A string with its position in the file; in the schema, a string.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct S(pub Spanned<String>);
+
+impl std::ops::Deref for S {
+    type Target = Spanned<String>;
+    fn deref(&self) -> &Spanned<String> {
+        &self.0
+    }
+}
+
+impl JsonSchema for S {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "string".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(g)
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+}
 
 /// A listener address that may be set to `null` to turn the listener off.
 pub(crate) type Listen = Option<Option<S>>;
@@ -15,7 +38,7 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Listen, D::Error> {
     Option::<S>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     #[serde(default)]
@@ -36,13 +59,36 @@ pub(crate) struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub tests: Vec<RawCase>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A file of policy test cases only.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCases {
+    #[serde(default)]
+    pub tests: Vec<RawCase>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCase {
+    pub name: Option<String>,
+    pub request: S,
+    #[serde(default)]
+    pub headers: Vec<S>,
+    pub expect: S,
+    pub reason: Option<String>,
+    pub rule: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDns {
     pub enabled: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schemars(with = "Option<String>")]
     pub listen: Listen,
     pub proxy_ip: Option<S>,
     pub proxy_ip6: Option<S>,
@@ -53,7 +99,7 @@ pub(crate) struct RawDns {
     pub records: Vec<RawRecord>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRecord {
     pub name: S,
@@ -62,19 +108,23 @@ pub(crate) struct RawRecord {
     pub value: S,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProxy {
     #[serde(default, deserialize_with = "nullable")]
+    #[schemars(with = "Option<String>")]
     pub http_listen: Listen,
     #[serde(default, deserialize_with = "nullable")]
+    #[schemars(with = "Option<String>")]
     pub https_listen: Listen,
     #[serde(default, deserialize_with = "nullable")]
+    #[schemars(with = "Option<String>")]
     pub tunnel_listen: Listen,
     pub max_request_body_bytes: Option<u64>,
     pub max_response_body_bytes: Option<u64>,
     pub upstream_response_header_timeout: Option<S>,
     pub upstream_deny_cidrs: Option<Vec<S>>,
+    #[schemars(skip)]
     pub upstream_proxy: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub upstream_allow_cidrs: Vec<S>,
@@ -88,7 +138,7 @@ pub(crate) struct RawProxy {
     pub max_headers: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {
     pub mode: Option<S>,
@@ -98,7 +148,7 @@ pub(crate) struct RawTls {
     pub leaf_cert_expiry_hours: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
     #[serde(default)]
@@ -107,7 +157,7 @@ pub(crate) struct RawUpstream {
     pub ca_files: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(tag = "name", content = "config", deny_unknown_fields)]
 pub(crate) enum RawTransform {
     #[serde(rename = "allowlist")]
@@ -122,11 +172,12 @@ pub(crate) enum RawTransform {
     HmacSign(RawHmac),
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGcpAuth {
     pub keyfile_path: Option<String>,
     pub keyfile: Option<RawSource>,
+    #[schemars(skip)]
     pub credentials_provider: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -135,14 +186,14 @@ pub(crate) struct RawGcpAuth {
     pub rules: Vec<RawRule>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOAuth {
     #[serde(default)]
     pub tokens: Vec<RawOAuthEntry>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOAuthEntry {
     pub grant: S,
@@ -169,7 +220,7 @@ pub(crate) struct RawOAuthEntry {
     pub private_key_id: Option<RawSource>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHmac {
     #[serde(default)]
@@ -186,13 +237,13 @@ pub(crate) struct RawHmac {
     pub rules: Vec<RawRule>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHmacTimestamp {
     pub format: Option<S>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSignature {
     pub algorithm: Option<S>,
@@ -201,21 +252,21 @@ pub(crate) struct RawSignature {
     pub message: Option<S>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHmacHeader {
     pub name: S,
     pub value: S,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSecrets {
     #[serde(default)]
     pub secrets: Vec<RawSecret>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSecret {
     pub source: RawSource,
@@ -230,7 +281,7 @@ pub(crate) struct RawSecret {
     pub require: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub(crate) enum RawSource {
     #[serde(rename = "env")]
@@ -259,7 +310,7 @@ pub(crate) enum RawSource {
     },
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawReplace {
     pub proxy_value: Option<S>,
@@ -274,7 +325,7 @@ pub(crate) struct RawReplace {
     pub require: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawInject {
     pub header: Option<String>,
@@ -284,7 +335,7 @@ pub(crate) struct RawInject {
     pub require: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAllowlist {
     #[serde(default)]
@@ -298,7 +349,7 @@ pub(crate) struct RawAllowlist {
     pub mode: Option<S>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRule {
     pub host: Option<S>,
@@ -311,29 +362,31 @@ pub(crate) struct RawRule {
     pub ports: Vec<u16>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawManagement {
     #[serde(default, deserialize_with = "nullable")]
+    #[schemars(with = "Option<String>")]
     pub listen: Listen,
     pub api_key_env: Option<String>,
     pub api_key_file: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMetrics {
     #[serde(default, deserialize_with = "nullable")]
+    #[schemars(with = "Option<String>")]
     pub listen: Listen,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLog {
     pub level: Option<S>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAudit {
     pub output: Option<String>,

@@ -21,16 +21,27 @@ pub(crate) fn yaml_error(e: &serde_saphyr::Error) -> ConfigErrors {
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
-    let message = e.to_string();
-    // saphyr appends its own position; keep ours in front and the message short.
+    // saphyr renders a position and a code frame; keep ours in front and one line of text.
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or(&full);
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let message = match first.split_once(": ") {
+        Some((at, rest)) if at.starts_with("line ") => rest,
+        _ => first,
+    };
     let message = message
         .split(" at line ")
         .next()
-        .unwrap_or(&message)
+        .unwrap_or(message)
         .to_string();
-    let hint = message
-        .contains("unknown variant")
-        .then(|| "supported transforms: allowlist, secrets, gcp_auth, oauth_token, hmac_sign; sources: env, file, vault".to_string());
+    let hint = if message.contains("unknown variant") {
+        Some("supported transforms: allowlist, secrets, gcp_auth, oauth_token, hmac_sign; sources: env, file, vault")
+    } else if message.starts_with("invalid u") || message.starts_with("invalid i") {
+        Some("expected a whole number")
+    } else {
+        None
+    }
+    .map(str::to_string);
     ConfigErrors(vec![crate::error::ConfigError {
         path: String::new(),
         line,

@@ -208,7 +208,7 @@ pub(crate) fn source(
 
 fn replace(path: &str, r: RawReplace, errs: &mut Errors) -> Option<Mode> {
     let proxy_value = match r.proxy_value {
-        Some(v) if !v.value.is_empty() => v.value,
+        Some(v) if !v.value.is_empty() => v.0.value,
         Some(v) => {
             errs.push(format!("{path}.proxy_value"), pos(&v), "is empty");
             return None;

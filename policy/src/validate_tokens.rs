@@ -222,7 +222,7 @@ fn oauth_entry(
             format!("`{header}` is not a header name"),
         );
     }
-    let token_endpoint = raw.token_endpoint.map(|s| s.value)?;
+    let token_endpoint = raw.token_endpoint.map(|s| s.0.value)?;
     Some(OAuthToken {
         id,
         grant: grant?,

@@ -1,0 +1,451 @@
+//! `explain` and policy test cases: what the policy would do with one request, without any
+//! secret value: the decision, the rule that made it, and each credential transform's effect
+//! (secret names and locations only).
+
+use std::fmt;
+
+use base64::Engine;
+
+use crate::allowlist::{Policy, Request, Stub};
+use crate::decision::{Decision, Verdict};
+use crate::host::Host;
+use crate::secrets::{InjectTarget, Mode};
+
+/// A request to explain: `POST https://api.example.com/v1/x?y=1` plus headers.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Upper-case method.
+    pub method: String,
+    /// `https` or `http`.
+    pub https: bool,
+    /// Destination host.
+    pub host: Host,
+    /// Destination port.
+    pub port: u16,
+    /// Path as sent (percent-encoded).
+    pub path: String,
+    /// Query as sent, without `?`.
+    pub query: Option<String>,
+    /// Headers as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Sample {
+    /// Parses `METHOD URL`; headers are added with [`Sample::header`].
+    pub fn parse(line: &str) -> Result<Sample, String> {
+        let (method, url) = line
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or("write the request as `METHOD URL`, e.g. `GET https://api.example.com/v1`")?;
+        let (https, rest) = if let Some(r) = url.trim().strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.trim().strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("`{url}` is not an http:// or https:// URL"));
+        };
+        let cut = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(cut);
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse() {
+                Ok(p) => (h, p),
+                Err(_) => (authority, if https { 443 } else { 80 }),
+            },
+            _ => (authority, if https { 443 } else { 80 }),
+        };
+        let host = Host::parse(host).map_err(|e| format!("`{host}`: {e}"))?;
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_string())),
+            None => (target, None),
+        };
+        let path = if path.is_empty() { "/" } else { path };
+        Ok(Sample {
+            method: method.to_ascii_uppercase(),
+            https,
+            host,
+            port,
+            path: path.to_string(),
+            query,
+            headers: Vec::new(),
+        })
+    }
+
+    /// Adds a `Name: value` header.
+    pub fn header(&mut self, line: &str) -> Result<(), String> {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("`{line}` is not a header: write `Name: value`"))?;
+        self.headers
+            .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        Ok(())
+    }
+}
+
+impl fmt::Display for Sample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{} {scheme}://{}", self.method, self.host)?;
+        if self.port != if self.https { 443 } else { 80 } {
+            write!(f, ":{}", self.port)?;
+        }
+        f.write_str(&self.path)?;
+        if let Some(q) = &self.query {
+            write!(f, "?{q}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One transform's effect on the sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    /// `secrets`, `gcp_auth`, `oauth_token` or `hmac_sign`.
+    pub transform: &'static str,
+    /// The entry's path in the policy file.
+    pub id: String,
+    /// What happens, in words; names and locations, never values.
+    pub what: String,
+}
+
+/// The outcome for a sample.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The allowlist decision (or `stubbed`).
+    pub decision: Decision,
+    /// The stub that answers it, if any.
+    pub stub: Option<Stub>,
+    /// A refusal after the allowlist: (status, reason code).
+    pub refusal: Option<(u16, &'static str)>,
+    /// Effects of the credential transforms, in the order they apply.
+    pub effects: Vec<Effect>,
+}
+
+impl Explanation {
+    /// `allow` or `deny` as the client would see it.
+    pub fn verdict(&self) -> Verdict {
+        if self.refusal.is_some() {
+            Verdict::Deny
+        } else {
+            self.decision.verdict
+        }
+    }
+
+    /// The reason code the audit record would carry.
+    pub fn reason(&self) -> &'static str {
+        self.refusal
+            .map(|(_, r)| r)
+            .unwrap_or_else(|| self.decision.reason.code())
+    }
+}
+
+/// A policy test case: a request and the verdict it must get.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// A name for reports (defaults to the request line).
+    pub name: String,
+    /// The request.
+    pub sample: Sample,
+    /// The verdict expected.
+    pub expect: Verdict,
+    /// The reason code expected, if given.
+    pub reason: Option<String>,
+    /// The deciding rule expected, if given.
+    pub rule: Option<String>,
+}
+
+impl Case {
+    /// Runs the case: the explanation, and what differed from the expectation (`None`: pass).
+    pub fn run(&self, policy: &Policy) -> (Explanation, Option<String>) {
+        let e = policy.explain(&self.sample);
+        let word = |v: Verdict| if v == Verdict::Allow { "allow" } else { "deny" };
+        let mut diffs = Vec::new();
+        if e.verdict() != self.expect {
+            diffs.push(format!(
+                "expected {}, got {}",
+                word(self.expect),
+                word(e.verdict())
+            ));
+        }
+        if let Some(r) = self.reason.as_deref().filter(|r| *r != e.reason()) {
+            diffs.push(format!("expected reason {r}, got {}", e.reason()));
+        }
+        if let Some(r) = &self.rule
+            && e.decision.rule.as_ref() != Some(r)
+        {
+            diffs.push(format!(
+                "expected rule {r}, got {}",
+                e.decision.rule.as_deref().unwrap_or("none")
+            ));
+        }
+        let failed = (!diffs.is_empty()).then(|| diffs.join("; "));
+        (e, failed)
+    }
+}
+
+pub(crate) fn cases(raw: Vec<crate::raw::RawCase>, errs: &mut crate::error::Errors) -> Vec<Case> {
+    use crate::error::pos;
+    let mut out = Vec::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        let path = format!("tests[{i}]");
+        let sample = Sample::parse(&c.request.value).and_then(|mut s| {
+            for h in &c.headers {
+                s.header(&h.value)?;
+            }
+            Ok(s)
+        });
+        let expect = match c.expect.value.as_str() {
+            "allow" => Some(Verdict::Allow),
+            "deny" => Some(Verdict::Deny),
+            other => {
+                errs.hint(
+                    format!("{path}.expect"),
+                    pos(&c.expect),
+                    format!("unknown verdict `{other}`"),
+                    "use `allow` or `deny`",
+                );
+                None
+            }
+        };
+        match (sample, expect) {
+            (Ok(sample), Some(expect)) => out.push(Case {
+                name: c.name.unwrap_or_else(|| c.request.value.clone()),
+                sample,
+                expect,
+                reason: c.reason,
+                rule: c.rule,
+            }),
+            (Err(e), _) => errs.push(format!("{path}.request"), pos(&c.request), e),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Parses a file of test cases kept beside a policy (`tests: [...]`).
+pub fn parse_cases(text: &str) -> Result<Vec<Case>, crate::ConfigErrors> {
+    let raw: crate::raw::RawCases =
+        serde_saphyr::from_str(text).map_err(|e| crate::validate::yaml_error(&e))?;
+    let mut errs = crate::error::Errors::default();
+    let list = cases(raw.tests, &mut errs);
+    errs.finish(list)
+}
+
+fn decode(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl Policy {
+    /// What this policy does with `s`, as the gateway would (same matching, same order).
+    pub fn explain(&self, s: &Sample) -> Explanation {
+        let path = decode(&s.path);
+        let mut out = Explanation {
+            decision: Decision {
+                verdict: Verdict::Deny,
+                rule: None,
+                reason: crate::decision::Reason::NotAllowlisted,
+            },
+            stub: None,
+            refusal: None,
+            effects: Vec::new(),
+        };
+        if path.split('/').any(|seg| seg == "." || seg == "..") {
+            out.refusal = Some((400, "path_dot_segments"));
+            return out;
+        }
+        let req = Request {
+            host: &s.host,
+            port: s.port,
+            http: Some((&s.method, &path)),
+        };
+        let (decision, stub) = self.decide(&req);
+        out.decision = decision;
+        out.stub = stub;
+        if !out.decision.allowed() || out.stub.is_some() {
+            return out;
+        }
+        for entry in self.secrets.iter().filter(|e| e.applies(&req)) {
+            let what = match &entry.mode {
+                Mode::Replace(r) => {
+                    let ph = r.proxy_value.as_str();
+                    let mut found: Vec<String> = s
+                        .headers
+                        .iter()
+                        .filter(|(n, v)| r.headers.includes(n) && carries(n, v, ph))
+                        .map(|(n, _)| format!("header:{n}"))
+                        .collect();
+                    if r.path && s.path.contains(ph) {
+                        found.push("path".into());
+                    }
+                    if r.query && s.query.as_deref().is_some_and(|q| q.contains(ph)) {
+                        found.push("query".into());
+                    }
+                    let body = if r.body {
+                        " (and in the body, if it is there)"
+                    } else {
+                        ""
+                    };
+                    if found.is_empty() && !r.body && r.require {
+                        out.refusal = Some((403, "secret_placeholder_missing"));
+                        format!(
+                            "`{}`: required placeholder `{ph}` is missing: refused",
+                            entry.name
+                        )
+                    } else if found.is_empty() {
+                        format!(
+                            "`{}`: placeholder `{ph}` not found in the declared places{body}; nothing swapped",
+                            entry.name
+                        )
+                    } else {
+                        format!(
+                            "`{}`: placeholder `{ph}` replaced in {}{body}",
+                            entry.name,
+                            found.join(", ")
+                        )
+                    }
+                }
+                Mode::Inject(inj) => {
+                    let at = match &inj.target {
+                        InjectTarget::Header(h) => format!("header:{}", h.to_ascii_lowercase()),
+                        InjectTarget::Query(q) => format!("query:{q}"),
+                    };
+                    format!(
+                        "`{}`: injected into {at}, replacing any client value",
+                        entry.name
+                    )
+                }
+            };
+            out.effects.push(Effect {
+                transform: "secrets",
+                id: entry.id.clone(),
+                what,
+            });
+            if out.refusal.is_some() {
+                return out;
+            }
+        }
+        for g in self.gcp_auth.iter().filter(|g| g.applies(&req)) {
+            out.effects.push(Effect {
+                transform: "gcp_auth",
+                id: g.id.clone(),
+                what: format!(
+                    "access token minted from the service-account key `{}` (scopes {}) set as header:authorization",
+                    self.sources[g.keyfile.0].name,
+                    g.scopes.join(" ")
+                ),
+            });
+        }
+        if let Some(o) = self.oauth.iter().find(|o| o.applies(&req)) {
+            out.effects.push(Effect {
+                transform: "oauth_token",
+                id: o.id.clone(),
+                what: format!(
+                    "access token ({} grant at {}) set as header:{}{}",
+                    o.grant.as_str(),
+                    o.token_endpoint,
+                    o.header.to_ascii_lowercase(),
+                    if o.require {
+                        "; no token → 502"
+                    } else {
+                        "; no token → sent without"
+                    }
+                ),
+            });
+        }
+        for h in self.hmac.iter().filter(|h| h.applies(&req)) {
+            let names: Vec<&str> = h.headers.iter().map(|(n, _)| n.as_str()).collect();
+            out.effects.push(Effect {
+                transform: "hmac_sign",
+                id: h.id.clone(),
+                what: format!(
+                    "request signed ({:?}); sets {}",
+                    h.algorithm,
+                    names.join(", ")
+                ),
+            });
+        }
+        out
+    }
+}
+
+/// Whether a header value carries the placeholder, also inside `Basic` credentials.
+fn carries(name: &str, value: &str, ph: &str) -> bool {
+    if value.contains(ph) {
+        return true;
+    }
+    name == "authorization"
+        && value
+            .strip_prefix("Basic ")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .is_some_and(|d| String::from_utf8_lossy(&d).contains(ph))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    const POLICY: &str = "dns: {enabled: false}
+transforms:
+  - name: allowlist
+    config:
+      rules: [{host: api.openai.com, paths: ['/v1/*']}, {host: exchange.test}]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: OPENAI_API_KEY}
+          rules: [{host: api.openai.com}]
+          replace: {proxy_value: OPENAI_PH, match_headers: [Authorization], require: true}
+  - name: hmac_sign
+    config:
+      signature: {message: '{{.Timestamp}}{{.Body}}'}
+      credentials: {secret: {type: env, var: K}}
+      headers: [{name: X-Sig, value: '{{.Signature}}'}]
+      rules: [{host: exchange.test}]
+";
+
+    fn explain(line: &str, headers: &[&str]) -> Explanation {
+        let p = Config::parse(POLICY).unwrap().policy;
+        let mut s = Sample::parse(line).unwrap();
+        for h in headers {
+            s.header(h).unwrap();
+        }
+        p.explain(&s)
+    }
+
+    #[test]
+    fn explains_decisions_and_effects_without_values() {
+        let e = explain(
+            "post https://api.openai.com/v1/chat/completions",
+            &["Authorization: Bearer OPENAI_PH"],
+        );
+        assert_eq!(e.verdict(), Verdict::Allow);
+        assert_eq!(
+            e.decision.rule.as_deref(),
+            Some("transforms[0].config.rules[0]")
+        );
+        assert_eq!(e.effects.len(), 1);
+        assert!(
+            e.effects[0]
+                .what
+                .contains("replaced in header:authorization"),
+            "{:?}",
+            e.effects
+        );
+        let missing = explain("POST https://api.openai.com/v1/chat", &[]);
+        assert_eq!(missing.verdict(), Verdict::Deny);
+        assert_eq!(missing.reason(), "secret_placeholder_missing");
+        let denied = explain("GET https://api.openai.com/admin", &[]);
+        assert_eq!(denied.reason(), "not_allowlisted");
+        let signed = explain("POST https://exchange.test:8443/orders", &[]);
+        assert_eq!(signed.effects[0].transform, "hmac_sign");
+        assert!(
+            explain("GET https://api.openai.com/v1/../admin", &[])
+                .refusal
+                .is_some()
+        );
+        assert!(Sample::parse("GET ftp://x").is_err());
+        assert!(Sample::parse("https://x").is_err());
+    }
+}
