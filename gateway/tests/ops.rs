@@ -135,6 +135,50 @@ async fn management_api_auth_status_metrics_and_reload() {
     assert_eq!(code, 200, "{body}");
     let (code, _, err) = curl(&env, &args_ref).await;
     assert_eq!(code, 0, "denied at the TLS handshake now: {err}");
+    // PUT /v1/policy: the body is the policy. Invalid → 422 with every error, nothing changes.
+    let put = env.path("put.yaml");
+    std::fs::write(
+        &put,
+        good.replace("domains: ['*.test']", "mode: enforse\n      domains: ['*.test']"),
+    )
+    .unwrap();
+    let at = format!("@{}", put.display());
+    let (code, body, _) = curl(
+        &env,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            auth,
+            "--data-binary",
+            &at,
+            &format!("{m}/v1/policy"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("unknown mode `enforse`"), "{body}");
+    assert_eq!(
+        curl(&env, &args_ref).await.0,
+        0,
+        "still the reloaded policy"
+    );
+    std::fs::write(&put, &good).unwrap();
+    let (code, body, _) = curl(
+        &env,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            auth,
+            "--data-binary",
+            &at,
+            &format!("{m}/v1/policy"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(curl(&env, &args_ref).await.0, 200, "the PUT policy serves");
     env.stop().await;
 }
 
