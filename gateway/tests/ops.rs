@@ -139,7 +139,10 @@ async fn management_api_auth_status_metrics_and_reload() {
     let put = env.path("put.yaml");
     std::fs::write(
         &put,
-        good.replace("domains: ['*.test']", "mode: enforse\n      domains: ['*.test']"),
+        good.replace(
+            "domains: ['*.test']",
+            "mode: enforse\n      domains: ['*.test']",
+        ),
     )
     .unwrap();
     let at = format!("@{}", put.display());
