@@ -3,7 +3,10 @@
 //! prints them (invariant 3).
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
 use policy::{NamedSource, Source, SourceId, VaultToken};
@@ -66,20 +69,29 @@ pub enum SecretError {
     VaultField,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    value: Option<(SecretValue, Instant)>,
-    failed: Option<(SecretError, Instant)>,
-    refreshing: bool,
+/// A value and when it was fetched.
+#[derive(Debug)]
+struct Fetched {
+    value: SecretValue,
+    at: Instant,
 }
 
-/// One source's cache.
+/// One source's cache. The value is read without a lock (an atomic pointer); the mutexes
+/// are taken only on a miss.
 #[derive(Debug)]
 struct Cell {
     source: Source,
-    state: Mutex<State>,
+    value: ArcSwapOption<Fetched>,
+    refreshing: AtomicBool,
+    failed: Mutex<Option<(SecretError, Instant)>>,
     /// Single flight for a fetch a request waits on (first use, expired failure).
     fetching: tokio::sync::Mutex<()>,
+}
+
+impl Cell {
+    fn store(&self, value: SecretValue, at: Instant) {
+        self.value.store(Some(Arc::new(Fetched { value, at })));
+    }
 }
 
 /// The values of one policy snapshot's sources, index-aligned with `Policy::sources`.
@@ -105,7 +117,9 @@ impl SecretStore {
                 .map(|s| {
                     Arc::new(Cell {
                         source: s.source.clone(),
-                        state: Mutex::default(),
+                        value: ArcSwapOption::empty(),
+                        refreshing: AtomicBool::new(false),
+                        failed: Mutex::default(),
                         fetching: tokio::sync::Mutex::new(()),
                     })
                 })
@@ -129,30 +143,27 @@ impl SecretStore {
             return v;
         }
         let fetched = fetch(&cell.source, &self.http).await;
-        let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed = cell.failed.lock().unwrap_or_else(|p| p.into_inner());
         match &fetched {
             Ok(v) => {
-                st.value = Some((v.clone(), Instant::now()));
-                st.failed = None;
+                cell.store(v.clone(), Instant::now());
+                *failed = None;
             }
-            Err(e) => st.failed = Some((e.clone(), Instant::now())),
+            Err(e) => *failed = Some((e.clone(), Instant::now())),
         }
         fetched
     }
 
     fn cached(&self, cell: &Cell) -> Cached {
         let (ttl, failure_ttl) = cell.source.ttls();
-        let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
-        match (&st.value, &st.failed) {
-            (Some((v, at)), _) => {
-                let v = v.clone();
-                let refresh = ttl.is_some_and(|t| at.elapsed() >= t) && !st.refreshing;
-                st.refreshing |= refresh;
-                Cached::Hit(Ok(v), refresh)
-            }
-            (None, Some((e, at))) if at.elapsed() < failure_ttl => {
-                Cached::Hit(Err(e.clone()), false)
-            }
+        if let Some(f) = &*cell.value.load() {
+            let refresh = ttl.is_some_and(|t| f.at.elapsed() >= t)
+                && !cell.refreshing.swap(true, Ordering::AcqRel);
+            return Cached::Hit(Ok(f.value.clone()), refresh);
+        }
+        let failed = cell.failed.lock().unwrap_or_else(|p| p.into_inner());
+        match &*failed {
+            Some((e, at)) if at.elapsed() < failure_ttl => Cached::Hit(Err(e.clone()), false),
             _ => Cached::Miss,
         }
     }
@@ -161,22 +172,21 @@ impl SecretStore {
         let http = self.http.clone();
         // A task of its own: no request's lifetime bounds it.
         tokio::spawn(async move {
-            let fetched = fetch(&cell.source, &http).await;
-            let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.refreshing = false;
-            match fetched {
-                Ok(v) => st.value = Some((v, Instant::now())),
+            match fetch(&cell.source, &http).await {
+                Ok(v) => cell.store(v, Instant::now()),
                 // Keep serving the last good value; try again after half a ttl.
                 Err(e) => {
                     tracing::warn!(source = %cell.source, error = %e, "secret refresh failed; serving the last good value");
                     let half = cell.source.ttls().0.unwrap_or_default() / 2;
-                    if let Some((_, at)) = &mut st.value {
-                        *at = Instant::now()
+                    if let Some(f) = cell.value.load_full() {
+                        let at = Instant::now()
                             .checked_sub(half)
                             .unwrap_or_else(Instant::now);
+                        cell.store(f.value.clone(), at);
                     }
                 }
             }
+            cell.refreshing.store(false, Ordering::Release);
         });
     }
 }

@@ -4,7 +4,10 @@
 //! of expiry on a task of its own (no request's lifetime bounds it), and minted afresh when a
 //! credential source rotates. Tokens live in [`SecretValue`]s; errors carry codes only.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -74,11 +77,10 @@ struct Token {
     fingerprint: [u8; 32],
 }
 
+/// What only the miss and mint paths touch.
 #[derive(Debug, Default)]
-struct State {
-    token: Option<Token>,
+struct Miss {
     failed: Option<(MintError, Instant, [u8; 32])>,
-    refreshing: bool,
     /// A refresh token the endpoint rotated, kept while the configured one is unchanged.
     rotated: Option<(SecretValue, [u8; 32])>,
 }
@@ -89,10 +91,13 @@ enum Spec {
     OAuth(Arc<OAuthToken>),
 }
 
+/// One transform's token. A request reads it through an atomic pointer, without a lock.
 #[derive(Debug)]
 struct Cell {
     spec: Spec,
-    state: Mutex<State>,
+    token: ArcSwapOption<Token>,
+    refreshing: AtomicBool,
+    miss: Mutex<Miss>,
     flight: tokio::sync::Mutex<()>,
 }
 
@@ -124,7 +129,9 @@ pub struct TokenCache {
 fn cell(spec: Spec) -> Arc<Cell> {
     Arc::new(Cell {
         spec,
-        state: Mutex::default(),
+        token: ArcSwapOption::empty(),
+        refreshing: AtomicBool::new(false),
+        miss: Mutex::default(),
         flight: tokio::sync::Mutex::new(()),
     })
 }
@@ -185,8 +192,6 @@ impl TokenCache {
             Ok(creds) => self.mint_and_store(&cell, creds).await.map(|_| ()),
             Err(e) => Err(e),
         };
-        let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.refreshing = false;
         if let Err(e) = result {
             log_failure(
                 &cell.spec,
@@ -194,29 +199,32 @@ impl TokenCache {
                 "token refresh failed; the current token is used until it expires",
             );
             // Keep the token; try again a little later, not on every request.
-            if let Some(t) = &mut st.token {
+            if let Some(t) = cell.token.load_full() {
+                let mut t = (*t).clone();
                 t.refresh_at = Instant::now() + FAILURE_BACKOFF;
+                cell.token.store(Some(Arc::new(t)));
             }
-            st.failed = None;
+            cell.miss.lock().unwrap_or_else(|p| p.into_inner()).failed = None;
         }
+        cell.refreshing.store(false, Ordering::Release);
     }
 
     async fn mint_and_store(&self, cell: &Cell, creds: Creds) -> Result<Minted, MintError> {
         let fp = creds.fingerprint();
         let rotated = {
-            let st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.rotated
+            let miss = cell.miss.lock().unwrap_or_else(|p| p.into_inner());
+            miss.rotated
                 .as_ref()
                 .filter(|(_, f)| *f == fp)
                 .map(|(v, _)| v.clone())
         };
         let started = Instant::now();
         let result = mint(&cell.spec, &creds, rotated, &self.http).await;
-        let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut miss = cell.miss.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok((minted, lifetime, new_refresh)) => {
                 if let Some(r) = new_refresh {
-                    st.rotated = Some((r, fp));
+                    miss.rotated = Some((r, fp));
                 }
                 // Refresh at three quarters of the lifetime, or a minute before expiry for
                 // long-lived tokens, whichever is later.
@@ -226,18 +234,18 @@ impl TokenCache {
                         .checked_sub(Duration::from_secs(60))
                         .unwrap_or(started),
                 );
-                st.token = Some(Token {
+                cell.token.store(Some(Arc::new(Token {
                     minted: minted.clone(),
                     refresh_at,
                     expires_at,
                     fingerprint: fp,
-                });
-                st.failed = None;
+                })));
+                miss.failed = None;
                 Ok(minted)
             }
             Err(e) => {
                 log_failure(&cell.spec, &e, "could not mint an access token");
-                st.failed = Some((e.clone(), Instant::now(), fp));
+                miss.failed = Some((e.clone(), Instant::now(), fp));
                 Err(e)
             }
         }
@@ -246,18 +254,16 @@ impl TokenCache {
 
 fn lookup(cell: &Cell, fp: [u8; 32], may_refresh: bool) -> Lookup {
     let now = Instant::now();
-    let mut st = cell.state.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(t) = st
-        .token
-        .as_ref()
-        .filter(|t| t.fingerprint == fp && now < t.expires_at)
+    if let Some(t) = &*cell.token.load()
+        && t.fingerprint == fp
+        && now < t.expires_at
     {
-        let minted = t.minted.clone();
-        let refresh = may_refresh && now >= t.refresh_at && !st.refreshing;
-        st.refreshing |= refresh;
-        return Lookup::Hit(Ok(minted), refresh);
+        let refresh =
+            may_refresh && now >= t.refresh_at && !cell.refreshing.swap(true, Ordering::AcqRel);
+        return Lookup::Hit(Ok(t.minted.clone()), refresh);
     }
-    match &st.failed {
+    let miss = cell.miss.lock().unwrap_or_else(|p| p.into_inner());
+    match &miss.failed {
         Some((e, at, f)) if *f == fp && at.elapsed() < FAILURE_BACKOFF => {
             Lookup::Hit(Err(e.clone()), false)
         }

@@ -332,7 +332,7 @@ async fn jwt_bearer_assertion_verifies_with_pyjwt() {
           private_key: {{type: file, path: {}}}
 ",
         file(&fake, "iss", "svc-issuer"),
-        file(&fake, "sub", "user-42"),
+        file(&fake, "sub", "user-42").replace('}', ", ttl: 100ms}"),
         fake.path("jwt-key.pem"),
     );
     let env = Env::start(fake.opts(oauth(&fake, &fields, true))).await;
@@ -346,6 +346,18 @@ async fn jwt_bearer_assertion_verifies_with_pyjwt() {
         last_auth(&env),
         format!("Bearer {}", m["token"].as_str().unwrap())
     );
+    // A credential source rotates (re-read after its ttl): the next token is minted from the
+    // new value, long before the old token expires.
+    std::fs::write(fake.path("sub"), "user-43").unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    get(&env, &format!("https://{API}/stale"), &[]).await; // served; re-reads the source
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    get(&env, &format!("https://{API}/rotated"), &[]).await;
+    let mints = fake.seen("jwt_bearer");
+    assert_eq!(mints.len(), 2, "{mints:#?}");
+    assert_eq!(mints[1]["claims"]["sub"], "user-43");
+    let rotated = mints[1]["token"].as_str().unwrap();
+    assert_eq!(last_auth(&env), format!("Bearer {rotated}"));
     env.stop().await;
 }
 
