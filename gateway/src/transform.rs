@@ -74,8 +74,8 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
     } = inp;
     let policy = &snap.policy;
     let (mut swapped, mut injected, mut unavailable, mut pairs) = (vec![], vec![], vec![], vec![]);
-    // Body swaps wait until the body is read: (entry, locations so far).
-    let mut body_swaps: Vec<(usize, Vec<String>, SecretValue)> = vec![];
+    // Replacements finish once the body is read (if any needs it): (entry, places, value).
+    let mut replaced: Vec<(usize, Vec<String>, SecretValue)> = vec![];
     for (i, entry) in policy.secrets.iter().enumerate() {
         if !entry.applies(req) {
             continue;
@@ -100,20 +100,7 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
         match &entry.mode {
             Mode::Replace(r) => {
                 let locations = replace(r, &value, parts, &mut pairs)?;
-                if r.body {
-                    body_swaps.push((i, locations, value));
-                    continue;
-                }
-                if locations.is_empty() {
-                    if r.require {
-                        return Err(Failure::PlaceholderMissing {
-                            name: entry.name.clone(),
-                        });
-                    }
-                    continue;
-                }
-                pairs.push((value.expose().to_vec(), r.proxy_value.as_bytes().to_vec()));
-                swapped.push(json!({"secret": entry.name, "locations": locations}));
+                replaced.push((i, locations, value));
             }
             Mode::Inject(inj) => {
                 let location = inject(inj, &value, parts)?;
@@ -126,31 +113,34 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
         }
     }
     let signing: Vec<&HmacSign> = policy.hmac.iter().filter(|h| h.applies(req)).collect();
+    let in_body = |i: usize| matches!(&policy.secrets[i].mode, Mode::Replace(r) if r.body);
     let mut buffered = None;
-    if !body_swaps.is_empty() || !signing.is_empty() {
+    if replaced.iter().any(|(i, ..)| in_body(*i)) || !signing.is_empty() {
         let allow_chunked = signing.iter().all(|h| h.allow_chunked_body);
-        let mut b = read_body(body, parts, limit, allow_chunked).await?;
-        for (i, mut locations, value) in body_swaps {
-            let entry = &policy.secrets[i];
-            let Mode::Replace(r) = &entry.mode else {
-                continue;
-            };
-            if let Some(new) = swap(&b, r.proxy_value.as_bytes(), value.expose()) {
-                b = Bytes::from(new);
-                locations.push("body".into());
-            }
-            if locations.is_empty() {
-                if r.require {
-                    return Err(Failure::PlaceholderMissing {
-                        name: entry.name.clone(),
-                    });
-                }
-                continue;
-            }
-            pairs.push((value.expose().to_vec(), r.proxy_value.as_bytes().to_vec()));
-            swapped.push(json!({"secret": entry.name, "locations": locations}));
+        buffered = Some(read_body(body, parts, limit, allow_chunked).await?);
+    }
+    // Body swaps once the body is read; then `require` over every declared place.
+    for (i, mut locations, value) in replaced {
+        let entry = &policy.secrets[i];
+        let Mode::Replace(r) = &entry.mode else {
+            continue;
+        };
+        if let Some(b) = buffered.as_mut().filter(|_| r.body)
+            && let Some(new) = swap(b, r.proxy_value.as_bytes(), value.expose())
+        {
+            *b = Bytes::from(new);
+            locations.push("body".into());
         }
-        buffered = Some(b);
+        if locations.is_empty() {
+            if r.require {
+                return Err(Failure::PlaceholderMissing {
+                    name: entry.name.clone(),
+                });
+            }
+            continue;
+        }
+        pairs.push((value.expose().to_vec(), r.proxy_value.as_bytes().to_vec()));
+        swapped.push(json!({"secret": entry.name, "locations": locations}));
     }
     let mut ann = serde_json::Map::new();
     for (k, v) in [("swapped", swapped), ("injected", injected)] {

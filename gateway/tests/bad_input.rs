@@ -137,15 +137,19 @@ async fn malformed_http_requests_are_refused_and_recorded() {
         !smuggle.contains("/smuggled") || smuggle.starts_with("HTTP/1.1 400"),
         "{smuggle}"
     );
-    let records = env.audit(0).await;
-    assert!(
-        records
-            .iter()
+    // Records are written off the request path: wait for them.
+    let malformed = |recs: &[serde_json::Value]| {
+        recs.iter()
             .filter(|r| r["reason"] == "http_malformed")
             .count()
-            >= 2,
-        "{records:#?}"
-    );
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut records = env.audit(0).await;
+    while malformed(&records) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        records = env.audit(0).await;
+    }
+    assert!(malformed(&records) >= 2, "{records:#?}");
     // A request head that never ends (slowloris): the connection is closed after
     // client_header_timeout (hyper closes without a 408) and the attempt is recorded.
     let mut s = TcpStream::connect(env.addrs.http.unwrap()).await.unwrap();

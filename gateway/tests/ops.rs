@@ -146,40 +146,22 @@ async fn management_api_auth_status_metrics_and_reload() {
     )
     .unwrap();
     let at = format!("@{}", put.display());
-    let (code, body, _) = curl(
-        &env,
-        &[
-            "-X",
-            "PUT",
-            "-H",
-            auth,
-            "--data-binary",
-            &at,
-            &format!("{m}/v1/policy"),
-        ],
-    )
-    .await;
+    let put_policy = || {
+        let at = at.clone();
+        let url = format!("{m}/v1/policy");
+        let env = &env;
+        async move {
+            let args = ["-X", "PUT", "-H", auth, "--data-binary", &at, &url];
+            curl(env, &args).await
+        }
+    };
+    let (code, body, _) = put_policy().await;
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("unknown mode `enforse`"), "{body}");
-    assert_eq!(
-        curl(&env, &args_ref).await.0,
-        0,
-        "still the reloaded policy"
-    );
+    let (code, _, _) = curl(&env, &args_ref).await;
+    assert_eq!(code, 0, "still the reloaded policy");
     std::fs::write(&put, &good).unwrap();
-    let (code, body, _) = curl(
-        &env,
-        &[
-            "-X",
-            "PUT",
-            "-H",
-            auth,
-            "--data-binary",
-            &at,
-            &format!("{m}/v1/policy"),
-        ],
-    )
-    .await;
+    let (code, body, _) = put_policy().await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(curl(&env, &args_ref).await.0, 200, "the PUT policy serves");
     env.stop().await;
