@@ -234,7 +234,7 @@ fn summary(c: &Config) -> String {
         let _ = writeln!(
             out,
             "    hmac_sign {} → {} → {}",
-            format!("{:?}", h.algorithm).to_lowercase(),
+            h.algorithm.as_str(),
             names.join(", "),
             hosts(&h.rules)
         );

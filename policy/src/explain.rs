@@ -359,8 +359,8 @@ impl Policy {
                 transform: "hmac_sign",
                 id: h.id.clone(),
                 what: format!(
-                    "request signed ({:?}); sets {}",
-                    h.algorithm,
+                    "request signed (hmac-{}); sets {}",
+                    h.algorithm.as_str(),
                     names.join(", ")
                 ),
             });

@@ -137,6 +137,17 @@ pub enum HmacAlgorithm {
     Sha1,
 }
 
+impl HmacAlgorithm {
+    /// The name used in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HmacAlgorithm::Sha256 => "sha256",
+            HmacAlgorithm::Sha512 => "sha512",
+            HmacAlgorithm::Sha1 => "sha1",
+        }
+    }
+}
+
 /// How bytes are written as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
