@@ -12,10 +12,9 @@ use http::request::Parts;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use policy::{HmacSign, Inject, InjectTarget, Mode, Replace, Request, TimestampFormat};
+use policy::{HmacSign, Inject, InjectTarget, Mode, Replace, Request};
 use serde_json::json;
 
-use crate::crypto;
 use crate::error::Failure;
 use crate::scrub::Scrubber;
 use crate::secrets::SecretValue;
@@ -231,7 +230,7 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
     }
     for h in signing {
         let body = buffered.as_ref().map(|b| &b[..]).unwrap_or_default();
-        match sign(snap, h, req, parts, body).await {
+        match crate::sign::sign(snap, h, req, parts, body).await {
             Ok((names, creds)) => {
                 pairs.extend(
                     creds
@@ -270,7 +269,7 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
     })
 }
 
-fn set_header(parts: &mut Parts, name: &str, value: &[u8]) -> Result<String, Failure> {
+pub(crate) fn set_header(parts: &mut Parts, name: &str, value: &[u8]) -> Result<String, Failure> {
     let name = header::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
         .map_err(|_| Failure::SecretTransform)?;
     parts.headers.insert(name.clone(), header_value(value)?);
@@ -310,104 +309,6 @@ async fn read_body(
             reason: "body_read_failed",
             message: "the request body could not be read",
         }),
-    }
-}
-
-/// Signs one request; returns the headers set and the credential values that went on the
-/// wire (to scrub from the response).
-async fn sign(
-    snap: &Snapshot,
-    h: &HmacSign,
-    req: &Request<'_>,
-    parts: &mut Parts,
-    body: &[u8],
-) -> Result<(Vec<String>, Vec<(String, Vec<u8>)>), Failure> {
-    let fail = |status, reason| Failure::Credential {
-        status,
-        transform: "hmac_sign",
-        reason,
-    };
-    let mut creds = Vec::with_capacity(h.credentials.len());
-    for (name, id) in &h.credentials {
-        let v = snap.secrets.get(*id).await.map_err(|e| {
-            tracing::warn!(transform = %h.id, credential = %name, error = %e, "hmac_sign credential unavailable");
-            fail(StatusCode::BAD_GATEWAY, "credential_unavailable")
-        })?;
-        creds.push((name.clone(), v.expose().to_vec()));
-    }
-    let secret = creds
-        .iter()
-        .find(|(n, _)| n == "secret")
-        .map(|(_, v)| v.as_slice())
-        .unwrap_or_default();
-    let key = crypto::decode_key(secret, h.key_encoding)
-        .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "key_decode_failed"))?;
-    let ts = timestamp(h.timestamp);
-    let (path, query) = (parts.uri.path(), parts.uri.query().unwrap_or(""));
-    let pwq = parts.uri.path_and_query().map_or(path, |p| p.as_str());
-    let host = req.host.to_string();
-    let method = parts.method.as_str();
-    let message = h.message.render(&|v| {
-        match v {
-            "Timestamp" => ts.as_bytes(),
-            "Method" => method.as_bytes(),
-            "Path" => path.as_bytes(),
-            "PathWithQuery" => pwq.as_bytes(),
-            "Query" => query.as_bytes(),
-            "Host" => host.as_bytes(),
-            _ => body,
-        }
-        .to_vec()
-    });
-    let signature = crypto::encode(
-        &crypto::hmac(h.algorithm, &key, &message),
-        h.output_encoding,
-    );
-    let mut names = Vec::with_capacity(h.headers.len());
-    let mut used = Vec::new();
-    for (name, t) in &h.headers {
-        let value = t.render(&|v| match v {
-            "Timestamp" => ts.as_bytes().to_vec(),
-            "Signature" => signature.as_bytes().to_vec(),
-            other => {
-                let cred = other.strip_prefix("Credentials.").unwrap_or(other);
-                creds
-                    .iter()
-                    .find(|(n, _)| n == cred)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            }
-        });
-        names.push(format!("header:{}", set_header(parts, name, &value)?));
-    }
-    for (name, value) in creds {
-        if name != "secret"
-            && h.headers
-                .iter()
-                .any(|(_, t)| t.uses(&format!("Credentials.{name}")))
-        {
-            used.push((name, value));
-        }
-    }
-    Ok((names, used))
-}
-
-fn timestamp(f: TimestampFormat) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    match f {
-        TimestampFormat::UnixSeconds => now.as_secs().to_string(),
-        TimestampFormat::UnixMillis => now.as_millis().to_string(),
-        TimestampFormat::UnixNanos => now.as_nanos().to_string(),
-        TimestampFormat::Rfc3339 => time::OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default(),
     }
 }
 

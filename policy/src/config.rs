@@ -10,8 +10,9 @@ use crate::error::{ConfigErrors, Errors};
 use crate::host::{HostName, HostPattern};
 use crate::raw::{RawConfig, RawTransform};
 use crate::validate::{allowlist, dns, listen, log_level, proxy, tls, upstream, yaml_error};
+use crate::validate_hmac::hmac;
 use crate::validate_secrets::secrets;
-use crate::validate_tokens::{gcp_auth, hmac, oauth};
+use crate::validate_tokens::{gcp_auth, oauth};
 
 /// Ranges the gateway never connects to unless `proxy.upstream_allow_cidrs` names them:
 /// unspecified, private, CGNAT, loopback, link-local and cloud metadata, benchmarking,

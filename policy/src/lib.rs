@@ -17,6 +17,7 @@ mod secrets;
 mod template;
 mod tokens;
 mod validate;
+mod validate_hmac;
 mod validate_secrets;
 mod validate_tokens;
 
