@@ -1,7 +1,6 @@
-//! Minted and signed credentials, checked against implementations nobody here wrote:
-//! google-auth inside the sandbox with a dummy key, PyJWT verifying the assertions the gateway
-//! signs, oauthlib serving the OAuth grants, Python's `hmac` checking signatures, and a Vault
-//! KV v2 fake. The sandbox side only ever holds stubs and placeholders (invariant 3).
+//! Minted credentials, checked against implementations nobody here wrote: google-auth inside
+//! the sandbox with a dummy key, PyJWT verifying the assertions the gateway signs, and oauthlib
+//! serving the OAuth grants. The sandbox side only ever holds stubs (invariant 3).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -9,40 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{API, CANARY, Env, Fake, assert_no_canary, curl, json, python, run};
-use serde_json::Value;
-
-fn allow() -> String {
-    "  - name: allowlist\n    config: {domains: ['*.test']}\n".into()
-}
-
-fn via(env: &Env, url: &str, extra: &[&str]) -> Vec<String> {
-    let mut a = env.to_https(API);
-    a.push(url.into());
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
-
-async fn get(env: &Env, url: &str, extra: &[&str]) -> (u16, String) {
-    let args = via(env, url, extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, body, err) = curl(env, &args).await;
-    assert!(code != 0, "{err}");
-    (code, body)
-}
-
-/// The annotations of transform `name` in a record.
-fn ann(record: &Value, name: &str) -> Value {
-    record["request_transforms"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["name"] == name))
-        .map(|t| t["annotations"].clone())
-        .unwrap_or_else(|| panic!("no {name} transform in {record:#}"))
-}
-
-fn last_auth(env: &Env) -> Value {
-    env.origin.seen().pop().unwrap()["headers"]["authorization"].clone()
-}
+use common::{
+    API, Env, Fake, allow_test_domains, ann, assert_no_canary, curl, get, json, last_auth, python,
+    run,
+};
 
 /// gcp_auth end to end: google-auth with a dummy key completes its token dance against the
 /// gateway's stub, then its API call reaches the origin with the token minted from the real
@@ -58,7 +27,7 @@ async fn google_auth_with_a_dummy_key_gets_the_real_token_on_the_wire() {
       subject: admin@example.com
       rules: [{{host: {API}}}]
 ",
-        allow(),
+        allow_test_domains(),
         fake.path("sa.json")
     );
     let env = Env::start(fake.opts(t)).await;
@@ -155,7 +124,7 @@ async fn gcp_auth_mint_failure_is_a_403_with_a_sanitised_reason() {
       scopes: [s]
       rules: [{{host: {API}}}]
 ",
-        allow(),
+        allow_test_domains(),
         fake.path("sa-dummy.json") // token_uri is the real Google: unpinned, unreachable here
     );
     let env = Env::start(fake.opts(t)).await;
@@ -184,7 +153,7 @@ fn oauth(fake: &Fake, grant_fields: &str, require: bool) -> String {
           require: {require}
           rules: [{{host: {API}}}]
 {grant_fields}",
-        allow(),
+        allow_test_domains(),
         fake.port
     )
 }
@@ -397,178 +366,5 @@ async fn endpoint_down_fails_open_by_default_and_closed_with_require() {
     fake.down(false).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(get(&env, &format!("https://{API}/again"), &[]).await.0, 200);
-    env.stop().await;
-}
-
-/// hmac_sign: the signature over timestamp, method, path with query and body verifies with
-/// Python's own `hmac`; bodies over the limit are 413 (never signed truncated); chunked
-/// bodies need the opt-in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hmac_signature_verifies_independently_and_bodies_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key");
-    let api_key = dir.path().join("api");
-    // A base64 key, as exchanges hand them out.
-    std::fs::write(&key, "c2VjcmV0LWM0bjRyeS1rZXk=").unwrap();
-    std::fs::write(&api_key, "ak-c4n4ry-123").unwrap();
-    let t = format!(
-        "{}  - name: hmac_sign
-    config:
-      timestamp: {{format: unix_millis}}
-      signature:
-        algorithm: sha256
-        key_encoding: base64
-        output_encoding: base64
-        message: '{{{{.Timestamp}}}}{{{{.Method}}}}{{{{.PathWithQuery}}}}{{{{.Body}}}}'
-      credentials:
-        secret: {{type: file, path: {}}}
-        key: {{type: file, path: {}}}
-      headers:
-        - {{name: X-CB-ACCESS-KEY, value: '{{{{.Credentials.key}}}}'}}
-        - {{name: X-CB-ACCESS-SIGNATURE, value: '{{{{.Signature}}}}'}}
-        - {{name: X-CB-ACCESS-TIMESTAMP, value: '{{{{.Timestamp}}}}'}}
-      rules: [{{host: {API}, paths: ['/orders/*']}}]
-",
-        allow(),
-        key.display(),
-        api_key.display()
-    );
-    let env = Env::start(common::Opts {
-        transforms: Some(t),
-        proxy_extra: "  max_request_body_bytes: 4096\n".into(),
-        ..common::Opts::default()
-    })
-    .await;
-    let body = r#"{"product_id":"BTC-USD","side":"buy","size":"0.01"}"#;
-    let (code, resp) = get(
-        &env,
-        &format!("https://{API}/orders/new?client=1"),
-        &["-H", "Content-Type: application/json", "--data-raw", body],
-    )
-    .await;
-    assert_eq!(code, 200, "{resp}");
-    let seen = env.origin.seen().pop().unwrap();
-    let h = &seen["headers"];
-    assert_eq!(h["x-cb-access-key"], "ak-c4n4ry-123");
-    let verify = "
-import base64, hashlib, hmac, sys
-ts, method, pwq, body, sig = sys.argv[1:6]
-key = base64.b64decode('c2VjcmV0LWM0bjRyeS1rZXk=')
-mac = hmac.new(key, (ts + method + pwq + body).encode(), hashlib.sha256).digest()
-print('ok' if hmac.compare_digest(base64.b64encode(mac).decode(), sig) else 'bad')
-";
-    let pwq = format!(
-        "{}?{}",
-        seen["path"].as_str().unwrap(),
-        seen["query"].as_str().unwrap()
-    );
-    let out = run(
-        &python(),
-        &[
-            "-c".into(),
-            verify.into(),
-            h["x-cb-access-timestamp"].as_str().unwrap().into(),
-            "POST".into(),
-            pwq,
-            seen["body"].as_str().unwrap().into(),
-            h["x-cb-access-signature"].as_str().unwrap().into(),
-        ],
-        &[],
-    )
-    .await;
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "ok",
-        "{seen:#}"
-    );
-    assert_eq!(seen["body"], body, "the body is forwarded whole");
-    // Scrubbed in the echo: the API key went on the wire, the client sees a placeholder.
-    assert!(
-        !resp.contains(CANARY) && resp.contains("[centaur:key]"),
-        "{resp}"
-    );
-    // Not signed: a path outside the rule.
-    get(&env, &format!("https://{API}/public"), &[]).await;
-    assert!(env.origin.seen().pop().unwrap()["headers"]["x-cb-access-signature"].is_null());
-    // Over the body limit: 413, nothing sent.
-    let before = env.origin.seen().len();
-    let big = "x".repeat(5000);
-    let (code, resp) = get(
-        &env,
-        &format!("https://{API}/orders/big"),
-        &["--http1.1", "--data-raw", &big],
-    )
-    .await;
-    assert_eq!(code, 413, "{resp}");
-    assert_eq!(json(&resp)["reason"], "body_too_large");
-    // Chunked without the opt-in: 400.
-    let (code, resp) = get(
-        &env,
-        &format!("https://{API}/orders/chunked"),
-        &[
-            "-H",
-            "Transfer-Encoding: chunked",
-            "--http1.1",
-            "--data-raw",
-            "abc",
-        ],
-    )
-    .await;
-    assert_eq!(code, 400, "{resp}");
-    assert_eq!(json(&resp)["reason"], "chunked_body_not_allowed");
-    assert_eq!(env.origin.seen().len(), before);
-    let r = env.record(|r| r["path"] == "/orders/big").await;
-    assert_eq!(r["status_code"], 413);
-    env.stop().await;
-}
-
-/// A Vault KV v2 source feeds a replace; `match_body` swaps inside a buffered body.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vault_source_and_body_replacement() {
-    let fake = Fake::start(3600);
-    let token = fake.path("vault-token");
-    std::fs::write(&token, "hvs.c4n4ry-vault-token\n").unwrap();
-    let t = format!(
-        "{}  - name: secrets
-    config:
-      secrets:
-        - source: {{type: vault, address: 'https://vault.test:{}', path: team/openai, field: api_key, token_file: {token}, ttl: 1m}}
-          rules: [{{host: {API}}}]
-          replace: {{proxy_value: OPENAI_PH, match_headers: [Authorization], match_body: true}}
-",
-        allow(),
-        fake.port
-    );
-    let env = Env::start(fake.opts(t)).await;
-    let (code, resp) = get(
-        &env,
-        &format!("https://{API}/v1/chat"),
-        &[
-            "-H",
-            "Authorization: Bearer OPENAI_PH",
-            "--data-raw",
-            "{\"key\":\"OPENAI_PH\"}",
-        ],
-    )
-    .await;
-    assert_eq!(code, 200, "{resp}");
-    let seen = env.origin.seen().pop().unwrap();
-    assert_eq!(
-        seen["headers"]["authorization"],
-        "Bearer sk-c4n4ry-from-vault"
-    );
-    assert_eq!(seen["body"], "{\"key\":\"sk-c4n4ry-from-vault\"}");
-    assert!(
-        resp.contains("OPENAI_PH"),
-        "echo scrubbed back to the placeholder: {resp}"
-    );
-    let v = fake.seen("vault");
-    assert_eq!(v.len(), 1);
-    assert_eq!(v[0]["token_ok"], true);
-    let r = env.record(|r| r["path"] == "/v1/chat").await;
-    assert_eq!(
-        ann(&r, "secrets")["swapped"][0],
-        serde_json::json!({"secret": "vault:secret/team/openai#api_key", "locations": ["header:authorization", "body"]})
-    );
     env.stop().await;
 }

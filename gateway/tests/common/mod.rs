@@ -455,3 +455,39 @@ fn capture_logs() {
         .with_ansi(false)
         .try_init();
 }
+
+/// An allowlist for every `*.test` host, as the first transform.
+pub fn allow_test_domains() -> String {
+    "  - name: allowlist\n    config: {domains: ['*.test']}\n".into()
+}
+
+/// curl arguments for `url` on `api.test`, sent to the transparent listener.
+pub fn via_api(env: &Env, url: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = env.to_https(API);
+    a.push(url.into());
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// A request to `api.test` with curl; (status, body). A transport failure fails the test.
+pub async fn get(env: &Env, url: &str, extra: &[&str]) -> (u16, String) {
+    let args = via_api(env, url, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, body, err) = curl(env, &args).await;
+    assert!(code != 0, "{err}");
+    (code, body)
+}
+
+/// The annotations of transform `name` in a record.
+pub fn ann(record: &Value, name: &str) -> Value {
+    record["request_transforms"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == name))
+        .map(|t| t["annotations"].clone())
+        .unwrap_or_else(|| panic!("no {name} transform in {record:#}"))
+}
+
+/// The `Authorization` the origin last received.
+pub fn last_auth(env: &Env) -> Value {
+    env.origin.seen().pop().unwrap()["headers"]["authorization"].clone()
+}
