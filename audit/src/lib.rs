@@ -1,10 +1,20 @@
-//! The audit record and its writer: one JSON object per line, off the request path.
+//! The audit trail: the record schema, the hash chain, the writer and its sinks (stdout, a
+//! rotating file, OTLP), and the reading side behind `centaur audit` (query, tail, stats,
+//! verify).
 //!
-//! Owns the record schema (iron-proxy's field names plus ours) and the sinks. Must not depend
-//! on gateway internals: the gateway fills a [`Record`] and hands it to an [`AuditLog`].
+//! Must not depend on gateway internals: the gateway fills a [`Record`] and hands it to an
+//! [`AuditLog`].
 
+pub mod chain;
+mod file;
+mod otlp;
+mod otlp_encode;
 mod record;
+mod sink;
 mod writer;
 
+pub use file::{Header, rotated};
+pub use otlp::{Protocol, Target};
 pub use record::{Action, Record, TlsInfo, Transform, now_rfc3339};
-pub use writer::{AuditLog, Output, Slot};
+pub use sink::{Link, Sink, StdoutSink};
+pub use writer::{AuditLog, Durable, Slot, Stats};

@@ -109,6 +109,11 @@ pub struct Record {
     /// A short error description (never a secret, never a request or config excerpt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Position in the hash chain, from 1; set by the writer.
+    pub seq: u64,
+    /// The previous record's `hash` (64 zeros for the first); set by the writer. The record's
+    /// own `hash` follows it on the line (`chain.rs`).
+    pub prev_hash: String,
 }
 
 impl Record {
@@ -138,6 +143,8 @@ impl Record {
             response_transforms: Vec::new(),
             tunnel: None,
             error: None,
+            seq: 0,
+            prev_hash: String::new(),
         }
     }
 }

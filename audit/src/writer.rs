@@ -1,64 +1,31 @@
-//! The writer task: records travel through a bounded channel to one task that owns the sink,
-//! so request tasks never block on disk. When the sink is slow, senders wait (back-pressure);
-//! a record is never dropped.
+//! The writer: records travel through a bounded channel to one thread that owns the chain and
+//! the sinks, so request tasks never wait on disk. When the sinks cannot keep up, senders wait
+//! (back-pressure, counted in [`Stats::backpressure_waits`]); a record is never dropped.
+//!
+//! `batch` durability writes each batch to the OS at once and fsyncs every interval or every
+//! N records. `strict` fsyncs every batch before it tells the waiting responses they may go.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use policy::{AuditConfig, Durability};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::chain::{self, GENESIS};
+use crate::file::FileSink;
 use crate::record::Record;
-
-/// Where records go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// JSON lines on standard output.
-    Stdout,
-    /// JSON lines appended to a file.
-    File(PathBuf),
-}
-
-impl Output {
-    /// `stdout` or a path.
-    pub fn parse(s: &str) -> Output {
-        if s == "stdout" || s == "-" {
-            Output::Stdout
-        } else {
-            Output::File(s.into())
-        }
-    }
-}
+use crate::sink::{Link, Sink, StdoutSink};
 
 enum Msg {
-    Record(Box<Record>),
+    Record(Box<Record>, Option<oneshot::Sender<bool>>),
     Flush(oneshot::Sender<()>),
-}
-
-/// A handle for emitting audit records; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AuditLog {
-    tx: mpsc::Sender<Msg>,
-    labels: Arc<BTreeMap<String, String>>,
-}
-
-/// A reserved place in the audit queue. A request takes one when it starts, so that emitting
-/// its record later never waits and never fails — even from `Drop`.
-#[derive(Debug)]
-pub struct Slot {
-    permit: mpsc::OwnedPermit<Msg>,
-    labels: Arc<BTreeMap<String, String>>,
-}
-
-impl Slot {
-    /// Emits the record into the reserved place. The writer adds the sandbox labels.
-    pub fn emit(self, mut record: Record) {
-        if record.sandbox.is_empty() && !self.labels.is_empty() {
-            record.sandbox = (*self.labels).clone();
-        }
-        self.permit.send(Msg::Record(Box::new(record)));
-    }
+    Tick,
 }
 
 impl std::fmt::Debug for Msg {
@@ -67,90 +34,297 @@ impl std::fmt::Debug for Msg {
     }
 }
 
-/// Records in flight or queued. Slots are allocated lazily, so a large bound costs nothing
-/// until it is used; reaching it makes new requests wait (back-pressure).
+/// Counters of the audit writer, read by the gateway's metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records sealed and handed to the sinks.
+    pub written: AtomicU64,
+    /// Times a request had to wait for room in the audit queue.
+    pub backpressure_waits: AtomicU64,
+    /// Sink writes or syncs that failed.
+    pub write_errors: AtomicU64,
+    /// fsyncs of durable sinks.
+    pub syncs: AtomicU64,
+    /// Records accepted by the OTLP receiver.
+    pub otlp_exported: AtomicU64,
+    /// Records the OTLP exporter gave up on (receiver down or too slow); each is logged.
+    pub otlp_dropped: AtomicU64,
+}
+
+/// A handle for emitting audit records; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+    labels: Arc<BTreeMap<String, String>>,
+    strict: bool,
+    stats: Arc<Stats>,
+}
+
+/// A reserved place in the audit queue. A request takes one when it starts, so that emitting
+/// its record later never waits and never fails — even from `Drop`.
+#[derive(Debug)]
+pub struct Slot {
+    permit: mpsc::OwnedPermit<Msg>,
+    labels: Arc<BTreeMap<String, String>>,
+    strict: bool,
+}
+
+/// Resolves when a record emitted in `strict` mode is on stable storage: `true`, or `false`
+/// when writing it failed (the response must then not be released).
+#[derive(Debug)]
+pub struct Durable(oneshot::Receiver<bool>);
+
+impl Future for Durable {
+    type Output = bool;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(false))
+    }
+}
+
+impl Slot {
+    /// Emits the record into the reserved place. The writer adds the sandbox labels. In
+    /// `strict` mode the returned [`Durable`] says when the record is on disk.
+    pub fn emit(self, mut record: Record) -> Option<Durable> {
+        if record.sandbox.is_empty() && !self.labels.is_empty() {
+            record.sandbox = (*self.labels).clone();
+        }
+        let (tx, rx) = match self.strict {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(Durable(rx)))
+            }
+            false => (None, None),
+        };
+        self.permit.send(Msg::Record(Box::new(record), tx));
+        rx
+    }
+}
+
+/// Records queued. Slots are allocated lazily, so a large bound costs nothing until it is
+/// used; reaching it makes new requests wait (back-pressure).
 const CAPACITY: usize = 1 << 16;
 
+/// Most records written between two commits.
+const MAX_BATCH: usize = 4096;
+
 impl AuditLog {
-    /// Opens the output and starts the writer task. Each record gets `labels` as its `sandbox`.
-    pub async fn spawn(
-        output: &Output,
-        labels: BTreeMap<String, String>,
-    ) -> std::io::Result<AuditLog> {
-        let sink: Box<dyn AsyncWrite + Send + Unpin> = match output {
-            Output::Stdout => Box::new(tokio::io::stdout()),
-            Output::File(path) => Box::new(
-                tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await?,
-            ),
+    /// Opens the configured sinks and starts the writer. Each record gets the configured
+    /// labels as its `sandbox`. Must be called within a tokio runtime.
+    pub async fn spawn(cfg: &AuditConfig) -> io::Result<AuditLog> {
+        let stats = Arc::new(Stats::default());
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let mut head = Link {
+            seq: 0,
+            hash: GENESIS,
         };
+        if let Some(file) = &cfg.file {
+            let (sink, h) = FileSink::open(file, &cfg.sandbox)?;
+            head = h;
+            sinks.push(Box::new(sink));
+        }
+        if cfg.stdout {
+            sinks.push(Box::new(StdoutSink::new()));
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        if let Some(target) =
+            crate::otlp::Target::resolve(cfg.otlp.as_ref(), env).map_err(io::Error::other)?
+        {
+            sinks.push(Box::new(crate::otlp::OtlpSink::start(
+                target,
+                &cfg.sandbox,
+                stats.clone(),
+            )?));
+        }
+        Self::with_sinks(sinks, head, cfg.durability, cfg.sandbox.clone(), stats)
+    }
+
+    /// Starts a writer over the given sinks, continuing the chain from `head`. The seam for
+    /// sinks of other components (the control plane's store, phase 2).
+    pub fn with_sinks(
+        sinks: Vec<Box<dyn Sink>>,
+        head: Link,
+        durability: Durability,
+        labels: BTreeMap<String, String>,
+        stats: Arc<Stats>,
+    ) -> io::Result<AuditLog> {
         let (tx, rx) = mpsc::channel(CAPACITY);
-        tokio::spawn(write_loop(BufWriter::new(sink), rx));
+        let tick = match durability {
+            Durability::Batch { interval, .. } => interval.min(Duration::from_secs(1)),
+            Durability::Strict => Duration::from_secs(1),
+        };
+        let weak = tx.downgrade();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(tx) = weak.upgrade() else { break };
+                let _ = tx.try_send(Msg::Tick);
+            }
+        });
+        let writer = Writer {
+            sinks,
+            head,
+            durability,
+            stats: stats.clone(),
+        };
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))?;
         Ok(AuditLog {
             tx,
             labels: Arc::new(labels),
+            strict: durability == Durability::Strict,
+            stats,
         })
     }
 
     /// Reserves a place for one record, waiting while the queue is full. `None` only when the
     /// writer has stopped, which the caller must treat as fatal for the request (fail closed).
     pub async fn reserve(&self) -> Option<Slot> {
-        let permit = self.tx.clone().reserve_owned().await.ok()?;
+        let permit = match self.tx.clone().try_reserve_owned() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Full(tx)) => {
+                self.stats.backpressure_waits.fetch_add(1, Relaxed);
+                tx.reserve_owned().await.ok()?
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return None,
+        };
         Some(Slot {
             permit,
             labels: self.labels.clone(),
+            strict: self.strict,
         })
     }
 
-    /// Reserves and emits in one step.
+    /// Reserves and emits in one step, waiting for durability in `strict` mode.
     pub async fn emit(&self, record: Record) {
         match self.reserve().await {
-            Some(slot) => slot.emit(record),
+            Some(slot) => {
+                if let Some(d) = slot.emit(record) {
+                    d.await;
+                }
+            }
             None => tracing::error!("audit writer has stopped; a record could not be written"),
         }
     }
 
-    /// Waits until every record emitted before this call is written and flushed.
+    /// Waits until every record emitted before this call is written and synced.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut out: BufWriter<W>, mut rx: mpsc::Receiver<Msg>) {
-    let mut line = Vec::with_capacity(1024);
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            Msg::Record(r) => {
-                line.clear();
-                if serde_json::to_writer(&mut line, &r).is_err() {
-                    tracing::error!("audit record could not be serialised");
-                    continue;
+struct Writer {
+    sinks: Vec<Box<dyn Sink>>,
+    head: Link,
+    durability: Durability,
+    stats: Arc<Stats>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let (interval, every) = match self.durability {
+            Durability::Batch { interval, records } => (interval, records),
+            Durability::Strict => (Duration::ZERO, 1),
+        };
+        let mut line = Vec::with_capacity(2048);
+        let mut waiters = Vec::new();
+        let mut flushes = Vec::new();
+        let (mut unsynced, mut last_sync) = (0usize, Instant::now());
+        while let Some(first) = rx.blocking_recv() {
+            let (mut next, mut n, mut tick, mut ok) = (Some(first), 0, false, true);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Record(r, waiter) => {
+                        ok &= self.write(*r, &mut line);
+                        waiters.extend(waiter);
+                        n += 1;
+                        unsynced += 1;
+                    }
+                    Msg::Flush(done) => flushes.push(done),
+                    Msg::Tick => tick = true,
                 }
-                line.push(b'\n');
-                if let Err(e) = out.write_all(&line).await {
-                    tracing::error!(error = %e, "audit write failed");
+                if n < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
-            Msg::Flush(done) => {
-                let _ = out.flush().await;
-                let _ = done.send(());
-                continue;
+            let sync = !waiters.is_empty()
+                || !flushes.is_empty()
+                || unsynced >= every
+                || (unsynced > 0 && last_sync.elapsed() >= interval);
+            ok &= self.commit(sync);
+            if sync {
+                unsynced = 0;
+                last_sync = Instant::now();
+            }
+            for w in waiters.drain(..) {
+                let _ = w.send(ok);
+            }
+            for f in flushes.drain(..) {
+                let _ = f.send(());
+            }
+            if tick {
+                for i in 0..self.sinks.len() {
+                    if let Err(e) = self.sinks[i].tick() {
+                        self.failed("rotate", &e);
+                    }
+                }
             }
         }
-        // Batch: flush when the queue is momentarily empty.
-        if rx.is_empty()
-            && let Err(e) = out.flush().await
-        {
-            tracing::error!(error = %e, "audit flush failed");
-        }
+        self.commit(true);
     }
-    let _ = out.flush().await;
+
+    /// Seals one record onto the chain and hands it to every sink.
+    fn write(&mut self, mut r: Record, line: &mut Vec<u8>) -> bool {
+        r.seq = self.head.seq + 1;
+        r.prev_hash = self.head.hash.to_string();
+        line.clear();
+        if let Err(e) = serde_json::to_writer(&mut *line, &r) {
+            tracing::error!(error = %e, "audit record could not be serialised");
+            self.stats.write_errors.fetch_add(1, Relaxed);
+            return false;
+        }
+        let hash = chain::seal(line, &self.head.hash);
+        self.head = Link { seq: r.seq, hash };
+        self.stats.written.fetch_add(1, Relaxed);
+        let mut ok = true;
+        for i in 0..self.sinks.len() {
+            if let Err(e) = self.sinks[i].write(line, self.head) {
+                ok &= !self.sinks[i].durable();
+                self.failed("write", &e);
+            }
+        }
+        ok
+    }
+
+    fn commit(&mut self, sync: bool) -> bool {
+        let mut ok = true;
+        for i in 0..self.sinks.len() {
+            match self.sinks[i].commit(sync) {
+                Ok(()) if sync && self.sinks[i].durable() => {
+                    self.stats.syncs.fetch_add(1, Relaxed);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    ok &= !self.sinks[i].durable();
+                    self.failed("commit", &e);
+                }
+            }
+        }
+        ok
+    }
+
+    fn failed(&self, what: &str, e: &io::Error) {
+        self.stats.write_errors.fetch_add(1, Relaxed);
+        tracing::error!(error = %e, "audit {what} failed");
+    }
 }
 
 #[cfg(test)]
@@ -159,13 +333,22 @@ mod tests {
     use crate::record::Record;
 
     #[tokio::test]
-    async fn writes_one_json_line_per_record_with_labels() {
+    async fn writes_one_sealed_line_per_record_with_labels() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let labels = [("sandbox_id".to_string(), "s1".to_string())].into();
-        let log = AuditLog::spawn(&Output::File(path.clone()), labels)
-            .await
-            .unwrap();
+        let cfg = AuditConfig {
+            stdout: false,
+            file: Some(policy::AuditFile {
+                path: path.to_string_lossy().into(),
+                max_bytes: None,
+                max_age: None,
+                keep: None,
+                compress: false,
+            }),
+            sandbox: [("sandbox_id".to_string(), "s1".to_string())].into(),
+            ..AuditConfig::default()
+        };
+        let log = AuditLog::spawn(&cfg).await.unwrap();
         for i in 0..5000 {
             let mut r = Record::start("http", "127.0.0.1:1".into());
             r.host = format!("h{i}.test");
@@ -177,8 +360,13 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 5000);
-        assert_eq!(lines[0]["sandbox"]["sandbox_id"], "s1");
-        assert_eq!(lines[4999]["host"], "h4999.test");
+        assert_eq!(lines.len(), 5001);
+        assert_eq!(lines[0]["kind"], "header");
+        assert_eq!(lines[1]["sandbox"]["sandbox_id"], "s1");
+        assert_eq!(lines[1]["seq"], 1);
+        assert_eq!(lines[1]["prev_hash"], GENESIS.to_string());
+        assert_eq!(lines[2]["prev_hash"], lines[1]["hash"]);
+        assert_eq!(lines[5000]["host"], "h4999.test");
+        assert_eq!(lines[5000]["seq"], 5000);
     }
 }

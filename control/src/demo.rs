@@ -169,7 +169,8 @@ pub async fn run() -> anyhow::Result<()> {
         "{:<7} {:<7} {:<32} {:<18} {:>4}  listener",
         "action", "method", "host/path", "reason", "code"
     );
-    for line in text.lines() {
+    let records: Vec<&str> = text.lines().skip(1).collect();
+    for line in &records {
         let v: serde_json::Value = serde_json::from_str(line)?;
         println!(
             "{:<7} {:<7} {:<32} {:<18} {:>4}  {}",
@@ -188,7 +189,7 @@ pub async fn run() -> anyhow::Result<()> {
             v["listener"].as_str().unwrap_or(""),
         );
     }
-    if let Some(first) = text.lines().next() {
+    if let Some(first) = records.first() {
         let pretty =
             serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(first)?)?;
         println!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use audit::{Action, Record, Slot, TlsInfo, Transform};
+use audit::{Action, Durable, Record, Slot, TlsInfo, Transform};
 use policy::{Decision, Host, HostName};
 
 use crate::error::Failure;
@@ -139,24 +139,26 @@ impl Exchange {
         self.record.status_code = Some(status);
     }
 
-    /// Finishes an exchange that completed normally.
-    pub fn finish_ok(mut self) {
+    /// Finishes an exchange that completed normally. With `audit.durability: strict`, the
+    /// returned [`Durable`] resolves when the record is on disk; what the client is still to
+    /// receive waits for it.
+    pub fn finish_ok(mut self) -> Option<Durable> {
         if self.record.reason.is_empty() {
             self.record.reason = "allowed".into();
         }
-        self.emit(Action::Allow);
+        self.emit(Action::Allow)
     }
 
     /// Finishes an exchange whose upstream body failed midway.
-    pub fn finish_body_error(mut self) {
+    pub fn finish_body_error(mut self) -> Option<Durable> {
         self.record.reason = "upstream_body_error".into();
         self.record.error = Some("upstream response body ended with an error".into());
-        self.emit(Action::Error);
+        self.emit(Action::Error)
     }
 
     /// Finishes with a failure: the record carries its reason, the status the client was sent
     /// (`None` for a TLS alert or SOCKS reply) and a short message.
-    pub fn finish_failure(mut self, failure: &Failure, status: Option<u16>) {
+    pub fn finish_failure(mut self, failure: &Failure, status: Option<u16>) -> Option<Durable> {
         let (reason, action) = (failure.reason(), failure.action());
         self.record.status_code = status;
         self.record.reason = reason.into();
@@ -185,11 +187,11 @@ impl Exchange {
                 self.record.rejected_by = Some((*transform).into());
             }
         }
-        self.emit(action);
+        self.emit(action)
     }
 
-    fn emit(&mut self, action: Action) {
-        let Some(slot) = self.slot.take() else { return };
+    fn emit(&mut self, action: Action) -> Option<Durable> {
+        let slot = self.slot.take()?;
         if let Some(n) = self.inflight.take() {
             n.fetch_sub(1, Ordering::Relaxed);
         }
@@ -200,7 +202,7 @@ impl Exchange {
         self.shared
             .metrics
             .exchange(r.listener, action, r.bytes_in, r.bytes_out);
-        slot.emit(std::mem::replace(r, Record::start("", String::new())));
+        slot.emit(std::mem::replace(r, Record::start("", String::new())))
     }
 }
 
@@ -210,7 +212,8 @@ impl Drop for Exchange {
             if self.record.reason.is_empty() || self.record.reason == "allowed" {
                 self.record.reason = "client_cancel".into();
             }
-            self.emit(Action::ClientCancel);
+            // Nothing is left to release to a client that went away.
+            drop(self.emit(Action::ClientCancel));
         }
     }
 }

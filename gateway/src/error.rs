@@ -81,6 +81,10 @@ pub enum Failure {
     /// Any other upstream protocol failure.
     #[error("upstream request failed")]
     Upstream,
+    /// `strict` audit: the exchange's record could not be made durable, so its response is
+    /// withheld.
+    #[error("the audit record could not be written")]
+    AuditUnavailable,
 }
 
 impl Failure {
@@ -92,6 +96,7 @@ impl Failure {
             | Failure::SecretUnavailable { .. }
             | Failure::PlaceholderMissing { .. } => StatusCode::FORBIDDEN,
             Failure::SecretTransform => StatusCode::BAD_GATEWAY,
+            Failure::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Refused { status, .. } | Failure::Credential { status, .. } => *status,
             Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::ConnectTimeout | Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -117,6 +122,7 @@ impl Failure {
             Failure::UpstreamTls => "upstream_tls_error",
             Failure::ResponseTimeout => "upstream_response_timeout",
             Failure::Upstream => "upstream_error",
+            Failure::AuditUnavailable => "audit_unavailable",
         }
     }
 

@@ -70,7 +70,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition.
-    pub fn render(&self, leaves: u64) -> String {
+    pub fn render(&self, leaves: u64, audit: &audit::Stats) -> String {
         let mut s = String::with_capacity(2048);
         let _ = writeln!(
             s,
@@ -149,6 +149,36 @@ impl Metrics {
             s,
             "# HELP centaur_gateway_leaf_certificates Leaf certificates cached.\n# TYPE centaur_gateway_leaf_certificates gauge\ncentaur_gateway_leaf_certificates {leaves}"
         );
+        for (name, help, v) in [
+            ("records_total", "Audit records written.", &audit.written),
+            (
+                "backpressure_waits_total",
+                "Requests that waited for room in the audit queue.",
+                &audit.backpressure_waits,
+            ),
+            (
+                "write_errors_total",
+                "Audit sink writes or syncs that failed.",
+                &audit.write_errors,
+            ),
+            ("syncs_total", "fsyncs of the audit file.", &audit.syncs),
+            (
+                "otlp_exported_total",
+                "Audit records accepted by the OTLP receiver.",
+                &audit.otlp_exported,
+            ),
+            (
+                "otlp_dropped_total",
+                "Audit records the OTLP exporter gave up on.",
+                &audit.otlp_dropped,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP centaur_gateway_audit_{name} {help}\n# TYPE centaur_gateway_audit_{name} counter\ncentaur_gateway_audit_{name} {}",
+                v.load(Relaxed)
+            );
+        }
         s
     }
 }

@@ -170,7 +170,7 @@ async fn handle(
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            s.metrics.render(s.leaves.len()),
+            s.metrics.render(s.leaves.len(), s.audit.stats()),
         ),
         "/v1/status" => json(
             StatusCode::OK,

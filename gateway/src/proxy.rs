@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use audit::Durable;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either};
@@ -55,29 +56,29 @@ pub async fn serve_request(
             reason: "method_not_allowed",
             message: "CONNECT is served on the tunnel listener",
         };
-        return Ok(refuse(ex, f));
+        return Ok(refuse(ex, f).await);
     }
     let route = match decide(&shared, &conn, &req, &mut ex) {
         Ok(route) => route,
-        Err(f) => return Ok(refuse(ex, f)),
+        Err(f) => return Ok(refuse(ex, f).await),
     };
     if let Some(stub) = &route.stub {
         // Read the (small) token request first: an HTTP/2 client still sending would
         // otherwise see its stream reset after the answer.
         let body = http_body_util::Limited::new(req.into_body(), 64 * 1024);
         let _ = tokio::time::timeout(STUB_READ, body.collect()).await;
-        return Ok(stub_token(ex, stub));
+        return Ok(stub_token(ex, stub).await);
     }
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let limit = shared.config.proxy.max_request_body_bytes;
     let (out, scrubber) = match transform_request(req, &route, upgrade, &mut ex, limit).await {
         Ok(x) => x,
-        Err(f) => return Ok(refuse(ex, f)),
+        Err(f) => return Ok(refuse(ex, f).await),
     };
     let resp = match connect_upstream(&shared, out, upgrade).await {
         Ok(resp) => resp,
-        Err(f) => return Ok(refuse(ex, f)),
+        Err(f) => return Ok(refuse(ex, f).await),
     };
     if let Some(UpstreamAddr(addr)) = resp.extensions().get::<UpstreamAddr>() {
         ex.record().upstream = Some(addr.to_string());
@@ -88,14 +89,26 @@ pub async fn serve_request(
     {
         return Ok(crate::splice::upgrade(shared, ex, client_io, resp));
     }
-    Ok(transform_response(resp, ex, scrubber))
+    Ok(transform_response(resp, ex, scrubber).await)
 }
 
 /// Answers with the failure's response and records the exchange with the status sent.
-pub fn refuse(ex: Exchange, f: Failure) -> Response<ProxyBody> {
+pub async fn refuse(ex: Exchange, f: Failure) -> Response<ProxyBody> {
     let resp = f.response();
-    ex.finish_failure(&f, Some(resp.status().as_u16()));
-    resp
+    let durable = ex.finish_failure(&f, Some(resp.status().as_u16()));
+    released(resp, durable).await
+}
+
+/// A response of the gateway's own, released once its record is durable (`strict` audit);
+/// if the record could not be written, the client gets 503 instead (fail closed).
+async fn released(resp: Response<ProxyBody>, durable: Option<Durable>) -> Response<ProxyBody> {
+    match durable {
+        Some(d) => match d.await {
+            true => resp,
+            false => Failure::AuditUnavailable.response(),
+        },
+        None => resp,
+    }
 }
 
 const fn bad(reason: &'static str, message: &'static str) -> Failure {
@@ -164,7 +177,7 @@ fn decide(
 
 /// Answers a client library's own token request with a stub token, so that it carries on
 /// with a dummy credential; the real token is put on the requests it then makes.
-fn stub_token(mut ex: Exchange, stub: &Stub) -> Response<ProxyBody> {
+async fn stub_token(mut ex: Exchange, stub: &Stub) -> Response<ProxyBody> {
     let (name, endpoint) = match stub {
         Stub::GoogleToken { .. } => ("gcp_auth", "oauth2_token_endpoint"),
         Stub::OAuth { .. } => ("oauth_token", "token_endpoint"),
@@ -190,8 +203,8 @@ fn stub_token(mut ex: Exchange, stub: &Stub) -> Response<ProxyBody> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The metadata server's answers carry this; Google's libraries check it.
     h.insert("metadata-flavor", HeaderValue::from_static("Google"));
-    ex.finish_ok();
-    resp
+    let durable = ex.finish_ok();
+    released(resp, durable).await
 }
 
 /// How long a stubbed token request's body may take to arrive.
@@ -381,7 +394,7 @@ async fn connect_upstream(
 
 /// Phase *transform response*: hop-by-hop headers gone, real secret values scrubbed back to
 /// placeholders (headers now, the body as it streams); the exchange is recorded when it ends.
-fn transform_response(
+async fn transform_response(
     resp: Response<Incoming>,
     ex: Exchange,
     mut scrubber: Scrubber,
@@ -400,7 +413,9 @@ fn transform_response(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     let scrub = scrubber.is_active().then_some(scrubber);
-    Response::from_parts(parts, Either::Left(AuditedBody::new(body, ex, scrub)))
+    let (body, durable) = AuditedBody::new(body, ex, scrub);
+    // An empty body has ended already: its head is all the client receives.
+    released(Response::from_parts(parts, Either::Left(body)), durable).await
 }
 
 /// Whether a request is a CONNECT.

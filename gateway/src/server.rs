@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use audit::{AuditLog, Output};
+use audit::AuditLog;
 use policy::Config;
 use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
@@ -149,12 +149,9 @@ impl Gateway {
             p.timeouts.upstream_connect,
         );
         let roots = root_store(&config.upstream.ca_files)?;
-        let audit = AuditLog::spawn(
-            &Output::parse(&config.audit.output),
-            config.audit.sandbox.clone(),
-        )
-        .await
-        .map_err(StartError::Audit)?;
+        let audit = AuditLog::spawn(&config.audit)
+            .await
+            .map_err(StartError::Audit)?;
         let leaves = Arc::new(LeafCache::new(authority, config.tls.cert_cache_size));
         let upstreams = Upstreams::new(Arc::new(guard), roots, Duration::from_secs(90));
         let shared = Arc::new(Shared {

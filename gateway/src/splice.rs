@@ -38,7 +38,7 @@ pub fn upgrade(
         ex.bytes_in
             .fetch_add(c.bytes_read(), std::sync::atomic::Ordering::Relaxed);
         ex.add_bytes_out(u.bytes_read());
-        ex.finish_ok();
+        drop(ex.finish_ok());
     });
     Response::from_parts(parts, full(bytes::Bytes::new()))
 }

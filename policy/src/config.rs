@@ -54,7 +54,7 @@ pub struct Config {
     /// Log level: error, warn, info or debug.
     pub log_level: String,
     /// Audit output and sandbox labels.
-    pub audit: AuditConfig,
+    pub audit: crate::audit::AuditConfig,
     /// The compiled request policy.
     pub policy: Policy,
     /// Policy test cases written in the file (`tests:`); `centaur-gateway test` runs them.
@@ -173,15 +173,6 @@ pub struct ManagementConfig {
     pub api_key_file: Option<String>,
 }
 
-/// Audit settings.
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    /// `stdout` or a file path (appended).
-    pub output: String,
-    /// Identity labels written into every record.
-    pub sandbox: BTreeMap<String, String>,
-}
-
 impl Config {
     /// Parses and validates a policy file, returning every problem found.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
@@ -207,10 +198,7 @@ impl Config {
                 &mut errs,
             ),
             log_level: log_level(raw.log.level, &mut errs),
-            audit: AuditConfig {
-                output: raw.audit.output.unwrap_or_else(|| "stdout".into()),
-                sandbox: raw.audit.sandbox,
-            },
+            audit: crate::audit::audit(raw.audit, &mut errs),
             policy: Policy::default(),
             tests: Vec::new(),
         };

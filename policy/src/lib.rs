@@ -4,6 +4,7 @@
 //! Pure: this crate does no IO and must not depend on tokio, hyper or any network code.
 
 mod allowlist;
+mod audit;
 mod cidr;
 mod config;
 mod decision;
@@ -22,10 +23,11 @@ mod validate_secrets;
 mod validate_tokens;
 
 pub use allowlist::{Allowlist, Policy, Request, Rule, Stub, Target};
+pub use audit::{AuditConfig, AuditFile, Durability, OtlpConfig, parse_size};
 pub use cidr::{Cidr, CidrError};
 pub use config::{
-    AuditConfig, Config, DEFAULT_DENY_CIDRS, DnsConfig, DnsRecord, DnsValue, ManagementConfig,
-    ProxyConfig, Timeouts, TlsConfig, UpstreamConfig, parse_listen, schema,
+    Config, DEFAULT_DENY_CIDRS, DnsConfig, DnsRecord, DnsValue, ManagementConfig, ProxyConfig,
+    Timeouts, TlsConfig, UpstreamConfig, parse_listen, schema,
 };
 pub use decision::{Decision, Reason, Verdict};
 pub use duration::parse_duration;

@@ -176,5 +176,7 @@ pub async fn refuse_conn(
     if let Some(h) = host {
         ex.record().host = h;
     }
-    ex.finish_failure(f, status);
+    if let Some(durable) = ex.finish_failure(f, status) {
+        durable.await;
+    }
 }

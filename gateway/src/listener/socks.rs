@@ -56,7 +56,9 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, addr: SocketAddr) {
                 reason: f.reason,
                 message: f.message,
             };
-            return ex.finish_failure(&failure, None);
+            // The SOCKS reply is already sent: nothing to hold back for the record.
+            drop(ex.finish_failure(&failure, None));
+            return;
         }
     };
     ex.record().host = target.to_string();
@@ -71,7 +73,8 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, addr: SocketAddr) {
             decision,
             host: target.host.to_string(),
         };
-        return ex.finish_failure(&f, None);
+        drop(ex.finish_failure(&f, None));
+        return;
     }
     ex.allowed(&decision);
     if tcp.write_all(&reply(0)).await.is_err() {

@@ -70,7 +70,7 @@ pub async fn connect(
             reason: "connect_target_invalid",
             message: "CONNECT target is not host:port",
         };
-        return Ok(refuse(ex, f));
+        return Ok(refuse(ex, f).await);
     };
     ex.record().host = target.to_string();
     let (decision, _) = shared.policy.load().policy.decide(&PolicyRequest {
@@ -83,7 +83,7 @@ pub async fn connect(
             decision,
             host: target.host.to_string(),
         };
-        return Ok(refuse(ex, f));
+        return Ok(refuse(ex, f).await);
     }
     ex.allowed(&decision);
     ex.set_status(200);
@@ -128,8 +128,11 @@ async fn run_tunnel<IO>(
         io.read(&mut first),
     )
     .await;
+    // A tunnel's record is written when it closes, after its bytes have flowed, in either
+    // durability mode: there is nothing left to hold back.
     let Ok(Ok(1)) = read else {
-        return ex.finish_ok();
+        drop(ex.finish_ok());
+        return;
     };
     let io = Rewind::new(Bytes::copy_from_slice(&first), io);
     let mut meta = ConnMeta::new("tunnel", client);
@@ -143,8 +146,9 @@ async fn run_tunnel<IO>(
                 reason: "tunnel_protocol_unknown",
                 message: "tunnel carries neither TLS nor HTTP",
             };
-            return ex.finish_failure(&f, None);
+            drop(ex.finish_failure(&f, None));
+            return;
         }
     }
-    ex.finish_ok();
+    drop(ex.finish_ok());
 }

@@ -210,9 +210,11 @@ transforms:
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(self.path("audit.jsonl")).unwrap_or_default();
+            // Skip the file's header line (chain state, no request).
             let recs: Vec<Value> = text
                 .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|v| v.get("kind").is_none())
                 .collect();
             if recs.len() >= n || Instant::now() > deadline {
                 return recs;

@@ -1,0 +1,58 @@
+//! Where sealed records go. The writer hands every sink the same line, in chain order; a sink
+//! of the control plane's (phase 2) implements [`Sink`] too.
+
+use std::io::{self, BufWriter, Stdout, Write};
+
+use crate::chain::Hash;
+
+/// A position in the chain: the last record's `seq` and `hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Sequence number (0 before the first record).
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash,
+}
+
+/// A destination for sealed records.
+pub trait Sink: Send {
+    /// Takes one sealed record line (without a newline).
+    fn write(&mut self, line: &[u8], link: Link) -> io::Result<()>;
+    /// Ends a batch: pass buffered lines on, and with `sync` make them durable.
+    fn commit(&mut self, sync: bool) -> io::Result<()>;
+    /// Called about once a second and on every sync interval, for time-based work.
+    fn tick(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Whether `commit(true)` puts records on stable storage (strict mode waits for these).
+    fn durable(&self) -> bool {
+        false
+    }
+}
+
+/// JSON lines on standard output.
+pub struct StdoutSink(BufWriter<Stdout>);
+
+impl StdoutSink {
+    /// Standard output, buffered per batch.
+    pub fn new() -> Self {
+        StdoutSink(BufWriter::with_capacity(64 * 1024, io::stdout()))
+    }
+}
+
+impl Default for StdoutSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sink for StdoutSink {
+    fn write(&mut self, line: &[u8], _: Link) -> io::Result<()> {
+        self.0.write_all(line)?;
+        self.0.write_all(b"\n")
+    }
+
+    fn commit(&mut self, _: bool) -> io::Result<()> {
+        self.0.flush()
+    }
+}
