@@ -33,6 +33,51 @@ pub struct Header {
     pub sandbox: std::collections::BTreeMap<String, String>,
 }
 
+/// A rotated file's last line: where the chain stands when the file closes. Without it, a
+/// file that is not the newest was cut short.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Footer {
+    /// Always `footer`.
+    pub kind: String,
+    /// When the file was closed.
+    pub ts: String,
+    /// `seq` of the file's last record.
+    pub seq: u64,
+    /// `hash` of the file's last record.
+    pub prev_hash: String,
+    /// `rotated`, or `recovered` when the gateway closed the file at start after a crash
+    /// (a torn last record may precede it).
+    pub reason: String,
+}
+
+/// Appends a footer; after a crash the torn last line is ended first, so it stays visible.
+fn close_file(f: &mut File, head: Link, reason: &str) -> io::Result<()> {
+    let len = f.metadata()?.len();
+    let mut out = Vec::new();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            out.push(b'\n');
+        }
+    }
+    let footer = Footer {
+        kind: "footer".into(),
+        ts: now_rfc3339(),
+        seq: head.seq,
+        prev_hash: head.hash.to_string(),
+        reason: reason.into(),
+    };
+    let mut line = serde_json::to_vec(&footer).map_err(io::Error::other)?;
+    chain::seal(&mut line, &head.hash);
+    out.extend_from_slice(&line);
+    out.push(b'\n');
+    f.seek(SeekFrom::End(0))?;
+    f.write_all(&out)?;
+    f.sync_data()
+}
+
 /// The live audit file.
 pub struct FileSink {
     cfg: AuditFile,
@@ -89,6 +134,8 @@ impl FileSink {
                 }
             })?;
         if live_len > 0 {
+            let mut old = OpenOptions::new().read(true).write(true).open(&path)?;
+            close_file(&mut old, head, "recovered")?;
             let first = first_seq(&path).unwrap_or(head.seq + 1);
             let to = rotated_name(&path, first);
             fs::rename(&path, &to)?;
@@ -115,7 +162,7 @@ impl FileSink {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.out.flush()?;
-        self.out.get_ref().sync_data()?;
+        close_file(self.out.get_mut(), self.head, "rotated")?;
         let to = rotated_name(&self.path, self.file_seq);
         fs::rename(&self.path, &to)?;
         self.out = start_file(&self.path, self.head, &self.labels)?;
@@ -187,6 +234,7 @@ fn start_file(
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
+        .read(true)
         .write(true)
         .open(path)?;
     f.write_all(&line)?;
@@ -299,6 +347,10 @@ fn last_link(path: &Path) -> io::Result<Option<Link>> {
         let Ok(s) = serde_json::from_slice::<SeqOnly>(line) else {
             continue;
         };
+        if s.kind.as_deref() == Some("footer") {
+            let hash = s.prev_hash.as_deref().and_then(Hash::parse);
+            return Ok(hash.map(|hash| Link { seq: s.seq, hash }));
+        }
         if s.kind.as_deref() == Some("header") {
             let prev = s.prev_hash.as_deref().and_then(Hash::parse);
             return Ok(prev.map(|hash| Link {

@@ -7,14 +7,21 @@
 
 pub mod chain;
 mod file;
+pub mod filter;
 mod otlp;
 mod otlp_encode;
+pub mod query;
+pub mod read;
 mod record;
+pub mod row;
 mod sink;
+pub mod stats;
+pub mod tail;
+pub mod verify;
 mod writer;
 
-pub use file::{Header, rotated};
+pub use file::{Footer, Header, rotated};
 pub use otlp::{Protocol, Target};
-pub use record::{Action, Record, TlsInfo, Transform, now_rfc3339};
+pub use record::{Action, Record, TlsInfo, Transform, format_ts, now_rfc3339};
 pub use sink::{Link, Sink, StdoutSink};
 pub use writer::{AuditLog, Durable, Slot, Stats};

@@ -151,10 +151,14 @@ impl Record {
 
 /// The current time as RFC 3339 UTC with nanoseconds.
 pub fn now_rfc3339() -> String {
+    format_ts(OffsetDateTime::now_utc())
+}
+
+/// A UTC time in the records' fixed-width `ts` format, which sorts as text in time order.
+pub fn format_ts(t: OffsetDateTime) -> String {
     let fmt =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
-    OffsetDateTime::now_utc()
-        .format(&fmt)
+    t.format(&fmt)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000000000Z".into())
 }
 

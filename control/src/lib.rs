@@ -1,4 +1,5 @@
-//! The `centaur` binary's library: today the demo; the control plane, local sandboxes and
-//! audit queries arrive here in later phases.
+//! The `centaur` binary's library: the demo and `centaur audit`; the control plane and local
+//! sandboxes arrive here in later phases.
 
+pub mod audit_cmd;
 pub mod demo;

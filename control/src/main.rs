@@ -1,4 +1,4 @@
-//! `centaur`: the platform binary. Today: `demo`.
+//! `centaur`: the platform binary. Today: `demo` and `audit`.
 
 use std::process::ExitCode;
 
@@ -18,19 +18,17 @@ enum Cmd {
     /// Run a gateway and a local HTTPS origin, send real curl requests through it, and show
     /// the decisions and audit records.
     Demo,
+    /// Query, follow, summarise and verify audit logs.
+    #[command(subcommand)]
+    Audit(control::audit_cmd::AuditCmd),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("centaur: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = match cli.cmd {
-        Cmd::Demo => rt.block_on(control::demo::run()),
+    let result = match Cli::parse().cmd {
+        Cmd::Audit(cmd) => return control::audit_cmd::run(cmd),
+        Cmd::Demo => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(control::demo::run())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

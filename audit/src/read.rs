@@ -1,0 +1,164 @@
+//! Reading audit files: plain or gzip (by content, not name), line by line with line
+//! numbers, and the order files go in.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Opens a plain or gzip-compressed file.
+pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+    let mut f = File::open(path)?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic)?;
+    let f = File::open(path)?;
+    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f)),
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    })
+}
+
+/// Lines of a file, with their numbers; the last one may lack its newline (a torn write).
+pub struct Lines {
+    inner: Box<dyn BufRead + Send>,
+    /// The current line, without its newline.
+    pub buf: Vec<u8>,
+    /// Its number, from 1.
+    pub number: u64,
+    /// Whether it ended with a newline.
+    pub complete: bool,
+}
+
+impl Lines {
+    /// Lines of `path`.
+    pub fn open(path: &Path) -> io::Result<Lines> {
+        Ok(Lines {
+            inner: open(path)?,
+            buf: Vec::with_capacity(4096),
+            number: 0,
+            complete: true,
+        })
+    }
+
+    /// Advances to the next line; `false` at the end.
+    pub fn next_line(&mut self) -> io::Result<bool> {
+        self.buf.clear();
+        if self.inner.read_until(b'\n', &mut self.buf)? == 0 {
+            return Ok(false);
+        }
+        self.number += 1;
+        self.complete = self.buf.last() == Some(&b'\n');
+        if self.complete {
+            self.buf.pop();
+        }
+        Ok(true)
+    }
+}
+
+/// What a file's first line says about it.
+#[derive(Debug, Deserialize)]
+pub struct First {
+    /// `header` for our files.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Header: seq of the first record; record: its own seq.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// Start time.
+    #[serde(default)]
+    pub ts: Option<String>,
+    /// The chain hash before the first record.
+    #[serde(default)]
+    pub prev_hash: Option<String>,
+}
+
+/// A file to read, with what its first line says.
+#[derive(Debug)]
+pub struct Source {
+    /// The file.
+    pub path: PathBuf,
+    /// Its first line, if it is an audit header or record.
+    pub first: Option<First>,
+}
+
+/// Reads the first line of each file and orders them by where they start (chain `seq`, then
+/// time). Files that are not audit logs are returned in `Err` with the reason.
+pub fn sources(paths: &[PathBuf]) -> (Vec<Source>, Vec<(PathBuf, String)>) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for p in paths {
+        match first_line(p) {
+            Ok(Some(first)) => ok.push(Source {
+                path: p.clone(),
+                first: Some(first),
+            }),
+            Ok(None) => ok.push(Source {
+                path: p.clone(),
+                first: None,
+            }),
+            Err(e) => bad.push((p.clone(), e)),
+        }
+    }
+    ok.sort_by(|a, b| {
+        let key = |s: &Source| {
+            let f = s.first.as_ref();
+            (
+                f.and_then(|f| f.ts.clone()).unwrap_or_default(),
+                f.and_then(|f| f.seq).unwrap_or(0),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    (ok, bad)
+}
+
+/// The first line of an audit file; `Ok(None)` for an empty file.
+fn first_line(p: &Path) -> Result<Option<First>, String> {
+    let mut lines = Lines::open(p).map_err(|e| e.to_string())?;
+    if !lines.next_line().map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    let first: First = serde_json::from_slice(&lines.buf)
+        .map_err(|_| "not an audit log (its first line is not a JSON object)".to_string())?;
+    let is_header = first.kind.as_deref() == Some("header");
+    if !is_header && (first.ts.is_none() || first.seq.is_none()) {
+        return Err(
+            "not an audit log (its first line is neither a centaur audit header nor a record)"
+                .into(),
+        );
+    }
+    Ok(Some(first))
+}
+
+/// Expands globs (`*`, `?`, `[…]`) in the given paths; a pattern that matches nothing is an
+/// error, as is a missing plain path.
+pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for pat in patterns {
+        if pat.contains(['*', '?', '[']) {
+            let before = out.len();
+            let paths = glob::glob(pat).map_err(|e| format!("bad pattern `{pat}`: {e}"))?;
+            for p in paths.flatten() {
+                if p.is_file() {
+                    out.push(p);
+                }
+            }
+            if out.len() == before {
+                return Err(format!("`{pat}` matches no file"));
+            }
+        } else {
+            let p = PathBuf::from(pat);
+            if !p.is_file() {
+                return Err(format!("{pat}: no such file"));
+            }
+            out.push(p);
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
