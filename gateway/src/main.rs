@@ -334,9 +334,13 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = load(&path)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CENTAUR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    // Colour only for a person at a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
     gateway::install_crypto();
     let rt = tokio::runtime::Runtime::new()?;
