@@ -123,7 +123,7 @@ fn first_line(p: &Path) -> Result<Option<First>, String> {
     if !lines.next_line().map_err(|e| e.to_string())? {
         return Ok(None);
     }
-    let first: First = serde_json::from_slice(&lines.buf)
+    let mut first: First = serde_json::from_slice(&lines.buf)
         .map_err(|_| "not an audit log (its first line is not a JSON object)".to_string())?;
     let is_header = first.kind.as_deref() == Some("header");
     if !is_header && (first.ts.is_none() || first.seq.is_none()) {
@@ -131,6 +131,15 @@ fn first_line(p: &Path) -> Result<Option<First>, String> {
             "not an audit log (its first line is neither a centaur audit header nor a record)"
                 .into(),
         );
+    }
+    // A file is placed in time by its first record (the header's time is when the file was
+    // started, which may be later than the requests it records).
+    if is_header
+        && lines.next_line().map_err(|e| e.to_string())?
+        && let Ok(r) = serde_json::from_slice::<First>(&lines.buf)
+        && r.kind.is_none()
+    {
+        first.ts = r.ts;
     }
     Ok(Some(first))
 }

@@ -78,7 +78,9 @@ impl Walk {
 
 /// Verifies the chain through `paths` (any order; they are sorted by where they start).
 pub fn verify(paths: &[PathBuf]) -> std::io::Result<Verdict> {
-    let (srcs, bad) = sources(paths);
+    let (mut srcs, bad) = sources(paths);
+    // Chain order: by the seq each file starts at.
+    srcs.sort_by_key(|s| s.first.as_ref().and_then(|f| f.seq).unwrap_or(0));
     let mut w = Walk {
         verdict: Verdict {
             files: srcs.iter().map(|s| s.path.clone()).collect(),

@@ -332,6 +332,81 @@ mod tests {
     use super::*;
     use crate::record::Record;
 
+    /// A durable sink whose commits wait until the test opens the gate.
+    struct Gated(Arc<std::sync::Mutex<()>>, Arc<AtomicU64>);
+
+    impl Sink for Gated {
+        fn write(&mut self, _: &[u8], _: Link) -> io::Result<()> {
+            Ok(())
+        }
+        fn commit(&mut self, sync: bool) -> io::Result<()> {
+            let _held = self.0.lock();
+            if sync {
+                self.1.fetch_add(1, Relaxed);
+            }
+            Ok(())
+        }
+        fn durable(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn strict_releases_only_after_the_sync_and_batch_never_waits() {
+        let gate = Arc::new(std::sync::Mutex::new(()));
+        let syncs = Arc::new(AtomicU64::new(0));
+        let sink = Gated(gate.clone(), syncs.clone());
+        let head = Link {
+            seq: 0,
+            hash: GENESIS,
+        };
+        let log = AuditLog::with_sinks(
+            vec![Box::new(sink)],
+            head,
+            Durability::Strict,
+            BTreeMap::new(),
+            Arc::default(),
+        )
+        .unwrap();
+        let closed = gate.lock().unwrap();
+        let slot = log.reserve().await.unwrap();
+        let mut durable = slot
+            .emit(Record::start("http", "c".into()))
+            .expect("strict hands out a Durable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            futures_poll(&mut durable).is_none(),
+            "released before the sync finished"
+        );
+        drop(closed);
+        assert!(durable.await);
+        assert_eq!(syncs.load(Relaxed), 1);
+
+        let sink = Gated(gate.clone(), syncs.clone());
+        let batch = Durability::Batch {
+            interval: Duration::from_secs(60),
+            records: 1_000_000,
+        };
+        let log = AuditLog::with_sinks(
+            vec![Box::new(sink)],
+            head,
+            batch,
+            BTreeMap::new(),
+            Arc::default(),
+        )
+        .unwrap();
+        let slot = log.reserve().await.unwrap();
+        assert!(slot.emit(Record::start("http", "c".into())).is_none());
+    }
+
+    fn futures_poll(d: &mut Durable) -> Option<bool> {
+        let waker = std::task::Waker::noop();
+        match Pin::new(d).poll(&mut Context::from_waker(waker)) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+
     #[tokio::test]
     async fn writes_one_sealed_line_per_record_with_labels() {
         let dir = tempfile::tempdir().unwrap();
