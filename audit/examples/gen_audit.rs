@@ -49,7 +49,7 @@ async fn main() -> std::io::Result<()> {
             _ => format!("host{host}.example.net"),
         };
         r.sni = Some(r.host.clone());
-        r.method = Some(if rng % 5 == 0 { "POST" } else { "GET" }.into());
+        r.method = Some(if rng.is_multiple_of(5) { "POST" } else { "GET" }.into());
         r.path = Some(format!("/v1/items/{}", rng % 1000));
         r.tls = Some(audit::TlsInfo {
             version: "TLSv1.3".into(),

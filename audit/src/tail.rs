@@ -62,14 +62,16 @@ pub fn tail(
         printer.line(out, l)?;
     }
     printer.finish(out)?;
-    while follow {
+    if !follow {
+        return Ok(());
+    }
+    loop {
         std::thread::sleep(Duration::from_millis(200));
         for f in &mut followed {
             f.poll(filter, printer, out)?;
         }
         printer.finish(out)?;
     }
-    Ok(())
 }
 
 struct Followed {

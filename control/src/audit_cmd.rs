@@ -227,7 +227,7 @@ fn usage(e: impl std::fmt::Display) -> ExitCode {
 pub fn run(cmd: AuditCmd) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-    let code = match cmd {
+    match cmd {
         AuditCmd::Query {
             input,
             out: o,
@@ -315,8 +315,7 @@ pub fn run(cmd: AuditCmd) -> ExitCode {
                 Err(e) => usage(e),
             }
         }
-    };
-    code
+    }
 }
 
 fn print_verdict(v: &audit::verify::Verdict, out: &mut dyn Write) -> std::io::Result<()> {

@@ -196,5 +196,15 @@ pub async fn run() -> anyhow::Result<()> {
             "\n== the first record in full (a JSON line; `centaur-gateway run` writes them to stdout) ==\n{pretty}"
         );
     }
+    let v = audit::verify::verify(std::slice::from_ref(&audit_path))?;
+    println!(
+        "\n== the hash chain (`centaur audit verify {}`) ==",
+        audit_path.display()
+    );
+    match (&v.problem, &v.head) {
+        (None, Some(head)) => println!("intact: {} records, head {head}", v.records),
+        (Some(p), _) => anyhow::bail!("the demo's audit chain is broken: {}", p.message),
+        (None, None) => anyhow::bail!("the demo wrote no audit records"),
+    }
     Ok(())
 }

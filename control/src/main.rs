@@ -20,12 +20,12 @@ enum Cmd {
     Demo,
     /// Query, follow, summarise and verify audit logs.
     #[command(subcommand)]
-    Audit(control::audit_cmd::AuditCmd),
+    Audit(Box<control::audit_cmd::AuditCmd>),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
-        Cmd::Audit(cmd) => return control::audit_cmd::run(cmd),
+        Cmd::Audit(cmd) => return control::audit_cmd::run(*cmd),
         Cmd::Demo => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(control::demo::run())),

@@ -39,7 +39,7 @@ pub fn model(g: u8, i: u64) -> Model {
         action,
         reason,
         status,
-        method: if i % 4 == 0 { "POST" } else { "GET" },
+        method: if i.is_multiple_of(4) { "POST" } else { "GET" },
         path: format!("/v1/x/{}", i % 7),
         duration_ms: (i % 100) as f64,
         secret: (host == "api.openai.com" && action == "allow").then_some("OPENAI_KEY"),
