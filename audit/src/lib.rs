@@ -6,6 +6,7 @@
 //! [`AuditLog`].
 
 pub mod chain;
+mod expr;
 mod file;
 pub mod filter;
 mod otlp;
