@@ -84,94 +84,86 @@ async fn an_untouched_log_verifies_across_rotations_and_a_restart() {
     assert!(verify(&rev).unwrap().problem.is_none());
 }
 
+/// Copies the log, edits the lines of a file in the middle, and verifies the copy. Returns
+/// the verdict, the copy, the edited file and the file after it.
+fn tamper(
+    src: &Path,
+    edit: impl FnOnce(&mut Vec<String>),
+) -> (Verdict, tempfile::TempDir, PathBuf, PathBuf) {
+    let d = copy(src);
+    let files = common::files(d.path());
+    let f = middle(d.path());
+    let next = files
+        .iter()
+        .skip_while(|x| **x != f)
+        .nth(1)
+        .unwrap()
+        .clone();
+    let mut l = lines(&f);
+    edit(&mut l);
+    put(&f, &l);
+    (verify(&files).unwrap(), d, f, next)
+}
+
 #[tokio::test]
 async fn each_kind_of_tampering_is_named_at_the_first_bad_record() {
     let dir = log().await;
+    let src = dir.path();
 
-    // A changed record.
-    let d = copy(dir.path());
-    let f = middle(d.path());
-    let mut l = lines(&f);
-    l[3] = l[3].replacen("\"duration_ms\":", "\"duration_ms\":1", 1);
-    put(&f, &l);
-    broken(&verify(&common::files(d.path())).unwrap(), "changed", &f, 4);
+    let (v, _d, f, _) = tamper(src, |l| {
+        l[3] = l[3].replacen("\"duration_ms\":", "\"duration_ms\":1", 1);
+    });
+    broken(&v, "changed", &f, 4);
 
-    // A removed record.
-    let d = copy(dir.path());
-    let f = middle(d.path());
-    let mut l = lines(&f);
-    l.remove(5);
-    put(&f, &l);
-    broken(&verify(&common::files(d.path())).unwrap(), "missing", &f, 6);
+    let (v, _d, f, _) = tamper(src, |l| {
+        l.remove(5);
+    });
+    broken(&v, "missing", &f, 6);
 
-    // Two records swapped.
-    let d = copy(dir.path());
-    let f = middle(d.path());
-    let mut l = lines(&f);
-    l.swap(4, 5);
-    put(&f, &l);
-    broken(
-        &verify(&common::files(d.path())).unwrap(),
-        "reordered",
-        &f,
-        5,
-    );
+    let (v, _d, f, _) = tamper(src, |l| l.swap(4, 5));
+    broken(&v, "reordered", &f, 5);
 
-    // A record replayed (inserted again).
-    let d = copy(dir.path());
-    let f = middle(d.path());
-    let mut l = lines(&f);
-    let again = l[2].clone();
-    l.insert(6, again);
-    put(&f, &l);
-    broken(
-        &verify(&common::files(d.path())).unwrap(),
-        "inserted",
-        &f,
-        7,
-    );
+    // A record replayed.
+    let (v, _d, f, _) = tamper(src, |l| {
+        let again = l[2].clone();
+        l.insert(6, again);
+    });
+    broken(&v, "inserted", &f, 7);
 
     // A forged record with a correct hash of its own, inserted: its successor no longer links.
-    let d = copy(dir.path());
-    let f = middle(d.path());
-    let mut l = lines(&f);
-    let prev: serde_json::Value = serde_json::from_str(&l[4]).unwrap();
-    let prev_hash = audit::chain::Hash::parse(prev["hash"].as_str().unwrap()).unwrap();
-    let mut forged: serde_json::Value = serde_json::from_str(&l[5]).unwrap();
-    forged.as_object_mut().unwrap().remove("hash");
-    forged["host"] = "innocent.example".into();
-    forged["prev_hash"] = prev_hash.to_string().into();
-    let mut bytes = serde_json::to_vec(&forged).unwrap();
-    audit::chain::seal(&mut bytes, &prev_hash);
-    l.insert(5, String::from_utf8(bytes).unwrap());
-    put(&f, &l);
-    broken(
-        &verify(&common::files(d.path())).unwrap(),
-        "inserted",
-        &f,
-        7,
-    );
+    let (v, _d, f, _) = tamper(src, |l| {
+        let prev: serde_json::Value = serde_json::from_str(&l[4]).unwrap();
+        let prev_hash = audit::chain::Hash::parse(prev["hash"].as_str().unwrap()).unwrap();
+        let mut forged: serde_json::Value = serde_json::from_str(&l[5]).unwrap();
+        forged.as_object_mut().unwrap().remove("hash");
+        forged["host"] = "innocent.example".into();
+        forged["prev_hash"] = prev_hash.to_string().into();
+        let mut bytes = serde_json::to_vec(&forged).unwrap();
+        audit::chain::seal(&mut bytes, &prev_hash);
+        l.insert(5, String::from_utf8(bytes).unwrap());
+    });
+    broken(&v, "inserted", &f, 7);
 
-    // A rotated file cut short (its last records and footer gone).
-    let d = copy(dir.path());
-    let f = middle(d.path());
-    let mut l = lines(&f);
-    l.truncate(l.len() - 3);
-    put(&f, &l);
-    let next = common::files(d.path())
-        .into_iter()
-        .skip_while(|x| *x != f)
-        .nth(1)
-        .unwrap();
-    broken(
-        &verify(&common::files(d.path())).unwrap(),
-        "truncated",
-        &next,
-        1,
-    );
+    // A rotated file cut short: its last records and its footer are gone.
+    let (v, _d, _, next) = tamper(src, |l| l.truncate(l.len() - 3));
+    broken(&v, "truncated", &next, 1);
+
+    // Records cut from the end of a rotated file, footer kept.
+    let mut n = 0;
+    let (v, _d, f, _) = tamper(src, |l| {
+        let footer = l.pop().unwrap();
+        l.pop();
+        l.push(footer);
+        n = l.len() as u64;
+    });
+    broken(&v, "missing", &f, n);
+
+    // An edited file header.
+    let (v, _d, f, _) = tamper(src, |l| l[0] = l[0].replacen("\"ts\":\"2", "\"ts\":\"1", 1));
+    broken(&v, "changed", &f, 1);
 
     // A whole file missing in the middle.
-    let d = copy(dir.path());
+    let d = copy(src);
     let f = middle(d.path());
     let next = common::files(d.path())
         .into_iter()
@@ -179,27 +171,12 @@ async fn each_kind_of_tampering_is_named_at_the_first_bad_record() {
         .nth(1)
         .unwrap();
     std::fs::remove_file(&f).unwrap();
-    let v = verify(&common::files(d.path())).unwrap();
-    broken(&v, "missing_file", &next, 1);
-
-    // Records cut from the end of a rotated file, footer kept.
-    let d = copy(dir.path());
-    let f = middle(d.path());
-    let mut l = lines(&f);
-    let footer = l.pop().unwrap();
-    l.pop();
-    l.push(footer);
-    put(&f, &l);
-    let n = l.len() as u64;
-    broken(&verify(&common::files(d.path())).unwrap(), "missing", &f, n);
-
-    // An edited file header.
-    let d = copy(dir.path());
-    let f = middle(d.path());
-    let mut l = lines(&f);
-    l[0] = l[0].replacen("\"ts\":\"2", "\"ts\":\"1", 1);
-    put(&f, &l);
-    broken(&verify(&common::files(d.path())).unwrap(), "changed", &f, 1);
+    broken(
+        &verify(&common::files(d.path())).unwrap(),
+        "missing_file",
+        &next,
+        1,
+    );
 }
 
 #[tokio::test]

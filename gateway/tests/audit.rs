@@ -13,7 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{CANARY, assert_no_canary, json, python};
-use gateway::ca::{CaAlgorithm, CaInit};
 use gateway::origin::Origin;
 use serde_json::Value;
 
@@ -30,16 +29,7 @@ impl Proc {
         gateway::install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        gateway::ca::init(
-            d,
-            &CaInit {
-                name: "test CA".into(),
-                algorithm: CaAlgorithm::EcdsaP256,
-                validity: Duration::from_secs(86400),
-                permitted: vec![],
-            },
-        )
-        .unwrap();
+        common::test_ca(d);
         let origin = Origin::https(&["api.test"], false).await.unwrap();
         std::fs::write(d.join("origin-ca.pem"), &origin.ca_pem).unwrap();
         let yaml = format!(

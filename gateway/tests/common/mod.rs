@@ -25,6 +25,20 @@ pub struct Env {
 
 pub const API: &str = "api.test";
 
+/// A fresh gateway CA (`ca.crt`, `ca.key`) in `dir`.
+pub fn test_ca(dir: &Path) {
+    gateway::ca::init(
+        dir,
+        &CaInit {
+            name: "test CA".into(),
+            algorithm: CaAlgorithm::EcdsaP256,
+            validity: Duration::from_secs(86400),
+            permitted: vec![],
+        },
+    )
+    .unwrap();
+}
+
 /// Options for the environment.
 pub struct Opts {
     /// Extra YAML appended under `transforms:` (list items), replacing the default allowlist.
@@ -76,16 +90,7 @@ impl Env {
         capture_logs();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        gateway::ca::init(
-            d,
-            &CaInit {
-                name: "test CA".into(),
-                algorithm: CaAlgorithm::EcdsaP256,
-                validity: Duration::from_secs(86400),
-                permitted: vec![],
-            },
-        )
-        .unwrap();
+        test_ca(d);
         let origin = Origin::https(&[API, "other.test", "h1.test", "paths.example"], opts.h2)
             .await
             .unwrap();
