@@ -125,6 +125,12 @@ impl Filter {
         }
     }
 
+    /// Whether a line can be passed over without parsing it: a file header or footer, or a
+    /// record outside the time window.
+    pub fn skip_fast(&self, line: &[u8]) -> bool {
+        line.starts_with(b"{\"kind\":") || self.outside_window(line) == Some(true)
+    }
+
     /// Whether a line's timestamp is outside the window, read without parsing the line
     /// (records start with `{"ts":"…"`). `None` when the line does not start that way.
     pub fn outside_window(&self, line: &[u8]) -> Option<bool> {

@@ -168,20 +168,19 @@ pub struct OtlpSink {
 impl OtlpSink {
     /// Starts the exporter task on the current tokio runtime.
     pub fn start(
-        target: Target,
+        mut target: Target,
         labels: &BTreeMap<String, String>,
         stats: Arc<Stats>,
-    ) -> io::Result<OtlpSink> {
+    ) -> OtlpSink {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let mut target = target;
         for (k, v) in labels {
             target
                 .resource
                 .push((format!("centaur.sandbox.{k}"), v.clone()));
         }
-        let exporter = Exporter::new(target, stats.clone())?;
+        let exporter = Exporter::new(target, stats.clone());
         tokio::spawn(exporter.run(rx));
-        Ok(OtlpSink { tx, stats })
+        OtlpSink { tx, stats }
     }
 }
 
@@ -213,7 +212,7 @@ struct Exporter {
 }
 
 impl Exporter {
-    fn new(target: Target, stats: Arc<Stats>) -> io::Result<Exporter> {
+    fn new(target: Target, stats: Arc<Stats>) -> Exporter {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
@@ -226,11 +225,11 @@ impl Exporter {
             .enable_http1()
             .build();
         let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(Exporter {
+        Exporter {
             target,
             client,
             stats,
-        })
+        }
     }
 
     async fn run(self, mut rx: mpsc::Receiver<Vec<u8>>) {

@@ -92,7 +92,7 @@ fn step(
         return Ok(Some(None));
     }
     s.scanned += 1;
-    if f.outside_window(line) == Some(true) {
+    if f.skip_fast(line) {
         return Ok(Some(None));
     }
     match serde_json::from_slice::<Row<'_>>(line) {

@@ -2,7 +2,7 @@
 //! numbers, and the order files go in.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -12,7 +12,7 @@ pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
     let mut f = File::open(path)?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic)?;
-    let f = File::open(path)?;
+    f.seek(SeekFrom::Start(0))?;
     Ok(if n == 2 && magic == [0x1f, 0x8b] {
         Box::new(BufReader::with_capacity(
             1 << 20,

@@ -163,7 +163,7 @@ pub fn stats(paths: &[PathBuf], filter: &Filter, by: By) -> io::Result<Summary> 
         let mut lines = Lines::open(&s.path)?;
         while lines.next_line()? {
             let line = &lines.buf;
-            if line.starts_with(b"{\"kind\":") || filter.outside_window(line) == Some(true) {
+            if filter.skip_fast(line) {
                 continue;
             }
             let Ok(r) = serde_json::from_slice::<Row<'_>>(line) else {

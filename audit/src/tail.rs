@@ -13,7 +13,7 @@ use crate::query::Printer;
 use crate::row::Row;
 
 fn keep(filter: &Filter, line: &[u8]) -> bool {
-    if line.starts_with(b"{\"kind\":") || filter.outside_window(line) == Some(true) {
+    if filter.skip_fast(line) {
         return false;
     }
     serde_json::from_slice::<Row<'_>>(line).is_ok_and(|r| filter.matches(&r))

@@ -137,7 +137,7 @@ impl AuditLog {
                 target,
                 &cfg.sandbox,
                 stats.clone(),
-            )?));
+            )));
         }
         Self::with_sinks(sinks, head, cfg.durability, cfg.sandbox.clone(), stats)
     }
