@@ -3,3 +3,6 @@
 
 pub mod audit_cmd;
 pub mod demo;
+pub mod sandbox_cmd;
+pub mod sandbox_config;
+pub mod sandbox_run;

@@ -1,4 +1,4 @@
-//! `centaur`: the platform binary. Today: `demo` and `audit`.
+//! `centaur`: the platform binary. Today: `demo`, `sandbox` and `audit`.
 
 use std::process::ExitCode;
 
@@ -18,6 +18,9 @@ enum Cmd {
     /// Run a gateway and a local HTTPS origin, send real curl requests through it, and show
     /// the decisions and audit records.
     Demo,
+    /// Run commands in local sandboxes, each behind a gateway of its own.
+    #[command(subcommand)]
+    Sandbox(control::sandbox_cmd::SandboxCmd),
     /// Query, follow, summarise and verify audit logs.
     #[command(subcommand)]
     Audit(Box<control::audit_cmd::AuditCmd>),
@@ -26,6 +29,16 @@ enum Cmd {
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Audit(cmd) => return control::audit_cmd::run(*cmd),
+        Cmd::Sandbox(cmd) => {
+            logs();
+            return match control::sandbox_cmd::run(cmd) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("centaur: {e:#}");
+                    ExitCode::from(125)
+                }
+            };
+        }
         Cmd::Demo => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(control::demo::run())),
@@ -37,4 +50,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The in-process gateway's logs: warnings and errors on stderr (`CENTAUR_LOG` for more),
+/// coloured only on a terminal.
+fn logs() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CENTAUR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
 }

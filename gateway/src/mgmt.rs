@@ -65,7 +65,7 @@ pub fn install(shared: &Shared, text: &str) -> Result<usize, ReloadError> {
     match Config::parse(text) {
         Ok(cfg) => {
             let rules = cfg.policy.rule_count();
-            let snap = crate::state::Snapshot::new(cfg.policy, &shared.upstreams);
+            let snap = crate::state::Snapshot::new(cfg.policy, &shared.upstreams, &shared.env);
             shared.policy.store(Arc::new(snap));
             shared.metrics.reloads_ok.fetch_add(1, Relaxed);
             tracing::info!(rules, "policy installed");

@@ -2,6 +2,7 @@
 //! background when stale (a refresh never stalls requests), and held in a type that never
 //! prints them (invariant 3).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,31 @@ impl SecretValue {
     /// A value from bytes.
     pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
         SecretValue(bytes.into())
+    }
+}
+
+/// Values for `{type: env}` sources handed to the gateway by its embedder instead of its
+/// process environment (`centaur sandbox run --secrets-from FILE`): looked up first; a name it
+/// lacks falls back to the environment. `Debug` shows the names only.
+#[derive(Clone, Default)]
+pub struct SecretEnv(Arc<HashMap<String, SecretValue>>);
+
+impl SecretEnv {
+    /// An overlay of these variables.
+    pub fn new(vars: HashMap<String, SecretValue>) -> Self {
+        SecretEnv(Arc::new(vars))
+    }
+
+    fn get(&self, var: &str) -> Option<&SecretValue> {
+        self.0.get(var)
+    }
+}
+
+impl fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        f.debug_tuple("SecretEnv").field(&names).finish()
     }
 }
 
@@ -99,6 +125,7 @@ impl Cell {
 pub struct SecretStore {
     cells: Arc<[Arc<Cell>]>,
     http: Upstreams,
+    env: SecretEnv,
 }
 
 /// What a cache lookup found.
@@ -109,8 +136,8 @@ enum Cached {
 
 impl SecretStore {
     /// A store for `sources`; nothing is read until first use. Vault is reached through
-    /// `http` (the guarded upstream client).
-    pub fn new(sources: &[NamedSource], http: Upstreams) -> Self {
+    /// `http` (the guarded upstream client); `env` values win over the process environment.
+    pub fn new(sources: &[NamedSource], http: Upstreams, env: SecretEnv) -> Self {
         SecretStore {
             cells: sources
                 .iter()
@@ -125,6 +152,7 @@ impl SecretStore {
                 })
                 .collect(),
             http,
+            env,
         }
     }
 
@@ -142,7 +170,7 @@ impl SecretStore {
         if let Cached::Hit(v, _) = self.cached(cell) {
             return v;
         }
-        let fetched = fetch(&cell.source, &self.http).await;
+        let fetched = fetch(&cell.source, &self.http, &self.env).await;
         let mut failed = cell.failed.lock().unwrap_or_else(|p| p.into_inner());
         match &fetched {
             Ok(v) => {
@@ -169,10 +197,10 @@ impl SecretStore {
     }
 
     fn spawn_refresh(&self, cell: Arc<Cell>) {
-        let http = self.http.clone();
+        let (http, env) = (self.http.clone(), self.env.clone());
         // A task of its own: no request's lifetime bounds it.
         tokio::spawn(async move {
-            match fetch(&cell.source, &http).await {
+            match fetch(&cell.source, &http, &env).await {
                 Ok(v) => cell.store(v, Instant::now()),
                 // Keep serving the last good value; try again after half a ttl.
                 Err(e) => {
@@ -194,12 +222,19 @@ impl SecretStore {
 /// How long a Vault request may take.
 const VAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn fetch(source: &Source, http: &Upstreams) -> Result<SecretValue, SecretError> {
+async fn fetch(
+    source: &Source,
+    http: &Upstreams,
+    env: &SecretEnv,
+) -> Result<SecretValue, SecretError> {
     let raw = match source {
-        Source::Env { var, .. } => std::env::var_os(var)
-            .filter(|v| !v.is_empty())
-            .ok_or(SecretError::EnvMissing)?
-            .into_encoded_bytes(),
+        Source::Env { var, .. } => match env.get(var) {
+            Some(v) if !v.expose().is_empty() => v.expose().to_vec(),
+            _ => std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .ok_or(SecretError::EnvMissing)?
+                .into_encoded_bytes(),
+        },
         Source::File { path, .. } => tokio::fs::read(path)
             .await
             .ok()
@@ -286,6 +321,50 @@ mod tests {
     fn debug_and_display_redact() {
         let v = SecretValue(b"sk-live-123".to_vec().into());
         assert!(!format!("{v:?} {v}").contains("sk-live"));
+        let env = SecretEnv::new([("API_KEY".to_string(), v)].into());
+        assert_eq!(format!("{env:?}"), "SecretEnv([\"API_KEY\"])");
+    }
+
+    /// An embedder's values win over the process environment; a name they lack falls back.
+    #[tokio::test]
+    async fn env_overlay_wins_and_falls_back_to_the_environment() {
+        let env = SecretEnv::new(
+            [(
+                "CENTAUR_TEST_OVERLAY".to_string(),
+                SecretValue::new(*b"from-file"),
+            )]
+            .into(),
+        );
+        let http = test_upstreams();
+        let src = |var: &str| Source::Env {
+            var: var.into(),
+            json_key: None,
+        };
+        let got = fetch(&src("CENTAUR_TEST_OVERLAY"), &http, &env)
+            .await
+            .unwrap();
+        assert_eq!(got.expose(), b"from-file");
+        // PATH is set in every test environment and absent from the overlay.
+        let path = fetch(&src("PATH"), &http, &env).await.unwrap();
+        assert_eq!(path.expose(), std::env::var("PATH").unwrap().as_bytes());
+        let missing = fetch(&src("CENTAUR_TEST_UNSET_VAR"), &http, &env).await;
+        assert_eq!(missing, Err(SecretError::EnvMissing));
+    }
+
+    fn test_upstreams() -> Upstreams {
+        crate::install_crypto();
+        let guard = crate::guard::Guard::new(
+            vec![],
+            vec![],
+            vec![],
+            Default::default(),
+            Duration::from_secs(1),
+        );
+        Upstreams::new(
+            Arc::new(guard),
+            rustls::RootCertStore::empty(),
+            Duration::from_secs(1),
+        )
     }
 
     #[tokio::test]
@@ -300,24 +379,14 @@ mod tests {
             failure_ttl: Duration::from_secs(60),
             json_key: Some("token".into()),
         };
-        let guard = crate::guard::Guard::new(
-            vec![],
-            vec![],
-            vec![],
-            Default::default(),
-            Duration::from_secs(1),
-        );
-        let http = Upstreams::new(
-            Arc::new(guard),
-            rustls::RootCertStore::empty(),
-            Duration::from_secs(1),
-        );
+        let http = test_upstreams();
         let store = SecretStore::new(
             &[NamedSource {
                 source,
                 name: "k".into(),
             }],
             http,
+            SecretEnv::default(),
         );
         let get = || async { store.get(SourceId(0)).await.unwrap().expose().to_vec() };
         assert_eq!(get().await, b"one");

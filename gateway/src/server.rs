@@ -20,6 +20,7 @@ use crate::guard::Guard;
 use crate::listener::{Kind, accept_loop};
 use crate::metrics::Metrics;
 use crate::mgmt::Mgmt;
+use crate::secrets::SecretEnv;
 use crate::state::{Shared, Snapshot, http_builder};
 use crate::upstream::{TrustError, Upstreams, root_store};
 use crate::{dns, mgmt, tls};
@@ -104,6 +105,16 @@ impl Gateway {
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Result<Gateway, StartError> {
+        Gateway::start_with_env(config, config_path, SecretEnv::default()).await
+    }
+
+    /// [`Gateway::start`], with values for `{type: env}` sources that win over the process
+    /// environment (an embedder's secrets file).
+    pub async fn start_with_env(
+        config: Config,
+        config_path: Option<PathBuf>,
+        env: SecretEnv,
+    ) -> Result<Gateway, StartError> {
         let (Some(cert), Some(key)) = (&config.tls.ca_cert, &config.tls.ca_key) else {
             return Err(StartError::NoCa);
         };
@@ -155,7 +166,8 @@ impl Gateway {
         let leaves = Arc::new(LeafCache::new(authority, config.tls.cert_cache_size));
         let upstreams = Upstreams::new(Arc::new(guard), roots, Duration::from_secs(90));
         let shared = Arc::new(Shared {
-            policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone(), &upstreams)),
+            policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone(), &upstreams, &env)),
+            env,
             tls: tls::server_config(leaves.clone()),
             leaves,
             upstreams,

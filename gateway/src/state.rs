@@ -13,7 +13,7 @@ use rustls::ServerConfig;
 
 use crate::ca::LeafCache;
 use crate::metrics::Metrics;
-use crate::secrets::SecretStore;
+use crate::secrets::{SecretEnv, SecretStore};
 use crate::tokens::TokenCache;
 use crate::upstream::Upstreams;
 
@@ -38,6 +38,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The HTTP server settings for client connections.
     pub http: auto::Builder<TokioExecutor>,
+    /// Values for `env` sources supplied by the embedder; kept for reloads.
+    pub env: SecretEnv,
 }
 
 /// A compiled policy with the caches of its secrets and tokens, swapped together on reload
@@ -54,9 +56,9 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// A snapshot of `policy`; reads no secret and mints no token yet. Vault and token
-    /// endpoints are reached through `http`.
-    pub fn new(policy: Policy, http: &Upstreams) -> Snapshot {
-        let secrets = SecretStore::new(&policy.sources, http.clone());
+    /// endpoints are reached through `http`; `env` values win over the process environment.
+    pub fn new(policy: Policy, http: &Upstreams, env: &SecretEnv) -> Snapshot {
+        let secrets = SecretStore::new(&policy.sources, http.clone(), env.clone());
         let tokens = TokenCache::new(&policy, secrets.clone(), http.clone());
         Snapshot {
             policy,

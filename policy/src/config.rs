@@ -176,10 +176,21 @@ pub struct ManagementConfig {
 impl Config {
     /// Parses and validates a policy file, returning every problem found.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_as(text, false)
+    }
+
+    /// As [`Config::parse`], for a policy whose gateway a sandbox runner places (`centaur
+    /// sandbox run`): the runner chooses the listeners and `dns.proxy_ip`, so the file may
+    /// leave `dns.proxy_ip` out.
+    pub fn parse_placed(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_as(text, true)
+    }
+
+    fn parse_as(text: &str, placed: bool) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e))?;
         let mut errs = Errors::default();
         let mut config = Config {
-            dns: dns(raw.dns, &mut errs),
+            dns: dns(raw.dns, placed, &mut errs),
             proxy: proxy(raw.proxy, &mut errs),
             tls: tls(raw.tls, &mut errs),
             upstream: upstream(raw.upstream, &mut errs),
@@ -256,6 +267,17 @@ pub fn schema() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_placed_policy_may_leave_the_resolver_address_to_the_runner() {
+        let e = Config::parse("{}").unwrap_err().to_string();
+        assert!(e.contains("dns.proxy_ip: is required while DNS is enabled"), "{e}");
+        let c = Config::parse_placed("{}").unwrap();
+        assert_eq!(c.dns.proxy_ip, None);
+        assert!(c.dns.listen.is_some());
+        // Every other check still applies.
+        assert!(Config::parse_placed("dns: {proxy_ip: nope}").is_err());
+    }
 
     #[test]
     fn defaults_follow_iron_proxy() {

@@ -110,7 +110,8 @@ fn cidrs(list: &[S], path: &str, errs: &mut Errors) -> Vec<Cidr> {
         .collect()
 }
 
-pub(crate) fn dns(raw: RawDns, errs: &mut Errors) -> DnsConfig {
+/// `placed`: a sandbox runner chooses the gateway's addresses, so `proxy_ip` may be left out.
+pub(crate) fn dns(raw: RawDns, placed: bool, errs: &mut Errors) -> DnsConfig {
     let enabled = raw.enabled.unwrap_or(true);
     if let Some(r) = &raw.upstream_resolver {
         errs.hint(
@@ -124,7 +125,7 @@ pub(crate) fn dns(raw: RawDns, errs: &mut Errors) -> DnsConfig {
         .proxy_ip
         .as_ref()
         .and_then(|s| parse(s, "dns.proxy_ip", errs));
-    if enabled && raw.proxy_ip.is_none() {
+    if enabled && raw.proxy_ip.is_none() && !placed {
         errs.hint(
             "dns.proxy_ip",
             (0, 0),

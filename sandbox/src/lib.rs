@@ -1,4 +1,9 @@
-//! The `SandboxBackend` trait and its backends (local Linux namespaces; Kubernetes), the warm
-//! pool, and the harness adapters that turn an agent CLI's output into one event stream.
+//! Sandbox backends. Today: the local backend, which runs a command in Linux namespaces
+//! (network, user, mount, PID, IPC, UTS) behind a gateway of its own, with nftables rules
+//! rendered by `netpol` and resource limits from cgroups (v1 or v2). The Kubernetes backend,
+//! the warm pool and the harness adapters come later.
 //!
-//! Empty until the local-sandbox issue fills it.
+//! Must not depend on the gateway or the control plane: the caller starts the gateway on the
+//! address this crate hands out.
+
+pub mod local;
