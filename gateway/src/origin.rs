@@ -75,6 +75,17 @@ fn tls_config(names: &[&str], h2: bool) -> Result<(Arc<ServerConfig>, String), r
 impl Origin {
     /// An HTTPS origin on 127.0.0.1 with a certificate for `names`; `h2` offers HTTP/2.
     pub async fn https(names: &[&str], h2: bool) -> std::io::Result<Origin> {
+        Origin::https_requiring(names, h2, None).await
+    }
+
+    /// [`Origin::https`] that answers 401 to any request whose `header` is not `value` (an
+    /// API that needs a real key).
+    pub async fn https_requiring(
+        names: &[&str],
+        h2: bool,
+        key: Option<(&str, &str)>,
+    ) -> std::io::Result<Origin> {
+        let key: Key = key.map(|(h, v)| Arc::new((h.to_ascii_lowercase(), v.to_string())));
         let (cfg, ca_pem) = tls_config(names, h2).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -83,10 +94,10 @@ impl Origin {
         let log = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, log) = (acceptor.clone(), log.clone());
+                let (acceptor, log, key) = (acceptor.clone(), log.clone(), key.clone());
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {
-                        serve(tls, log).await;
+                        serve(tls, log, key).await;
                     }
                 });
             }
@@ -107,7 +118,7 @@ impl Origin {
         let log = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve(tcp, log.clone()));
+                tokio::spawn(serve(tcp, log.clone(), None));
             }
         });
         Ok(Origin {
@@ -119,17 +130,32 @@ impl Origin {
     }
 }
 
-async fn serve<IO>(io: IO, seen: Seen)
+/// The header and value every request must carry, if any.
+type Key = Option<Arc<(String, String)>>;
+
+async fn serve<IO>(io: IO, seen: Seen, key: Key)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| handle(req, seen.clone()));
+    let svc = hyper::service::service_fn(move |req| handle(req, seen.clone(), key.clone()));
     let _ = auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .await;
 }
 
-async fn handle(req: Request<Incoming>, seen: Seen) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    seen: Seen,
+    key: Key,
+) -> Result<Response<Body>, Infallible> {
+    if let Some(k) = key {
+        let sent = req.headers().get(k.0.as_str()).map(|v| v.as_bytes());
+        if sent != Some(k.1.as_bytes()) {
+            let mut resp = Response::new(full(r#"{"error":"invalid api key"}"#));
+            *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+            return Ok(resp);
+        }
+    }
     let path = req.uri().path().to_string();
     if path == "/sse" {
         return Ok(sse());
