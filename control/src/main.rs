@@ -34,7 +34,8 @@ fn main() -> ExitCode {
             return match control::sandbox_cmd::run(cmd) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
-                    eprintln!("centaur: {e:#}");
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stderr(), "centaur: {e:#}");
                     ExitCode::from(125)
                 }
             };

@@ -15,6 +15,15 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::sandbox_cmd::{Prepared, ca, gateway_config};
 
+/// A line on stderr that never panics: the terminal may be gone (a closed pipe, a hung-up
+/// session) and teardown must still run.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Where audit logs go by default; hidden from every sandbox.
 const LOG_DIR: &str = "/var/log/centaur";
 
@@ -29,7 +38,7 @@ pub async fn run(p: Prepared) -> anyhow::Result<u8> {
     let id = sb.id.clone();
     let removed = tokio::task::spawn_blocking(move || sb.remove()).await?;
     if !p.quiet && result.is_err() {
-        eprintln!("centaur: sandbox {id}: removed {}", removed.join(", "));
+        note!("centaur: sandbox {id}: removed {}", removed.join(", "));
     }
     result
 }
@@ -53,10 +62,10 @@ async fn serve(p: &Prepared, sb: &Sandbox) -> anyhow::Result<u8> {
         .map_or(audit, |f| PathBuf::from(&f.path));
     if !p.quiet {
         for w in &p.warnings {
-            eprintln!("centaur: warning: {w}");
+            note!("centaur: warning: {w}");
         }
         for v in &p.unset {
-            eprintln!(
+            note!(
                 "centaur: warning: {v} has no value (not in --secrets-from, not in the environment): requests that need it are refused"
             );
         }
@@ -72,7 +81,7 @@ async fn serve(p: &Prepared, sb: &Sandbox) -> anyhow::Result<u8> {
         Duration::from_secs(2),
     ));
     if !p.quiet {
-        eprintln!(
+        note!(
             "centaur: sandbox {} ({}) -> gateway {g} [dns :53, http :80, https :443, tunnel :1080]; policy {}; audit {}",
             sb.id,
             sb.addrs.sandbox,
@@ -93,7 +102,7 @@ async fn serve(p: &Prepared, sb: &Sandbox) -> anyhow::Result<u8> {
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
     if !p.quiet {
-        eprintln!(
+        note!(
             "centaur: sandbox {} exited with {code}; {}",
             sb.id,
             summary(&audit)

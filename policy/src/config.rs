@@ -271,7 +271,10 @@ mod tests {
     #[test]
     fn a_placed_policy_may_leave_the_resolver_address_to_the_runner() {
         let e = Config::parse("{}").unwrap_err().to_string();
-        assert!(e.contains("dns.proxy_ip: is required while DNS is enabled"), "{e}");
+        assert!(
+            e.contains("dns.proxy_ip: is required while DNS is enabled"),
+            "{e}"
+        );
         let c = Config::parse_placed("{}").unwrap();
         assert_eq!(c.dns.proxy_ip, None);
         assert!(c.dns.listen.is_some());

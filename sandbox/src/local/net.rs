@@ -57,7 +57,10 @@ pub fn claim_slot(id: &str) -> Result<u32, Error> {
     let taken = host_addrs()?;
     for n in 0..SLOTS {
         let net = u32::from(BASE) + 4 * n;
-        if taken.iter().any(|a| (net..net + 4).contains(&u32::from(*a))) {
+        if taken
+            .iter()
+            .any(|a| (net..net + 4).contains(&u32::from(*a)))
+        {
             continue;
         }
         match std::os::unix::fs::symlink(id, dir.join(n.to_string())) {
