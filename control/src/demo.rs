@@ -1,179 +1,164 @@
-//! `centaur demo`: a gateway, a local HTTPS origin and real `curl` requests through both
-//! front doors (CONNECT and transparent), then the audit records they produced.
+//! `centaur demo`: the whole idea in a minute, offline. A local "API" that needs a real key;
+//! a sandboxed shell that calls it by name holding only a placeholder; the gateway of that
+//! sandbox swaps the key in, refuses everything else, and audits all of it.
 
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use gateway::Gateway;
-use gateway::ca::{CaAlgorithm, CaInit};
 use gateway::origin::Origin;
-use policy::Config;
 
-fn policy_yaml(dir: &Path, origin: &Origin, audit: &Path) -> String {
+use crate::sandbox_cmd::{RunArgs, prepare};
+use crate::sandbox_run;
+
+const PLACEHOLDER: &str = "demo-placeholder-key";
+
+fn policy_yaml(dir: &Path, origin: &Origin) -> String {
     format!(
-        "# The demo policy: one allowed API, nothing else.
-dns: {{enabled: false}}
+        "# The demo policy: one API, reached by name; its key is a placeholder in the sandbox.
 proxy:
-  http_listen: null
-  https_listen: 127.0.0.1:0
-  tunnel_listen: 127.0.0.1:0
-  # The demo origin lives on loopback, which is denied by default (invariant 2).
+  # The demo API lives on this machine's loopback, which is denied by default (invariant 2).
   upstream_allow_cidrs: [127.0.0.1/32]
-metrics: {{listen: null}}
-tls:
-  ca_cert: {dir}/ca.crt
-  ca_key: {dir}/ca.key
 upstream:
   hosts: {{api.demo.test: '{origin}'}}
   ca_files: [{dir}/origin-ca.pem]
-audit:
-  output: {audit}
-  sandbox: {{sandbox_id: demo}}
 transforms:
   - name: allowlist
     config:
       rules:
         - host: api.demo.test
           paths: ['/v1/*']
+  - name: secrets
+    config:
+      secrets:
+        - source: {{type: env, var: DEMO_API_KEY}}
+          rules: [{{host: api.demo.test}}]
+          replace: {{proxy_value: {PLACEHOLDER}, match_headers: [Authorization], require: true}}
 ",
         dir = dir.display(),
         origin = origin.addr,
-        audit = audit.display(),
     )
 }
 
-struct Step {
-    what: &'static str,
-    args: Vec<String>,
-}
+/// What runs inside the sandbox: plain curl and dig, nothing of ours.
+const SCRIPT: &str = r#"
+say() { printf '\n%s\n' "$*"; }
+say "(1) curl https://api.demo.test/v1/models -H 'Authorization: Bearer \$DEMO_API_KEY'"
+curl -sS -m 10 https://api.demo.test/v1/models -H "Authorization: Bearer $DEMO_API_KEY" \
+  -w '\n    -> HTTP %{http_code}\n' | sed 's/^{/    the API echoed: {/' | cut -c1-150
+say "(2) the sandbox's environment holds only the placeholder:"
+env | grep -E '^DEMO_API_KEY=' | sed 's/^/    /'
+printf '    cat %s -> ' "$SECRETS_FILE"; cat "$SECRETS_FILE" 2>&1 | head -1
+say "(4) refused: a host the policy does not name (curl https://exfil.example.com/)"
+curl -sS -m 5 https://exfil.example.com/ 2>&1 | sed 's/^/    /'
+say "(4) refused: a literal IP (curl http://169.254.169.254/latest/meta-data/)"
+curl -sS -m 5 http://169.254.169.254/latest/meta-data/ -w '\n    -> HTTP %{http_code}\n' | sed '1s/^/    /'
+say "(4) refused: the right host, a path the policy does not allow (curl https://api.demo.test/admin)"
+curl -sS -m 5 https://api.demo.test/admin -w '\n    -> HTTP %{http_code}\n' | sed '1s/^/    /'
+say "(4) dropped: DNS to any other resolver (dig @8.8.8.8 example.com)"
+dig +time=2 +tries=1 @8.8.8.8 example.com 2>&1 | grep -m1 -E 'timed out|no servers' | sed 's/^/    /'
+true
+"#;
 
 /// Runs the demo, printing what happens.
 pub async fn run() -> anyhow::Result<()> {
-    if Command::new("curl").arg("--version").output().is_err() {
-        bail!("the demo drives the gateway with curl: install it (apt-get install -y curl)");
-    }
+    sandbox::local::preflight().context("the demo runs a real sandbox")?;
     gateway::install_crypto();
-    let dir = tempfile::tempdir()?;
+    let dir = tempfile::Builder::new().prefix("centaur-demo-").tempdir()?;
     let d = dir.path();
-    gateway::ca::init(
-        d,
-        &CaInit {
-            name: "Centaur demo CA".into(),
-            algorithm: CaAlgorithm::EcdsaP256,
-            validity: Duration::from_secs(86400),
-            permitted: vec![],
-        },
-    )?;
-    let origin = Origin::https(&["api.demo.test"], true).await?;
+    let real_key = format!("sk-live-{:032x}", rand::random::<u128>());
+    let bearer = format!("Bearer {real_key}");
+    let origin =
+        Origin::https_requiring(&["api.demo.test"], true, Some(("authorization", &bearer))).await?;
     std::fs::write(d.join("origin-ca.pem"), &origin.ca_pem)?;
-    let audit_path = d.join("audit.jsonl");
-    let yaml = policy_yaml(d, &origin, &audit_path);
-    println!("== policy ==\n{yaml}");
-    let config = Config::parse(&yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gw = Gateway::start(config, None).await?;
-    let addrs = gw.addrs();
-    let (tunnel, https) = (
-        addrs.tunnel.context("tunnel listener")?,
-        addrs.https.context("https listener")?,
+    let policy = d.join("policy.yaml");
+    std::fs::write(&policy, policy_yaml(d, &origin))?;
+    let secrets = d.join("secrets.env");
+    std::fs::write(&secrets, format!("DEMO_API_KEY={real_key}\n"))?;
+    let audit = d.join("audit.jsonl");
+    let workdir = d.join("work");
+    std::fs::create_dir(&workdir)?;
+    let args = RunArgs {
+        policy: Some(policy.clone()),
+        secrets_from: Some(secrets.clone()),
+        workdir: workdir.clone(),
+        user: None,
+        ro: vec![],
+        rw: vec![],
+        env: vec![format!("SECRETS_FILE={}", secrets.display())],
+        memory: "1GiB".into(),
+        pids: 256,
+        cpus: None,
+        audit: Some(audit.clone()),
+        labels: vec!["demo=true".into()],
+        quiet: false,
+        command: ["sh", "-c", SCRIPT].map(OsString::from).to_vec(),
+    };
+    let prepared = prepare(&args)?;
+    std::os::unix::fs::chown(&workdir, Some(prepared.uid), Some(prepared.gid))?;
+    println!("== Centaur demo: a sandboxed shell whose only way out is its own gateway ==\n");
+    println!(
+        "{}",
+        std::fs::read_to_string(&policy)?
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(gw.run(
-        async {
-            let _ = stop_rx.await;
-        },
-        Duration::from_secs(2),
-    ));
-    let ca = d.join("ca.crt").display().to_string();
-    let proxy = format!("http://{tunnel}");
-    let steps = [
-        Step {
-            what: "allowed: CONNECT tunnel, path under /v1/",
-            args: vec![
-                "-x".into(),
-                proxy.clone(),
-                "https://api.demo.test/v1/models".into(),
-            ],
-        },
-        Step {
-            what: "denied: allowed host, path outside /v1/",
-            args: vec![
-                "-x".into(),
-                proxy.clone(),
-                "https://api.demo.test/admin".into(),
-            ],
-        },
-        Step {
-            what: "denied: a host the policy does not name",
-            args: vec![
-                "-x".into(),
-                proxy.clone(),
-                "https://exfil.example.com/".into(),
-            ],
-        },
-        Step {
-            what: "denied: an IP literal",
-            args: vec![
-                "-x".into(),
-                proxy,
-                "https://169.254.169.254/latest/meta-data/".into(),
-            ],
-        },
-        Step {
-            what: "allowed: transparent TLS (as if DNS pointed here), HTTP/2",
-            args: vec![
-                "--http2".into(),
-                "--connect-to".into(),
-                format!("api.demo.test:443:{}:{}", https.ip(), https.port()),
-                "https://api.demo.test/v1/chat".into(),
-            ],
-        },
-    ];
-    for step in &steps {
-        let out = tokio::task::spawn_blocking({
-            let (ca, args) = (ca.clone(), step.args.clone());
-            move || {
-                Command::new("curl")
-                    .args([
-                        "-sS",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{http_code} %{http_version}",
-                        "--max-time",
-                        "10",
-                        "--cacert",
-                        &ca,
-                    ])
-                    .args(&args)
-                    .output()
-            }
-        })
-        .await??;
-        let code = String::from_utf8_lossy(&out.stdout);
-        let err = String::from_utf8_lossy(&out.stderr);
+    println!("\n    secrets.env (stays outside): DEMO_API_KEY=sk-live-…\n");
+    let code = sandbox_run::run(prepared).await?;
+    if code != 0 {
+        bail!("the sandboxed script exited with {code}");
+    }
+    println!("\n(3) what the API received (outside the sandbox):");
+    let seen = origin.seen();
+    if !seen
+        .iter()
+        .any(|r| r["headers"]["authorization"] == bearer.as_str())
+    {
+        bail!("the API never received the real key");
+    }
+    for r in seen {
+        let auth = r["headers"]["authorization"].as_str().unwrap_or("");
         println!(
-            "-- {}\n   curl {}\n   -> HTTP {} {}",
-            step.what,
-            step.args.join(" "),
-            code.trim(),
-            err.trim()
+            "    {} {}  Authorization: {}…  (the real key from secrets.env: {})",
+            r["method"].as_str().unwrap_or(""),
+            r["path"].as_str().unwrap_or(""),
+            auth.get(..18).unwrap_or(auth),
+            if auth == bearer { "yes" } else { "no" }
         );
     }
-    let _ = stop_tx.send(());
-    running.await?;
-    let text = std::fs::read_to_string(&audit_path)?;
-    println!("\n== audit records: one per request, tunnel and refusal ==");
+    print_audit(&audit)?;
+    println!("\n    (files kept in {})", dir.keep().display());
+    Ok(())
+}
+
+fn print_audit(audit: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(audit)?;
     println!(
-        "{:<7} {:<7} {:<32} {:<18} {:>4}  listener",
-        "action", "method", "host/path", "reason", "code"
+        "\n(5) the audit records (`centaur audit query {}`):",
+        audit.display()
     );
-    let records: Vec<&str> = text.lines().skip(1).collect();
-    for line in &records {
+    println!(
+        "    {:<7} {:<5} {:<36} {:<22} {:>4}  secrets",
+        "action", "verb", "host/path", "reason", "code"
+    );
+    for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
+        if v.get("kind").is_some() {
+            continue;
+        }
+        let swapped = v["request_transforms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["annotations"]["swapped"].as_array())
+            .flatten()
+            .filter_map(|s| s["secret"].as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         println!(
-            "{:<7} {:<7} {:<32} {:<18} {:>4}  {}",
+            "    {:<7} {:<5} {:<36} {:<22} {:>4}  {}",
             v["action"].as_str().unwrap_or(""),
             v["method"].as_str().unwrap_or("-"),
             format!(
@@ -186,25 +171,23 @@ pub async fn run() -> anyhow::Result<()> {
                 .as_u64()
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
-            v["listener"].as_str().unwrap_or(""),
+            if swapped.is_empty() {
+                "-".into()
+            } else {
+                format!("{swapped} swapped")
+            },
         );
     }
-    if let Some(first) = records.first() {
-        let pretty =
-            serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(first)?)?;
-        println!(
-            "\n== the first record in full (a JSON line; `centaur-gateway run` writes them to stdout) ==\n{pretty}"
-        );
-    }
-    let v = audit::verify::verify(std::slice::from_ref(&audit_path))?;
-    println!(
-        "\n== the hash chain (`centaur audit verify {}`) ==",
-        audit_path.display()
-    );
+    let v = audit::verify::verify(&[audit.to_path_buf()])?;
     match (&v.problem, &v.head) {
-        (None, Some(head)) => println!("intact: {} records, head {head}", v.records),
-        (Some(p), _) => anyhow::bail!("the demo's audit chain is broken: {}", p.message),
-        (None, None) => anyhow::bail!("the demo wrote no audit records"),
+        (None, Some(head)) => {
+            println!(
+                "\n    hash chain intact: {} records, head {head}",
+                v.records
+            );
+            Ok(())
+        }
+        (Some(p), _) => bail!("the demo's audit chain is broken: {}", p.message),
+        (None, None) => bail!("the demo wrote no audit records"),
     }
-    Ok(())
 }

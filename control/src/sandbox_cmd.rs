@@ -165,7 +165,9 @@ pub struct Prepared {
     pub command: Vec<OsString>,
 }
 
-fn prepare(a: &RunArgs) -> anyhow::Result<Prepared> {
+/// Reads and checks everything `run` needs (policy, secrets file, user, workdir, mounts,
+/// limits) before anything is created; every problem is a usage error.
+pub fn prepare(a: &RunArgs) -> anyhow::Result<Prepared> {
     let (config, policy_name) = match &a.policy {
         Some(p) => {
             let text = std::fs::read_to_string(p)

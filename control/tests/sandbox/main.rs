@@ -351,3 +351,46 @@ async fn without_root_the_error_says_what_is_needed() {
     assert!(err.contains("local sandboxes need root"), "{err}");
     assert!(err.contains("CAP_NET_ADMIN"), "{err}");
 }
+
+/// `centaur demo`, the README's first command, shows all five points and checks itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_shows_the_whole_idea() {
+    if !root_or_skip("the_demo_shows_the_whole_idea") {
+        return;
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_centaur"))
+        .arg("demo")
+        .env_remove("SUDO_UID")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "    -> HTTP 200",
+        "    DEMO_API_KEY=demo-placeholder-key",
+        "(the real key from secrets.env: yes)",
+        "tlsv1 alert access denied",
+        "\"host\":\"169.254.169.254\",\"reason\":\"not_allowlisted\"",
+        "timed out",
+        "DEMO_API_KEY swapped",
+        "hash chain intact: 4 records",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    // Invariant 3: the real key (sk-live- and 32 hex digits) is never printed whole.
+    for (i, _) in text.match_indices("sk-live-") {
+        let rest = &text[i + 8..];
+        let hex = rest.chars().take_while(char::is_ascii_hexdigit).count();
+        assert!(hex < 32, "the real key was printed: {}", &text[i..]);
+    }
+    let kept = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("(files kept in "))
+        .unwrap();
+    let _ = std::fs::remove_dir_all(kept.trim_end_matches(')'));
+}
