@@ -1,5 +1,5 @@
-//! The `centaur` binary's library: the demo and `centaur audit`; the control plane and local
-//! sandboxes arrive here in later phases.
+//! The `centaur` binary's library: the demo, `centaur sandbox` (local sandboxes, each behind
+//! an in-process gateway of its own) and `centaur audit`; the control plane arrives later.
 
 pub mod audit_cmd;
 pub mod demo;

@@ -155,6 +155,7 @@ fn layout(p: &Prepared, sb: &Sandbox) -> Layout {
     Layout {
         id: String::new(),
         cgroup_procs: Vec::new(),
+        seccomp: None,
         uid: p.uid,
         gid: p.gid,
         workdir: p.workdir.clone(),

@@ -145,7 +145,8 @@ async fn the_sandbox_sees_only_placeholders_its_mounts_and_its_own_processes() {
         r#"
 env
 echo "uid=$(id -u)"
-grep -E '^(CapEff|NoNewPrivs)' /proc/self/status
+grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status
+unshare -U true 2>&1 | head -1
 echo "procs=$(ls /proc | grep -cE '^[0-9]+$')"
 ps -eo comm= | sort | tr '\n' ' '; echo
 cat {secret} 2>&1 | head -1
@@ -207,6 +208,9 @@ echo "homes=$(ls -A /root | wc -l)+$(ls -A /home | wc -l)"
     assert!(o.contains("uid=65534"), "{o}");
     assert!(o.contains("CapEff:\t0000000000000000"), "{o}");
     assert!(o.contains("NoNewPrivs:\t1"), "{o}");
+    // The seccomp filter is installed and refuses new namespaces.
+    assert!(o.contains("Seccomp:\t2"), "{o}");
+    assert!(o.contains("unshare failed: Operation not permitted"), "{o}");
     // bwrap's init, sh, and the commands of this script: never a host process.
     let ps = o
         .lines()

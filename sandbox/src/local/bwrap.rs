@@ -7,7 +7,9 @@
 //!    `no_new_privs`;
 //! 4. `bwrap`, now unprivileged, makes new user, mount, PID, IPC and UTS namespaces: a
 //!    read-only view of the system, private `/tmp`, `/dev` and `/proc`, hidden homes and run
-//!    state, the writable workdir, the gateway's CA and resolver, and a clean environment.
+//!    state, the writable workdir, the gateway's CA and resolver, and a clean environment; it
+//!    forbids nested user namespaces and installs the seccomp filter (read from fd 9, which
+//!    `sh` opens) right before the command.
 //!
 //! Pure: builds arguments, runs nothing.
 
@@ -32,6 +34,8 @@ pub struct Layout {
     pub id: String,
     /// `cgroup.procs` files to join.
     pub cgroup_procs: Vec<PathBuf>,
+    /// The seccomp program (raw BPF) to install, if this architecture has one.
+    pub seccomp: Option<PathBuf>,
     /// User and group ids the command runs as (never 0).
     pub uid: u32,
     /// Group id.
@@ -65,7 +69,13 @@ pub fn argv(l: &Layout, netns: &str, command: &[OsString]) -> Vec<OsString> {
         .iter()
         .map(|p| format!("echo $$ > '{}' && ", p.display()))
         .collect();
-    let script = format!("{}exec \"$@\"", joins.concat());
+    // bwrap reads the seccomp program from an inherited descriptor.
+    let seccomp = l
+        .seccomp
+        .as_ref()
+        .map(|p| format!("exec 9< '{}' && ", p.display()))
+        .unwrap_or_default();
+    let script = format!("{}{seccomp}exec \"$@\"", joins.concat());
     let mut a: Vec<OsString> = ["sh", "-c", &script, "centaur-sandbox"]
         .map(OsString::from)
         .to_vec();
@@ -103,6 +113,7 @@ fn bwrap_args(l: &Layout) -> Vec<OsString> {
         &"--unshare-ipc",
         &"--unshare-uts",
         &"--unshare-cgroup-try",
+        &"--disable-userns",
         &"--hostname",
         &hostname,
         &"--die-with-parent",
@@ -130,6 +141,9 @@ fn bwrap_args(l: &Layout) -> Vec<OsString> {
     for m in &l.mounts {
         let kind = if m.rw { "--bind" } else { "--ro-bind" };
         push(&[&kind, &m.src, &m.dest]);
+    }
+    if l.seccomp.is_some() {
+        push(&[&"--seccomp", &"9"]);
     }
     push(&[&"--chdir", &l.workdir, &"--cap-drop", &"ALL", &"--clearenv"]);
     for (k, v) in &l.env {
@@ -174,6 +188,7 @@ mod tests {
         Layout {
             id: "ab12cd34".into(),
             cgroup_procs: vec!["/sys/fs/cgroup/pids/centaur/ab12cd34/cgroup.procs".into()],
+            seccomp: Some("/run/centaur/sandbox/ab12cd34/seccomp.bpf".into()),
             uid: 1000,
             gid: 1000,
             workdir: "/work/repo".into(),
@@ -210,8 +225,11 @@ mod tests {
         assert_eq!(a[0], "sh");
         assert_eq!(
             a[2],
-            "echo $$ > '/sys/fs/cgroup/pids/centaur/ab12cd34/cgroup.procs' && exec \"$@\""
+            "echo $$ > '/sys/fs/cgroup/pids/centaur/ab12cd34/cgroup.procs' && \
+             exec 9< '/run/centaur/sandbox/ab12cd34/seccomp.bpf' && exec \"$@\""
         );
+        assert_eq!(after(&a, "--seccomp"), vec!["9"]);
+        assert!(a.iter().any(|s| s == "--disable-userns"));
         assert_eq!(&a[4..8], &["ip", "netns", "exec", "centaur-ab12cd34"]);
         assert_eq!(a.last().map(String::as_str), Some("true"));
         assert_eq!(a[a.len() - 2], "--");

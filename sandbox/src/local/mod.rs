@@ -8,6 +8,7 @@
 pub mod bwrap;
 pub mod cgroup;
 pub mod net;
+pub mod seccomp;
 
 use std::ffi::OsString;
 use std::fs;
@@ -165,6 +166,7 @@ pub struct Sandbox {
     /// Its directory on the host (0711, root): CA, resolver file.
     pub dir: PathBuf,
     procs: Vec<PathBuf>,
+    seccomp: Option<PathBuf>,
     model: netpol::Model,
 }
 
@@ -192,14 +194,23 @@ impl Sandbox {
             })?;
             net::create(&id, addrs, &rules)?;
             let procs = cgroup::create(&id, limits)?;
-            Ok((addrs, procs))
+            let seccomp = match seccomp::program() {
+                Some(bpf) => {
+                    let path = dir.join("seccomp.bpf");
+                    fs::write(&path, bpf).map_err(|e| Error::io(&path, e))?;
+                    Some(path)
+                }
+                None => None,
+            };
+            Ok((addrs, procs, seccomp))
         })();
         match made {
-            Ok((addrs, procs)) => Ok(Sandbox {
+            Ok((addrs, procs, seccomp)) => Ok(Sandbox {
                 id,
                 addrs,
                 dir,
                 procs,
+                seccomp,
                 model,
             }),
             Err(e) => {
@@ -219,11 +230,12 @@ impl Sandbox {
         &self.model
     }
 
-    /// The command that runs `command` inside, shaped by `layout` (whose `id` and
-    /// `cgroup_procs` are filled in here).
+    /// The command that runs `command` inside, shaped by `layout` (whose `id`,
+    /// `cgroup_procs` and `seccomp` are filled in here).
     pub fn command(&self, mut layout: Layout, command: &[OsString]) -> Command {
         layout.id.clone_from(&self.id);
         layout.cgroup_procs.clone_from(&self.procs);
+        layout.seccomp.clone_from(&self.seccomp);
         let argv = bwrap::argv(&layout, &self.netns(), command);
         let mut c = Command::new(&argv[0]);
         c.args(&argv[1..]).env_clear();
