@@ -210,8 +210,15 @@ pub fn prepare(a: &RunArgs) -> anyhow::Result<Prepared> {
     {
         mounts.push(mount(spec, rw)?);
     }
+    let mut warnings = shape::overridden(&config);
+    if !writable_by(&workdir, uid, gid) {
+        warnings.push(format!(
+            "the workdir {} is not writable by uid {uid}: pass --user, or --workdir a directory it owns",
+            workdir.display()
+        ));
+    }
     Ok(Prepared {
-        warnings: shape::overridden(&config),
+        warnings,
         config,
         policy_name,
         secrets: SecretEnv::new(vars),
@@ -241,6 +248,17 @@ pub fn prepare(a: &RunArgs) -> anyhow::Result<Prepared> {
             .collect::<Result<_, _>>()?,
         quiet: a.quiet,
         command: a.command.clone(),
+    })
+}
+
+/// Whether the mode bits let `uid`/`gid` write `dir` (ACLs aside).
+fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).is_ok_and(|m| {
+        let mode = m.mode();
+        (m.uid() == uid && mode & 0o200 != 0)
+            || (m.gid() == gid && mode & 0o020 != 0)
+            || mode & 0o002 != 0
     })
 }
 
@@ -312,4 +330,31 @@ pub fn gateway_config(p: &Prepared, sb: &Sandbox, audit: &Path) -> Config {
             labels: &p.labels,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_defaults_and_refuses_root() {
+        assert_eq!(user(Some("1000:1001")).unwrap(), (1000, 1001));
+        assert_eq!(user(Some("1000")).unwrap(), (1000, 1000));
+        let e = user(Some("0")).unwrap_err().to_string();
+        assert!(e.contains("never runs as root"), "{e}");
+        assert!(user(Some("abc")).is_err());
+    }
+
+    #[test]
+    fn writable_by_follows_the_mode_bits() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let meta = std::fs::metadata(d.path()).unwrap();
+        let (uid, gid) = (meta.uid(), meta.gid());
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(writable_by(d.path(), uid, gid));
+        assert!(!writable_by(d.path(), uid + 1, gid + 1));
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(writable_by(d.path(), uid + 1, gid + 1));
+    }
 }

@@ -361,6 +361,16 @@ pub fn runs() -> Vec<Run> {
 /// Returns, per run, what was removed.
 pub fn gc() -> Result<Vec<(String, Vec<String>)>, Error> {
     preflight()?;
+    // A run directory still being made (`.<id>.new`) whose maker is gone.
+    for e in fs::read_dir(RUNS).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let owner = fs::read_to_string(e.path().join("owner")).unwrap_or_default();
+        let pid = owner.split_whitespace().next().and_then(|p| p.parse().ok());
+        let maker_alive = pid.is_some_and(|p: u32| owner_line(p) == owner);
+        if name.starts_with('.') && name.ends_with(".new") && !maker_alive {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
     Ok(runs()
         .into_iter()
         .filter(|r| !r.alive)
