@@ -233,26 +233,9 @@ transforms:
         let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
         assert_eq!(out.next_line().await.unwrap().as_deref(), Some("ready"));
         // Keep both pipes open and drained, as a terminal would.
-        let drain = |mut lines: tokio::io::Lines<BufReader<_>>| {
-            tokio::spawn(async move {
-                let mut all = String::new();
-                while let Ok(Some(l)) = lines.next_line().await {
-                    all.push_str(&l);
-                    all.push('\n');
-                }
-                all
-            })
-        };
         Running {
             stdout: drain(out),
-            stderr: tokio::spawn(async move {
-                let mut all = String::new();
-                while let Ok(Some(l)) = err.next_line().await {
-                    all.push_str(&l);
-                    all.push('\n');
-                }
-                all
-            }),
+            stderr: drain(err),
             child,
             id,
             gateway,
@@ -274,6 +257,21 @@ transforms:
     pub fn host_listener_hits(&self) -> usize {
         self.host.2.load(Ordering::SeqCst)
     }
+}
+
+/// Reads the rest of `lines` in the background.
+fn drain<R>(mut lines: tokio::io::Lines<BufReader<R>>) -> tokio::task::JoinHandle<String>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut all = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    })
 }
 
 /// `(id, gateway, sandbox address)` from `centaur: sandbox ID (SB) -> gateway GW [...`.

@@ -62,6 +62,9 @@ pub enum Error {
         net::SLOTS
     )]
     NoFreeSlot,
+    /// The run's rules could not be rendered.
+    #[error("network rules: {0}")]
+    Model(#[from] netpol::ModelError),
     /// No cgroup hierarchy to put limits in.
     #[error(
         "no cgroup hierarchy at /sys/fs/cgroup (neither v2 nor v1 pids): limits cannot be enforced"
@@ -176,10 +179,7 @@ impl Sandbox {
     pub fn create(limits: &Limits, ports: netpol::Ports) -> Result<Sandbox, Error> {
         preflight()?;
         let (id, dir) = new_run_dir()?;
-        let model = netpol::Model::new(&id, ports).map_err(|e| Error::Tool {
-            command: "netpol".into(),
-            stderr: e.to_string(),
-        })?;
+        let model = netpol::Model::new(&id, ports)?;
         let made = (|| {
             let slot = net::claim_slot(&id)?;
             let addrs = Addrs::of_slot(slot);
@@ -188,10 +188,7 @@ impl Sandbox {
                 gateway: addrs.gateway,
                 redirect: true,
             };
-            let rules = netpol::nftables(&model, &local).map_err(|e| Error::Tool {
-                command: "netpol".into(),
-                stderr: e.to_string(),
-            })?;
+            let rules = netpol::nftables(&model, &local)?;
             net::create(&id, addrs, &rules)?;
             let procs = cgroup::create(&id, limits)?;
             let seccomp = match seccomp::program() {
@@ -301,16 +298,16 @@ fn start_time(pid: u32) -> Option<u64> {
 
 /// Whether the process that created run `id` still runs.
 fn alive(id: &str) -> bool {
-    let Ok(line) = fs::read_to_string(Path::new(RUNS).join(id).join("owner")) else {
+    owner_alive(&Path::new(RUNS).join(id))
+}
+
+/// Whether the process named in `dir/owner` still runs (same pid, same start time).
+fn owner_alive(dir: &Path) -> bool {
+    let Ok(line) = fs::read_to_string(dir.join("owner")) else {
         return false;
     };
-    let mut it = line.split_whitespace();
-    let (Some(pid), Some(start)) = (it.next(), it.next()) else {
-        return false;
-    };
-    pid.parse()
-        .ok()
-        .is_some_and(|pid: u32| owner_line(pid).split_whitespace().nth(1) == Some(start))
+    let pid = line.split_whitespace().next().and_then(|p| p.parse().ok());
+    pid.is_some_and(|pid: u32| owner_line(pid) == line)
 }
 
 /// Removes every resource of run `id` that exists; returns what it removed.
@@ -364,10 +361,7 @@ pub fn gc() -> Result<Vec<(String, Vec<String>)>, Error> {
     // A run directory still being made (`.<id>.new`) whose maker is gone.
     for e in fs::read_dir(RUNS).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let owner = fs::read_to_string(e.path().join("owner")).unwrap_or_default();
-        let pid = owner.split_whitespace().next().and_then(|p| p.parse().ok());
-        let maker_alive = pid.is_some_and(|p: u32| owner_line(p) == owner);
-        if name.starts_with('.') && name.ends_with(".new") && !maker_alive {
+        if name.starts_with('.') && name.ends_with(".new") && !owner_alive(&e.path()) {
             let _ = fs::remove_dir_all(e.path());
         }
     }
