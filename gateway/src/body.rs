@@ -48,16 +48,22 @@ impl CountedBody {
     }
 }
 
+/// The client's request body failed while it streamed upstream (bad chunk framing, a cut-off
+/// stream). The client is at fault, so the exchange is a 400, not an upstream failure.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read")]
+pub struct ClientBodyError(#[source] hyper::Error);
+
 impl Body for CountedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let polled = match &mut self.inner {
-            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+            Inner::Stream(s) => Pin::new(s).poll_frame(cx).map_err(ClientBodyError),
             Inner::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use policy::Decision;
 
-use crate::body::{ProxyBody, full};
+use crate::body::{ClientBodyError, ProxyBody, full};
 use crate::guard::GuardError;
 
 /// Why an exchange did not complete.
@@ -174,6 +174,13 @@ impl Failure {
                     GuardError::Resolve(_) => Failure::Resolve,
                     GuardError::Connect(..) => Failure::Connect,
                     GuardError::Timeout(_) => Failure::ConnectTimeout,
+                };
+            }
+            if e.is::<ClientBodyError>() {
+                return Failure::Refused {
+                    status: StatusCode::BAD_REQUEST,
+                    reason: "body_read_failed",
+                    message: "the request body could not be read",
                 };
             }
             if e.downcast_ref::<rustls::Error>().is_some() {

@@ -142,10 +142,9 @@ async fn send(env: &Env, raw: &[u8]) -> (u16, String) {
     (code, text)
 }
 
-/// What a case may do: be refused (4xx; a malformed chunked body is refused mid-stream with
-/// 502 today, see the note on issue 7), or reach the origin as exactly these paths.
+/// What a case may do: be refused (4xx), or reach the origin as exactly these paths.
 fn judge(name: &str, code: u16, text: &str, seen: &[Seen], paths: &[&str]) {
-    if (400..500).contains(&code) || (code == 502 && paths.is_empty()) {
+    if (400..500).contains(&code) {
         assert!(seen.is_empty(), "{name}: refused yet forwarded {seen:#?}");
         return;
     }
@@ -326,5 +325,27 @@ async fn http1_parser_differentials_are_refused_or_normalised() {
         let seen = log.lock().unwrap().clone();
         judge(name, code, &text, &seen, &paths);
     }
+    env.stop().await;
+}
+
+/// Regression: a malformed chunk size in the client's streamed body was answered 502
+/// `upstream_error`, blaming the upstream for the client's bytes. It is the client's fault: 400
+/// `body_read_failed`, recorded as a rejection, and nothing reaches the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunk_size_is_the_clients_400_not_an_upstream_502() {
+    let (addr, log) = recorder().await;
+    let env = Env::start(Opts {
+        pins: vec![("raw.test".into(), addr)],
+        ..Opts::default()
+    })
+    .await;
+    let raw = "POST /chunky HTTP/1.1\r\nHost: raw.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+               4\r\nabcd\r\nzz\r\nabcd\r\n0\r\n\r\n";
+    let (code, text) = send(&env, raw.as_bytes()).await;
+    assert_eq!(code, 400, "{text}");
+    let rec = env.record(|r| r["path"] == "/chunky").await;
+    assert_eq!(rec["reason"], "body_read_failed", "{rec:#}");
+    assert_eq!(rec["action"], "reject", "{rec:#}");
+    assert!(log.lock().unwrap().is_empty());
     env.stop().await;
 }
