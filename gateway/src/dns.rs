@@ -11,11 +11,12 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use policy::{DnsValue, HostName};
+use policy::{DnsConfig, DnsValue, HostName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
+use crate::metrics::Metrics;
 use crate::state::Shared;
 
 const TTL: u32 = 60;
@@ -37,7 +38,7 @@ pub async fn serve_udp(shared: Arc<Shared>, sock: UdpSocket) {
         };
         let (shared, sock) = (shared.clone(), sock.clone());
         tokio::spawn(async move {
-            if let Some(resp) = answer(&shared, &packet).await {
+            if let Some(resp) = answer(&shared.config.dns, &shared.metrics, &packet).await {
                 let _ = sock.send_to(&udp_size(resp, &packet), peer).await;
             }
             drop(permit);
@@ -45,8 +46,9 @@ pub async fn serve_udp(shared: Arc<Shared>, sock: UdpSocket) {
     }
 }
 
-/// Truncates an answer that does not fit a classic 512-byte UDP response.
-fn udp_size(resp: Vec<u8>, query: &[u8]) -> Vec<u8> {
+/// Truncates an answer that does not fit a classic 512-byte UDP response (or the query's
+/// EDNS payload size).
+pub fn udp_size(resp: Vec<u8>, query: &[u8]) -> Vec<u8> {
     let limit = Message::from_vec(query)
         .ok()
         .map_or(512, |q| usize::from(q.max_payload().max(512)));
@@ -86,7 +88,7 @@ async fn serve_tcp_conn(shared: Arc<Shared>, mut tcp: TcpStream) {
         ) {
             return;
         }
-        let Some(resp) = answer(&shared, &msg).await else {
+        let Some(resp) = answer(&shared.config.dns, &shared.metrics, &msg).await else {
             return;
         };
         let Ok(n) = u16::try_from(resp.len()) else {
@@ -99,13 +101,13 @@ async fn serve_tcp_conn(shared: Arc<Shared>, mut tcp: TcpStream) {
 }
 
 /// The response to one query packet; `None` (and a count) when it is malformed.
-pub async fn answer(shared: &Shared, packet: &[u8]) -> Option<Vec<u8>> {
+pub async fn answer(dns: &DnsConfig, metrics: &Metrics, packet: &[u8]) -> Option<Vec<u8>> {
     let Ok(req) = Message::from_vec(packet) else {
-        shared.metrics.dns_malformed.fetch_add(1, Relaxed);
+        metrics.dns_malformed.fetch_add(1, Relaxed);
         return None;
     };
     if req.metadata.message_type != MessageType::Query {
-        shared.metrics.dns_malformed.fetch_add(1, Relaxed);
+        metrics.dns_malformed.fetch_add(1, Relaxed);
         return None;
     }
     let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
@@ -118,7 +120,7 @@ pub async fn answer(shared: &Shared, packet: &[u8]) -> Option<Vec<u8>> {
         return resp.to_vec().ok();
     }
     let q = &req.queries[0];
-    match records(shared, q.name(), q.query_type()).await {
+    match records(dns, metrics, q.name(), q.query_type()).await {
         Ok(answers) => {
             resp.add_answers(answers);
         }
@@ -128,11 +130,11 @@ pub async fn answer(shared: &Shared, packet: &[u8]) -> Option<Vec<u8>> {
 }
 
 async fn records(
-    shared: &Shared,
+    dns: &DnsConfig,
+    metrics: &Metrics,
     qname: &Name,
     qtype: RecordType,
 ) -> Result<Vec<Record>, ResponseCode> {
-    let dns = &shared.config.dns;
     let ascii = qname.to_ascii();
     let name: HostName = ascii.parse().map_err(|_| ResponseCode::Refused)?;
     let rec = |rdata: RData| Record::from_rdata(qname.clone(), TTL, rdata);
@@ -143,7 +145,7 @@ async fn records(
         .map(|r| &r.value)
         .collect();
     if !statics.is_empty() {
-        shared.metrics.dns_answered[2].fetch_add(1, Relaxed);
+        metrics.dns_answered[2].fetch_add(1, Relaxed);
         return Ok(statics
             .into_iter()
             .filter_map(|v| match (v, qtype) {
@@ -158,7 +160,7 @@ async fn records(
     }
     let host = policy::Host::Name(name.clone());
     if dns.passthrough.iter().any(|p| p.matches(&host)) {
-        shared.metrics.dns_answered[1].fetch_add(1, Relaxed);
+        metrics.dns_answered[1].fetch_add(1, Relaxed);
         let found = tokio::time::timeout(
             PASSTHROUGH_TIMEOUT,
             tokio::net::lookup_host((name.as_str(), 0)),
@@ -175,7 +177,7 @@ async fn records(
             })
             .collect());
     }
-    shared.metrics.dns_answered[0].fetch_add(1, Relaxed);
+    metrics.dns_answered[0].fetch_add(1, Relaxed);
     Ok(match qtype {
         RecordType::A => dns
             .proxy_ip

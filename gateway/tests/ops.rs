@@ -172,10 +172,7 @@ async fn management_api_auth_status_metrics_and_reload() {
 /// reach anything by literal IP. Needs root (CI runs as root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_in_a_network_namespace_only_reaches_the_gateway() {
-    if !nix_is_root() {
-        eprintln!(
-            "SKIPPED workload_in_a_network_namespace_only_reaches_the_gateway: needs root for ip netns"
-        );
+    if !common::root_or_skip("workload_in_a_network_namespace_only_reaches_the_gateway") {
         return;
     }
     let ns = format!("cgw{}", std::process::id());
@@ -249,12 +246,4 @@ impl Drop for Cleanup {
             .args(["-c", &self.0])
             .status();
     }
-}
-
-fn nix_is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false)
 }

@@ -1,7 +1,7 @@
 //! Host names and host patterns: lower-cased, trailing dot removed, IDNA to punycode.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 /// Why a host name or pattern was refused.
@@ -31,6 +31,10 @@ pub enum HostError {
     /// The name is an IP address where a name was required.
     #[error("an IP address is not a host name; use a `cidr` rule for addresses")]
     IpLiteral,
+    /// The last label is a number (as in `0x7f.1` or `2130706433`), which makes the whole
+    /// name an IPv4 address, but it is not a valid one.
+    #[error("host name ends in a number but is not a valid IPv4 address")]
+    BadIpv4,
 }
 
 /// A normalised DNS host name: lower case, ASCII (punycode), no trailing dot.
@@ -57,7 +61,11 @@ impl FromStr for HostName {
         if raw.parse::<IpAddr>().is_ok() {
             return Err(HostError::IpLiteral);
         }
-        normalize_name(raw).map(HostName)
+        let name = normalize_name(raw)?;
+        if ends_in_number(&name) {
+            return Err(HostError::IpLiteral);
+        }
+        Ok(HostName(name))
     }
 }
 
@@ -73,6 +81,11 @@ pub enum Host {
 impl Host {
     /// Parses a host as found in `Host`, SNI, CONNECT or SOCKS: a name, an IPv4 literal or a
     /// bracketed or bare IPv6 literal. No port.
+    ///
+    /// A name whose last label is a number is an IPv4 address in any spelling that browsers,
+    /// curl and `inet_aton` accept (`2130706433`, `0177.0.0.1`, `0x7f.1`, `127.1`,
+    /// `127.0.0.1.`, full-width digits), so it is judged as the address it will reach, never
+    /// as a name (the WHATWG URL host parser's rule).
     pub fn parse(raw: &str) -> Result<Host, HostError> {
         let unbracketed = raw
             .strip_prefix('[')
@@ -81,7 +94,13 @@ impl Host {
         if let Ok(ip) = unbracketed.parse::<IpAddr>() {
             return Ok(Host::Ip(unmap(ip)));
         }
-        normalize_name(raw).map(|n| Host::Name(HostName(n)))
+        let name = normalize_name(raw)?;
+        if ends_in_number(&name) {
+            return lenient_ipv4(&name)
+                .map(|ip| Host::Ip(IpAddr::V4(ip)))
+                .ok_or(HostError::BadIpv4);
+        }
+        Ok(Host::Name(HostName(name)))
     }
 
     /// The DNS name, when the host is one.
@@ -111,6 +130,53 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
             .map(IpAddr::V4)
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
+    }
+}
+
+/// Whether a normalised name's last label is decimal digits or `0x` hex: such a name is an
+/// IPv4 address (WHATWG URL, "ends in a number").
+fn ends_in_number(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    last.bytes().all(|b| b.is_ascii_digit())
+        || last
+            .strip_prefix("0x")
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The WHATWG URL IPv4 parser: one to four dot-separated numbers, each decimal, octal (a
+/// leading `0`) or hex (`0x`); all but the last at most 255, the last filling the rest.
+fn lenient_ipv4(name: &str) -> Option<Ipv4Addr> {
+    let parts = name
+        .split('.')
+        .map(ipv4_number)
+        .collect::<Option<Vec<u64>>>()?;
+    let (last, init) = parts.split_last()?;
+    if parts.len() > 4 || init.iter().any(|n| *n > 255) {
+        return None;
+    }
+    let rest_bits = 8 * (5 - parts.len() as u32);
+    if *last >= 1u64 << rest_bits {
+        return None;
+    }
+    let high = init
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (i, n)| acc | n << (24 - 8 * i as u32));
+    u32::try_from(high | last).ok().map(Ipv4Addr::from)
+}
+
+fn ipv4_number(part: &str) -> Option<u64> {
+    let (digits, radix) = match part.strip_prefix("0x") {
+        Some(hex) => (hex, 16),
+        None if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+        None => (part, 10),
+    };
+    if part.is_empty() || !digits.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    match digits.is_empty() {
+        true => Some(0),
+        false => u64::from_str_radix(digits, radix).ok(),
     }
 }
 
@@ -229,6 +295,42 @@ mod tests {
         assert!(Host::parse(".").is_err());
     }
 
+    /// Invariant 1 (SSRF): every spelling of an IPv4 address that a resolver or URL parser
+    /// would connect to is judged as that address, never as a name.
+    #[test]
+    fn numeric_names_are_ipv4_addresses_in_every_spelling() {
+        let loopback = Host::Ip("127.0.0.1".parse().unwrap());
+        for spelling in [
+            "2130706433",
+            "0177.0.0.1",
+            "0x7f.1",
+            "0x7F.0.0.1",
+            "127.1",
+            "127.0.1",
+            "127.0.0.1.",
+            "0x7f000001",
+            "017700000001",
+            "\u{ff11}\u{ff12}\u{ff17}.0.0.1",
+        ] {
+            assert_eq!(host(spelling), loopback, "{spelling}");
+        }
+        assert_eq!(host("0x"), Host::Ip("0.0.0.0".parse().unwrap()));
+        for bad in [
+            "256.0.0.1",
+            "1.2.3.4.5",
+            "4294967296",
+            "09.0.0.1",
+            "0x1g.0x1",
+        ] {
+            assert_eq!(Host::parse(bad), Err(HostError::BadIpv4), "{bad}");
+        }
+        assert_eq!(Host::parse("a.0x"), Err(HostError::BadIpv4));
+        assert!(host("1.2.3.example").name().is_some());
+        assert!(host("0x7f.example").name().is_some());
+        assert_eq!("127.0.0.1.".parse::<HostName>(), Err(HostError::IpLiteral));
+        assert_eq!("0x7f.1".parse::<HostPattern>(), Err(HostError::IpLiteral));
+    }
+
     #[test]
     fn wildcard_matches_apex_and_subdomains_only() {
         let p: HostPattern = "*.Example.com".parse().unwrap();
@@ -268,7 +370,7 @@ mod tests {
             let outside = format!("{other}example.com");
             prop_assert!(!p.matches(&host(&outside)) || other.is_empty());
             let suffixed = format!("example.com.{other}");
-            prop_assert!(!p.matches(&host(&suffixed)));
+            prop_assert!(Host::parse(&suffixed).map_or(true, |h| !p.matches(&h)));
         }
 
         #[test]

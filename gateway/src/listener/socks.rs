@@ -12,11 +12,15 @@ use crate::error::Failure;
 use crate::listener::tunnel;
 use crate::state::Shared;
 
-/// A failed handshake: the reply to send (if any) and the audit reason.
-struct Fail {
-    reply: Option<Vec<u8>>,
-    reason: &'static str,
-    message: &'static str,
+/// A refused SOCKS5 handshake.
+#[derive(Debug)]
+pub struct Fail {
+    /// The bytes to answer with, if the client is owed an answer.
+    pub reply: Option<Vec<u8>>,
+    /// Stable reason code.
+    pub reason: &'static str,
+    /// Short, fixed message.
+    pub message: &'static str,
 }
 
 fn reply(code: u8) -> Vec<u8> {
@@ -83,7 +87,9 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, addr: SocketAddr) {
     tunnel::run(shared, addr, target, tcp, ex).await;
 }
 
-async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Result<Target, Fail> {
+/// Reads a SOCKS5 greeting and CONNECT request (no-auth only) and returns the target; the
+/// caller sends the reply. Bounded: at most 255 methods and a 255-byte name are read.
+pub async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Result<Target, Fail> {
     let eof = |_| fail(None, "socks_incomplete", "SOCKS5 handshake cut short");
     let mut head = [0u8; 2];
     io.read_exact(&mut head).await.map_err(eof)?;

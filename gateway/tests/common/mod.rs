@@ -305,6 +305,23 @@ pub async fn curl(env: &Env, args: &[&str]) -> (u16, String, String) {
 }
 
 /// The project's Python (a venv with requests, httpx and websockets).
+/// Whether a test that needs root (namespaces) can run. Under `CI` a missing root is a
+/// failure, never a silent skip.
+pub fn root_or_skip(name: &str) -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name}: CI runs as root, so this test must not be skipped there"
+        );
+        eprintln!("SKIPPED {name}: needs root for network namespaces");
+    }
+    root
+}
+
 pub fn python() -> String {
     if let Ok(p) = std::env::var("CENTAUR_PYTHON") {
         return p;

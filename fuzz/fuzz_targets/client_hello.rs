@@ -1,0 +1,24 @@
+//! The ClientHello peek (`gateway::tls::read_client_hello`) and the SNI check after it: any
+//! bytes end in a parsed hello or a refusal, never a panic, and never more than 16 KiB read.
+#![no_main]
+
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut io = tokio::io::join(data, tokio::io::sink());
+        if let Ok(accepted) = gateway::tls::read_client_hello(&mut io, Duration::from_secs(1)).await
+        {
+            assert!(data.len() <= gateway::tls::MAX_HELLO + 4096);
+            if let Some(sni) = accepted.client_hello().server_name() {
+                let _ = sni.parse::<policy::HostName>();
+            }
+        }
+    });
+});
