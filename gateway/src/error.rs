@@ -72,9 +72,10 @@ pub enum Failure {
     /// Connecting timed out.
     #[error("upstream connection timed out")]
     ConnectTimeout,
-    /// Upstream TLS failed (certificate or handshake); never downgraded.
-    #[error("upstream TLS verification failed")]
-    UpstreamTls,
+    /// Upstream TLS failed (certificate or handshake); never downgraded. Carries which check
+    /// failed, in fixed words.
+    #[error("upstream TLS failed: {0}")]
+    UpstreamTls(&'static str),
     /// No response head in time.
     #[error("upstream did not answer in time")]
     ResponseTimeout,
@@ -100,7 +101,7 @@ impl Failure {
             Failure::Refused { status, .. } | Failure::Credential { status, .. } => *status,
             Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::ConnectTimeout | Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Failure::Resolve | Failure::Connect | Failure::UpstreamTls | Failure::Upstream => {
+            Failure::Resolve | Failure::Connect | Failure::UpstreamTls(_) | Failure::Upstream => {
                 StatusCode::BAD_GATEWAY
             }
         }
@@ -119,7 +120,7 @@ impl Failure {
             Failure::Resolve => "upstream_resolve_failed",
             Failure::Connect => "upstream_connect_failed",
             Failure::ConnectTimeout => "upstream_connect_timeout",
-            Failure::UpstreamTls => "upstream_tls_error",
+            Failure::UpstreamTls(_) => "upstream_tls_error",
             Failure::ResponseTimeout => "upstream_response_timeout",
             Failure::Upstream => "upstream_error",
             Failure::AuditUnavailable => "audit_unavailable",
@@ -183,13 +184,14 @@ impl Failure {
                     message: "the request body could not be read",
                 };
             }
-            if e.downcast_ref::<rustls::Error>().is_some() {
-                return Failure::UpstreamTls;
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                return Failure::UpstreamTls(tls_detail(tls));
             }
-            if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && wraps_tls_error(io)
+            if let Some(tls) = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(wrapped_tls_error)
             {
-                return Failure::UpstreamTls;
+                return Failure::UpstreamTls(tls_detail(tls));
             }
             cur = e.source();
         }
@@ -198,15 +200,38 @@ impl Failure {
 }
 
 /// io::Error hides its payload from `source()`; TLS errors arrive wrapped one or more times.
-fn wraps_tls_error(io: &std::io::Error) -> bool {
+fn wrapped_tls_error(io: &std::io::Error) -> Option<&rustls::Error> {
     let mut inner = io.get_ref();
     while let Some(e) = inner {
-        if e.is::<rustls::Error>() {
-            return true;
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
         }
         inner = e
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref);
     }
-    false
+    None
+}
+
+/// Which upstream TLS check failed, in words fit for a client and an audit record.
+fn tls_detail(e: &rustls::Error) -> &'static str {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error};
+    match e {
+        Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+            "the certificate has expired"
+        }
+        Error::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => {
+            "the certificate is not valid yet"
+        }
+        Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            "the certificate does not name this host (subjectAltName)"
+        }
+        Error::InvalidCertificate(Cert::UnknownIssuer) => "the certificate's issuer is not trusted",
+        Error::InvalidCertificate(_) => "the certificate is not valid",
+        Error::PeerIncompatible(_)
+        | Error::AlertReceived(
+            Alert::ProtocolVersion | Alert::HandshakeFailure | Alert::InsufficientSecurity,
+        ) => "no TLS version and cipher suite in common (TLS 1.2 or 1.3 with forward secrecy)",
+        _ => "the handshake failed",
+    }
 }
