@@ -448,19 +448,9 @@ async fn inside_the_namespace() {
         "the public origin served"
     );
     // Every refusal is audited with its reason.
-    let mut refused = 0;
-    for _ in 0..50 {
-        refused = env
-            .audit(0)
-            .await
-            .iter()
-            .filter(|r| r["reason"] == "upstream_address_denied")
-            .count();
-        if refused >= denied.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let refused = env
+        .count_reason("upstream_address_denied", denied.len())
+        .await;
     assert!(refused >= denied.len(), "{refused} refusals audited");
     env.stop().await;
 }

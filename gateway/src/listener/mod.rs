@@ -138,6 +138,12 @@ async fn protocol_error(
             "http_malformed",
             "malformed HTTP request",
         )
+    } else if is_h2_protocol_error(h) {
+        (
+            StatusCode::BAD_REQUEST,
+            "http2_protocol_error",
+            "malformed HTTP/2 frames",
+        )
     } else if h.is_timeout() && meta.requests.load(Ordering::Relaxed) == 0 {
         (
             StatusCode::REQUEST_TIMEOUT,
@@ -162,6 +168,29 @@ async fn protocol_error(
         sent,
     )
     .await;
+}
+
+/// Whether hyper's error is an HTTP/2 connection error the client caused (the h2 library
+/// sent GOAWAY with PROTOCOL_ERROR, COMPRESSION_ERROR or FRAME_SIZE_ERROR). Malformed
+/// single streams are reset by the library without reaching the gateway, and are not recorded.
+fn is_h2_protocol_error(h: &hyper::Error) -> bool {
+    let mut cur = std::error::Error::source(h);
+    while let Some(e) = cur {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away()
+                && h2.is_library()
+                && matches!(
+                    h2.reason(),
+                    Some(
+                        h2::Reason::PROTOCOL_ERROR
+                            | h2::Reason::COMPRESSION_ERROR
+                            | h2::Reason::FRAME_SIZE_ERROR
+                    )
+                );
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Records a refused connection (no request was served on it).

@@ -228,6 +228,23 @@ transforms:
         }
     }
 
+    /// How many records carry `reason`, waiting (up to 5 s) until at least `n` do.
+    pub async fn count_reason(&self, reason: &str, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let count = self
+                .audit(0)
+                .await
+                .iter()
+                .filter(|r| r["reason"] == reason)
+                .count();
+            if count >= n || Instant::now() > deadline {
+                return count;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The single record matching `pred`, waiting for it.
     pub async fn record(&self, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
