@@ -79,6 +79,10 @@ pub enum Failure {
     /// No response head in time.
     #[error("upstream did not answer in time")]
     ResponseTimeout,
+    /// Secrets were used and the upstream answered with a content-coded body (gzip, br) in
+    /// spite of `Accept-Encoding: identity`: the scrubber cannot read it, so it is withheld.
+    #[error("upstream answered with an encoded body that cannot be scrubbed")]
+    UnscrubbableEncoding,
     /// Any other upstream protocol failure.
     #[error("upstream request failed")]
     Upstream,
@@ -101,9 +105,11 @@ impl Failure {
             Failure::Refused { status, .. } | Failure::Credential { status, .. } => *status,
             Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::ConnectTimeout | Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Failure::Resolve | Failure::Connect | Failure::UpstreamTls(_) | Failure::Upstream => {
-                StatusCode::BAD_GATEWAY
-            }
+            Failure::Resolve
+            | Failure::Connect
+            | Failure::UpstreamTls(_)
+            | Failure::UnscrubbableEncoding
+            | Failure::Upstream => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -122,6 +128,7 @@ impl Failure {
             Failure::ConnectTimeout => "upstream_connect_timeout",
             Failure::UpstreamTls(_) => "upstream_tls_error",
             Failure::ResponseTimeout => "upstream_response_timeout",
+            Failure::UnscrubbableEncoding => "upstream_encoding_unscrubbable",
             Failure::Upstream => "upstream_error",
             Failure::AuditUnavailable => "audit_unavailable",
         }

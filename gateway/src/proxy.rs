@@ -84,6 +84,10 @@ pub async fn serve_request(
         ex.record().upstream = Some(addr.to_string());
     }
     ex.set_status(resp.status().as_u16());
+    if scrubber.is_active() && encoded(resp.headers()) {
+        // A body the scrubber cannot read could carry a real value back (invariant 3).
+        return Ok(refuse(ex, Failure::UnscrubbableEncoding).await);
+    }
     if let Some(client_io) =
         client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)
     {
@@ -416,6 +420,17 @@ async fn transform_response(
     let (body, durable) = AuditedBody::new(body, ex, scrub);
     // An empty body has ended already: its head is all the client receives.
     released(Response::from_parts(parts, Either::Left(body)), durable).await
+}
+
+/// Whether a response body is content-coded (gzip, br, ...): the gateway asked for
+/// `identity`, and the scrubber reads only the bytes as sent.
+fn encoded(h: &HeaderMap) -> bool {
+    h.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |s| {
+            s.split(',')
+                .any(|c| !c.trim().eq_ignore_ascii_case("identity"))
+        })
+    })
 }
 
 /// Whether a request is a CONNECT.

@@ -188,3 +188,91 @@ async fn no_secret_value_ever_reaches_the_audit_log() {
     assert!(text.contains("\"secret\":"), "names are recorded: {text}");
     env.stop().await;
 }
+
+/// An origin that ignores `Accept-Encoding: identity`: it echoes the request's Authorization
+/// header gzip-compressed, or plain on `/identity`.
+async fn gzip_echo_origin() -> String {
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let auth = head
+                .lines()
+                .find_map(|l| l.strip_prefix("authorization: "))
+                .unwrap_or("")
+                .to_string();
+            let (coding, body) = if head.starts_with("GET /identity ") {
+                ("identity", auth.into_bytes())
+            } else {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                gz.write_all(auth.as_bytes()).unwrap();
+                ("gzip", gz.finish().unwrap())
+            };
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-encoding: {coding}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.write_all(&body).await;
+        }
+    });
+    addr
+}
+
+/// Regression (invariant 3): an upstream that answered a request carrying a real key with a
+/// gzip body slipped the key past the scrubber, which reads bytes as sent. Such a response is
+/// now withheld (502 `upstream_encoding_unscrubbable`); an identity body is scrubbed as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_response_the_scrubber_cannot_read_is_withheld() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, REAL).unwrap();
+    let origin = gzip_echo_origin().await;
+    let transforms = format!(
+        "{}  - name: secrets
+    config:
+      secrets:
+        - source: {{type: file, path: {key}}}
+          rules: [{{host: gz.test}}]
+          replace: {{proxy_value: {PH}, match_headers: [Authorization]}}
+",
+        common::default_allowlist(),
+        key = key.display(),
+    );
+    let env = Env::start(Opts {
+        transforms: Some(transforms),
+        pins: vec![("gz.test".into(), origin)],
+        ..Opts::default()
+    })
+    .await;
+    let http = env.addrs.http.unwrap();
+    let get = |path: &str| {
+        vec![
+            "--connect-to".to_string(),
+            format!("gz.test:80:{}:{}", http.ip(), http.port()),
+            "-H".into(),
+            format!("Authorization: Bearer {PH}"),
+            format!("http://gz.test{path}"),
+        ]
+    };
+    let args = get("/identity");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, body, _) = curl(&env, &args).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, format!("Bearer {PH}").as_str())
+    );
+    let args = get("/gzip");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, body, _) = curl(&env, &args).await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(json(&body)["reason"], "upstream_encoding_unscrubbable");
+    let rec = env.record(|r| r["path"] == "/gzip").await;
+    assert_eq!(rec["reason"], "upstream_encoding_unscrubbable");
+    env.stop().await;
+}
