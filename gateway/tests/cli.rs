@@ -200,3 +200,52 @@ for name, doc in json.loads(sys.argv[2]).items():
         "{out}"
     );
 }
+
+/// Hostile policy files (invariant 8): deep nesting, a million entries and an alias bomb are
+/// each refused with a positioned error, quickly, inside a 512 MiB address-space limit.
+#[test]
+fn hostile_policy_files_are_refused_quickly_within_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = format!(
+        "transforms: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let mut huge = String::from("transforms:\n  - name: allowlist\n    config:\n      domains:\n");
+    for i in 0..1_000_000 {
+        huge.push_str(&format!("        - h{i}.example.com\n"));
+    }
+    let mut bomb = String::from("transforms:\n  - name: allowlist\n    config:\n      domains:\n");
+    bomb.push_str(
+        "        - &l0 [a.test, a.test, a.test, a.test, a.test, a.test, a.test, a.test]\n",
+    );
+    for level in 1..10 {
+        let refs = vec![format!("*l{}", level - 1); 8].join(", ");
+        bomb.push_str(&format!("        - &l{level} [{refs}]\n"));
+    }
+    for (name, text, words) in [
+        ("nested", nested, "recursion limit"),
+        ("huge", huge, "budget"),
+        ("bomb", bomb, "error"),
+    ] {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let started = std::time::Instant::now();
+        let out = Command::new("prlimit")
+            .arg("--as=536870912")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_centaur-gateway"))
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(words), "{name}: {stderr}");
+        assert!(
+            took < std::time::Duration::from_secs(30),
+            "{name} took {took:?}"
+        );
+    }
+}

@@ -57,6 +57,8 @@ pub struct Opts {
     pub ca_files: Vec<String>,
     /// Listen on this IP at the standard ports (53, 80, 443) instead of 127.0.0.1:0.
     pub listen_ip: Option<String>,
+    /// Extra `tls:` settings, as flow-mapping entries (`cert_cache_size: 10`).
+    pub tls_extra: String,
 }
 
 impl Default for Opts {
@@ -70,6 +72,7 @@ impl Default for Opts {
             pins: Vec::new(),
             ca_files: Vec::new(),
             listen_ip: None,
+            tls_extra: String::new(),
         }
     }
 }
@@ -164,7 +167,7 @@ proxy:
   tunnel_listen: 127.0.0.1:0
   client_header_timeout: 2s
 {allow}{extra}metrics: {{listen: '127.0.0.1:0'}}
-{mgmt}tls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key}}
+{mgmt}tls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key{tls}}}
 upstream:
   hosts:
     api.test: '{o}'
@@ -181,6 +184,10 @@ transforms:
             o = origin.addr,
             p = plain.addr,
             extra = opts.proxy_extra,
+            tls = match opts.tls_extra.as_str() {
+                "" => String::new(),
+                t => format!(", {t}"),
+            },
             t = opts.transforms.clone().unwrap_or_else(default_allowlist),
         )
     }
