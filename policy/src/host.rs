@@ -373,6 +373,24 @@ mod tests {
             prop_assert!(Host::parse(&suffixed).map_or(true, |h| !p.matches(&h)));
         }
 
+        /// Host matching against a reference model: the name's labels, compared from the
+        /// right with the pattern's; a wildcard also takes the apex.
+        #[test]
+        fn matching_agrees_with_a_label_by_label_model(
+            pattern in proptest::collection::vec("[a-c]{1,2}", 1..4),
+            wildcard: bool,
+            name in proptest::collection::vec("[a-cA-C]{1,2}", 1..5),
+        ) {
+            let text = format!("{}{}", if wildcard { "*." } else { "" }, pattern.join("."));
+            let p: HostPattern = text.parse().unwrap();
+            let lower: Vec<String> = name.iter().map(|l| l.to_ascii_lowercase()).collect();
+            let model = match wildcard {
+                true => lower.len() >= pattern.len() && lower[lower.len() - pattern.len()..] == pattern[..],
+                false => lower == pattern,
+            };
+            prop_assert_eq!(p.matches(&host(&name.join("."))), model);
+        }
+
         #[test]
         fn case_and_trailing_dot_never_change_the_verdict(name in "[a-z]{1,10}\\.[a-z]{2,5}") {
             let p: HostPattern = name.parse().unwrap();
