@@ -1,6 +1,7 @@
 //! Resource exhaustion (invariants 5 and 8): the `centaur-gateway` binary, run as its own
-//! process so its memory can be read, under slowloris, 10,000 idle connections, a flood of TLS
-//! handshakes with new server names and a DNS query flood. After each, the gateway's RSS is
+//! process so its memory can be read, under slowloris, a flood of TLS handshakes with new
+//! server names, a DNS query flood, slow readers of large responses and 10,000 idle
+//! connections. After each, the gateway's RSS is
 //! bounded, a normal client is still served, and the refusals are audited.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -243,6 +244,28 @@ async fn floods_leave_memory_bounded_and_other_clients_served() {
         "{after_tls} -> {after_dns} KiB"
     );
     assert_eq!(gw.control().await, 200, "served after the DNS flood");
+
+    // Slow readers: 20 clients ask for 100 MiB each and read nothing for 3 s. The gateway
+    // holds no more than its buffers: it reads from upstream only as fast as each client.
+    let mut readers = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(gw.http).await.unwrap();
+        s.write_all(b"GET /bytes/104857600 HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 1024];
+        let _ = s.read(&mut first).await.unwrap();
+        readers.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let slow_read = gw.rss_kib();
+    eprintln!("RSS with 20 stalled 100 MiB downloads: {slow_read} KiB");
+    assert!(
+        slow_read < after_dns + 32 * 1024,
+        "responses are buffered for slow readers: {after_dns} -> {slow_read} KiB"
+    );
+    assert_eq!(gw.control().await, 200, "served beside the slow readers");
+    drop(readers);
 
     // 10,000 idle connections: all accepted, each costing little, and a normal client is
     // still served while they are open.
