@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::process::{Child, Command};
@@ -111,22 +110,6 @@ transforms:
             .and_then(|c| c.parse().ok())
             .unwrap_or(0)
     }
-
-    async fn count(&self, reason: &str, at_least: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
-            let n = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|r| r["reason"] == reason)
-                .count();
-            if n >= at_least || Instant::now() > deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +146,7 @@ async fn floods_leave_memory_bounded_and_other_clients_served() {
         let cut = t.await.unwrap() - started;
         assert!(cut < Duration::from_secs(6), "cut off after {cut:?}");
     }
-    assert!(gw.count("client_header_timeout", 100).await >= 100);
+    assert!(common::count_reason_in(&gw.audit, "client_header_timeout", 100).await >= 100);
 
     // A flood of TLS handshakes, each with a new allowed server name: every one gets a leaf,
     // the cache keeps at most 100.

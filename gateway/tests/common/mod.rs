@@ -235,21 +235,9 @@ transforms:
         }
     }
 
-    /// How many records carry `reason`, waiting (up to 5 s) until at least `n` do.
+    /// How many records carry `reason`, waiting (up to 10 s) until at least `n` do.
     pub async fn count_reason(&self, reason: &str, n: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let count = self
-                .audit(0)
-                .await
-                .iter()
-                .filter(|r| r["reason"] == reason)
-                .count();
-            if count >= n || Instant::now() > deadline {
-                return count;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        count_reason_in(&self.path("audit.jsonl"), reason, n).await
     }
 
     /// The single record matching `pred`, waiting for it.
@@ -344,6 +332,24 @@ pub fn root_or_skip(name: &str) -> bool {
         eprintln!("SKIPPED {name}: needs root for network namespaces");
     }
     root
+}
+
+/// How many records of the audit file at `path` carry `reason`, waiting (up to 10 s) until at
+/// least `n` do.
+pub async fn count_reason_in(path: &Path, reason: &str, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["reason"] == reason)
+            .count();
+        if count >= n || Instant::now() > deadline {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn python() -> String {
