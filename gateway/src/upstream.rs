@@ -125,8 +125,7 @@ pub struct TrustError {
 pub fn root_store(extra: &[String]) -> Result<RootCertStore, TrustError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
+    roots.add_parsable_certificates(system_roots());
     for path in extra {
         let err = |message: String| TrustError {
             path: path.clone(),
@@ -144,6 +143,31 @@ pub fn root_store(extra: &[String]) -> Result<RootCertStore, TrustError> {
         }
     }
     Ok(roots)
+}
+
+/// The system's trusted roots: one bundle file (`SSL_CERT_FILE`, else the distribution's),
+/// or where there is none, the platform's default search (`SSL_CERT_DIR` and the like).
+/// Reading a certificate directory as well costs a file per certificate for the same
+/// certificates again: it was a third of the gateway's start-up on Debian.
+fn system_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    const BUNDLES: [&str; 4] = [
+        "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Arch, Gentoo
+        "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
+        "/etc/ssl/ca-bundle.pem",             // openSUSE
+        "/etc/ssl/cert.pem",                  // Alpine, macOS
+    ];
+    let bundle = match std::env::var_os("SSL_CERT_FILE") {
+        Some(file) => Some(std::path::PathBuf::from(file)),
+        None => BUNDLES
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file()),
+    };
+    match bundle.filter(|p| p.is_file()) {
+        Some(file) => rustls_native_certs::load_certs_from_paths(Some(&file), None),
+        None => rustls_native_certs::load_native_certs(),
+    }
+    .certs
 }
 
 impl Upstreams {
