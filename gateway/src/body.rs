@@ -210,7 +210,7 @@ impl Body for AuditedBody {
                         return this.sent(frame, cx);
                     };
                     let out = match frame.into_data() {
-                        Ok(data) => s.push(&data),
+                        Ok(data) => s.push(data),
                         Err(trailers) => {
                             let tail = s.finish();
                             if tail.is_empty() {

@@ -104,12 +104,14 @@ impl tower_service::Service<Uri> for GuardConnector {
 
 type Https = HttpsConnector<GuardConnector>;
 
-/// The upstream clients: one negotiating h2 or HTTP/1.1, one HTTP/1.1-only for upgrades.
+/// The upstream clients: one negotiating h2 or HTTP/1.1, one HTTP/1.1-only.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
-    /// ALPN h2 and http/1.1.
+    /// ALPN h2 and http/1.1: HTTP/2 clients and the gateway's own calls.
     pub auto: Client<Https, CountedBody>,
-    /// ALPN http/1.1 only, for WebSocket upgrades.
+    /// ALPN http/1.1 only: HTTP/1.1 clients (a pooled connection per request in flight, not
+    /// every client's requests multiplexed onto one h2 connection and its flow-control
+    /// window) and WebSocket upgrades.
     pub h1: Client<Https, CountedBody>,
 }
 

@@ -229,35 +229,7 @@ async fn h2_client_to_h1_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_events_arrive_as_they_are_sent() {
     let env = Env::start(Opts::default()).await;
-    let script = format!(
-        r#"
-import time, httpx
-t0 = time.monotonic()
-with httpx.Client(timeout=10) as c:
-    with c.stream("GET", "https://{API}/sse") as r:
-        for line in r.iter_lines():
-            if line.startswith("data:"):
-                print(f"{{time.monotonic() - t0:.3f}} {{line}}", flush=True)
-"#
-    );
-    let proxy = format!("http://{}", env.tunnel());
-    let out = run(
-        &python(),
-        &["-c".into(), script],
-        &[("HTTPS_PROXY", proxy), ("SSL_CERT_FILE", env.ca())],
-    )
-    .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let times: Vec<f64> = stdout
-        .lines()
-        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(
-        times.len(),
-        3,
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let times = common::sse_arrival_times(&env, "").await;
     // The origin sends one event every 300 ms: each must arrive on its own, well within
     // 100 ms of being sent (the last at ~600 ms after the first).
     let gap1 = times[1] - times[0];

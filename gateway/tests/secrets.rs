@@ -276,3 +276,29 @@ async fn an_encoded_response_the_scrubber_cannot_read_is_withheld() {
     assert_eq!(rec["reason"], "upstream_encoding_unscrubbable");
     env.stop().await;
 }
+
+/// A streamed response to a request that carried a real value is scrubbed without delaying
+/// it: each server-sent event reaches the client when the origin sends it, not when the next
+/// one arrives (the scrubber holds back only a tail that could begin a secret; invariant 3
+/// keeps the value itself out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrubbed_sse_events_arrive_as_they_are_sent() {
+    let env = env().await;
+    let times = common::sse_arrival_times(&env, &format!("Bearer {PH}")).await;
+    // The origin sends one event every 300 ms.
+    let gaps = [times[1] - times[0], times[2] - times[1]];
+    assert!(
+        gaps.iter().all(|g| (0.2..0.4).contains(g)),
+        "events were held back: {times:?}"
+    );
+    // The real value went on the wire, so the response was scrubbed.
+    let r = env.record(|r| r["host"] == API).await;
+    let t = &r["request_transforms"][1];
+    assert_eq!(t["name"], "secrets", "{r:#}");
+    assert_eq!(
+        t["annotations"]["swapped"][0]["locations"],
+        serde_json::json!(["header:authorization"]),
+        "{r:#}"
+    );
+    env.stop().await;
+}

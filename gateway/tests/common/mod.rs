@@ -545,3 +545,40 @@ pub fn ann(record: &Value, name: &str) -> Value {
 pub fn last_auth(env: &Env) -> Value {
     env.origin.seen().pop().unwrap()["headers"]["authorization"].clone()
 }
+
+/// Reads the origin's `/sse` (three events, 300 ms apart) through the tunnel with httpx, with
+/// `authorization` as the Authorization header when not empty; returns each event's arrival
+/// time in seconds after the request started.
+pub async fn sse_arrival_times(env: &Env, authorization: &str) -> Vec<f64> {
+    let script = format!(
+        r#"
+import sys, time, httpx
+auth = sys.argv[1]
+t0 = time.monotonic()
+with httpx.Client(timeout=10) as c:
+    with c.stream("GET", "https://{API}/sse", headers={{"Authorization": auth}} if auth else {{}}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                print(f"{{time.monotonic() - t0:.3f}} {{line}}", flush=True)
+"#
+    );
+    let proxy = format!("http://{}", env.tunnel());
+    let out = run(
+        &python(),
+        &["-c".into(), script, authorization.into()],
+        &[("HTTPS_PROXY", proxy), ("SSL_CERT_FILE", env.ca())],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let times: Vec<f64> = stdout
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        times.len(),
+        3,
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    times
+}

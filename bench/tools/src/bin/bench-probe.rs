@@ -16,7 +16,7 @@ use bench::{Route, percentile};
 use clap::{Args, Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
@@ -127,27 +127,57 @@ async fn sse((route, path): (Route, String), events: usize) -> anyhow::Result<se
     let mut stream = route.open().await?;
     let head = route.request(&path, "Accept: text/event-stream");
     stream.write_all(head.as_bytes()).await?;
-    // Scan the byte stream for `data: <ns>\n`; chunk-size lines never contain "data: ".
+    let mut reader = BufReader::new(stream);
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await? == 0 {
+            bail!("connection closed in the response head");
+        }
+        let lower = line.to_ascii_lowercase();
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+        if line == "\r\n" {
+            break;
+        }
+    }
+    // The body, de-chunked, is scanned for `data: <ns>\n`; each event is stamped when the
+    // bytes that complete it have arrived.
     let mut samples = Vec::with_capacity(events);
-    let mut pending = Vec::new();
-    let mut buf = vec![0; 16 * 1024];
+    let mut body = Vec::new();
     while samples.len() < events {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            bail!("stream ended after {} of {events} events", samples.len());
+        let before = body.len();
+        if chunked {
+            let mut line = String::new();
+            reader.read_line(&mut line).await?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .with_context(|| format!("bad chunk size line: {line:?}"))?;
+            if size == 0 {
+                bail!("stream ended after {} of {events} events", samples.len());
+            }
+            body.resize(before + size, 0);
+            reader.read_exact(&mut body[before..]).await?;
+            let mut crlf = [0; 2];
+            reader.read_exact(&mut crlf).await?;
+        } else {
+            let got = reader.fill_buf().await?;
+            if got.is_empty() {
+                bail!("stream ended after {} of {events} events", samples.len());
+            }
+            body.extend_from_slice(got);
+            let n = got.len();
+            reader.consume(n);
         }
         let at = now_ns();
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(start) = find(&pending, b"data: ") {
-            let Some(end) = pending[start..].iter().position(|&b| b == b'\n') else {
+        while let Some(start) = find(&body, b"data: ") {
+            let Some(end) = body[start..].iter().position(|&b| b == b'\n') else {
                 break;
             };
-            let sent: u128 = std::str::from_utf8(&pending[start + 6..start + end])?
+            let sent: u128 = std::str::from_utf8(&body[start + 6..start + end])?
                 .trim()
                 .parse()
                 .context("event without a timestamp")?;
             samples.push(at.saturating_sub(sent) as f64 / 1000.0);
-            pending.drain(..start + end);
+            body.drain(..start + end);
         }
     }
     Ok(summary(samples))
