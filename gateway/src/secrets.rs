@@ -364,6 +364,7 @@ mod tests {
             Arc::new(guard),
             rustls::RootCertStore::empty(),
             Duration::from_secs(1),
+            1,
         )
     }
 

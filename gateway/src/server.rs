@@ -164,7 +164,12 @@ impl Gateway {
             .await
             .map_err(StartError::Audit)?;
         let leaves = Arc::new(LeafCache::new(authority, config.tls.cert_cache_size));
-        let upstreams = Upstreams::new(Arc::new(guard), roots, Duration::from_secs(90));
+        let upstreams = Upstreams::new(
+            Arc::new(guard),
+            roots,
+            Duration::from_secs(90),
+            config.proxy.max_connections,
+        );
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone(), &upstreams, &env)),
             env,
