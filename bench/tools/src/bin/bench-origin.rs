@@ -62,7 +62,15 @@ async fn main() -> anyhow::Result<()> {
     println!("listening on {}", listener.local_addr()?);
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
     loop {
-        let (tcp, _) = listener.accept().await?;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of descriptors (idle pools of every contender): wait, do not exit.
+                eprintln!("bench-origin: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let acceptor = acceptor.clone();
         let chunk = chunk.clone();
         tokio::spawn(async move {
