@@ -8,6 +8,7 @@
 //! the previous file). The header is sealed the same way, so it cannot be edited either.
 
 use std::fmt;
+use std::io::Write;
 
 use aws_lc_rs::digest::{Context, SHA256};
 
@@ -80,6 +81,17 @@ fn digest(prev: &Hash, body_without_close: &[u8]) -> Hash {
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     Hash(out)
+}
+
+/// Appends the chain position to a JSON object in `buf` (which must end with `}`): the
+/// `seq` and `prev_hash` members, before [`seal`] adds `hash`.
+pub fn link(buf: &mut Vec<u8>, seq: u64, prev: &Hash) {
+    debug_assert_eq!(buf.last(), Some(&b'}'));
+    buf.pop();
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, ",\"seq\":{seq},\"prev_hash\":\"");
+    buf.extend_from_slice(&prev.hex());
+    buf.extend_from_slice(b"\"}");
 }
 
 /// Seals a JSON object in `buf` (which must end with `}`): appends the `hash` member computed

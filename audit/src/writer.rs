@@ -23,7 +23,8 @@ use crate::record::Record;
 use crate::sink::{Link, Sink, StdoutSink};
 
 enum Msg {
-    Record(Box<Record>, Option<oneshot::Sender<bool>>),
+    /// A record serialised by the request that made it, without the chain members.
+    Record(Vec<u8>, Option<oneshot::Sender<bool>>),
     Flush(oneshot::Sender<()>),
     Tick,
 }
@@ -67,6 +68,7 @@ pub struct Slot {
     permit: mpsc::OwnedPermit<Msg>,
     labels: Arc<BTreeMap<String, String>>,
     strict: bool,
+    stats: Arc<Stats>,
 }
 
 /// Resolves when a record emitted in `strict` mode is on stable storage: `true`, or `false`
@@ -81,12 +83,18 @@ impl Future for Durable {
     }
 }
 
+/// Room for a typical record and the chain members the writer appends, so that neither side
+/// grows the buffer.
+const LINE_CAPACITY: usize = 1536;
+
 impl Slot {
-    /// Emits the record into the reserved place. The writer adds the sandbox labels. In
-    /// `strict` mode the returned [`Durable`] says when the record is on disk.
-    pub fn emit(self, mut record: Record) -> Option<Durable> {
-        if record.sandbox.is_empty() && !self.labels.is_empty() {
-            record.sandbox = (*self.labels).clone();
+    /// Emits the record into the reserved place, with the writer's sandbox labels unless it
+    /// has its own. It is serialised here, on the request's thread; the writer thread only
+    /// chains and writes. In `strict` mode the returned [`Durable`] says when the record is on
+    /// disk.
+    pub fn emit(self, record: &mut Record) -> Option<Durable> {
+        if record.sandbox.is_empty() {
+            record.sandbox = self.labels.clone();
         }
         let (tx, rx) = match self.strict {
             true => {
@@ -95,7 +103,19 @@ impl Slot {
             }
             false => (None, None),
         };
-        self.permit.send(Msg::Record(Box::new(record), tx));
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        match serde_json::to_writer(&mut line, &*record) {
+            Ok(()) => {
+                self.permit.send(Msg::Record(line, tx));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit record could not be serialised");
+                self.stats.write_errors.fetch_add(1, Relaxed);
+                if let Some(tx) = tx {
+                    let _ = tx.send(false);
+                }
+            }
+        };
         rx
     }
 }
@@ -196,14 +216,15 @@ impl AuditLog {
             permit,
             labels: self.labels.clone(),
             strict: self.strict,
+            stats: self.stats.clone(),
         })
     }
 
     /// Reserves and emits in one step, waiting for durability in `strict` mode.
-    pub async fn emit(&self, record: Record) {
+    pub async fn emit(&self, mut record: Record) {
         match self.reserve().await {
             Some(slot) => {
-                if let Some(d) = slot.emit(record) {
+                if let Some(d) = slot.emit(&mut record) {
                     d.await;
                 }
             }
@@ -238,7 +259,6 @@ impl Writer {
             Durability::Batch { interval, records } => (interval, records),
             Durability::Strict => (Duration::ZERO, 1),
         };
-        let mut line = Vec::with_capacity(2048);
         let mut waiters = Vec::new();
         let mut flushes = Vec::new();
         let (mut unsynced, mut last_sync) = (0usize, Instant::now());
@@ -246,8 +266,8 @@ impl Writer {
             let (mut next, mut n, mut tick, mut ok) = (Some(first), 0, false, true);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Record(r, waiter) => {
-                        ok &= self.write(*r, &mut line);
+                    Msg::Record(line, waiter) => {
+                        ok &= self.write(line);
                         waiters.extend(waiter);
                         n += 1;
                         unsynced += 1;
@@ -291,22 +311,16 @@ impl Writer {
         self.commit(true);
     }
 
-    /// Seals one record onto the chain and hands it to every sink.
-    fn write(&mut self, mut r: Record, line: &mut Vec<u8>) -> bool {
-        r.seq = self.head.seq + 1;
-        r.prev_hash = self.head.hash.to_string();
-        line.clear();
-        if let Err(e) = serde_json::to_writer(&mut *line, &r) {
-            tracing::error!(error = %e, "audit record could not be serialised");
-            self.stats.write_errors.fetch_add(1, Relaxed);
-            return false;
-        }
-        let hash = chain::seal(line, &self.head.hash);
-        self.head = Link { seq: r.seq, hash };
+    /// Seals one serialised record onto the chain and hands it to every sink.
+    fn write(&mut self, mut line: Vec<u8>) -> bool {
+        let seq = self.head.seq + 1;
+        chain::link(&mut line, seq, &self.head.hash);
+        let hash = chain::seal(&mut line, &self.head.hash);
+        self.head = Link { seq, hash };
         self.stats.written.fetch_add(1, Relaxed);
         let mut ok = true;
         for i in 0..self.sinks.len() {
-            if let Err(e) = self.sinks[i].write(line, self.head) {
+            if let Err(e) = self.sinks[i].write(&line, self.head) {
                 ok &= !self.sinks[i].durable();
                 self.failed("write", &e);
             }
@@ -383,7 +397,7 @@ mod tests {
         let closed = gate.lock().unwrap();
         let slot = log.reserve().await.unwrap();
         let mut durable = slot
-            .emit(Record::start("http", "c".into()))
+            .emit(&mut Record::start("http", "c".into()))
             .expect("strict hands out a Durable");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
@@ -408,7 +422,7 @@ mod tests {
         )
         .unwrap();
         let slot = log.reserve().await.unwrap();
-        assert!(slot.emit(Record::start("http", "c".into())).is_none());
+        assert!(slot.emit(&mut Record::start("http", "c".into())).is_none());
     }
 
     fn futures_poll(d: &mut Durable) -> Option<bool> {

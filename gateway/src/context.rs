@@ -46,6 +46,8 @@ pub struct ConnMeta {
     pub listener: &'static str,
     /// Client address.
     pub client: SocketAddr,
+    /// The client address as the audit record shows it, formatted once per connection.
+    client_text: String,
     /// Set once TLS is terminated.
     pub tls: Option<TlsMeta>,
     /// Set inside a CONNECT or SOCKS5 tunnel.
@@ -62,6 +64,7 @@ impl ConnMeta {
         ConnMeta {
             listener,
             client,
+            client_text: client.to_string(),
             tls: None,
             tunnel: None,
             inflight: Arc::new(AtomicUsize::new(0)),
@@ -89,9 +92,9 @@ impl Exchange {
         if slot.is_none() {
             tracing::error!("audit writer stopped: records are being lost");
         }
-        let mut record = Record::start(conn.listener, conn.client.to_string());
+        let mut record = Record::start(conn.listener, conn.client_text.clone());
         if let Some(tls) = &conn.tls {
-            record.sni = Some(tls.sni.to_string());
+            record.sni = Some(tls.sni.as_str().to_owned());
             record.tls = Some(tls.info.clone());
         }
         record.tunnel = conn.tunnel.as_ref().map(ToString::to_string);
@@ -202,7 +205,7 @@ impl Exchange {
         self.shared
             .metrics
             .exchange(r.listener, action, r.bytes_in, r.bytes_out);
-        slot.emit(std::mem::replace(r, Record::start("", String::new())))
+        slot.emit(r)
     }
 }
 

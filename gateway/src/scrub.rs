@@ -8,18 +8,35 @@ use memchr::memmem;
 /// Replacements for one exchange: (real value, what the client sees instead).
 #[derive(Debug, Default, Clone)]
 pub struct Scrubber {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pairs: Vec<Pair>,
+    /// The longest value's length less one: the most a tail can hold back.
+    window: usize,
     carry: BytesMut,
     /// Replacements made so far.
     pub hits: u64,
 }
 
+/// One value and what replaces it. Searched with `memmem::find`, which handles the short
+/// haystacks of headers and small bodies without building a searcher (building one per value
+/// costs more than a whole small exchange's searching: `bench/profile`).
+#[derive(Debug, Clone)]
+struct Pair {
+    value: Vec<u8>,
+    shown: Vec<u8>,
+}
+
 impl Scrubber {
     /// A scrubber for these pairs; empty values are ignored.
     pub fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
-        let pairs = pairs.into_iter().filter(|(v, _)| !v.is_empty()).collect();
+        let pairs: Vec<Pair> = pairs
+            .into_iter()
+            .filter(|(v, _)| !v.is_empty())
+            .map(|(value, shown)| Pair { value, shown })
+            .collect();
+        let window = pairs.iter().map(|p| p.value.len() - 1).max();
         Scrubber {
             pairs,
+            window: window.unwrap_or(0),
             carry: BytesMut::new(),
             hits: 0,
         }
@@ -30,85 +47,106 @@ impl Scrubber {
         !self.pairs.is_empty()
     }
 
+    fn any_in(&self, input: &[u8]) -> bool {
+        self.pairs
+            .iter()
+            .any(|p| memmem::find(input, &p.value).is_some())
+    }
+
     /// The length of the longest tail of `rest` that could still grow into a value: a proper
     /// prefix of some value. Only that much is held back, so a streamed event that cannot begin
     /// a secret goes out whole and at once (an SSE event is not delayed until the next one).
     fn open_tail(&self, rest: &[u8]) -> usize {
-        let window = self
-            .pairs
-            .iter()
-            .map(|(v, _)| v.len() - 1)
-            .max()
-            .unwrap_or(0)
-            .min(rest.len());
+        let window = self.window.min(rest.len());
         (rest.len() - window..rest.len())
             .map(|at| &rest[at..])
             .find(|tail| {
                 self.pairs
                     .iter()
-                    .any(|(v, _)| v.len() > tail.len() && v.starts_with(tail))
+                    .any(|p| p.value.len() > tail.len() && p.value.starts_with(tail))
             })
             .map_or(0, <[u8]>::len)
     }
 
-    /// Scrubs a complete value (a header).
+    /// Scrubs a complete value (a header): `None` when it holds no value.
     pub fn scrub_all(&mut self, input: &[u8]) -> Option<Vec<u8>> {
-        let (out, done) = self.replace(input, true);
-        (done > 0).then_some(out)
+        if !self.any_in(input) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(input.len());
+        let end = self.replace_into(input, &mut out);
+        out.extend_from_slice(&input[end..]);
+        Some(out)
     }
 
-    /// Replaces every complete match in `input`. With `last`, everything is emitted; otherwise
-    /// a tail that may start a match is held back in `carry`. Returns output and hit count.
-    fn replace(&mut self, input: &[u8], last: bool) -> (Vec<u8>, u64) {
-        let mut out = Vec::with_capacity(input.len());
+    /// Appends `input` to `out` with every complete match replaced (the leftmost first, the
+    /// longest of those starting there), up to the end of the last match; returns where the
+    /// unmatched rest begins.
+    fn replace_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> usize {
         let mut i = 0;
-        let mut hits = 0;
-        loop {
-            let next = self
-                .pairs
-                .iter()
-                .filter_map(|(v, r)| memmem::find(&input[i..], v).map(|at| (i + at, v.len(), r)))
-                .min_by_key(|(at, len, _)| (*at, usize::MAX - len));
-            match next {
-                Some((at, len, r)) => {
-                    out.extend_from_slice(&input[i..at]);
-                    out.extend_from_slice(r);
-                    i = at + len;
-                    hits += 1;
-                }
-                None => break,
-            }
+        while let Some((at, len, shown)) = self
+            .pairs
+            .iter()
+            .filter_map(|p| {
+                let at = memmem::find(&input[i..], &p.value)?;
+                Some((i + at, p.value.len(), &p.shown))
+            })
+            .min_by_key(|(at, len, _)| (*at, usize::MAX - len))
+        {
+            out.extend_from_slice(&input[i..at]);
+            out.extend_from_slice(shown);
+            i = at + len;
+            self.hits += 1;
         }
-        let keep = if last { 0 } else { self.open_tail(&input[i..]) };
-        out.extend_from_slice(&input[i..input.len() - keep]);
-        self.carry = BytesMut::from(&input[input.len() - keep..]);
-        self.hits += hits;
-        (out, hits)
+        i
     }
 
     /// Scrubs the next body chunk. A chunk with no value in it and nothing held back before
     /// it goes out as it came, without a copy.
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
-        if self.carry.is_empty()
-            && !self
-                .pairs
-                .iter()
-                .any(|(v, _)| memmem::find(&chunk, v).is_some())
-        {
+        if self.carry.is_empty() && !self.any_in(&chunk) {
             let keep = self.open_tail(&chunk);
             self.carry = BytesMut::from(&chunk[chunk.len() - keep..]);
             return chunk.slice(..chunk.len() - keep);
         }
         let mut input = std::mem::take(&mut self.carry);
         input.extend_from_slice(&chunk);
-        Bytes::from(self.replace(&input, false).0)
+        let mut out = Vec::with_capacity(input.len());
+        let end = self.replace_into(&input, &mut out);
+        let keep = self.open_tail(&input[end..]);
+        out.extend_from_slice(&input[end..input.len() - keep]);
+        self.carry = BytesMut::from(&input[input.len() - keep..]);
+        Bytes::from(out)
     }
 
-    /// The held-back tail, at the end of the body.
+    /// The held-back tail, at the end of the body. It holds no complete value: that would
+    /// have been replaced when it arrived.
     pub fn finish(&mut self) -> Bytes {
-        let input = std::mem::take(&mut self.carry);
-        Bytes::from(self.replace(&input, true).0)
+        std::mem::take(&mut self.carry).freeze()
     }
+}
+
+/// `hay` with every `from` replaced by `to`, or `None` when it holds no `from` (or `from` is
+/// empty).
+pub fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+    if from.is_empty() {
+        return None;
+    }
+    let mut at = memmem::find(hay, from)?;
+    let mut out = Vec::with_capacity(hay.len() + to.len());
+    let mut i = 0;
+    // Leftmost first, then on after the match: matches do not overlap.
+    loop {
+        out.extend_from_slice(&hay[i..i + at]);
+        out.extend_from_slice(to);
+        i += at + from.len();
+        match memmem::find(&hay[i..], from) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    out.extend_from_slice(&hay[i..]);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -149,6 +187,17 @@ mod tests {
         assert_eq!(&s.push(Bytes::from_static(b"s"))[..], b"");
         assert_eq!(&s.finish()[..], b"s");
         assert_eq!(s.hits, 1);
+    }
+
+    #[test]
+    fn replace_all_swaps_every_occurrence_left_to_right() {
+        assert_eq!(
+            replace_all(b"PH and PH, PHPH", b"PH", b"real").unwrap(),
+            b"real and real, realreal"
+        );
+        assert_eq!(replace_all(b"aaa", b"aa", b"b").unwrap(), b"ba");
+        assert!(replace_all(b"nothing here", b"PH", b"real").is_none());
+        assert!(replace_all(b"anything", b"", b"real").is_none());
     }
 
     proptest! {

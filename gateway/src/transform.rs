@@ -16,7 +16,7 @@ use policy::{HmacSign, Inject, InjectTarget, Mode, Replace, Request};
 use serde_json::json;
 
 use crate::error::Failure;
-use crate::scrub::Scrubber;
+use crate::scrub::{Scrubber, replace_all};
 use crate::secrets::SecretValue;
 use crate::state::Snapshot;
 use crate::tokens::TokenId;
@@ -104,10 +104,7 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
             Mode::Inject(inj) => {
                 let location = inject(inj, &value, parts)?;
                 injected.push(json!({"secret": entry.name, "locations": [location]}));
-                pairs.push((
-                    value.expose().to_vec(),
-                    format!("[centaur:{}]", entry.name).into_bytes(),
-                ));
+                pairs.push((value.expose().to_vec(), shown(&entry.name)));
             }
         }
     }
@@ -125,7 +122,7 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
             continue;
         };
         if let Some(b) = buffered.as_mut().filter(|_| r.body)
-            && let Some(new) = swap(b, r.proxy_value.as_bytes(), value.expose())
+            && let Some(new) = replace_all(b, r.proxy_value.as_bytes(), value.expose())
         {
             *b = Bytes::from(new);
             locations.push("body".into());
@@ -232,11 +229,7 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
         let body = buffered.as_ref().map(|b| &b[..]).unwrap_or_default();
         match crate::sign::sign(snap, h, req, parts, body).await {
             Ok((names, creds)) => {
-                pairs.extend(
-                    creds
-                        .into_iter()
-                        .map(|(n, v)| (v, format!("[centaur:{n}]").into_bytes())),
-                );
+                pairs.extend(creds.into_iter().map(|(n, v)| (v, shown(&n))));
                 note(audit, "hmac_sign", "allow", json!({"injected": names}));
             }
             Err(f) => {
@@ -269,11 +262,18 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
     })
 }
 
+/// What the client sees in place of a value injected by the transform or secret `name`.
+fn shown(name: &str) -> Vec<u8> {
+    ["[centaur:", name, "]"].concat().into_bytes()
+}
+
+/// Sets a header (the name in any case); returns its normalised name.
 pub(crate) fn set_header(parts: &mut Parts, name: &str, value: &[u8]) -> Result<String, Failure> {
-    let name = header::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-        .map_err(|_| Failure::SecretTransform)?;
-    parts.headers.insert(name.clone(), header_value(value)?);
-    Ok(name.to_string())
+    let name =
+        header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Failure::SecretTransform)?;
+    let shown = name.as_str().to_owned();
+    parts.headers.insert(name, header_value(value)?);
+    Ok(shown)
 }
 
 /// Reads the whole body, within `limit`; never forwards a truncated body (413 instead).
@@ -312,12 +312,6 @@ async fn read_body(
     }
 }
 
-fn swap(hay: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
-    memchr::memmem::find(hay, from)?;
-    let mut s = Scrubber::new(vec![(from.to_vec(), to.to_vec())]);
-    s.scrub_all(hay)
-}
-
 fn header_value(bytes: &[u8]) -> Result<HeaderValue, Failure> {
     HeaderValue::from_bytes(bytes).map_err(|_| Failure::SecretTransform)
 }
@@ -335,37 +329,38 @@ fn replace(
         if !r.headers.includes(name.as_str()) {
             continue;
         }
-        if let Some(new) = swap(v.as_bytes(), ph, real) {
+        if let Some(new) = replace_all(v.as_bytes(), ph, real) {
             *v = header_value(&new)?;
-            locations.push(format!("header:{name}"));
+            locations.push(["header:", name.as_str()].concat());
         } else if name == header::AUTHORIZATION
             && let Some(new) = basic(v.as_bytes(), ph, real)
         {
             // An echo would carry the re-encoded credential: scrub it back to what was sent.
             scrub.push((new.clone(), v.as_bytes().to_vec()));
             *v = header_value(&new)?;
-            locations.push(format!("header:{name}"));
+            locations.push(["header:", name.as_str()].concat());
         }
     }
     let enc = |b: &[u8]| utf8_percent_encode(&String::from_utf8_lossy(b), UNRESERVED).to_string();
-    let (mut path, mut query) = (
-        parts.uri.path().to_string(),
-        parts.uri.query().map(str::to_string),
-    );
+    let (mut path, mut query) = (None, None);
     if r.path
-        && let Some(new) = swap(path.as_bytes(), ph, enc(real).as_bytes())
+        && let Some(new) = replace_all(parts.uri.path().as_bytes(), ph, enc(real).as_bytes())
     {
-        path = String::from_utf8_lossy(&new).into_owned();
+        path = Some(String::from_utf8_lossy(&new).into_owned());
         locations.push("path".into());
     }
     if r.query
-        && let Some(q) = &query
-        && let Some(new) = swap(q.as_bytes(), ph, enc(real).as_bytes())
+        && let Some(q) = parts.uri.query()
+        && let Some(new) = replace_all(q.as_bytes(), ph, enc(real).as_bytes())
     {
         query = Some(String::from_utf8_lossy(&new).into_owned());
         locations.push("query".into());
     }
-    set_path_and_query(parts, &path, query.as_deref())?;
+    if path.is_some() || query.is_some() {
+        let path = path.unwrap_or_else(|| parts.uri.path().to_string());
+        let query = query.or_else(|| parts.uri.query().map(str::to_string));
+        set_path_and_query(parts, &path, query.as_deref())?;
+    }
     Ok(locations)
 }
 
@@ -375,14 +370,16 @@ fn basic(v: &[u8], ph: &[u8], real: &[u8]) -> Option<Vec<u8>> {
         .strip_prefix(b"Basic ")
         .or_else(|| v.strip_prefix(b"basic "))?;
     let decoded = B64.decode(payload).ok()?;
-    let new = swap(&decoded, ph, real)?;
+    let new = replace_all(&decoded, ph, real)?;
     Some(format!("Basic {}", B64.encode(new)).into_bytes())
 }
 
 fn inject(inj: &Inject, value: &SecretValue, parts: &mut Parts) -> Result<String, Failure> {
     let rendered = inj.formatter.render(value.expose());
     match &inj.target {
-        InjectTarget::Header(name) => Ok(format!("header:{}", set_header(parts, name, &rendered)?)),
+        InjectTarget::Header(name) => {
+            Ok(["header:", &set_header(parts, name, &rendered)?].concat())
+        }
         InjectTarget::Query(param) => {
             let kept: Vec<&str> = parts
                 .uri
