@@ -156,8 +156,8 @@ pub fn now_rfc3339() -> String {
 }
 
 /// A UTC time in the records' fixed-width `ts` format, which sorts as text in time order.
-/// Every record takes one: the digits are written directly (a tenth of the instructions of a
-/// format description), for the years 0 to 9999 that this format has room for.
+/// Every record takes one, so the digits are written directly rather than by interpreting a
+/// format description, for the years 0 to 9999 that this format has room for.
 pub fn format_ts(t: OffsetDateTime) -> String {
     let Ok(year) = u32::try_from(t.year()) else {
         return format_ts_described(t);
