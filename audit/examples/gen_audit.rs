@@ -88,7 +88,15 @@ async fn main() -> std::io::Result<()> {
                         name: "secrets".into(),
                         action: "allow".into(),
                         rule: None,
-                        annotations: Some(serde_json::json!({"swapped": [{"secret": "OPENAI_API_KEY", "locations": ["header:authorization"]}]})),
+                        annotations: Some(audit::Annotations::Secrets {
+                            injected: vec![],
+                            rejected: None,
+                            secret_unavailable: vec![],
+                            swapped: vec![audit::Placed {
+                                locations: vec!["header:authorization".into()],
+                                secret: "OPENAI_API_KEY".into(),
+                            }],
+                        }),
                     });
                 }
             }

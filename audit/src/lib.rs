@@ -23,6 +23,6 @@ mod writer;
 
 pub use file::{Footer, Header, rotated};
 pub use otlp::{Protocol, Target};
-pub use record::{Action, Record, TlsInfo, Transform, format_ts, now_rfc3339};
+pub use record::{Action, Annotations, Placed, Record, TlsInfo, Transform, format_ts, now_rfc3339};
 pub use sink::{Link, Sink, StdoutSink};
 pub use writer::{AuditLog, Durable, Slot, Stats};

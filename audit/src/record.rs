@@ -45,7 +45,80 @@ pub struct Transform {
     pub rule: Option<String>,
     /// What the transform did: secret names and locations, never values.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<serde_json::Value>,
+    pub annotations: Option<Annotations>,
+}
+
+/// What a transform did to a request or response, as its audit entry shows it. Names,
+/// locations and codes only: no type here can hold a secret value (invariant 3). Fields are
+/// declared in the order they are written, which is alphabetical.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Annotations {
+    /// `secrets`: the entries that put a value on the wire, and those whose source failed.
+    Secrets {
+        /// Entries injected (header or query), with where.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        injected: Vec<Placed>,
+        /// The required secret that refused the request.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rejected: Option<String>,
+        /// Optional secrets whose source could not be read (sent without).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        secret_unavailable: Vec<String>,
+        /// Entries whose placeholder was swapped, with where.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        swapped: Vec<Placed>,
+    },
+    /// `gcp_auth` and `oauth_token`: a minted token set on the request, or why not.
+    Token {
+        /// The sanitised mint failure (an OAuth error code, `token_endpoint_http_<n>`, …).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// The OAuth grant (`oauth_token`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grant: Option<&'static str>,
+        /// Where the token was set (`header:authorization`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        injected: Vec<String>,
+        /// Why the request was refused (`token_unavailable`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rejected: Option<&'static str>,
+        /// The service account the token was minted for (`gcp_auth`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        service_account: Option<String>,
+        /// Why the request went on without a token (`token_unavailable`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        skipped: Option<&'static str>,
+    },
+    /// `hmac_sign`: the headers it set.
+    Signed {
+        /// Header names.
+        injected: Vec<String>,
+    },
+    /// A refusal with only its reason code (`hmac_sign`).
+    Rejected {
+        /// The reason code.
+        rejected: &'static str,
+    },
+    /// Response scrubbing: how many real values were turned back into placeholders.
+    Scrubbed {
+        /// Occurrences replaced.
+        scrubbed: u64,
+    },
+    /// A token request the gateway answered itself.
+    Stubbed {
+        /// The endpoint answered.
+        stubbed: String,
+    },
+}
+
+/// One secret and where it was put.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Placed {
+    /// `header:<name>`, `query:<name>`, `path` or `body`.
+    pub locations: Vec<String>,
+    /// The secret's name (never its value).
+    pub secret: String,
 }
 
 /// One audit record: one per request, tunnel or refused connection.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use gateway::ca::{CaAlgorithm, CaInit};
-use gateway::secrets::SecretEnv;
+use gateway::credential::store::SecretEnv;
 use policy::Config;
 use sandbox::local::{self, Limits, Sandbox};
 

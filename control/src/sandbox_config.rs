@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
-use gateway::secrets::SecretValue;
+use gateway::credential::store::SecretValue;
 use netpol::Ports;
 use policy::{AuditFile, Config, Mode, Source};
 

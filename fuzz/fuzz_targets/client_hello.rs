@@ -1,4 +1,4 @@
-//! The ClientHello peek (`gateway::tls::read_client_hello`) and the SNI check after it: any
+//! The ClientHello peek (`gateway::listen::hello::read_client_hello`) and the SNI check after it: any
 //! bytes end in a parsed hello or a refusal, never a panic, and never more than 16 KiB read.
 #![no_main]
 
@@ -13,9 +13,9 @@ fuzz_target!(|data: &[u8]| {
         .unwrap();
     rt.block_on(async {
         let mut io = tokio::io::join(data, tokio::io::sink());
-        if let Ok(accepted) = gateway::tls::read_client_hello(&mut io, Duration::from_secs(1)).await
+        if let Ok(accepted) = gateway::listen::hello::read_client_hello(&mut io, Duration::from_secs(1)).await
         {
-            assert!(data.len() <= gateway::tls::MAX_HELLO + 4096);
+            assert!(data.len() <= gateway::listen::hello::MAX_HELLO + 4096);
             if let Some(sni) = accepted.client_hello().server_name() {
                 let _ = sni.parse::<policy::HostName>();
             }

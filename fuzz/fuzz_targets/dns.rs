@@ -1,4 +1,4 @@
-//! The DNS responder (`gateway::dns::answer`) on any packet: malformed input is dropped, every
+//! The DNS responder (`gateway::listen::dns::answer`) on any packet: malformed input is dropped, every
 //! answer is a well-formed response to the same id, and the UDP truncation keeps it parseable.
 //! The policy has static records and no passthrough, so no lookup ever leaves the process.
 #![no_main]
@@ -33,13 +33,13 @@ fuzz_target!(|data: &[u8]| {
         .build()
         .unwrap();
     let metrics = Metrics::default();
-    let Some(resp) = rt.block_on(gateway::dns::answer(&config().dns, &metrics, data)) else {
+    let Some(resp) = rt.block_on(gateway::listen::dns::answer(&config().dns, &metrics, data)) else {
         return;
     };
     let query = Message::from_vec(data).unwrap();
     let parsed = Message::from_vec(&resp).unwrap();
     assert_eq!(parsed.metadata.id, query.metadata.id);
     assert_eq!(parsed.metadata.message_type, MessageType::Response);
-    let udp = gateway::dns::udp_size(resp, data);
+    let udp = gateway::listen::dns::udp_size(resp, data);
     Message::from_vec(&udp).unwrap();
 });

@@ -1,11 +1,11 @@
-//! The response scrubber (`gateway::scrub::Scrubber`): however a body is cut into chunks, no
+//! The response scrubber (`gateway::transform::scrub::Scrubber`): however a body is cut into chunks, no
 //! real value reaches the client (invariant 3). Secrets are drawn from `a`–`d` and placeholders
 //! from `P`–`Z` and never empty, so a placeholder can never spell or join a secret; with one secret, the chunked
 //! output equals the whole-body output.
 #![no_main]
 
 use bytes::Bytes;
-use gateway::scrub::Scrubber;
+use gateway::transform::scrub::Scrubber;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 

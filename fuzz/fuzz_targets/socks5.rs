@@ -1,4 +1,4 @@
-//! The SOCKS5 greeting and CONNECT request (`gateway::listener::socks::handshake`): any bytes
+//! The SOCKS5 greeting and CONNECT request (`gateway::listen::socks::handshake`): any bytes
 //! end in a target or a refusal with a reason; a domain target is always a valid host.
 #![no_main]
 
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         .unwrap();
     rt.block_on(async {
         let mut io = tokio::io::join(data, tokio::io::sink());
-        match gateway::listener::socks::handshake(&mut io).await {
+        match gateway::listen::socks::handshake(&mut io).await {
             Ok(target) => {
                 let again = policy::Host::parse(&target.host.to_string());
                 assert_eq!(again.as_ref(), Ok(&target.host));

@@ -5,32 +5,20 @@
 //! Owns the data plane and the `centaur-gateway` binary. Must not depend on control-plane
 //! code (sqlx, kube, an axum server).
 
-pub mod body;
+pub mod admin;
 pub mod ca;
-pub mod conn;
-pub mod context;
-pub mod crypto;
-pub mod dns;
-pub mod error;
-pub mod guard;
-pub mod listener;
+pub mod credential;
+pub mod exchange;
+pub mod gateway;
+pub mod listen;
 pub mod metrics;
-pub mod mgmt;
-mod mint;
 pub mod origin;
-pub mod proxy;
-pub mod scrub;
-pub mod secrets;
-pub mod server;
-mod sign;
-pub mod splice;
-pub mod state;
-pub mod tls;
-pub mod tokens;
+pub mod shared;
 pub mod transform;
 pub mod upstream;
 
-pub use server::{Addrs, Gateway, StartError};
+pub use gateway::{Gateway, StartError};
+pub use shared::Addrs;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Call once, first thing.
 pub fn install_crypto() {

@@ -64,7 +64,7 @@ print(json.dumps({'calls': out, 'client_token': creds.token}))
     assert_no_canary("the sandbox's output", &stdout);
     let v = json(&stdout);
     // The client only ever held the stub; what it saw echoed back is scrubbed.
-    assert_eq!(v["client_token"], gateway::proxy::STUB_TOKEN);
+    assert_eq!(v["client_token"], gateway::exchange::proxy::STUB_TOKEN);
     assert_eq!(v["calls"][0]["status"], 200);
     assert_eq!(v["calls"][1]["auth"], "Bearer [centaur:gcp_auth]");
     // The origin saw the real token, minted once for both calls.
@@ -228,7 +228,10 @@ async fn client_credentials_single_flight_refresh_ahead_and_stub() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, body, err) = curl(&env, &args).await;
     assert_eq!(code, 200, "{body} {err}");
-    assert_eq!(json(&body)["access_token"], gateway::proxy::STUB_TOKEN);
+    assert_eq!(
+        json(&body)["access_token"],
+        gateway::exchange::proxy::STUB_TOKEN
+    );
     assert_eq!(
         fake.seen("oauth_request").len(),
         2,

@@ -9,7 +9,8 @@ use base64::Engine;
 use crate::allowlist::{Policy, Request, Stub};
 use crate::decision::{Decision, Verdict};
 use crate::host::Host;
-use crate::secrets::{InjectTarget, Mode};
+use crate::plan::Step;
+use crate::secrets::{InjectTarget, Mode, SecretEntry};
 
 /// A request to explain: `POST https://api.example.com/v1/x?y=1` plus headers.
 #[derive(Debug, Clone)]
@@ -230,16 +231,9 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, crate::ConfigErrors> {
     errs.finish(list)
 }
 
-fn decode(path: &str) -> String {
-    percent_encoding::percent_decode_str(path)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 impl Policy {
     /// What this policy does with `s`, as the gateway would (same matching, same order).
     pub fn explain(&self, s: &Sample) -> Explanation {
-        let path = decode(&s.path);
         let mut out = Explanation {
             decision: Decision {
                 verdict: Verdict::Deny,
@@ -250,10 +244,10 @@ impl Policy {
             refusal: None,
             effects: Vec::new(),
         };
-        if path.split('/').any(|seg| seg == "." || seg == "..") {
+        let Ok(path) = crate::plan::decode_path(&s.path) else {
             out.refusal = Some((400, "path_dot_segments"));
             return out;
-        }
+        };
         let req = Request {
             host: &s.host,
             port: s.port,
@@ -265,107 +259,128 @@ impl Policy {
         if !out.decision.allowed() || out.stub.is_some() {
             return out;
         }
-        for entry in self.secrets.iter().filter(|e| e.applies(&req)) {
-            let what = match &entry.mode {
-                Mode::Replace(r) => {
-                    let ph = r.proxy_value.as_str();
-                    let mut found: Vec<String> = s
-                        .headers
-                        .iter()
-                        .filter(|(n, v)| r.headers.includes(n) && carries(n, v, ph))
-                        .map(|(n, _)| format!("header:{n}"))
-                        .collect();
-                    if r.path && s.path.contains(ph) {
-                        found.push("path".into());
-                    }
-                    if r.query && s.query.as_deref().is_some_and(|q| q.contains(ph)) {
-                        found.push("query".into());
-                    }
-                    let body = if r.body {
-                        " (and in the body, if it is there)"
-                    } else {
-                        ""
-                    };
-                    if found.is_empty() && !r.body && r.require {
-                        out.refusal = Some((403, "secret_placeholder_missing"));
-                        format!(
-                            "`{}`: required placeholder `{ph}` is missing: refused",
-                            entry.name
-                        )
-                    } else if found.is_empty() {
-                        format!(
-                            "`{}`: placeholder `{ph}` not found in the declared places{body}; nothing swapped",
-                            entry.name
-                        )
-                    } else {
-                        format!(
-                            "`{}`: placeholder `{ph}` replaced in {}{body}",
-                            entry.name,
-                            found.join(", ")
-                        )
+        for step in self.plan(&req).steps {
+            match step {
+                Step::Secrets(entries) => {
+                    for i in entries {
+                        let entry = &self.secrets[i];
+                        let (what, refused) = secret_effect(entry, s);
+                        out.effects.push(Effect {
+                            transform: "secrets",
+                            id: entry.id.clone(),
+                            what,
+                        });
+                        if refused {
+                            out.refusal = Some((403, "secret_placeholder_missing"));
+                            return out;
+                        }
                     }
                 }
-                Mode::Inject(inj) => {
-                    let at = match &inj.target {
-                        InjectTarget::Header(h) => format!("header:{}", h.to_ascii_lowercase()),
-                        InjectTarget::Query(q) => format!("query:{q}"),
-                    };
-                    format!(
-                        "`{}`: injected into {at}, replacing any client value",
-                        entry.name
-                    )
-                }
-            };
-            out.effects.push(Effect {
-                transform: "secrets",
-                id: entry.id.clone(),
-                what,
-            });
-            if out.refusal.is_some() {
-                return out;
+                Step::GcpAuth(i) => out.effects.push(self.gcp_effect(i)),
+                Step::OAuthToken(i) => out.effects.push(self.oauth_effect(i)),
+                Step::HmacSign(i) => out.effects.push(self.hmac_effect(i)),
             }
         }
-        for g in self.gcp_auth.iter().filter(|g| g.applies(&req)) {
-            out.effects.push(Effect {
-                transform: "gcp_auth",
-                id: g.id.clone(),
-                what: format!(
-                    "access token minted from the service-account key `{}` (scopes {}) set as header:authorization",
-                    self.sources[g.keyfile.0].name,
-                    g.scopes.join(" ")
-                ),
-            });
-        }
-        if let Some(o) = self.oauth.iter().find(|o| o.applies(&req)) {
-            out.effects.push(Effect {
-                transform: "oauth_token",
-                id: o.id.clone(),
-                what: format!(
-                    "access token ({} grant at {}) set as header:{}{}",
-                    o.grant.as_str(),
-                    o.token_endpoint,
-                    o.header.to_ascii_lowercase(),
-                    if o.require {
-                        "; no token → 502"
-                    } else {
-                        "; no token → sent without"
-                    }
-                ),
-            });
-        }
-        for h in self.hmac.iter().filter(|h| h.applies(&req)) {
-            let names: Vec<&str> = h.headers.iter().map(|(n, _)| n.as_str()).collect();
-            out.effects.push(Effect {
-                transform: "hmac_sign",
-                id: h.id.clone(),
-                what: format!(
-                    "request signed (hmac-{}); sets {}",
-                    h.algorithm.as_str(),
-                    names.join(", ")
-                ),
-            });
-        }
         out
+    }
+
+    fn gcp_effect(&self, i: usize) -> Effect {
+        let g = &self.gcp_auth[i];
+        Effect {
+            transform: "gcp_auth",
+            id: g.id.clone(),
+            what: format!(
+                "access token minted from the service-account key `{}` (scopes {}) set as header:authorization",
+                self.sources[g.keyfile.0].name,
+                g.scopes.join(" ")
+            ),
+        }
+    }
+
+    fn oauth_effect(&self, i: usize) -> Effect {
+        let o = &self.oauth[i];
+        Effect {
+            transform: "oauth_token",
+            id: o.id.clone(),
+            what: format!(
+                "access token ({} grant at {}) set as header:{}{}",
+                o.grant.as_str(),
+                o.token_endpoint,
+                o.header.to_ascii_lowercase(),
+                if o.require {
+                    "; no token → 502"
+                } else {
+                    "; no token → sent without"
+                }
+            ),
+        }
+    }
+
+    fn hmac_effect(&self, i: usize) -> Effect {
+        let h = &self.hmac[i];
+        let names: Vec<&str> = h.headers.iter().map(|(n, _)| n.as_str()).collect();
+        Effect {
+            transform: "hmac_sign",
+            id: h.id.clone(),
+            what: format!(
+                "request signed (hmac-{}); sets {}",
+                h.algorithm.as_str(),
+                names.join(", ")
+            ),
+        }
+    }
+}
+
+/// What a `secrets` entry does to the sample, and whether it refuses it (a required
+/// placeholder that is nowhere it may be).
+fn secret_effect(entry: &SecretEntry, s: &Sample) -> (String, bool) {
+    let r = match &entry.mode {
+        Mode::Replace(r) => r,
+        Mode::Inject(inj) => {
+            let at = match &inj.target {
+                InjectTarget::Header(h) => format!("header:{}", h.to_ascii_lowercase()),
+                InjectTarget::Query(q) => format!("query:{q}"),
+            };
+            let what = format!(
+                "`{}`: injected into {at}, replacing any client value",
+                entry.name
+            );
+            return (what, false);
+        }
+    };
+    let ph = r.proxy_value.as_str();
+    let mut found: Vec<String> = s
+        .headers
+        .iter()
+        .filter(|(n, v)| r.headers.includes(n) && carries(n, v, ph))
+        .map(|(n, _)| format!("header:{n}"))
+        .collect();
+    if r.path && s.path.contains(ph) {
+        found.push("path".into());
+    }
+    if r.query && s.query.as_deref().is_some_and(|q| q.contains(ph)) {
+        found.push("query".into());
+    }
+    let body = if r.body {
+        " (and in the body, if it is there)"
+    } else {
+        ""
+    };
+    let name = &entry.name;
+    if found.is_empty() && !r.body && r.require {
+        let what = format!("`{name}`: required placeholder `{ph}` is missing: refused");
+        (what, true)
+    } else if found.is_empty() {
+        let what = format!(
+            "`{name}`: placeholder `{ph}` not found in the declared places{body}; nothing swapped"
+        );
+        (what, false)
+    } else {
+        let what = format!(
+            "`{name}`: placeholder `{ph}` replaced in {}{body}",
+            found.join(", ")
+        );
+        (what, false)
     }
 }
 

@@ -13,6 +13,7 @@ mod error;
 mod explain;
 mod host;
 mod path;
+mod plan;
 mod raw;
 mod secrets;
 mod template;
@@ -35,6 +36,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use explain::{Case, Effect, Explanation, Sample, parse_cases};
 pub use host::{Host, HostError, HostName, HostPattern, unmap};
 pub use path::{PathError, PathPattern};
+pub use plan::{BodyRead, DotSegments, Plan, Step, decode_path};
 pub use secrets::{
     Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, NamedSource, Replace,
     SecretEntry, Source, SourceId, VaultToken,

@@ -28,6 +28,11 @@ impl SecretEntry {
     pub fn applies(&self, req: &Request<'_>) -> bool {
         req.http.is_some() && self.rules.iter().any(|r| r.matches(req))
     }
+
+    /// Whether this entry needs the request body read whole (`replace` with `match_body`).
+    pub fn reads_body(&self) -> bool {
+        matches!(&self.mode, Mode::Replace(r) if r.body)
+    }
 }
 
 /// Where a source sits in [`crate::Policy::sources`]; every transform refers to its

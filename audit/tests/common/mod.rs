@@ -68,9 +68,15 @@ pub fn record(m: &Model) -> Record {
             name: "secrets".into(),
             action: "allow".into(),
             rule: None,
-            annotations: Some(
-                serde_json::json!({"swapped": [{"secret": s, "locations": ["header:authorization"]}]}),
-            ),
+            annotations: Some(audit::Annotations::Secrets {
+                injected: vec![],
+                rejected: None,
+                secret_unavailable: vec![],
+                swapped: vec![audit::Placed {
+                    locations: vec!["header:authorization".into()],
+                    secret: s.into(),
+                }],
+            }),
         });
     }
     r

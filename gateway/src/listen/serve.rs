@@ -1,113 +1,50 @@
-//! Listeners: accept loops and the HTTP serving every client connection ends in.
+//! Serving HTTP on a client connection, and recording a connection refused before any
+//! request was served.
 
-pub mod https;
-pub mod socks;
-pub mod tunnel;
-
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use http::StatusCode;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::Service;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
-use crate::conn::Idle;
-use crate::context::{ConnMeta, Exchange};
-use crate::error::Failure;
-use crate::proxy;
-use crate::state::Shared;
+use crate::exchange::body::ProxyBody;
+use crate::exchange::failure::Failure;
+use crate::exchange::proxy;
+use crate::exchange::{ConnMeta, Exchange};
+use crate::listen::io::Idle;
+use crate::shared::Shared;
 
-/// Which front door a listener is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Transparent TLS (SNI-routed).
-    Https,
-    /// Transparent plain HTTP (Host-routed).
-    Http,
-    /// CONNECT and SOCKS5.
-    Tunnel,
-}
-
-impl Kind {
-    /// Name used in audit records and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Https => "https",
-            Kind::Http => "http",
-            Kind::Tunnel => "tunnel",
-        }
-    }
-}
-
-/// Accepts connections until the task is dropped; at most `limit` are served at once (new
-/// ones wait in the kernel's backlog, which is the back-pressure).
-pub async fn accept_loop(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    kind: Kind,
-    limit: Arc<Semaphore>,
-) {
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, addr) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, listener = kind.name(), "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        shared.metrics.accepted(kind.name());
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            match kind {
-                Kind::Https => {
-                    https::intercept(shared.clone(), ConnMeta::new("https", addr), tcp).await
-                }
-                Kind::Http => {
-                    serve_http(
-                        shared.clone(),
-                        Arc::new(ConnMeta::new("http", addr)),
-                        tcp,
-                        false,
-                    )
-                    .await
-                }
-                Kind::Tunnel => tunnel::serve(shared.clone(), tcp, addr).await,
-            }
-            shared.metrics.closed();
-            drop(permit);
-        });
-    }
-}
-
-/// Serves HTTP/1.1 or HTTP/2 on a client connection. With `accept_connect`, CONNECT opens a
-/// tunnel; elsewhere it is refused with 405.
-pub async fn serve_http<IO>(shared: Arc<Shared>, meta: Arc<ConnMeta>, io: IO, accept_connect: bool)
+/// Serves HTTP/1.1 or HTTP/2 on a client connection; every request takes the proxy path (a
+/// CONNECT there is refused with 405: only the tunnel listener opens tunnels).
+pub async fn serve_http<IO>(shared: Arc<Shared>, meta: Arc<ConnMeta>, io: IO)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (s, m) = (shared.clone(), meta.clone());
+    let svc =
+        hyper::service::service_fn(move |req| proxy::serve_request(s.clone(), m.clone(), req));
+    serve_connection(shared, meta, io, svc).await;
+}
+
+/// Serves one client connection with `svc`, closing it when idle, and audits a protocol error
+/// that ends it.
+pub async fn serve_connection<IO, S>(shared: Arc<Shared>, meta: Arc<ConnMeta>, io: IO, svc: S)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let io = Idle::new(
         io,
         shared.config.proxy.timeouts.idle,
         Some(meta.inflight.clone()),
     );
-    let (s, m) = (shared.clone(), meta.clone());
-    let svc = hyper::service::service_fn(move |req| {
-        let (s, m) = (s.clone(), m.clone());
-        async move {
-            if accept_connect && proxy::is_connect(&req) {
-                tunnel::connect(s, m, req).await
-            } else {
-                proxy::serve_request(s, m, req).await
-            }
-        }
-    });
     if let Err(e) = shared
         .http
         .serve_connection_with_upgrades(TokioIo::new(io), svc)

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
-use crate::state::Shared;
+use crate::shared::Shared;
 
 const TTL: u32 = 60;
 const PASSTHROUGH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,20 +10,20 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use audit::AuditLog;
 use policy::Config;
-use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::admin;
+use crate::admin::Mgmt;
 use crate::ca::{Authority, CaError, LeafCache};
-use crate::guard::Guard;
-use crate::listener::{Kind, accept_loop};
+use crate::credential::store::SecretEnv;
+use crate::listen::{Kind, accept_loop};
+use crate::listen::{dns, hello};
 use crate::metrics::Metrics;
-use crate::mgmt::Mgmt;
-use crate::secrets::SecretEnv;
-use crate::state::{Shared, Snapshot, http_builder};
+use crate::shared::{Addrs, Shared, Snapshot, http_builder};
+use crate::upstream::guard::Guard;
 use crate::upstream::{TrustError, Upstreams, root_store};
-use crate::{dns, mgmt, tls};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,23 +55,6 @@ pub enum StartError {
     /// The management token is missing.
     #[error("management.listen is set but {0} is empty")]
     NoApiKey(String),
-}
-
-/// The addresses actually bound (useful with port 0).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Addrs {
-    /// Transparent TLS.
-    pub https: Option<SocketAddr>,
-    /// Transparent HTTP.
-    pub http: Option<SocketAddr>,
-    /// CONNECT and SOCKS5.
-    pub tunnel: Option<SocketAddr>,
-    /// DNS (UDP and TCP on the same port).
-    pub dns: Option<SocketAddr>,
-    /// Management API.
-    pub management: Option<SocketAddr>,
-    /// Metrics and health.
-    pub metrics: Option<SocketAddr>,
 }
 
 /// A bound, ready gateway.
@@ -173,7 +156,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone(), &upstreams, &env)),
             env,
-            tls: tls::server_config(leaves.clone()),
+            tls: hello::server_config(leaves.clone()),
             leaves,
             upstreams,
             audit,
@@ -241,7 +224,7 @@ impl Gateway {
             tasks.spawn(dns::serve_tcp(self.shared.clone(), tcp));
         }
         for (state, l) in self.mgmt {
-            tasks.spawn(mgmt::serve(state, l));
+            tasks.spawn(admin::serve(state, l));
         }
         tasks.spawn(reload_on_sighup(self.shared.clone()));
         shutdown.await;
@@ -297,6 +280,6 @@ async fn reload_on_sighup(shared: Arc<Shared>) {
         return;
     };
     while hup.recv().await.is_some() {
-        let _ = mgmt::reload(&shared);
+        let _ = admin::reload(&shared);
     }
 }

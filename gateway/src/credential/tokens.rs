@@ -10,61 +10,11 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
-use policy::{GcpAuth, OAuthToken, Policy};
+use policy::Policy;
 
-use crate::crypto::KeyError;
-use crate::mint::{Creds, mint, resolve};
-use crate::secrets::{SecretStore, SecretValue};
+use crate::credential::mint::{Creds, MintError, Minted, Spec, mint, resolve};
+use crate::credential::store::{SecretStore, SecretValue};
 use crate::upstream::Upstreams;
-
-/// Why no token could be had. Codes and statuses only, never a credential.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MintError {
-    /// A credential source failed.
-    #[error("credential `{0}` is unavailable")]
-    Credential(String),
-    /// The key is not usable.
-    #[error("key is invalid: {0}")]
-    Key(KeyError),
-    /// The service-account key file is not one.
-    #[error("service-account key lacks `{0}`")]
-    KeyFile(&'static str),
-    /// The token endpoint could not be reached.
-    #[error("token endpoint unreachable: {0}")]
-    Unreachable(String),
-    /// The endpoint answered with an OAuth error code.
-    #[error("token endpoint refused: {0}")]
-    OAuth(String),
-    /// The endpoint answered with another status.
-    #[error("token endpoint answered HTTP {0}")]
-    Http(u16),
-    /// A success answer without an access token.
-    #[error("token endpoint answer has no access_token")]
-    Response,
-}
-
-impl MintError {
-    /// A short code for audit records: the OAuth error code, `token_endpoint_http_<n>`, …
-    pub fn code(&self) -> String {
-        match self {
-            MintError::Credential(_) => "credential_unavailable".into(),
-            MintError::Key(_) | MintError::KeyFile(_) => "key_invalid".into(),
-            MintError::Unreachable(_) => "token_endpoint_unreachable".into(),
-            MintError::OAuth(code) => code.clone(),
-            MintError::Http(n) => format!("token_endpoint_http_{n}"),
-            MintError::Response => "token_response_invalid".into(),
-        }
-    }
-}
-
-/// A minted token and what the audit record may say about it.
-#[derive(Debug, Clone)]
-pub struct Minted {
-    /// The access token.
-    pub token: SecretValue,
-    /// The service account it was minted for (`gcp_auth`).
-    pub account: Option<String>,
-}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Token {
@@ -82,12 +32,6 @@ struct Miss {
     rotated: Option<(SecretValue, [u8; 32])>,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) enum Spec {
-    Gcp(Arc<GcpAuth>),
-    OAuth(Arc<OAuthToken>),
-}
-
 /// One transform's token. A request reads it through an atomic pointer, without a lock.
 #[derive(Debug)]
 struct Cell {
@@ -100,10 +44,6 @@ struct Cell {
 
 /// How long a failed mint is remembered before a request tries again.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(2);
-/// How long a token request may take.
-pub(crate) const MINT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Lifetime assumed when the endpoint gives none, and of our JWT assertions.
-pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Which cell: a `gcp_auth` transform or an `oauth_token` entry, by index in the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

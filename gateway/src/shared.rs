@@ -1,6 +1,7 @@
 //! State shared by every listener and request: immutable configuration, the swappable policy
 //! snapshot, the CA, upstream clients, audit and metrics. No global locks on the request path.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,11 +11,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use policy::{Config, Policy};
 use rustls::ServerConfig;
+use serde::Serialize;
 
 use crate::ca::LeafCache;
+use crate::credential::store::{SecretEnv, SecretStore};
+use crate::credential::tokens::TokenCache;
 use crate::metrics::Metrics;
-use crate::secrets::{SecretEnv, SecretStore};
-use crate::tokens::TokenCache;
 use crate::upstream::Upstreams;
 
 /// Everything a request needs.
@@ -84,4 +86,21 @@ pub fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(p.timeouts.idle / 2))
         .keep_alive_timeout(p.timeouts.client_header);
     b
+}
+
+/// The addresses actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Addrs {
+    /// Transparent TLS.
+    pub https: Option<SocketAddr>,
+    /// Transparent HTTP.
+    pub http: Option<SocketAddr>,
+    /// CONNECT and SOCKS5.
+    pub tunnel: Option<SocketAddr>,
+    /// DNS (UDP and TCP on the same port).
+    pub dns: Option<SocketAddr>,
+    /// Management API.
+    pub management: Option<SocketAddr>,
+    /// Metrics and health.
+    pub metrics: Option<SocketAddr>,
 }

@@ -1,6 +1,6 @@
-//! The tunnel listener: HTTP CONNECT and SOCKS5 on one port (first byte `0x05` is SOCKS5).
-//! The target is decided before anything is dialled; after the handshake the first byte
-//! decides: TLS → interception, an HTTP method → the plain HTTP path, anything else → closed.
+//! Tunnels: HTTP CONNECT, and what runs inside a CONNECT or SOCKS5 tunnel. The target is
+//! decided before anything is dialled; after the handshake the first byte decides: TLS →
+//! interception, an HTTP method → the plain HTTP path, anything else → closed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,36 +16,30 @@ use policy::Request as PolicyRequest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::body::{ProxyBody, full};
-use crate::conn::Rewind;
-use crate::context::{ConnMeta, Exchange, Target};
-use crate::error::Failure;
-use crate::listener::{https, serve_http, socks};
-use crate::proxy::{refuse, split_host_port};
-use crate::state::Shared;
+use crate::exchange::body::{ProxyBody, full};
+use crate::exchange::failure::Failure;
+use crate::exchange::proxy::{self, refuse, split_host_port};
+use crate::exchange::{ConnMeta, Exchange, Target};
+use crate::listen::https;
+use crate::listen::io::Rewind;
+use crate::listen::serve::{serve_connection, serve_http};
+use crate::shared::Shared;
 
-/// Serves one tunnel-listener connection.
-pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
-    let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(
-        shared.config.proxy.timeouts.client_header,
-        tcp.peek(&mut first),
-    )
-    .await;
-    match peeked {
-        Ok(Ok(1)) if first[0] == 0x05 => socks::serve(shared, tcp, addr).await,
-        Ok(Ok(1)) => serve_http(shared, Arc::new(ConnMeta::new("tunnel", addr)), tcp, true).await,
-        Ok(_) => {}
-        Err(_) => {
-            let meta = ConnMeta::new("tunnel", addr);
-            let f = Failure::Refused {
-                status: StatusCode::REQUEST_TIMEOUT,
-                reason: "handshake_timeout",
-                message: "no handshake received in time",
-            };
-            crate::listener::refuse_conn(&shared, &meta, None, &f, None).await;
+/// Serves HTTP on a tunnel-listener connection: CONNECT opens a tunnel, any other request
+/// takes the proxy path (absolute-form requests).
+pub async fn serve_proxy_http(shared: Arc<Shared>, meta: Arc<ConnMeta>, tcp: TcpStream) {
+    let (s, m) = (shared.clone(), meta.clone());
+    let svc = hyper::service::service_fn(move |req| {
+        let (s, m) = (s.clone(), m.clone());
+        async move {
+            if proxy::is_connect(&req) {
+                connect(s, m, req).await
+            } else {
+                proxy::serve_request(s, m, req).await
+            }
         }
-    }
+    });
+    serve_connection(shared, meta, tcp, svc).await;
 }
 
 /// Handles `CONNECT host:port`: decide, answer 200, then run the tunnel.
@@ -139,7 +133,7 @@ async fn run_tunnel<IO>(
     meta.tunnel = Some(target);
     match first[0] {
         0x16 => https::intercept(shared, meta, io).await,
-        b'A'..=b'Z' => serve_http(shared, Arc::new(meta), io, false).await,
+        b'A'..=b'Z' => serve_http(shared, Arc::new(meta), io).await,
         _ => {
             let f = Failure::Refused {
                 status: StatusCode::BAD_REQUEST,

@@ -4,6 +4,11 @@
 //! once — explicitly, or by `Drop` as a client cancellation — so each yields exactly one audit
 //! record (invariant 4).
 
+pub mod body;
+pub mod failure;
+pub mod proxy;
+pub mod websocket;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,8 +17,8 @@ use std::time::Instant;
 use audit::{Action, Durable, Record, Slot, TlsInfo, Transform};
 use policy::{Decision, Host, HostName};
 
-use crate::error::Failure;
-use crate::state::Shared;
+use crate::exchange::failure::Failure;
+use crate::shared::Shared;
 
 /// A CONNECT or SOCKS5 destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +188,12 @@ impl Exchange {
                     name: "secrets".into(),
                     action: "reject".into(),
                     rule: None,
-                    annotations: Some(serde_json::json!({ "rejected": name })),
+                    annotations: Some(audit::Annotations::Secrets {
+                        injected: vec![],
+                        rejected: Some(name.clone()),
+                        secret_unavailable: vec![],
+                        swapped: vec![],
+                    }),
                 });
             }
             if let Failure::Credential { transform, .. } = failure {

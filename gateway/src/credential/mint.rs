@@ -2,6 +2,7 @@
 //! `gcp_auth` and `jwt_bearer`, RFC 6749 forms for the others), POST it, read the answer.
 //! Errors are codes only.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -10,10 +11,69 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use policy::{GcpAuth, Grant, OAuthToken, SourceId};
 use serde_json::json;
 
-use crate::crypto;
-use crate::secrets::{SecretStore, SecretValue};
-use crate::tokens::{DEFAULT_LIFETIME, MINT_TIMEOUT, MintError, Minted, Spec};
+use crate::credential::crypto::{self, KeyError};
+use crate::credential::store::{SecretStore, SecretValue};
 use crate::upstream::Upstreams;
+
+/// Why no token could be had. Codes and statuses only, never a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MintError {
+    /// A credential source failed.
+    #[error("credential `{0}` is unavailable")]
+    Credential(String),
+    /// The key is not usable.
+    #[error("key is invalid: {0}")]
+    Key(KeyError),
+    /// The service-account key file is not one.
+    #[error("service-account key lacks `{0}`")]
+    KeyFile(&'static str),
+    /// The token endpoint could not be reached.
+    #[error("token endpoint unreachable: {0}")]
+    Unreachable(String),
+    /// The endpoint answered with an OAuth error code.
+    #[error("token endpoint refused: {0}")]
+    OAuth(String),
+    /// The endpoint answered with another status.
+    #[error("token endpoint answered HTTP {0}")]
+    Http(u16),
+    /// A success answer without an access token.
+    #[error("token endpoint answer has no access_token")]
+    Response,
+}
+
+impl MintError {
+    /// A short code for audit records: the OAuth error code, `token_endpoint_http_<n>`, …
+    pub fn code(&self) -> String {
+        match self {
+            MintError::Credential(_) => "credential_unavailable".into(),
+            MintError::Key(_) | MintError::KeyFile(_) => "key_invalid".into(),
+            MintError::Unreachable(_) => "token_endpoint_unreachable".into(),
+            MintError::OAuth(code) => code.clone(),
+            MintError::Http(n) => format!("token_endpoint_http_{n}"),
+            MintError::Response => "token_response_invalid".into(),
+        }
+    }
+}
+
+/// A minted token and what the audit record may say about it.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    /// The access token.
+    pub token: SecretValue,
+    /// The service account it was minted for (`gcp_auth`).
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Spec {
+    Gcp(Arc<GcpAuth>),
+    OAuth(Arc<OAuthToken>),
+}
+
+/// How long a token request may take.
+pub(crate) const MINT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lifetime assumed when the endpoint gives none, and of our JWT assertions.
+pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// The resolved credentials of one cell, in a fixed order.
 pub(crate) struct Creds {

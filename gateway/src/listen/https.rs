@@ -7,11 +7,11 @@ use policy::{Host, HostName, Request};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::StartHandshake;
 
-use crate::context::{ConnMeta, TlsMeta};
-use crate::error::Failure;
-use crate::listener::{refuse_conn, serve_http};
-use crate::state::Shared;
-use crate::tls::{self, HelloError, alert};
+use crate::exchange::failure::Failure;
+use crate::exchange::{ConnMeta, TlsMeta};
+use crate::listen::hello::{self, HelloError, alert};
+use crate::listen::serve::{refuse_conn, serve_http};
+use crate::shared::Shared;
 
 fn refused(reason: &'static str, message: &'static str) -> Failure {
     Failure::Refused {
@@ -27,7 +27,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let t = shared.config.proxy.timeouts;
-    let accepted = match tls::read_client_hello(&mut io, t.client_header).await {
+    let accepted = match hello::read_client_hello(&mut io, t.client_header).await {
         Ok(a) => a,
         Err(HelloError::Closed { bytes: 0 }) | Err(HelloError::Io(_)) => return,
         Err(e) => {
@@ -49,18 +49,18 @@ where
                 ),
             };
             if !matches!(e, HelloError::Invalid) {
-                tls::send_alert(&mut io, 50).await;
+                hello::send_alert(&mut io, 50).await;
             }
             return refuse_conn(&shared, &meta, None, &f, None).await;
         }
     };
     let Some(sni) = accepted.client_hello().server_name().map(str::to_string) else {
-        tls::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
+        hello::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
         let f = refused("tls_sni_missing", "ClientHello has no server name");
         return refuse_conn(&shared, &meta, None, &f, None).await;
     };
     let Ok(name) = sni.parse::<HostName>() else {
-        tls::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
+        hello::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
         let f = refused("tls_sni_invalid", "server name is not a valid host name");
         return refuse_conn(&shared, &meta, Some(sni), &f, None).await;
     };
@@ -68,7 +68,7 @@ where
     if let Some(target) = &meta.tunnel
         && target.host != host
     {
-        tls::send_alert(&mut io, alert::ACCESS_DENIED).await;
+        hello::send_alert(&mut io, alert::ACCESS_DENIED).await;
         let f = refused(
             "tls_sni_tunnel_mismatch",
             "server name does not match the tunnel target",
@@ -82,7 +82,7 @@ where
         http: None,
     });
     if !decision.allowed() {
-        tls::send_alert(&mut io, alert::ACCESS_DENIED).await;
+        hello::send_alert(&mut io, alert::ACCESS_DENIED).await;
         let f = Failure::Policy {
             decision,
             host: name.to_string(),
@@ -90,7 +90,7 @@ where
         return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
     }
     if shared.leaves.get(name.as_str()).is_err() {
-        tls::send_alert(&mut io, alert::INTERNAL_ERROR).await;
+        hello::send_alert(&mut io, alert::INTERNAL_ERROR).await;
         let f = refused("leaf_issue_failed", "could not issue a certificate");
         return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
     }
@@ -105,7 +105,7 @@ where
             return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
         }
     };
-    let info = tls::tls_info(stream.get_ref().1);
+    let info = hello::tls_info(stream.get_ref().1);
     meta.tls = Some(TlsMeta { sni: name, info });
-    serve_http(shared, Arc::new(meta), stream, false).await;
+    serve_http(shared, Arc::new(meta), stream).await;
 }

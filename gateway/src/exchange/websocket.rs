@@ -9,10 +9,10 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{ProxyBody, full};
-use crate::conn::Idle;
-use crate::context::Exchange;
-use crate::state::Shared;
+use crate::exchange::Exchange;
+use crate::exchange::body::{ProxyBody, full};
+use crate::listen::io::Idle;
+use crate::shared::Shared;
 
 /// Answers the client's upgrade with the upstream's 101 and splices the two connections.
 pub fn upgrade(

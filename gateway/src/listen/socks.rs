@@ -7,10 +7,10 @@ use policy::{Host, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::context::{ConnMeta, Exchange, Target};
-use crate::error::Failure;
-use crate::listener::tunnel;
-use crate::state::Shared;
+use crate::exchange::failure::Failure;
+use crate::exchange::{ConnMeta, Exchange, Target};
+use crate::listen::tunnel;
+use crate::shared::Shared;
 
 /// A refused SOCKS5 handshake.
 #[derive(Debug)]

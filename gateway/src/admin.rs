@@ -15,8 +15,8 @@ use hyper_util::rt::TokioIo;
 use policy::{Config, ConfigErrors};
 use tokio::net::TcpListener;
 
-use crate::server::Addrs;
-use crate::state::Shared;
+use crate::shared::Addrs;
+use crate::shared::Shared;
 
 /// What the management endpoints need.
 #[derive(Debug)]
@@ -65,7 +65,7 @@ pub fn install(shared: &Shared, text: &str) -> Result<usize, ReloadError> {
     match Config::parse(text) {
         Ok(cfg) => {
             let rules = cfg.policy.rule_count();
-            let snap = crate::state::Snapshot::new(cfg.policy, &shared.upstreams, &shared.env);
+            let snap = crate::shared::Snapshot::new(cfg.policy, &shared.upstreams, &shared.env);
             shared.policy.store(Arc::new(snap));
             shared.metrics.reloads_ok.fetch_add(1, Relaxed);
             tracing::info!(rules, "policy installed");

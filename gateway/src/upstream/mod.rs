@@ -1,6 +1,10 @@
 //! Upstream connections: the guard as a hyper connector, verified TLS (system and webpki roots
 //! plus configured bundles; no way to skip verification), ALPN h2/http1.1 and pooling.
 
+pub mod body;
+pub mod fault;
+pub mod guard;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,8 +22,9 @@ use policy::Host;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 
-use crate::body::CountedBody;
-use crate::guard::{Guard, GuardError};
+use crate::upstream::body::CountedBody;
+use crate::upstream::fault::Fault;
+use crate::upstream::guard::{Guard, GuardError};
 
 /// The address an upstream connection was made to; found in response extensions.
 #[derive(Debug, Clone, Copy)]
@@ -251,9 +256,11 @@ impl Upstreams {
             .body(CountedBody::bytes(body, Arc::default()))
             .map_err(|_| CallError::Url)?;
         let work = async {
-            let resp = self.auto.request(req).await.map_err(|e| {
-                CallError::Failed(crate::error::Failure::from_upstream(&e).reason())
-            })?;
+            let resp = self
+                .auto
+                .request(req)
+                .await
+                .map_err(|e| CallError::Failed(Fault::classify(&e).reason()))?;
             let status = resp.status();
             let body = http_body_util::Limited::new(resp.into_body(), CALL_BODY_LIMIT)
                 .collect()

@@ -4,10 +4,10 @@
 use audit::Action;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
+use http_body_util::Full;
 use policy::Decision;
 
-use crate::body::{ClientBodyError, ProxyBody, full};
-use crate::guard::GuardError;
+use crate::upstream::fault::Fault;
 
 /// Why an exchange did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -60,22 +60,10 @@ pub enum Failure {
         /// Stable reason code.
         reason: &'static str,
     },
-    /// The guard refused every address of the upstream.
-    #[error("upstream address is not allowed")]
-    AddressDenied,
-    /// Resolution failed.
-    #[error("upstream host could not be resolved")]
-    Resolve,
-    /// Connecting failed.
-    #[error("upstream connection failed")]
-    Connect,
-    /// Connecting timed out.
-    #[error("upstream connection timed out")]
-    ConnectTimeout,
-    /// Upstream TLS failed (certificate or handshake); never downgraded. Carries which check
-    /// failed, in fixed words.
-    #[error("upstream TLS failed: {0}")]
-    UpstreamTls(&'static str),
+    /// The upstream request failed before a response: guard, resolution, connection, TLS
+    /// (never downgraded) or protocol.
+    #[error("{0}")]
+    Upstream(Fault),
     /// No response head in time.
     #[error("upstream did not answer in time")]
     ResponseTimeout,
@@ -83,9 +71,6 @@ pub enum Failure {
     /// spite of `Accept-Encoding: identity`: the scrubber cannot read it, so it is withheld.
     #[error("upstream answered with an encoded body that cannot be scrubbed")]
     UnscrubbableEncoding,
-    /// Any other upstream protocol failure.
-    #[error("upstream request failed")]
-    Upstream,
     /// `strict` audit: the exchange's record could not be made durable, so its response is
     /// withheld.
     #[error("the audit record could not be written")]
@@ -97,19 +82,15 @@ impl Failure {
     pub fn status(&self) -> StatusCode {
         match self {
             Failure::Policy { .. }
-            | Failure::AddressDenied
             | Failure::SecretUnavailable { .. }
             | Failure::PlaceholderMissing { .. } => StatusCode::FORBIDDEN,
+            Failure::Upstream(fault) => fault.status(),
             Failure::SecretTransform => StatusCode::BAD_GATEWAY,
             Failure::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Refused { status, .. } | Failure::Credential { status, .. } => *status,
             Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Failure::ConnectTimeout | Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Failure::Resolve
-            | Failure::Connect
-            | Failure::UpstreamTls(_)
-            | Failure::UnscrubbableEncoding
-            | Failure::Upstream => StatusCode::BAD_GATEWAY,
+            Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Failure::UnscrubbableEncoding => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -119,17 +100,12 @@ impl Failure {
             Failure::Policy { decision, .. } => decision.reason.code(),
             Failure::Refused { reason, .. } | Failure::Credential { reason, .. } => reason,
             Failure::BodyTooLarge => "body_too_large",
-            Failure::AddressDenied => "upstream_address_denied",
             Failure::SecretUnavailable { .. } => "secret_unavailable",
             Failure::PlaceholderMissing { .. } => "secret_placeholder_missing",
             Failure::SecretTransform => "secret_transform_failed",
-            Failure::Resolve => "upstream_resolve_failed",
-            Failure::Connect => "upstream_connect_failed",
-            Failure::ConnectTimeout => "upstream_connect_timeout",
-            Failure::UpstreamTls(_) => "upstream_tls_error",
+            Failure::Upstream(fault) => fault.reason(),
             Failure::ResponseTimeout => "upstream_response_timeout",
             Failure::UnscrubbableEncoding => "upstream_encoding_unscrubbable",
-            Failure::Upstream => "upstream_error",
             Failure::AuditUnavailable => "audit_unavailable",
         }
     }
@@ -139,7 +115,7 @@ impl Failure {
         match self {
             Failure::Policy { .. }
             | Failure::Refused { .. }
-            | Failure::AddressDenied
+            | Failure::Upstream(Fault::AddressDenied)
             | Failure::SecretUnavailable { .. }
             | Failure::PlaceholderMissing { .. }
             | Failure::BodyTooLarge
@@ -149,7 +125,7 @@ impl Failure {
     }
 
     /// The HTTP response for this failure: a short JSON body.
-    pub fn response(&self) -> Response<ProxyBody> {
+    pub fn response(&self) -> Response<Full<Bytes>> {
         let body = match self {
             Failure::Policy { host, .. } => serde_json::json!({
                 "error": "blocked by policy", "reason": self.reason(), "host": host,
@@ -158,7 +134,7 @@ impl Failure {
             _ => serde_json::json!({ "error": self.to_string(), "reason": self.reason() })
                 .to_string(),
         };
-        let mut resp = Response::new(full(Bytes::from(body)));
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(
@@ -171,74 +147,17 @@ impl Failure {
         );
         resp
     }
-
-    /// Classifies an upstream client error by walking its source chain.
-    pub fn from_upstream(err: &(dyn std::error::Error + 'static)) -> Failure {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-        while let Some(e) = cur {
-            if let Some(g) = e.downcast_ref::<GuardError>() {
-                return match g {
-                    GuardError::Denied(_) | GuardError::Loop(_) => Failure::AddressDenied,
-                    GuardError::Resolve(_) => Failure::Resolve,
-                    GuardError::Connect(..) => Failure::Connect,
-                    GuardError::Timeout(_) => Failure::ConnectTimeout,
-                };
-            }
-            if e.is::<ClientBodyError>() {
-                return Failure::Refused {
-                    status: StatusCode::BAD_REQUEST,
-                    reason: "body_read_failed",
-                    message: "the request body could not be read",
-                };
-            }
-            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-                return Failure::UpstreamTls(tls_detail(tls));
-            }
-            if let Some(tls) = e
-                .downcast_ref::<std::io::Error>()
-                .and_then(wrapped_tls_error)
-            {
-                return Failure::UpstreamTls(tls_detail(tls));
-            }
-            cur = e.source();
-        }
-        Failure::Upstream
-    }
 }
 
-/// io::Error hides its payload from `source()`; TLS errors arrive wrapped one or more times.
-fn wrapped_tls_error(io: &std::io::Error) -> Option<&rustls::Error> {
-    let mut inner = io.get_ref();
-    while let Some(e) = inner {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
+impl From<Fault> for Failure {
+    fn from(fault: Fault) -> Failure {
+        match fault {
+            Fault::ClientBody => Failure::Refused {
+                status: StatusCode::BAD_REQUEST,
+                reason: "body_read_failed",
+                message: "the request body could not be read",
+            },
+            fault => Failure::Upstream(fault),
         }
-        inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref);
-    }
-    None
-}
-
-/// Which upstream TLS check failed, in words fit for a client and an audit record.
-fn tls_detail(e: &rustls::Error) -> &'static str {
-    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error};
-    match e {
-        Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
-            "the certificate has expired"
-        }
-        Error::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => {
-            "the certificate is not valid yet"
-        }
-        Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
-            "the certificate does not name this host (subjectAltName)"
-        }
-        Error::InvalidCertificate(Cert::UnknownIssuer) => "the certificate's issuer is not trusted",
-        Error::InvalidCertificate(_) => "the certificate is not valid",
-        Error::PeerIncompatible(_)
-        | Error::AlertReceived(
-            Alert::ProtocolVersion | Alert::HandshakeFailure | Alert::InsufficientSecurity,
-        ) => "no TLS version and cipher suite in common (TLS 1.2 or 1.3 with forward secrecy)",
-        _ => "the handshake failed",
     }
 }

@@ -353,7 +353,7 @@ mod tests {
 
     fn test_upstreams() -> Upstreams {
         crate::install_crypto();
-        let guard = crate::guard::Guard::new(
+        let guard = crate::upstream::guard::Guard::new(
             vec![],
             vec![],
             vec![],

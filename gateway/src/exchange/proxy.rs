@@ -15,14 +15,16 @@ use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use policy::{Host, Request as PolicyRequest, Stub};
 
-use crate::body::{AuditedBody, CountedBody, ProxyBody};
-use crate::context::{ConnMeta, Exchange};
-use crate::error::Failure;
-use crate::scrub::Scrubber;
-use crate::state::Shared;
-use crate::state::Snapshot;
+use crate::exchange::body::{AuditedBody, ProxyBody};
+use crate::exchange::failure::Failure;
+use crate::exchange::{ConnMeta, Exchange};
+use crate::shared::Shared;
+use crate::shared::Snapshot;
 use crate::transform;
+use crate::transform::scrub::Scrubber;
 use crate::upstream::UpstreamAddr;
+use crate::upstream::body::CountedBody;
+use crate::upstream::fault::Fault;
 
 /// Where a request goes, once decided.
 struct Route {
@@ -95,14 +97,16 @@ pub async fn serve_request(
     if let Some(client_io) =
         client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)
     {
-        return Ok(crate::splice::upgrade(shared, ex, client_io, resp));
+        return Ok(crate::exchange::websocket::upgrade(
+            shared, ex, client_io, resp,
+        ));
     }
     Ok(transform_response(resp, ex, scrubber).await)
 }
 
 /// Answers with the failure's response and records the exchange with the status sent.
 pub async fn refuse(ex: Exchange, f: Failure) -> Response<ProxyBody> {
-    let resp = f.response();
+    let resp = f.response().map(Either::Right);
     let durable = ex.finish_failure(&f, Some(resp.status().as_u16()));
     released(resp, durable).await
 }
@@ -113,7 +117,7 @@ async fn released(resp: Response<ProxyBody>, durable: Option<Durable>) -> Respon
     match durable {
         Some(d) => match d.await {
             true => resp,
-            false => Failure::AuditUnavailable.response(),
+            false => Failure::AuditUnavailable.response().map(Either::Right),
         },
         None => resp,
     }
@@ -194,7 +198,9 @@ async fn stub_token(mut ex: Exchange, stub: &Stub) -> Response<ProxyBody> {
         name: name.into(),
         action: "allow".into(),
         rule: Some(stub.id().to_string()),
-        annotations: Some(serde_json::json!({ "stubbed": endpoint })),
+        annotations: Some(audit::Annotations::Stubbed {
+            stubbed: endpoint.into(),
+        }),
     });
     ex.set_status(200);
     let body = serde_json::json!({
@@ -202,7 +208,7 @@ async fn stub_token(mut ex: Exchange, stub: &Stub) -> Response<ProxyBody> {
         "expires_in": 3600,
         "token_type": "Bearer",
     });
-    let mut resp = Response::new(crate::body::full(body.to_string()));
+    let mut resp = Response::new(crate::exchange::body::full(body.to_string()));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -267,14 +273,10 @@ pub fn split_host_port(raw: &str) -> Option<(Host, Option<u16>)> {
     Some((Host::parse(host).ok()?, port))
 }
 
-/// The percent-decoded path; `.` and `..` segments are refused so that `/public/../admin`
-/// cannot pass a rule on `/public/*`.
+/// The path the policy judges ([`policy::decode_path`]: decoded, dot segments refused).
 fn decoded_path(uri: &Uri) -> Result<String, Failure> {
-    let decoded = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
-    if decoded.split('/').any(|s| s == "." || s == "..") {
-        return Err(bad("path_dot_segments", "path contains dot segments"));
-    }
-    Ok(decoded.into_owned())
+    policy::decode_path(uri.path())
+        .map_err(|_| bad("path_dot_segments", "path contains dot segments"))
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
@@ -394,7 +396,7 @@ async fn connect_upstream(
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "upstream request failed");
-            Err(Failure::from_upstream(&e))
+            Err(Failure::from(Fault::classify(&e)))
         }
         Err(_) => Err(Failure::ResponseTimeout),
     }

@@ -1,20 +1,51 @@
 //! `hmac_sign`: the message rendered over the request as it leaves, the HMAC, and the headers
 //! set from it. Credential values used in headers are returned for response scrubbing.
 
+use audit::Annotations;
 use http::StatusCode;
 use http::request::Parts;
-use policy::{HmacSign, Request, TimestampFormat};
+use policy::{Request, TimestampFormat};
 
-use crate::crypto;
-use crate::error::Failure;
-use crate::state::Snapshot;
-use crate::transform::set_header;
+use crate::credential::crypto;
+use crate::exchange::failure::Failure;
+use crate::shared::Snapshot;
+use crate::transform::request::set_header;
+use crate::transform::step::{Cx, Transform, shown};
+
+/// The policy's `hmac_sign` transform at this index.
+pub(super) struct HmacSign(pub usize);
+
+impl Transform for HmacSign {
+    async fn run(&self, cx: &mut Cx<'_>) -> Result<(), Failure> {
+        let h = &cx.snap.policy.hmac[self.0];
+        let body = cx.body.bytes().cloned().unwrap_or_default();
+        match sign(cx.snap, h, cx.req, cx.parts, &body).await {
+            Ok((names, creds)) => {
+                cx.scrub
+                    .extend(creds.into_iter().map(|(n, v)| (v, shown(&n))));
+                cx.note(
+                    "hmac_sign",
+                    "allow",
+                    Annotations::Signed { injected: names },
+                );
+                Ok(())
+            }
+            Err(f) => {
+                let note = Annotations::Rejected {
+                    rejected: f.reason(),
+                };
+                cx.note("hmac_sign", "reject", note);
+                Err(f)
+            }
+        }
+    }
+}
 
 /// Signs one request; returns the headers set and the credential values that went on the
 /// wire (to scrub from the response).
-pub(crate) async fn sign(
+async fn sign(
     snap: &Snapshot,
-    h: &HmacSign,
+    h: &policy::HmacSign,
     req: &Request<'_>,
     parts: &mut Parts,
     body: &[u8],
