@@ -15,8 +15,7 @@ use hyper_util::rt::TokioIo;
 use policy::{Config, ConfigErrors};
 use tokio::net::TcpListener;
 
-use crate::shared::Addrs;
-use crate::shared::Shared;
+use crate::shared::{Addrs, Shared};
 
 /// What the management endpoints need.
 #[derive(Debug)]

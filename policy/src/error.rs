@@ -88,8 +88,3 @@ impl Errors {
 
 /// A (line, column) position; (0, 0) when unknown.
 pub(crate) type Pos = (u64, u64);
-
-/// The position of a spanned value.
-pub(crate) fn pos(s: &crate::raw::S) -> Pos {
-    (s.referenced.line(), s.referenced.column())
-}

@@ -3,46 +3,40 @@
 //!
 //! Pure: this crate does no IO and must not depend on tokio, hyper or any network code.
 
-mod allowlist;
-mod audit;
-mod cidr;
-mod config;
 mod decision;
-mod duration;
 mod error;
 mod explain;
-mod host;
-mod path;
-mod plan;
-mod raw;
-mod secrets;
-mod template;
-mod tokens;
-mod validate;
-mod validate_hmac;
-mod validate_secrets;
-mod validate_tokens;
+mod matcher;
+mod policy;
+mod section;
+mod transform;
+mod value;
 
-pub use allowlist::{Allowlist, Policy, Request, Rule, Stub, Target};
-pub use audit::{AuditConfig, AuditFile, Durability, OtlpConfig, parse_size};
-pub use cidr::{Cidr, CidrError};
-pub use config::{
-    Config, DEFAULT_DENY_CIDRS, DnsConfig, DnsRecord, DnsValue, ManagementConfig, ProxyConfig,
-    Timeouts, TlsConfig, UpstreamConfig, parse_listen, schema,
-};
 pub use decision::{Decision, Reason, Verdict};
-pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
-pub use explain::{Case, Effect, Explanation, Sample, parse_cases};
-pub use host::{Host, HostError, HostName, HostPattern, unmap};
-pub use path::{PathError, PathPattern};
-pub use plan::{BodyRead, DotSegments, Plan, Step, decode_path};
-pub use secrets::{
-    Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, NamedSource, Replace,
-    SecretEntry, Source, SourceId, VaultToken,
+pub use explain::cases::{Case, parse_cases};
+pub use explain::{Effect, Explanation, Sample};
+pub use matcher::cidr::{Cidr, CidrError};
+pub use matcher::host::{Host, HostError, HostName, HostPattern, unmap};
+pub use matcher::path::{PathError, PathPattern};
+pub use matcher::rule::{Request, Rule, Target};
+pub use policy::{Policy, Stub};
+pub use section::audit::{AuditConfig, AuditFile, Durability, OtlpConfig, parse_size};
+pub use section::dns::{DnsConfig, DnsRecord, DnsValue};
+pub use section::management::ManagementConfig;
+pub use section::proxy::{DEFAULT_DENY_CIDRS, ProxyConfig, Timeouts, UpstreamConfig};
+pub use section::tls::TlsConfig;
+pub use section::{Config, schema};
+pub use transform::allowlist::Allowlist;
+pub use transform::gcp_auth::{GcpAuth, gcp_metadata_token_path};
+pub use transform::hmac_sign::{
+    Encoding, HMAC_MESSAGE_VARS, HmacAlgorithm, HmacSign, TimestampFormat,
 };
-pub use template::Template;
-pub use tokens::{
-    Encoding, GcpAuth, Grant, HMAC_MESSAGE_VARS, HmacAlgorithm, HmacSign, OAuthToken,
-    TimestampFormat, gcp_metadata_token_path,
+pub use transform::oauth_token::{Grant, OAuthToken};
+pub use transform::plan::{BodyRead, DotSegments, Plan, Step, decode_path};
+pub use transform::secrets::{
+    Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, Replace, SecretEntry,
 };
+pub use transform::source::{NamedSource, Source, SourceId, VaultToken};
+pub use transform::template::Template;
+pub use value::{parse_duration, parse_listen};

@@ -13,8 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::exchange::body::ProxyBody;
 use crate::exchange::failure::Failure;
-use crate::exchange::proxy;
-use crate::exchange::{ConnMeta, Exchange};
+use crate::exchange::{ConnMeta, Exchange, proxy};
 use crate::listen::io::Idle;
 use crate::shared::Shared;
 

@@ -2,7 +2,8 @@
 //! which order, and whether the body must be read whole first. The gateway executes a plan;
 //! `explain` prints one. Both therefore agree on what happens, by construction.
 
-use crate::allowlist::{Policy, Request};
+use crate::matcher::rule::Request;
+use crate::policy::Policy;
 
 /// One credential transform to run, naming its entries by index into the [`Policy`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,40 +1,58 @@
-//! The validated policy file: listeners, limits, upstream rules and the compiled policy.
+//! The policy file's top level: its sections (`dns`, `proxy`, `tls`, `management`, `metrics`,
+//! `log`, `audit`) and transforms, parsed and validated into a [`Config`] with every error at
+//! once.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+pub(crate) mod audit;
+pub(crate) mod dns;
+pub(crate) mod management;
+pub(crate) mod proxy;
+pub(crate) mod tls;
 
-use crate::allowlist::Policy;
-use crate::cidr::Cidr;
+use std::net::SocketAddr;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
 use crate::error::{ConfigErrors, Errors};
-use crate::host::{HostName, HostPattern};
-use crate::raw::{RawConfig, RawTransform};
-use crate::validate::{allowlist, dns, listen, log_level, proxy, tls, upstream, yaml_error};
-use crate::validate_hmac::hmac;
-use crate::validate_secrets::secrets;
-use crate::validate_tokens::{gcp_auth, oauth};
+use crate::explain::cases::RawCase;
+use crate::policy::Policy;
+use crate::section::audit::RawAudit;
+use crate::section::dns::{DnsConfig, RawDns, dns};
+use crate::section::management::{ManagementConfig, RawLog, RawManagement, RawMetrics, log_level};
+use crate::section::proxy::{ProxyConfig, RawProxy, RawUpstream, UpstreamConfig, proxy, upstream};
+use crate::section::tls::{RawTls, TlsConfig, tls};
+use crate::transform::RawTransform;
+use crate::transform::allowlist::allowlist;
+use crate::transform::gcp_auth::gcp_auth;
+use crate::transform::hmac_sign::hmac;
+use crate::transform::oauth_token::oauth;
+use crate::transform::secrets::secrets;
+use crate::value::{listen, yaml_error};
 
-/// Ranges the gateway never connects to unless `proxy.upstream_allow_cidrs` names them:
-/// unspecified, private, CGNAT, loopback, link-local and cloud metadata, benchmarking,
-/// multicast and reserved (invariant 2).
-pub const DEFAULT_DENY_CIDRS: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "::/128",
-    "::1/128",
-    "fc00::/7",
-    "fe80::/10",
-    "ff00::/8",
-];
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub transforms: Vec<RawTransform>,
+    #[serde(default)]
+    pub management: RawManagement,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub tests: Vec<RawCase>,
+}
 
 /// The whole validated file.
 #[derive(Debug, Clone)]
@@ -54,123 +72,11 @@ pub struct Config {
     /// Log level: error, warn, info or debug.
     pub log_level: String,
     /// Audit output and sandbox labels.
-    pub audit: crate::audit::AuditConfig,
+    pub audit: crate::section::audit::AuditConfig,
     /// The compiled request policy.
     pub policy: Policy,
     /// Policy test cases written in the file (`tests:`); `centaur-gateway test` runs them.
-    pub tests: Vec<crate::explain::Case>,
-}
-
-/// DNS settings.
-#[derive(Debug, Clone)]
-pub struct DnsConfig {
-    /// UDP and TCP address, `None` when disabled.
-    pub listen: Option<SocketAddr>,
-    /// The answer to every intercepted A query.
-    pub proxy_ip: Option<Ipv4Addr>,
-    /// The answer to every intercepted AAAA query; without it AAAA gets an empty answer.
-    pub proxy_ip6: Option<Ipv6Addr>,
-    /// Names resolved with the system resolver instead of intercepted.
-    pub passthrough: Vec<HostPattern>,
-    /// Static records.
-    pub records: Vec<DnsRecord>,
-}
-
-/// A static DNS record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsRecord {
-    /// Exact name.
-    pub name: HostName,
-    /// The answer.
-    pub value: DnsValue,
-}
-
-/// The value of a static record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DnsValue {
-    /// An A record.
-    A(Ipv4Addr),
-    /// An AAAA record.
-    Aaaa(Ipv6Addr),
-    /// A CNAME record.
-    Cname(HostName),
-}
-
-/// Proxy listeners, limits and timeouts.
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    /// Transparent plain-HTTP listener.
-    pub http_listen: Option<SocketAddr>,
-    /// Transparent TLS listener.
-    pub https_listen: Option<SocketAddr>,
-    /// CONNECT and SOCKS5 listener.
-    pub tunnel_listen: Option<SocketAddr>,
-    /// Largest request body a transform may buffer.
-    pub max_request_body_bytes: u64,
-    /// Largest response body a transform may buffer; 0 = no transform may buffer responses.
-    pub max_response_body_bytes: u64,
-    /// Upstream addresses never connected to.
-    pub deny_cidrs: Vec<Cidr>,
-    /// Exceptions to `deny_cidrs` (for example a test origin on loopback).
-    pub allow_cidrs: Vec<Cidr>,
-    /// Timeouts.
-    pub timeouts: Timeouts,
-    /// Concurrent client connections across all listeners.
-    pub max_connections: usize,
-    /// Largest request head (request line and headers) in bytes.
-    pub max_header_bytes: usize,
-    /// Most headers in one request.
-    pub max_headers: usize,
-}
-
-/// Every timeout of the data plane.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// Reading a request head, and the TLS ClientHello or tunnel handshake.
-    pub client_header: Duration,
-    /// An idle client keep-alive connection.
-    pub idle: Duration,
-    /// Opening the upstream TCP connection.
-    pub upstream_connect: Duration,
-    /// Connecting upstream and receiving the response head.
-    pub upstream_response_header: Duration,
-    /// A WebSocket or other upgraded connection with no traffic either way.
-    pub tunnel_idle: Duration,
-    /// Completing a TLS handshake with a client.
-    pub tls_handshake: Duration,
-}
-
-/// Certificate authority settings.
-#[derive(Debug, Clone)]
-pub struct TlsConfig {
-    /// CA certificate PEM path.
-    pub ca_cert: Option<String>,
-    /// CA private key PEM path.
-    pub ca_key: Option<String>,
-    /// Leaf certificates kept in memory.
-    pub cert_cache_size: u64,
-    /// Validity of a leaf certificate.
-    pub leaf_validity: Duration,
-}
-
-/// Upstream pins and trust.
-#[derive(Debug, Clone, Default)]
-pub struct UpstreamConfig {
-    /// Static name → address (and optional port) pins.
-    pub hosts: BTreeMap<HostName, (IpAddr, Option<u16>)>,
-    /// Extra PEM CA bundles trusted for upstream TLS, beside the system and webpki roots.
-    pub ca_files: Vec<String>,
-}
-
-/// Management API settings.
-#[derive(Debug, Clone)]
-pub struct ManagementConfig {
-    /// Address, `None` when off.
-    pub listen: Option<SocketAddr>,
-    /// Name of the environment variable holding the bearer token.
-    pub api_key_env: String,
-    /// A file holding the bearer token (e.g. a mounted Kubernetes secret); wins over the variable.
-    pub api_key_file: Option<String>,
+    pub tests: Vec<crate::explain::cases::Case>,
 }
 
 impl Config {
@@ -194,7 +100,7 @@ impl Config {
             proxy: proxy(raw.proxy, &mut errs),
             tls: tls(raw.tls, &mut errs),
             upstream: upstream(raw.upstream, &mut errs),
-            management: crate::config::ManagementConfig {
+            management: crate::section::management::ManagementConfig {
                 listen: listen(raw.management.listen, None, "management.listen", &mut errs),
                 api_key_env: raw
                     .management
@@ -209,11 +115,11 @@ impl Config {
                 &mut errs,
             ),
             log_level: log_level(raw.log.level, &mut errs),
-            audit: crate::audit::audit(raw.audit, &mut errs),
+            audit: crate::section::audit::audit(raw.audit, &mut errs),
             policy: Policy::default(),
             tests: Vec::new(),
         };
-        config.tests = crate::explain::cases(raw.tests, &mut errs);
+        config.tests = crate::explain::cases::cases(raw.tests, &mut errs);
         for (i, t) in raw.transforms.into_iter().enumerate() {
             match t {
                 RawTransform::Allowlist(a) => {
@@ -241,25 +147,10 @@ impl Config {
     }
 }
 
-/// Parses a listen address: `:port` (all IPv4 interfaces), `ip:port`, `[v6]:port`, `localhost:port`.
-pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    let expanded = if let Some(port) = text.strip_prefix(':') {
-        format!("0.0.0.0:{port}")
-    } else if let Some(port) = text.strip_prefix("localhost:") {
-        format!("127.0.0.1:{port}")
-    } else {
-        text.to_string()
-    };
-    expanded
-        .parse()
-        .map_err(|_| format!("`{text}` is not a listen address"))
-}
-
 /// The JSON Schema of the policy file, generated from the types the parser reads (so it cannot
 /// drift from what `check` accepts); for editors and CI.
 pub fn schema() -> String {
-    let mut s = schemars::schema_for!(crate::raw::RawConfig);
+    let mut s = schemars::schema_for!(crate::section::RawConfig);
     s.insert("title".into(), "Centaur gateway policy".into());
     serde_json::to_string_pretty(&s).unwrap_or_default()
 }
@@ -267,6 +158,10 @@ pub fn schema() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use crate::matcher::host::HostName;
+    use crate::section::proxy::DEFAULT_DENY_CIDRS;
 
     #[test]
     fn a_placed_policy_may_leave_the_resolver_address_to_the_runner() {

@@ -1,116 +1,9 @@
-//! The allowlist: compiled rules and their evaluation. Default deny.
+//! The compiled policy: every transform's validated entries, and the decision for a request
+//! (every allowlist must allow; none at all denies everything).
 
-use crate::cidr::Cidr;
 use crate::decision::{Decision, Reason, Verdict};
-use crate::host::{Host, HostPattern};
-use crate::path::PathPattern;
-
-/// What a rule matches the request host against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A host name pattern; never matches IP literals.
-    Host(HostPattern),
-    /// A CIDR; matches only IP-literal hosts (names are never resolved for this).
-    Cidr(Cidr),
-}
-
-/// One compiled allow rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// The rule's path in the policy file, used in decisions and audit records.
-    pub id: String,
-    /// Host or CIDR.
-    pub target: Target,
-    /// Upper-case methods; empty = all.
-    pub methods: Vec<String>,
-    /// Path patterns; empty = all.
-    pub paths: Vec<PathPattern>,
-    /// Ports; empty = all.
-    pub ports: Vec<u16>,
-}
-
-/// What is being decided.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    /// The destination host.
-    pub host: &'a Host,
-    /// The destination port.
-    pub port: u16,
-    /// Method and decoded path; `None` for a connection-level decision (CONNECT, SOCKS, SNI),
-    /// which asks whether any rule could allow requests to this host and port.
-    pub http: Option<(&'a str, &'a str)>,
-}
-
-impl Rule {
-    /// Whether the rule matches; with `http: None` only host and port are compared.
-    pub fn matches(&self, req: &Request<'_>) -> bool {
-        let host_ok = match &self.target {
-            Target::Host(p) => p.matches(req.host),
-            Target::Cidr(c) => matches!(req.host, Host::Ip(ip) if c.contains(*ip)),
-        };
-        if !host_ok || !(self.ports.is_empty() || self.ports.contains(&req.port)) {
-            return false;
-        }
-        let Some((method, path)) = req.http else {
-            return true;
-        };
-        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
-            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
-    }
-}
-
-impl std::fmt::Display for Rule {
-    /// `api.example.com:443 POST,GET /v1/*`: what the rule lets through.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.target {
-            Target::Host(h) => write!(f, "{h}")?,
-            Target::Cidr(c) => write!(f, "{c}")?,
-        }
-        if !self.ports.is_empty() {
-            let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
-            write!(f, ":{}", ports.join(","))?;
-        }
-        if !self.methods.is_empty() {
-            write!(f, " {}", self.methods.join(","))?;
-        }
-        if !self.paths.is_empty() {
-            let paths: Vec<String> = self.paths.iter().map(ToString::to_string).collect();
-            write!(f, " {}", paths.join(" "))?;
-        }
-        Ok(())
-    }
-}
-
-/// One `allowlist` transform.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allowlist {
-    /// Rules, in file order.
-    pub rules: Vec<Rule>,
-    /// Report mode: a miss is allowed and reported as `would_deny` (iron-proxy's `warn`).
-    pub warn: bool,
-}
-
-impl Allowlist {
-    fn evaluate(&self, req: &Request<'_>) -> Decision {
-        if let Some(rule) = self.rules.iter().find(|r| r.matches(req)) {
-            return Decision {
-                verdict: Verdict::Allow,
-                rule: Some(rule.id.clone()),
-                reason: Reason::Allowed,
-            };
-        }
-        let (verdict, reason) = if self.warn {
-            (Verdict::Allow, Reason::WouldDeny)
-        } else {
-            (Verdict::Deny, Reason::NotAllowlisted)
-        };
-        Decision {
-            verdict,
-            rule: None,
-            reason,
-        }
-    }
-}
+use crate::matcher::rule::Request;
+use crate::transform::allowlist::Allowlist;
 
 /// A token endpoint answered by the gateway with a stub token, so that unmodified client
 /// libraries inside the sandbox finish their own token dance with dummy credentials.
@@ -126,7 +19,7 @@ pub enum Stub {
         /// The entry.
         id: String,
         /// Its grant.
-        grant: crate::tokens::Grant,
+        grant: crate::transform::oauth_token::Grant,
     },
 }
 
@@ -146,15 +39,15 @@ pub struct Policy {
     pub allowlists: Vec<Allowlist>,
     /// Every credential source the transforms use, each once; transforms refer to them by
     /// [`crate::SourceId`].
-    pub sources: Vec<crate::secrets::NamedSource>,
+    pub sources: Vec<crate::transform::source::NamedSource>,
     /// Every `secrets` entry, in file order.
-    pub secrets: Vec<crate::secrets::SecretEntry>,
+    pub secrets: Vec<crate::transform::secrets::SecretEntry>,
     /// Every `gcp_auth` transform.
-    pub gcp_auth: Vec<crate::tokens::GcpAuth>,
+    pub gcp_auth: Vec<crate::transform::gcp_auth::GcpAuth>,
     /// Every `oauth_token` entry, in file order (the first matching entry wins).
-    pub oauth: Vec<crate::tokens::OAuthToken>,
+    pub oauth: Vec<crate::transform::oauth_token::OAuthToken>,
     /// Every `hmac_sign` transform.
-    pub hmac: Vec<crate::tokens::HmacSign>,
+    pub hmac: Vec<crate::transform::hmac_sign::HmacSign>,
 }
 
 impl Policy {
@@ -191,7 +84,10 @@ impl Policy {
             if name == Some("oauth2.googleapis.com") && on("/token") {
                 return Some(Stub::GoogleToken { id: g.id.clone() });
             }
-            if metadata && path.is_none_or(|p| crate::tokens::gcp_metadata_token_path().matches(p))
+            if metadata
+                && path.is_none_or(|p| {
+                    crate::transform::gcp_auth::gcp_metadata_token_path().matches(p)
+                })
             {
                 return Some(Stub::GoogleToken { id: g.id.clone() });
             }
@@ -237,6 +133,7 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::Config;
+    use crate::matcher::host::Host;
 
     fn policy(yaml: &str) -> Policy {
         Config::parse(yaml).unwrap().policy

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-use crate::host::unmap;
+use crate::matcher::host::unmap;
 
 /// Why a CIDR was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

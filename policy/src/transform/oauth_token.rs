@@ -1,88 +1,126 @@
-//! Validation of `gcp_auth`, `oauth_token` and `hmac_sign`: every problem with its path.
+//! `oauth_token`: OAuth 2.0 access tokens from a grant (client credentials, refresh token,
+//! JWT bearer…), set in a header; the first matching entry wins.
 
-use crate::allowlist::Rule;
-use crate::error::{Errors, pos};
-use crate::host::HostName;
-use crate::raw::{RawGcpAuth, RawOAuth, RawOAuthEntry, RawRule, RawSource};
-use crate::secrets::NamedSource;
-use crate::tokens::{GcpAuth, Grant, OAuthToken};
-use crate::validate::rule;
-use crate::validate_secrets::{http_token, source};
+use std::collections::BTreeMap;
 
-fn rules(base: &str, raw: &[RawRule], errs: &mut Errors) -> Vec<Rule> {
-    raw.iter()
-        .enumerate()
-        .filter_map(|(k, r)| rule(format!("{base}.rules[{k}]"), r, errs))
-        .collect()
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::error::Errors;
+use crate::matcher::host::HostName;
+use crate::matcher::rule::{RawRule, Request, Rule, required_rules};
+use crate::transform::secrets::http_token;
+use crate::transform::source::{NamedSource, RawSource, SourceId, source};
+use crate::value::{S, pos};
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOAuth {
+    #[serde(default)]
+    pub tokens: Vec<RawOAuthEntry>,
 }
 
-pub(crate) fn required_rules(base: &str, raw: &[RawRule], errs: &mut Errors) -> Vec<Rule> {
-    if raw.is_empty() {
-        errs.hint(
-            format!("{base}.rules"),
-            (0, 0),
-            "is required",
-            "say which requests get the credential, e.g. `rules: [{host: api.example.com}]`",
-        );
-    }
-    rules(base, raw, errs)
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOAuthEntry {
+    pub grant: S,
+    pub token_endpoint: Option<S>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    pub header: Option<String>,
+    pub value_prefix: Option<String>,
+    #[serde(default)]
+    pub require: bool,
+    #[serde(default)]
+    pub token_endpoint_headers: BTreeMap<String, RawSource>,
+    pub audience: Option<String>,
+    pub refresh_token: Option<RawSource>,
+    pub client_id: Option<RawSource>,
+    pub client_secret: Option<RawSource>,
+    pub username: Option<RawSource>,
+    pub password: Option<RawSource>,
+    pub issuer: Option<RawSource>,
+    pub subject: Option<RawSource>,
+    pub private_key: Option<RawSource>,
+    pub private_key_id: Option<RawSource>,
 }
 
-pub(crate) fn gcp_auth(
-    i: usize,
-    raw: RawGcpAuth,
-    errs: &mut Errors,
-    sources: &mut Vec<NamedSource>,
-) -> Option<GcpAuth> {
-    let base = format!("transforms[{i}].config");
-    if raw.credentials_provider.is_some() {
-        errs.hint(
-            format!("{base}.credentials_provider"),
-            (0, 0),
-            "workload identity is not supported",
-            "give the service-account key with `keyfile_path` or `keyfile: {type: …}`",
-        );
-    }
-    let keyfile = match (raw.keyfile_path, raw.keyfile) {
-        (Some(path), None) => source(
-            &format!("{base}.keyfile_path"),
-            RawSource::File {
-                path,
-                ttl: None,
-                failure_ttl: None,
-                json_key: None,
-            },
-            errs,
-            sources,
-        ),
-        (None, Some(src)) => source(&format!("{base}.keyfile"), src, errs, sources),
-        (None, None) if raw.credentials_provider.is_some() => None,
-        _ => {
-            errs.hint(
-                &base,
-                (0, 0),
-                "gcp_auth needs exactly one of `keyfile_path` or `keyfile`",
-                "e.g. `keyfile_path: /run/secrets/sa.json`",
-            );
-            None
+/// An OAuth 2.0 grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// RFC 6749 §6.
+    RefreshToken,
+    /// RFC 6749 §4.4.
+    ClientCredentials,
+    /// RFC 6749 §4.3.
+    Password,
+    /// RFC 7523 §2.1.
+    JwtBearer,
+}
+
+impl Grant {
+    /// The name used in policies and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::RefreshToken => "refresh_token",
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password => "password",
+            Grant::JwtBearer => "jwt_bearer",
         }
-    };
-    if raw.scopes.is_empty() {
-        errs.hint(
-            format!("{base}.scopes"),
-            (0, 0),
-            "needs at least one scope",
-            "e.g. `scopes: [https://www.googleapis.com/auth/cloud-platform]`",
-        );
     }
-    let rules = rules(&base, &raw.rules, errs);
-    Some(GcpAuth {
-        id: base,
-        keyfile: keyfile?,
-        scopes: raw.scopes,
-        subject: raw.subject.filter(|s| !s.is_empty()),
-        rules,
-    })
+
+    /// (required, optional) credential fields.
+    pub fn fields(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            Grant::RefreshToken => (&["refresh_token", "client_id"], &["client_secret"]),
+            Grant::ClientCredentials => (&["client_id", "client_secret"], &[]),
+            Grant::Password => (&["username", "password", "client_id"], &["client_secret"]),
+            Grant::JwtBearer => (&["issuer", "subject", "private_key"], &["private_key_id"]),
+        }
+    }
+}
+
+/// One `oauth_token` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthToken {
+    /// Path in the policy file.
+    pub id: String,
+    /// The grant used to mint.
+    pub grant: Grant,
+    /// The token endpoint URL.
+    pub token_endpoint: String,
+    /// Its host and path, for the stub that answers the sandbox's own token requests.
+    pub endpoint: (HostName, String),
+    /// Scopes requested.
+    pub scopes: Vec<String>,
+    /// `jwt_bearer`: the assertion's audience.
+    pub audience: Option<String>,
+    /// Credential fields (`client_id`, `refresh_token`, …) and their sources.
+    pub fields: Vec<(String, SourceId)>,
+    /// Extra headers on the token request, with their sources, casing as written.
+    pub endpoint_headers: Vec<(String, SourceId)>,
+    /// The header the token goes into (`Authorization`).
+    pub header: String,
+    /// Text before the token (`Bearer `).
+    pub value_prefix: String,
+    /// Fail closed (502) when no token can be minted; default is to forward without one.
+    pub require: bool,
+    /// Requests it applies to (at least one rule).
+    pub rules: Vec<Rule>,
+}
+
+impl OAuthToken {
+    /// Whether a request gets the token.
+    pub fn applies(&self, req: &Request<'_>) -> bool {
+        req.http.is_some() && self.rules.iter().any(|r| r.matches(req))
+    }
+
+    /// The source of credential field `name`.
+    pub fn field(&self, name: &str) -> Option<SourceId> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
+    }
 }
 
 pub(crate) fn oauth(

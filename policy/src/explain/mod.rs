@@ -2,15 +2,18 @@
 //! secret value: the decision, the rule that made it, and each credential transform's effect
 //! (secret names and locations only).
 
+pub(crate) mod cases;
+
 use std::fmt;
 
 use base64::Engine;
 
-use crate::allowlist::{Policy, Request, Stub};
 use crate::decision::{Decision, Verdict};
-use crate::host::Host;
-use crate::plan::Step;
-use crate::secrets::{InjectTarget, Mode, SecretEntry};
+use crate::matcher::host::Host;
+use crate::matcher::rule::Request;
+use crate::policy::{Policy, Stub};
+use crate::transform::plan::Step;
+use crate::transform::secrets::{InjectTarget, Mode, SecretEntry};
 
 /// A request to explain: `POST https://api.example.com/v1/x?y=1` plus headers.
 #[derive(Debug, Clone)]
@@ -139,98 +142,6 @@ impl Explanation {
     }
 }
 
-/// A policy test case: a request and the verdict it must get.
-#[derive(Debug, Clone)]
-pub struct Case {
-    /// A name for reports (defaults to the request line).
-    pub name: String,
-    /// The request.
-    pub sample: Sample,
-    /// The verdict expected.
-    pub expect: Verdict,
-    /// The reason code expected, if given.
-    pub reason: Option<String>,
-    /// The deciding rule expected, if given.
-    pub rule: Option<String>,
-}
-
-impl Case {
-    /// Runs the case: the explanation, and what differed from the expectation (`None`: pass).
-    pub fn run(&self, policy: &Policy) -> (Explanation, Option<String>) {
-        let e = policy.explain(&self.sample);
-        let word = |v: Verdict| if v == Verdict::Allow { "allow" } else { "deny" };
-        let mut diffs = Vec::new();
-        if e.verdict() != self.expect {
-            diffs.push(format!(
-                "expected {}, got {}",
-                word(self.expect),
-                word(e.verdict())
-            ));
-        }
-        if let Some(r) = self.reason.as_deref().filter(|r| *r != e.reason()) {
-            diffs.push(format!("expected reason {r}, got {}", e.reason()));
-        }
-        if let Some(r) = &self.rule
-            && e.decision.rule.as_ref() != Some(r)
-        {
-            diffs.push(format!(
-                "expected rule {r}, got {}",
-                e.decision.rule.as_deref().unwrap_or("none")
-            ));
-        }
-        let failed = (!diffs.is_empty()).then(|| diffs.join("; "));
-        (e, failed)
-    }
-}
-
-pub(crate) fn cases(raw: Vec<crate::raw::RawCase>, errs: &mut crate::error::Errors) -> Vec<Case> {
-    use crate::error::pos;
-    let mut out = Vec::new();
-    for (i, c) in raw.into_iter().enumerate() {
-        let path = format!("tests[{i}]");
-        let sample = Sample::parse(&c.request.value).and_then(|mut s| {
-            for h in &c.headers {
-                s.header(&h.value)?;
-            }
-            Ok(s)
-        });
-        let expect = match c.expect.value.as_str() {
-            "allow" => Some(Verdict::Allow),
-            "deny" => Some(Verdict::Deny),
-            other => {
-                errs.hint(
-                    format!("{path}.expect"),
-                    pos(&c.expect),
-                    format!("unknown verdict `{other}`"),
-                    "use `allow` or `deny`",
-                );
-                None
-            }
-        };
-        match (sample, expect) {
-            (Ok(sample), Some(expect)) => out.push(Case {
-                name: c.name.unwrap_or_else(|| c.request.value.clone()),
-                sample,
-                expect,
-                reason: c.reason,
-                rule: c.rule,
-            }),
-            (Err(e), _) => errs.push(format!("{path}.request"), pos(&c.request), e),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Parses a file of test cases kept beside a policy (`tests: [...]`).
-pub fn parse_cases(text: &str) -> Result<Vec<Case>, crate::ConfigErrors> {
-    let raw: crate::raw::RawCases =
-        serde_saphyr::from_str(text).map_err(|e| crate::validate::yaml_error(&e))?;
-    let mut errs = crate::error::Errors::default();
-    let list = cases(raw.tests, &mut errs);
-    errs.finish(list)
-}
-
 impl Policy {
     /// What this policy does with `s`, as the gateway would (same matching, same order).
     pub fn explain(&self, s: &Sample) -> Explanation {
@@ -244,7 +155,7 @@ impl Policy {
             refusal: None,
             effects: Vec::new(),
         };
-        let Ok(path) = crate::plan::decode_path(&s.path) else {
+        let Ok(path) = crate::transform::plan::decode_path(&s.path) else {
             out.refusal = Some((400, "path_dot_segments"));
             return out;
         };

@@ -1,12 +1,61 @@
-//! The `secrets` transform, validated: where a secret comes from, which requests it applies
-//! to, and how it reaches the wire (replace a placeholder, or inject a header/query value).
-//! Values are never held here; the gateway fetches them.
+//! `secrets`: placeholders swapped for real values in declared places (`replace`), or values
+//! injected into a header or query parameter (`inject`), per matching entry.
 
-use std::fmt;
-use std::time::Duration;
+use schemars::JsonSchema;
+use serde::Deserialize;
 
-use crate::allowlist::{Request, Rule};
-use crate::template::Template;
+use crate::error::Errors;
+use crate::matcher::rule::{RawRule, Request, Rule, rule};
+use crate::transform::source::{NamedSource, RawSource, SourceId, source};
+use crate::transform::template::Template;
+use crate::value::{S, pos};
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecrets {
+    #[serde(default)]
+    pub secrets: Vec<RawSecret>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecret {
+    pub source: RawSource,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    pub replace: Option<RawReplace>,
+    pub inject: Option<RawInject>,
+    // iron-proxy's legacy replace fields, normalised into `replace`.
+    pub proxy_value: Option<S>,
+    pub match_headers: Option<Vec<S>>,
+    pub match_body: Option<bool>,
+    pub require: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReplace {
+    pub proxy_value: Option<S>,
+    pub match_headers: Option<Vec<S>>,
+    #[serde(default)]
+    pub match_body: bool,
+    #[serde(default)]
+    pub match_query: bool,
+    #[serde(default)]
+    pub match_path: bool,
+    #[serde(default)]
+    pub require: bool,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInject {
+    pub header: Option<String>,
+    pub query_param: Option<String>,
+    pub formatter: Option<S>,
+    #[serde(default)]
+    pub require: bool,
+}
 
 /// One `secrets` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,95 +82,6 @@ impl SecretEntry {
     pub fn reads_body(&self) -> bool {
         matches!(&self.mode, Mode::Replace(r) if r.body)
     }
-}
-
-/// Where a source sits in [`crate::Policy::sources`]; every transform refers to its
-/// credentials by this index, so one source used twice is fetched and cached once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SourceId(pub usize);
-
-/// A source and its display name (the variable, file or secret path; never a value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamedSource {
-    /// Where the value comes from.
-    pub source: Source,
-    /// Display name for audit records and logs.
-    pub name: String,
-}
-
-/// A secret source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// An environment variable of the gateway process, read once.
-    Env {
-        /// Variable name.
-        var: String,
-        /// Extract this top-level string field of a JSON object.
-        json_key: Option<String>,
-    },
-    /// A file, re-read when `ttl` expires and on reload.
-    File {
-        /// Path.
-        path: String,
-        /// How long a value is fresh; `None` = until reload.
-        ttl: Option<Duration>,
-        /// How long a failure is remembered before retrying.
-        failure_ttl: Duration,
-        /// Extract this top-level string field of a JSON object.
-        json_key: Option<String>,
-    },
-    /// A HashiCorp Vault KV version 2 secret: `GET {address}/v1/{mount}/data/{path}`.
-    Vault {
-        /// Vault's base URL; `None` = the gateway's `VAULT_ADDR`.
-        address: Option<String>,
-        /// The KV v2 mount (`secret`).
-        mount: String,
-        /// The secret's path under the mount.
-        path: String,
-        /// Which field of the secret's data holds the value.
-        field: String,
-        /// Where the Vault token is read from.
-        token: VaultToken,
-        /// How long a value is fresh; `None` = until reload.
-        ttl: Option<Duration>,
-        /// How long a failure is remembered before retrying.
-        failure_ttl: Duration,
-        /// Extract this top-level string field of a JSON object.
-        json_key: Option<String>,
-    },
-}
-
-impl Source {
-    /// (`ttl`, `failure_ttl`): how long a value and a failure are cached.
-    pub fn ttls(&self) -> (Option<Duration>, Duration) {
-        match self {
-            Source::Env { .. } => (None, Duration::from_secs(60)),
-            Source::File {
-                ttl, failure_ttl, ..
-            }
-            | Source::Vault {
-                ttl, failure_ttl, ..
-            } => (*ttl, *failure_ttl),
-        }
-    }
-
-    /// The `json_key` to extract, if any.
-    pub fn json_key(&self) -> Option<&str> {
-        match self {
-            Source::Env { json_key, .. }
-            | Source::File { json_key, .. }
-            | Source::Vault { json_key, .. } => json_key.as_deref(),
-        }
-    }
-}
-
-/// Where the gateway reads its Vault token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VaultToken {
-    /// An environment variable (default `VAULT_TOKEN`).
-    Env(String),
-    /// A file (e.g. a mounted Kubernetes secret), re-read with the secret.
-    File(String),
 }
 
 /// Replace or inject.
@@ -251,21 +211,184 @@ impl std::str::FromStr for Formatter {
     }
 }
 
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Env { var, .. } => write!(f, "env:{var}"),
-            Source::File { path, .. } => write!(f, "file:{path}"),
-            Source::Vault {
-                mount, path, field, ..
-            } => write!(f, "vault:{mount}/{path}#{field}"),
+/// A `secrets` transform's entries.
+pub(crate) fn secrets(
+    i: usize,
+    raw: RawSecrets,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Vec<SecretEntry> {
+    let base = format!("transforms[{i}].config.secrets");
+    if raw.secrets.is_empty() {
+        errs.push(
+            base.clone(),
+            (0, 0),
+            "a `secrets` transform with no secrets does nothing",
+        );
+    }
+    raw.secrets
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, s)| secret(format!("{base}[{j}]"), s, errs, sources))
+        .collect()
+}
+
+fn secret(
+    id: String,
+    raw: RawSecret,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Option<SecretEntry> {
+    let source = source(&format!("{id}.source"), raw.source, errs, sources);
+    if raw.rules.is_empty() {
+        errs.hint(
+            format!("{id}.rules"),
+            (0, 0),
+            "a secret without rules never applies",
+            "add `rules: [{host: api.example.com}]`",
+        );
+    }
+    let rules: Vec<Rule> = raw
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(k, r)| rule(format!("{id}.rules[{k}]"), r, errs))
+        .collect();
+    let legacy = raw.proxy_value.is_some()
+        || raw.match_headers.is_some()
+        || raw.match_body.is_some()
+        || raw.require.is_some();
+    let mode = match (raw.replace, raw.inject, legacy) {
+        (Some(r), None, false) => replace(&format!("{id}.replace"), r, errs),
+        (None, Some(inj), false) => inject(&format!("{id}.inject"), inj, errs),
+        (None, None, true) => {
+            let r = RawReplace {
+                proxy_value: raw.proxy_value,
+                match_headers: raw.match_headers,
+                match_body: raw.match_body.unwrap_or(false),
+                require: raw.require.unwrap_or(false),
+                ..RawReplace::default()
+            };
+            replace(&id, r, errs)
+        }
+        (None, None, false) => {
+            errs.hint(&id, (0, 0), "a secret needs a mode", "add `replace: {proxy_value: PLACEHOLDER}` or `inject: {header: Authorization, formatter: 'Bearer {{ .Value }}'}`");
+            None
+        }
+        _ => {
+            errs.hint(&id, (0, 0), "a secret has more than one mode", "use exactly one of `replace`, `inject`, or the legacy entry-level `proxy_value` fields");
+            None
+        }
+    };
+    let source = source?;
+    Some(SecretEntry {
+        id,
+        name: sources[source.0].name.clone(),
+        source,
+        rules,
+        mode: mode?,
+    })
+}
+
+fn replace(path: &str, r: RawReplace, errs: &mut Errors) -> Option<Mode> {
+    let proxy_value = match r.proxy_value {
+        Some(v) if !v.value.is_empty() => v.0.value,
+        Some(v) => {
+            errs.push(format!("{path}.proxy_value"), pos(&v), "is empty");
+            return None;
+        }
+        None => {
+            errs.hint(
+                format!("{path}.proxy_value"),
+                (0, 0),
+                "is required",
+                "the placeholder the sandbox sends, e.g. `proxy_value: OPENAI_API_KEY`",
+            );
+            return None;
+        }
+    };
+    let list = r.match_headers.unwrap_or_default();
+    let mut matches = Vec::new();
+    for (k, h) in list.iter().enumerate() {
+        let hpath = format!("{path}.match_headers[{k}]");
+        if let Some(re) = h.value.strip_prefix('/').and_then(|v| v.strip_suffix('/')) {
+            match regex::Regex::new(&format!("(?i){re}")) {
+                Ok(re) => matches.push(HeaderMatch::Pattern(re)),
+                Err(_) => errs.push(hpath, pos(h), "is not a valid regular expression"),
+            }
+        } else if http_token(&h.value) {
+            matches.push(HeaderMatch::Name(h.value.clone()));
+        } else {
+            errs.hint(
+                hpath,
+                pos(h),
+                format!("`{}` is not a header name", h.value),
+                "write a name (`Authorization`) or a `/regex/`",
+            );
         }
     }
+    let headers = if list.is_empty() {
+        HeaderScope::All
+    } else {
+        HeaderScope::Only(matches)
+    };
+    Some(Mode::Replace(Replace {
+        proxy_value,
+        headers,
+        body: r.match_body,
+        query: r.match_query,
+        path: r.match_path,
+        require: r.require,
+    }))
+}
+
+fn inject(path: &str, r: RawInject, errs: &mut Errors) -> Option<Mode> {
+    let target = match (r.header, r.query_param) {
+        (Some(h), None) if http_token(&h) => InjectTarget::Header(h),
+        (Some(h), None) => {
+            errs.push(
+                format!("{path}.header"),
+                (0, 0),
+                format!("`{h}` is not a header name"),
+            );
+            return None;
+        }
+        (None, Some(q)) if !q.is_empty() => InjectTarget::Query(q),
+        _ => {
+            errs.hint(
+                path,
+                (0, 0),
+                "inject needs exactly one of `header` or `query_param`",
+                "e.g. `header: Authorization`",
+            );
+            return None;
+        }
+    };
+    let formatter = match r.formatter {
+        Some(f) => f
+            .value
+            .parse::<Formatter>()
+            .map_err(|e| errs.push(format!("{path}.formatter"), pos(&f), e))
+            .ok()?,
+        None => Formatter::value(),
+    };
+    Some(Mode::Inject(Inject {
+        target,
+        formatter,
+        require: r.require,
+    }))
+}
+
+pub(crate) fn http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::source::Source;
     use crate::{Config, Host};
 
     fn entries(yaml: &str) -> Vec<SecretEntry> {

@@ -1,12 +1,145 @@
-//! Validation of `hmac_sign`: every problem with its path.
+//! `hmac_sign`: a message rendered from the request (a template), its HMAC, and headers set
+//! from the signature and credentials.
 
-use crate::error::{Errors, pos};
-use crate::raw::{RawHmac, S};
-use crate::secrets::NamedSource;
-use crate::template::Template;
-use crate::tokens::{Encoding, HMAC_MESSAGE_VARS, HmacAlgorithm, HmacSign, TimestampFormat};
-use crate::validate_secrets::{http_token, source};
-use crate::validate_tokens::required_rules;
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::error::Errors;
+use crate::matcher::rule::{RawRule, Request, Rule, required_rules};
+use crate::transform::secrets::http_token;
+use crate::transform::source::{NamedSource, RawSource, SourceId, source};
+use crate::transform::template::Template;
+use crate::value::{S, pos};
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHmac {
+    #[serde(default)]
+    pub timestamp: RawHmacTimestamp,
+    #[serde(default)]
+    pub signature: RawSignature,
+    #[serde(default)]
+    pub credentials: BTreeMap<String, RawSource>,
+    #[serde(default)]
+    pub headers: Vec<RawHmacHeader>,
+    #[serde(default)]
+    pub allow_chunked_body: bool,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHmacTimestamp {
+    pub format: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSignature {
+    pub algorithm: Option<S>,
+    pub key_encoding: Option<S>,
+    pub output_encoding: Option<S>,
+    pub message: Option<S>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHmacHeader {
+    pub name: S,
+    pub value: S,
+}
+
+/// How `hmac_sign` writes the timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampFormat {
+    /// Seconds since the epoch.
+    UnixSeconds,
+    /// Milliseconds since the epoch.
+    UnixMillis,
+    /// Nanoseconds since the epoch.
+    UnixNanos,
+    /// RFC 3339 in UTC.
+    Rfc3339,
+}
+
+/// The HMAC hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA-256.
+    Sha256,
+    /// HMAC-SHA-512.
+    Sha512,
+    /// HMAC-SHA-1 (legacy APIs only).
+    Sha1,
+}
+
+impl HmacAlgorithm {
+    /// The name used in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HmacAlgorithm::Sha256 => "sha256",
+            HmacAlgorithm::Sha512 => "sha512",
+            HmacAlgorithm::Sha1 => "sha1",
+        }
+    }
+}
+
+/// How bytes are written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Used as is (keys only).
+    Raw,
+    /// Standard base64 with padding.
+    Base64,
+    /// Lower-case hex.
+    Hex,
+}
+
+/// One `hmac_sign` transform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacSign {
+    /// Path in the policy file.
+    pub id: String,
+    /// Timestamp format.
+    pub timestamp: TimestampFormat,
+    /// Hash.
+    pub algorithm: HmacAlgorithm,
+    /// How the `secret` credential is decoded into the key.
+    pub key_encoding: Encoding,
+    /// How the signature is written.
+    pub output_encoding: Encoding,
+    /// The string to sign, over `.Timestamp .Method .Path .PathWithQuery .Query .Host .Body`.
+    pub message: Template,
+    /// Named credentials; always includes `secret`.
+    pub credentials: Vec<(String, SourceId)>,
+    /// Headers set, in order, over `.Timestamp .Signature .Credentials.<name>`.
+    pub headers: Vec<(String, Template)>,
+    /// Sign bodies without a declared length (read whole, within the body limit).
+    pub allow_chunked_body: bool,
+    /// Requests it applies to (at least one rule).
+    pub rules: Vec<Rule>,
+}
+
+impl HmacSign {
+    /// Whether a request is signed.
+    pub fn applies(&self, req: &Request<'_>) -> bool {
+        req.http.is_some() && self.rules.iter().any(|r| r.matches(req))
+    }
+}
+
+/// Variables of the `hmac_sign` message template.
+pub const HMAC_MESSAGE_VARS: [&str; 7] = [
+    "Timestamp",
+    "Method",
+    "Path",
+    "PathWithQuery",
+    "Query",
+    "Host",
+    "Body",
+];
 
 fn choice<T: Copy>(
     raw: Option<&S>,

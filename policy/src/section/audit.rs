@@ -1,12 +1,56 @@
-//! The `audit:` section: where records go, how files rotate, and how durable a record is
-//! before its response is released.
+//! The policy file as written: serde structs that refuse unknown keys. Validation turns these
+//! into the types of `config.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::error::{Errors, pos};
-use crate::raw::{RawAudit, RawAuditFile};
-use crate::validate::duration;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::error::Errors;
+use crate::value::{S, duration, pos};
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    /// `stdout` or a file path: shorthand for `file: {path}` without rotation.
+    pub output: Option<S>,
+    /// JSON lines on standard output (default: on unless a file is given).
+    pub stdout: Option<bool>,
+    pub file: Option<RawAuditFile>,
+    pub otlp: Option<RawOtlp>,
+    /// `batch` (default) or `strict`.
+    pub durability: Option<S>,
+    /// Batch mode: longest time between fsyncs (default 100ms).
+    pub sync_interval: Option<S>,
+    /// Batch mode: most records between fsyncs (default 1000).
+    pub sync_records: Option<usize>,
+    #[serde(default)]
+    pub sandbox: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuditFile {
+    pub path: S,
+    /// Rotate at this size, e.g. `100MiB`.
+    pub max_size: Option<S>,
+    /// Rotate when the file's first record is this old, e.g. `1h`.
+    pub max_age: Option<S>,
+    /// Rotated files to keep (default: all).
+    pub keep: Option<usize>,
+    /// Gzip rotated files.
+    pub compress: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOtlp {
+    /// Base endpoint, e.g. `http://127.0.0.1:4318`; `OTEL_EXPORTER_OTLP_*` override it.
+    pub endpoint: Option<S>,
+    /// `http/protobuf` (default) or `http/json`.
+    pub protocol: Option<S>,
+}
 
 /// Audit settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +122,7 @@ pub enum Durability {
 }
 
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
 const SYNC_RECORDS: usize = 1000;
 
 impl Default for Durability {

@@ -1,0 +1,55 @@
+//! `tls`: the certificate authority that signs intercepted connections' leaves.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::error::Errors;
+use crate::value::{S, pos};
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub mode: Option<S>,
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+    pub cert_cache_size: Option<u64>,
+    pub leaf_cert_expiry_hours: Option<u64>,
+}
+
+/// Certificate authority settings.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// CA certificate PEM path.
+    pub ca_cert: Option<String>,
+    /// CA private key PEM path.
+    pub ca_key: Option<String>,
+    /// Leaf certificates kept in memory.
+    pub cert_cache_size: u64,
+    /// Validity of a leaf certificate.
+    pub leaf_validity: Duration,
+}
+
+pub(crate) fn tls(raw: crate::section::tls::RawTls, errs: &mut Errors) -> TlsConfig {
+    if let Some(mode) = &raw.mode
+        && mode.value != "mitm"
+    {
+        errs.hint("tls.mode", pos(mode), format!("mode `{}` is not supported", mode.value), "only `mitm` is supported: SNI-only passthrough cannot enforce paths, methods or credentials");
+    }
+    if raw.ca_cert.is_some() != raw.ca_key.is_some() {
+        errs.push(
+            "tls",
+            (0, 0),
+            "`ca_cert` and `ca_key` must be given together",
+        );
+    }
+    TlsConfig {
+        ca_cert: raw.ca_cert,
+        ca_key: raw.ca_key,
+        cert_cache_size: raw.cert_cache_size.filter(|&n| n > 0).unwrap_or(1000),
+        leaf_validity: Duration::from_secs(
+            3600 * raw.leaf_cert_expiry_hours.filter(|&h| h > 0).unwrap_or(24),
+        ),
+    }
+}

@@ -1,0 +1,35 @@
+//! The transforms of a policy file: one file each, holding its raw configuration, its
+//! validated type and the validation between them; plus the plan that orders them for a
+//! request.
+
+pub(crate) mod allowlist;
+pub(crate) mod gcp_auth;
+pub(crate) mod hmac_sign;
+pub(crate) mod oauth_token;
+pub(crate) mod plan;
+pub(crate) mod secrets;
+pub(crate) mod source;
+pub(crate) mod template;
+
+use crate::transform::allowlist::RawAllowlist;
+use crate::transform::gcp_auth::RawGcpAuth;
+use crate::transform::hmac_sign::RawHmac;
+use crate::transform::oauth_token::RawOAuth;
+use crate::transform::secrets::RawSecrets;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(tag = "name", content = "config", deny_unknown_fields)]
+pub(crate) enum RawTransform {
+    #[serde(rename = "allowlist")]
+    Allowlist(RawAllowlist),
+    #[serde(rename = "secrets")]
+    Secrets(RawSecrets),
+    #[serde(rename = "gcp_auth")]
+    GcpAuth(RawGcpAuth),
+    #[serde(rename = "oauth_token")]
+    OAuthToken(RawOAuth),
+    #[serde(rename = "hmac_sign")]
+    HmacSign(RawHmac),
+}
