@@ -6,23 +6,12 @@
 //! [`AuditLog`].
 
 pub mod chain;
-mod expr;
-mod file;
-pub mod filter;
-mod otlp;
-mod otlp_encode;
-pub mod query;
 pub mod read;
 mod record;
-pub mod row;
-mod sink;
-pub mod stats;
-pub mod tail;
-pub mod verify;
-mod writer;
+pub mod write;
 
-pub use file::{Footer, Header, rotated};
-pub use otlp::{Protocol, Target};
 pub use record::{Action, Annotations, Placed, Record, TlsInfo, Transform, format_ts, now_rfc3339};
-pub use sink::{Link, Sink, StdoutSink};
-pub use writer::{AuditLog, Durable, Slot, Stats};
+pub use write::file::{Footer, Header, rotated};
+pub use write::log::{AuditLog, Durable, Slot};
+pub use write::otlp::{Protocol, Target};
+pub use write::sink::{Link, Sink, Stats, StdoutSink};

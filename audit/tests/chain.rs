@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use audit::verify::{Verdict, verify};
+use audit::read::verify::{Verdict, verify};
 
 /// A log of 600 records over several files: 400 records, a restart, 200 more.
 async fn log() -> tempfile::TempDir {

@@ -8,8 +8,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use audit::filter::{Expr, Filter, Glob, StatusFilter};
-use audit::query::{Format, Printer, query};
+use audit::read::filter::{Expr, Filter, Glob, StatusFilter};
+use audit::read::query::{Format, Printer, query};
 use common::{Model, model};
 
 const N: u64 = 3000;
@@ -158,7 +158,7 @@ async fn each_filter_returns_exactly_the_records_the_model_predicts() {
 #[tokio::test]
 async fn csv_table_fields_limit_and_stats_over_the_same_log() {
     let (_dir, files) = logs().await;
-    let fields = audit::query::fields("ts,host,status,sandbox.sandbox_id,secrets").unwrap();
+    let fields = audit::read::query::fields("ts,host,status,sandbox.sandbox_id,secrets").unwrap();
     let mut out = Vec::new();
     let mut printer = Printer::new(Format::Csv, &fields);
     let f = Filter {
@@ -199,12 +199,13 @@ async fn csv_table_fields_limit_and_stats_over_the_same_log() {
     );
 
     assert!(
-        audit::query::fields("ts,nope")
+        audit::read::query::fields("ts,nope")
             .unwrap_err()
             .contains("known fields")
     );
 
-    let s = audit::stats::stats(&files, &Filter::default(), audit::stats::By::Host).unwrap();
+    let s = audit::read::stats::stats(&files, &Filter::default(), audit::read::stats::By::Host)
+        .unwrap();
     assert_eq!(s.total.count, 2 * N);
     let model = all();
     let count = |f: &dyn Fn(&Model) -> bool| model.iter().filter(|m| f(m)).count() as u64;
@@ -244,7 +245,8 @@ async fn csv_table_fields_limit_and_stats_over_the_same_log() {
         )]
     );
     let by_sandbox =
-        audit::stats::stats(&files, &Filter::default(), audit::stats::By::Sandbox).unwrap();
+        audit::read::stats::stats(&files, &Filter::default(), audit::read::stats::By::Sandbox)
+            .unwrap();
     assert_eq!(by_sandbox.groups.len(), 2);
     assert!(
         by_sandbox

@@ -4,9 +4,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use audit::filter::{Expr, Filter, Glob, StatusFilter, time_bound};
-use audit::query::{Format, Printer};
-use audit::stats::By;
+use audit::read::filter::{Expr, Filter, Glob, StatusFilter, time_bound};
+use audit::read::query::{Format, Printer};
+use audit::read::stats::By;
 use clap::{Args, Subcommand, ValueEnum};
 
 /// Audit log subcommands.
@@ -204,7 +204,7 @@ impl Input {
 impl Out {
     fn printer(&self) -> Result<Printer, String> {
         let fields = match &self.fields {
-            Some(f) => audit::query::fields(f)?,
+            Some(f) => audit::read::query::fields(f)?,
             None => Vec::new(),
         };
         let format = match self.output {
@@ -237,7 +237,7 @@ pub fn run(cmd: AuditCmd) -> ExitCode {
                 (Ok(f), Ok(p), Ok(pr)) => (f, p, pr),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return usage(e),
             };
-            match audit::query::query(&paths, &filter, &mut out, &mut printer, limit) {
+            match audit::read::query::query(&paths, &filter, &mut out, &mut printer, limit) {
                 Ok(s) => {
                     let _ = out.flush();
                     report(&s.bad, &s.not_audit);
@@ -256,7 +256,7 @@ pub fn run(cmd: AuditCmd) -> ExitCode {
                 (Ok(f), Ok(p), Ok(pr)) => (f, p, pr),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return usage(e),
             };
-            match audit::tail::tail(&paths, &filter, &mut printer, lines, follow, &mut out) {
+            match audit::read::tail::tail(&paths, &filter, &mut printer, lines, follow, &mut out) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => broken_pipe_or(e),
             }
@@ -276,13 +276,13 @@ pub fn run(cmd: AuditCmd) -> ExitCode {
                 ByArg::Sandbox => By::Sandbox,
                 ByArg::Reason => By::Reason,
             };
-            match audit::stats::stats(&paths, &filter, by) {
+            match audit::read::stats::stats(&paths, &filter, by) {
                 Ok(s) => {
                     let written = match output {
                         Some(OutArg::Json) => serde_json::to_writer_pretty(&mut out, &s)
                             .map_err(std::io::Error::other)
                             .and_then(|()| writeln!(out)),
-                        _ => audit::stats::render(&s, top, &mut out),
+                        _ => audit::read::stats::render(&s, top, &mut out),
                     };
                     match written.and_then(|()| out.flush()) {
                         Ok(()) => ExitCode::SUCCESS,
@@ -297,7 +297,7 @@ pub fn run(cmd: AuditCmd) -> ExitCode {
                 Ok(p) => p,
                 Err(e) => return usage(e),
             };
-            match audit::verify::verify(&paths) {
+            match audit::read::verify::verify(&paths) {
                 Ok(v) => {
                     let _ = if json {
                         serde_json::to_writer_pretty(&mut out, &v)
@@ -318,7 +318,7 @@ pub fn run(cmd: AuditCmd) -> ExitCode {
     }
 }
 
-fn print_verdict(v: &audit::verify::Verdict, out: &mut dyn Write) -> std::io::Result<()> {
+fn print_verdict(v: &audit::read::verify::Verdict, out: &mut dyn Write) -> std::io::Result<()> {
     for n in &v.notes {
         writeln!(out, "note: {n}")?;
     }
@@ -352,7 +352,7 @@ fn print_verdict(v: &audit::verify::Verdict, out: &mut dyn Write) -> std::io::Re
     }
 }
 
-fn report(bad: &[audit::query::BadLine], not_audit: &[(PathBuf, String)]) {
+fn report(bad: &[audit::read::query::BadLine], not_audit: &[(PathBuf, String)]) {
     for (p, why) in not_audit {
         eprintln!("centaur audit: {}: {why}; skipped", p.display());
     }

@@ -178,7 +178,7 @@ fn print_audit(audit: &Path) -> anyhow::Result<()> {
             },
         );
     }
-    let v = audit::verify::verify(&[audit.to_path_buf()])?;
+    let v = audit::read::verify::verify(&[audit.to_path_buf()])?;
     match (&v.problem, &v.head) {
         (None, Some(head)) => {
             println!(

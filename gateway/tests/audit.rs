@@ -201,7 +201,7 @@ async fn strict_kill_9_under_load_loses_no_record_of_a_received_response() {
         &missing[..missing.len().min(5)]
     );
     assert!(p.audit_files().len() > 1, "no rotation happened under load");
-    let v = audit::verify::verify(&p.audit_files()).unwrap();
+    let v = audit::read::verify::verify(&p.audit_files()).unwrap();
     assert!(v.problem.is_none(), "{:?}", v.problem);
     assert_eq!(v.records as usize, p.records().len());
 }
@@ -214,7 +214,7 @@ async fn batch_kill_9_leaves_a_chain_that_verifies_up_to_the_last_complete_recor
     assert!(!records.is_empty());
     // Batch mode may lose what was still queued in the process, never more than was sent.
     assert!(records.len() <= received.len() + 64);
-    let v = audit::verify::verify(&p.audit_files()).unwrap();
+    let v = audit::read::verify::verify(&p.audit_files()).unwrap();
     assert!(v.problem.is_none(), "{:?} {:?}", v.problem, v.notes);
     assert_eq!(v.records as usize, records.len());
 
@@ -236,7 +236,7 @@ async fn batch_kill_9_leaves_a_chain_that_verifies_up_to_the_last_complete_recor
     }
     let _ = again.kill();
     let _ = again.wait();
-    let v = audit::verify::verify(&p.audit_files()).unwrap();
+    let v = audit::read::verify::verify(&p.audit_files()).unwrap();
     assert!(v.problem.is_none(), "{:?}", v.problem);
     assert_eq!(v.last_seq, Some(before));
 }

@@ -8,9 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::filter::Filter;
-use crate::query::Printer;
-use crate::row::Row;
+use crate::read::filter::Filter;
+use crate::read::query::Printer;
+use crate::read::row::Row;
 
 fn keep(filter: &Filter, line: &[u8]) -> bool {
     if filter.skip_fast(line) {

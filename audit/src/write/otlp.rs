@@ -20,8 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use policy::OtlpConfig;
 use tokio::sync::mpsc;
 
-use crate::sink::{Link, Sink};
-use crate::writer::Stats;
+use crate::write::sink::Stats;
+use crate::write::sink::{Link, Sink};
 
 /// Encoding on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,11 +253,11 @@ impl Exporter {
     async fn export(&self, batch: &[Vec<u8>]) {
         let (body, content_type) = match self.target.protocol {
             Protocol::Protobuf => (
-                crate::otlp_encode::protobuf(batch, &self.target.resource),
+                crate::write::otlp_encode::protobuf(batch, &self.target.resource),
                 "application/x-protobuf",
             ),
             Protocol::Json => (
-                crate::otlp_encode::json(batch, &self.target.resource),
+                crate::write::otlp_encode::json(batch, &self.target.resource),
                 "application/json",
             ),
         };

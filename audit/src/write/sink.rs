@@ -2,6 +2,7 @@
 //! of the control plane's (phase 2) implements [`Sink`] too.
 
 use std::io::{self, BufWriter, Stdout, Write};
+use std::sync::atomic::AtomicU64;
 
 use crate::chain::Hash;
 
@@ -55,4 +56,21 @@ impl Sink for StdoutSink {
     fn commit(&mut self, _: bool) -> io::Result<()> {
         self.0.flush()
     }
+}
+
+/// Counters of the audit writer, read by the gateway's metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records sealed and handed to the sinks.
+    pub written: AtomicU64,
+    /// Times a request had to wait for room in the audit queue.
+    pub backpressure_waits: AtomicU64,
+    /// Sink writes or syncs that failed.
+    pub write_errors: AtomicU64,
+    /// fsyncs of durable sinks.
+    pub syncs: AtomicU64,
+    /// Records accepted by the OTLP receiver.
+    pub otlp_exported: AtomicU64,
+    /// Records the OTLP exporter gave up on (receiver down or too slow); each is logged.
+    pub otlp_dropped: AtomicU64,
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{self, FORMAT, GENESIS, Hash};
 use crate::record::now_rfc3339;
-use crate::sink::{Link, Sink};
+use crate::write::sink::{Link, Sink};
 
 /// A file's first line.
 #[derive(Debug, Serialize, Deserialize)]

@@ -7,9 +7,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
-use crate::filter::Filter;
+use crate::read::filter::Filter;
+use crate::read::row::{FIELDS, Row, known};
 use crate::read::{Lines, sources};
-use crate::row::{FIELDS, Row, known};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,9 +291,9 @@ impl Printer {
                 let mut m = serde_json::Map::new();
                 for (f, v) in self.fields.iter().zip(values) {
                     let v = match row.get(f) {
-                        crate::row::Val::Num(n) => serde_json::json!(n),
-                        crate::row::Val::Null => serde_json::Value::Null,
-                        crate::row::Val::Str(_) => serde_json::Value::String(v),
+                        crate::read::row::Val::Num(n) => serde_json::json!(n),
+                        crate::read::row::Val::Null => serde_json::Value::Null,
+                        crate::read::row::Val::Str(_) => serde_json::Value::String(v),
                     };
                     m.insert(f.clone(), v);
                 }

@@ -9,8 +9,8 @@
 //! Comparisons `= != > >= < <=` compare numbers as numbers and everything else as text; `~`
 //! and `!~` match a glob (`*`, `?`), case-insensitively. `and` binds tighter than `or`.
 
-use crate::filter::Glob;
-use crate::row::{FIELDS, Row, Val, known};
+use crate::read::filter::Glob;
+use crate::read::row::{FIELDS, Row, Val, known};
 
 /// A parsed `--where` expression.
 #[derive(Debug, Clone, PartialEq)]

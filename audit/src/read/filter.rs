@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-pub use crate::expr::Expr;
-use crate::row::Row;
+pub use crate::read::expr::Expr;
+use crate::read::row::Row;
 
 /// A glob with `*` and `?`, matched case-insensitively.
 #[derive(Debug, Clone, PartialEq)]

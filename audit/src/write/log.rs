@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,9 @@ use policy::{AuditConfig, Durability};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{self, GENESIS};
-use crate::file::FileSink;
 use crate::record::Record;
-use crate::sink::{Link, Sink, StdoutSink};
+use crate::write::file::FileSink;
+use crate::write::sink::{Link, Sink, Stats, StdoutSink};
 
 enum Msg {
     /// A record serialised by the request that made it, without the chain members.
@@ -33,23 +33,6 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Msg")
     }
-}
-
-/// Counters of the audit writer, read by the gateway's metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Records sealed and handed to the sinks.
-    pub written: AtomicU64,
-    /// Times a request had to wait for room in the audit queue.
-    pub backpressure_waits: AtomicU64,
-    /// Sink writes or syncs that failed.
-    pub write_errors: AtomicU64,
-    /// fsyncs of durable sinks.
-    pub syncs: AtomicU64,
-    /// Records accepted by the OTLP receiver.
-    pub otlp_exported: AtomicU64,
-    /// Records the OTLP exporter gave up on (receiver down or too slow); each is logged.
-    pub otlp_dropped: AtomicU64,
 }
 
 /// A handle for emitting audit records; cheap to clone.
@@ -151,9 +134,9 @@ impl AuditLog {
         }
         let env = |k: &str| std::env::var(k).ok();
         if let Some(target) =
-            crate::otlp::Target::resolve(cfg.otlp.as_ref(), env).map_err(io::Error::other)?
+            crate::write::otlp::Target::resolve(cfg.otlp.as_ref(), env).map_err(io::Error::other)?
         {
-            sinks.push(Box::new(crate::otlp::OtlpSink::start(
+            sinks.push(Box::new(crate::write::otlp::OtlpSink::start(
                 target,
                 &cfg.sandbox,
                 stats.clone(),
@@ -355,6 +338,7 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::record::Record;
+    use std::sync::atomic::AtomicU64;
 
     /// A durable sink whose commits wait until the test opens the gate.
     struct Gated(Arc<std::sync::Mutex<()>>, Arc<AtomicU64>);

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::filter::Filter;
+use crate::read::filter::Filter;
+use crate::read::row::Row;
 use crate::read::{Lines, sources};
-use crate::row::Row;
 
 /// What rows are grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,14 @@
 //! Reading audit files: plain or gzip (by content, not name), line by line with line
 //! numbers, and the order files go in.
 
+mod expr;
+pub mod filter;
+pub mod query;
+pub mod row;
+pub mod stats;
+pub mod tail;
+pub mod verify;
+
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{self, Hash};
 use crate::read::{Lines, sources};
-use crate::sink::Link;
+use crate::write::sink::Link;
 
 /// What was found.
 #[derive(Debug, Serialize)]
