@@ -1,8 +1,5 @@
-//! The `centaur` binary's library: the demo, `centaur sandbox` (local sandboxes, each behind
-//! an in-process gateway of its own) and `centaur audit`; the control plane arrives later.
+//! The control plane's library: the sandbox runner (a typed spec, the `SandboxBackend` trait
+//! and its local backend, progress as events), and soon the server, its store and its API.
+//! The `centaur` binary (`src/bin/centaur/`) parses flags and prints; the work is here.
 
-pub mod audit_cmd;
-pub mod demo;
-pub mod sandbox_cmd;
-pub mod sandbox_config;
-pub mod sandbox_run;
+pub mod runner;

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod ca;
+pub mod cli;
 pub mod credential;
 pub mod exchange;
 pub mod gateway;

@@ -56,7 +56,8 @@ impl SecretEnv {
         SecretEnv(Arc::new(vars))
     }
 
-    fn get(&self, var: &str) -> Option<&SecretValue> {
+    /// The value given for `var`, if any.
+    pub fn get(&self, var: &str) -> Option<&SecretValue> {
         self.0.get(var)
     }
 }

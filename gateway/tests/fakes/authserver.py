@@ -12,13 +12,11 @@ what was verified). Prints {"port": N} on stdout once listening.
 Admin: POST /admin/down and /admin/up make every token endpoint answer 503 or work again.
 """
 
-import base64
 import json
 import os
 import ssl
 import sys
 import threading
-import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

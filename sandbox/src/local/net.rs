@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::{Error, RUNS, tool};
+use super::host::{Error, RUNS, output, tool};
 
 /// The first address of the pool; slot `n` is the /30 at `BASE + 4n`.
 pub const BASE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 0);
@@ -69,12 +69,12 @@ pub fn claim_slot(id: &str) -> Result<u32, Error> {
             Err(e) => return Err(Error::io(&dir, e)),
         }
     }
-    Err(Error::NoFreeSlot)
+    Err(Error::NoFreeSlot(SLOTS))
 }
 
 /// The IPv4 addresses on the host's interfaces.
 fn host_addrs() -> Result<Vec<Ipv4Addr>, Error> {
-    let out = super::output("ip", &["-4", "-o", "addr", "show"])?;
+    let out = output("ip", &["-4", "-o", "addr", "show"])?;
     Ok(out
         .lines()
         .filter_map(|l| {
@@ -191,7 +191,7 @@ pub fn leftovers() -> Vec<String> {
             }
         }
     }
-    if let Ok(out) = super::output("nft", &["list", "tables", "inet"]) {
+    if let Ok(out) = output("nft", &["list", "tables", "inet"]) {
         for line in out.lines() {
             if let Some(t) = line.strip_prefix("table inet centaur_") {
                 ids.push(t.trim().replace('_', "-"));

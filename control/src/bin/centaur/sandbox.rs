@@ -1,25 +1,21 @@
 //! `centaur sandbox run|gc|ls`: a command in a local sandbox behind a gateway of its own.
 //!
-//! `run` creates the sandbox (namespace, link, nftables table, cgroup), a CA of its own, and
-//! starts the sandbox's gateway in this process on the sandbox's link; then it runs the
-//! command as an unprivileged user with only placeholders in its environment, passes its
-//! stdio and exit status through, and removes everything when the command ends or when
-//! `centaur` is told to stop.
+//! `run` turns its flags into a [`SandboxSpec`] and hands it to the local backend
+//! (`control::runner`), which creates the sandbox, its CA and its gateway, runs the command as
+//! an unprivileged user with only placeholders in its environment, and removes everything
+//! when the command ends or when `centaur` is told to stop. This file prints the run's events
+//! and passes the exit status through.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use gateway::ca::{CaAlgorithm, CaInit};
-use gateway::credential::store::SecretEnv;
-use policy::Config;
-use sandbox::local::{self, Limits, Sandbox};
-
-use crate::sandbox_config::{self as shape, Placement};
-use crate::sandbox_run;
+use control::runner::local::LocalBackend;
+use control::runner::{self, SandboxBackend, SandboxEvent, SandboxSpec, Stdio};
+use sandbox::local::{self, Limits};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Local sandboxes.
 #[derive(Debug, Subcommand)]
@@ -101,9 +97,9 @@ pub struct RunArgs {
 pub fn run(cmd: SandboxCmd) -> anyhow::Result<u8> {
     match cmd {
         SandboxCmd::Run(args) => {
-            let prepared = prepare(&args)?;
+            let spec = spec(&args)?;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(sandbox_run::run(prepared))
+            rt.block_on(run_sandbox(spec, args.quiet))
         }
         SandboxCmd::Gc => {
             let cleaned = local::gc()?;
@@ -130,72 +126,70 @@ pub fn run(cmd: SandboxCmd) -> anyhow::Result<u8> {
     }
 }
 
-/// Everything checked and read before anything is created.
-#[derive(Debug)]
-pub struct Prepared {
-    /// The policy as written.
-    pub config: Config,
-    /// Where it came from, for messages.
-    pub policy_name: String,
-    /// Values from `--secrets-from`.
-    pub secrets: SecretEnv,
-    /// Variables the policy reads that have no value anywhere.
-    pub unset: Vec<String>,
-    /// Warnings to print.
-    pub warnings: Vec<String>,
-    /// Sandbox user.
-    pub uid: u32,
-    /// Sandbox group.
-    pub gid: u32,
-    /// Canonical workdir.
-    pub workdir: PathBuf,
-    /// Extra mounts.
-    pub mounts: Vec<local::Mount>,
-    /// Extra environment.
-    pub env: Vec<(String, String)>,
-    /// Limits.
-    pub limits: Limits,
-    /// `--audit`.
-    pub audit: Option<PathBuf>,
-    /// `--label`s.
-    pub labels: BTreeMap<String, String>,
-    /// `--quiet`.
-    pub quiet: bool,
-    /// The command.
-    pub command: Vec<OsString>,
+/// A line on stderr that never panics: the terminal may be gone (a closed pipe, a hung-up
+/// session) and the run must still end and clean up.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
 }
 
-/// Reads and checks everything `run` needs (policy, secrets file, user, workdir, mounts,
-/// limits) before anything is created; every problem is a usage error.
-pub fn prepare(a: &RunArgs) -> anyhow::Result<Prepared> {
-    let (config, policy_name) = match &a.policy {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the policy {}", p.display()))?;
-            let c = Config::parse_placed(&text)
-                .map_err(|e| anyhow::anyhow!("the policy {} is invalid:\n{e}", p.display()))?;
-            (c, p.display().to_string())
+/// Runs `spec` in a local sandbox, printing its progress (unless `quiet`); returns the
+/// command's exit status. SIGINT (the terminal sent it to the command too) gives the command
+/// two seconds to finish on its own; SIGTERM and SIGHUP stop it at once.
+pub async fn run_sandbox(spec: SandboxSpec, quiet: bool) -> anyhow::Result<u8> {
+    let mut running = LocalBackend.start(spec).await?;
+    let stopper = running.stopper();
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut removed = None;
+    loop {
+        tokio::select! {
+            event = running.events.recv() => match event {
+                Some(SandboxEvent::Removed { id, removed: what }) => removed = Some((id, what)),
+                Some(e) if !quiet => print_event(&e),
+                Some(_) => {}
+                None => break,
+            },
+            _ = int.recv() => stopper.stop(Duration::from_secs(2)),
+            _ = term.recv() => stopper.stop(Duration::ZERO),
+            _ = hup.recv() => stopper.stop(Duration::ZERO),
         }
-        None => (
-            Config::parse_placed("{}").map_err(|e| anyhow::anyhow!("{e}"))?,
-            "none (every request is denied)".to_string(),
+    }
+    let result = running.wait().await;
+    if let (Err(_), Some((id, what)), false) = (&result, removed, quiet) {
+        note!("centaur: sandbox {id}: removed {}", what.join(", "));
+    }
+    Ok(result?)
+}
+
+fn print_event(e: &SandboxEvent) {
+    match e {
+        SandboxEvent::Warning(w) => note!("centaur: warning: {w}"),
+        SandboxEvent::Started {
+            id,
+            sandbox,
+            gateway,
+            policy,
+            audit,
+        } => note!(
+            "centaur: sandbox {id} ({sandbox}) -> gateway {gateway} [dns :53, http :80, https :443, tunnel :1080]; policy {policy}; audit {}",
+            audit.display()
         ),
-    };
-    let vars = match &a.secrets_from {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the secrets file {}", p.display()))?;
-            shape::parse_dotenv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        SandboxEvent::Exited { id, code, audit } => {
+            note!("centaur: sandbox {id} exited with {code}; {audit}")
         }
-        None => Default::default(),
-    };
-    let unset = shape::env_vars(&config)
-        .into_iter()
-        .filter(|v| {
-            vars.get(v).is_none_or(|s| s.expose().is_empty())
-                && std::env::var_os(v).is_none_or(|s| s.is_empty())
-        })
-        .collect();
+        SandboxEvent::Removed { .. } => {}
+    }
+}
+
+/// Reads and checks everything a run needs (policy, secrets file, user, workdir, mounts,
+/// limits) before anything is created; every problem is a usage error.
+fn spec(a: &RunArgs) -> anyhow::Result<SandboxSpec> {
+    let (policy, policy_name) = runner::spec::load_policy(a.policy.as_deref())?;
+    let secrets = runner::spec::load_secrets(a.secrets_from.as_deref())?;
     let (uid, gid) = user(a.user.as_deref())?;
     let workdir = std::fs::canonicalize(&a.workdir)
         .with_context(|| format!("--workdir {}", a.workdir.display()))?;
@@ -210,19 +204,11 @@ pub fn prepare(a: &RunArgs) -> anyhow::Result<Prepared> {
     {
         mounts.push(mount(spec, rw)?);
     }
-    let mut warnings = shape::overridden(&config);
-    if !writable_by(&workdir, uid, gid) {
-        warnings.push(format!(
-            "the workdir {} is not writable by uid {uid}: pass --user, or --workdir a directory it owns",
-            workdir.display()
-        ));
-    }
-    Ok(Prepared {
-        warnings,
-        config,
+    Ok(SandboxSpec {
+        command: a.command.clone(),
+        policy,
         policy_name,
-        secrets: SecretEnv::new(vars),
-        unset,
+        secrets,
         uid,
         gid,
         workdir,
@@ -246,19 +232,7 @@ pub fn prepare(a: &RunArgs) -> anyhow::Result<Prepared> {
             .iter()
             .map(|l| pair(l, "--label"))
             .collect::<Result<_, _>>()?,
-        quiet: a.quiet,
-        command: a.command.clone(),
-    })
-}
-
-/// Whether the mode bits let `uid`/`gid` write `dir` (ACLs aside).
-fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).is_ok_and(|m| {
-        let mode = m.mode();
-        (m.uid() == uid && mode & 0o200 != 0)
-            || (m.gid() == gid && mode & 0o020 != 0)
-            || mode & 0o002 != 0
+        stdio: Stdio::Inherit,
     })
 }
 
@@ -270,7 +244,7 @@ fn pair(s: &str, flag: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// `--user`, or the sudo caller, or nobody. Root is refused: the sandbox never runs as root.
-fn user(spec: Option<&str>) -> anyhow::Result<(u32, u32)> {
+pub fn user(spec: Option<&str>) -> anyhow::Result<(u32, u32)> {
     let parse = |s: &str, what: &str| -> anyhow::Result<u32> {
         s.parse()
             .map_err(|_| anyhow::anyhow!("--user: {what} {s:?} is not a number"))
@@ -302,36 +276,6 @@ fn mount(spec: &str, rw: bool) -> anyhow::Result<local::Mount> {
     Ok(local::Mount { src, dest, rw })
 }
 
-/// Creates the sandbox's CA in its private directory: one CA per sandbox, so nothing one
-/// sandbox learns helps against another.
-pub fn ca(dir: &Path) -> anyhow::Result<()> {
-    gateway::ca::init(
-        dir,
-        &CaInit {
-            name: "Centaur sandbox CA".into(),
-            algorithm: CaAlgorithm::EcdsaP256,
-            validity: Duration::from_secs(7 * 86400),
-            permitted: vec![],
-        },
-    )?;
-    Ok(())
-}
-
-/// The gateway configuration for `sb`.
-pub fn gateway_config(p: &Prepared, sb: &Sandbox, audit: &Path) -> Config {
-    shape::shape(
-        p.config.clone(),
-        &Placement {
-            id: &sb.id,
-            gateway: sb.addrs.gateway,
-            ports: sb.model().ports,
-            ca: (&sb.dir.join("ca.crt"), &sb.dir.join("ca.key")),
-            audit,
-            labels: &p.labels,
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,18 +287,5 @@ mod tests {
         let e = user(Some("0")).unwrap_err().to_string();
         assert!(e.contains("never runs as root"), "{e}");
         assert!(user(Some("abc")).is_err());
-    }
-
-    #[test]
-    fn writable_by_follows_the_mode_bits() {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let d = tempfile::tempdir().unwrap();
-        let meta = std::fs::metadata(d.path()).unwrap();
-        let (uid, gid) = (meta.uid(), meta.gid());
-        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(writable_by(d.path(), uid, gid));
-        assert!(!writable_by(d.path(), uid + 1, gid + 1));
-        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(writable_by(d.path(), uid + 1, gid + 1));
     }
 }

@@ -2,14 +2,16 @@
 //! a sandboxed shell that calls it by name holding only a placeholder; the gateway of that
 //! sandbox swaps the key in, refuses everything else, and audits all of it.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use control::runner::{SandboxSpec, Stdio, spec};
 use gateway::origin::Origin;
+use sandbox::local::Limits;
 
-use crate::sandbox_cmd::{RunArgs, prepare};
-use crate::sandbox_run;
+use crate::sandbox::{run_sandbox, user};
 
 const PLACEHOLDER: &str = "demo-placeholder-key";
 
@@ -78,24 +80,28 @@ pub async fn run() -> anyhow::Result<()> {
     let audit = d.join("audit.jsonl");
     let workdir = d.join("work");
     std::fs::create_dir(&workdir)?;
-    let args = RunArgs {
-        policy: Some(policy.clone()),
-        secrets_from: Some(secrets.clone()),
-        workdir: workdir.clone(),
-        user: None,
-        ro: vec![],
-        rw: vec![],
-        env: vec![format!("SECRETS_FILE={}", secrets.display())],
-        memory: "1GiB".into(),
-        pids: 256,
-        cpus: None,
-        audit: Some(audit.clone()),
-        labels: vec!["demo=true".into()],
-        quiet: false,
+    let (uid, gid) = user(None)?;
+    let (policy_config, policy_name) = spec::load_policy(Some(&policy))?;
+    let spec = SandboxSpec {
         command: ["sh", "-c", SCRIPT].map(OsString::from).to_vec(),
+        policy: policy_config,
+        policy_name,
+        secrets: spec::load_secrets(Some(&secrets))?,
+        uid,
+        gid,
+        workdir: workdir.clone(),
+        mounts: vec![],
+        env: vec![("SECRETS_FILE".into(), secrets.display().to_string())],
+        limits: Limits {
+            memory: Some(1 << 30),
+            pids: Some(256),
+            cpus: None,
+        },
+        audit: Some(audit.clone()),
+        labels: BTreeMap::from([("demo".into(), "true".into())]),
+        stdio: Stdio::Inherit,
     };
-    let prepared = prepare(&args)?;
-    std::os::unix::fs::chown(&workdir, Some(prepared.uid), Some(prepared.gid))?;
+    std::os::unix::fs::chown(&workdir, Some(uid), Some(gid))?;
     println!("== Centaur demo: a sandboxed shell whose only way out is its own gateway ==\n");
     println!(
         "{}",
@@ -106,7 +112,7 @@ pub async fn run() -> anyhow::Result<()> {
             .join("\n")
     );
     println!("\n    secrets.env (stays outside): DEMO_API_KEY=sk-live-…\n");
-    let code = sandbox_run::run(prepared).await?;
+    let code = run_sandbox(spec, false).await?;
     if code != 0 {
         bail!("the sandboxed script exited with {code}");
     }

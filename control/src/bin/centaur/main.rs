@@ -1,4 +1,10 @@
-//! `centaur`: the platform binary. Today: `demo`, `sandbox` and `audit`.
+//! `centaur`: the platform binary. Parses flags and hands each command to its file here
+//! (`demo`, `sandbox`, `audit`, `policy`); the work is in the `control`, `gateway` and `audit`
+//! libraries.
+
+mod audit;
+mod demo;
+mod sandbox;
 
 use std::process::ExitCode;
 
@@ -20,18 +26,23 @@ enum Cmd {
     Demo,
     /// Run commands in local sandboxes, each behind a gateway of its own.
     #[command(subcommand)]
-    Sandbox(control::sandbox_cmd::SandboxCmd),
+    Sandbox(sandbox::SandboxCmd),
     /// Query, follow, summarise and verify audit logs.
     #[command(subcommand)]
-    Audit(Box<control::audit_cmd::AuditCmd>),
+    Audit(Box<audit::AuditCmd>),
+    /// Check a gateway policy, explain what it does with a request, run its test cases (the
+    /// same commands as `centaur-gateway check|explain|test|schema`).
+    #[command(subcommand)]
+    Policy(gateway::cli::policy::PolicyCmd),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
-        Cmd::Audit(cmd) => return control::audit_cmd::run(*cmd),
+        Cmd::Audit(cmd) => return audit::run(*cmd),
+        Cmd::Policy(cmd) => return gateway::cli::policy::run(cmd, "centaur policy"),
         Cmd::Sandbox(cmd) => {
             logs();
-            return match control::sandbox_cmd::run(cmd) {
+            return match sandbox::run(cmd) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     use std::io::Write as _;
@@ -42,7 +53,7 @@ fn main() -> ExitCode {
         }
         Cmd::Demo => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(control::demo::run())),
+            .and_then(|rt| rt.block_on(demo::run())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! What `centaur sandbox run` makes of a policy file: the gateway configuration for one
+//! What a sandbox runner makes of a policy file: the gateway configuration for one
 //! sandbox (its listeners, resolver and CA chosen by the runner), the placeholder environment
 //! the command gets, and the secret values read from a `.env` file. Pure: no IO.
 
@@ -201,4 +201,5 @@ pub fn parse_dotenv(text: &str) -> Result<HashMap<String, SecretValue>, String> 
 }
 
 #[cfg(test)]
+#[path = "gateway_config_tests.rs"]
 mod tests;

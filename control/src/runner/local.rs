@@ -1,0 +1,321 @@
+//! The local backend: Linux namespaces, nftables and cgroups from the `sandbox` crate, and
+//! the sandbox's gateway in this process on the sandbox's link. The life of one run:
+//! create → CA → start the gateway → run the command → stop the gateway → remove
+//! everything. Removal happens on every path out, errors included.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use gateway::Gateway;
+use gateway::ca::{CaAlgorithm, CaInit};
+use sandbox::local::bwrap::{CA_INSIDE, CA_VARS, HOME, SYSTEM_BUNDLES};
+use sandbox::local::{Layout, Sandbox, Signal};
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::runner::gateway_config::{self, Placement};
+use crate::runner::spec::{SandboxSpec, Stdio};
+use crate::runner::{RunError, Running, SandboxBackend, SandboxEvent, Status, Stopper};
+
+/// Where audit logs go by default; hidden from every sandbox.
+pub const LOG_DIR: &str = "/var/log/centaur";
+
+/// Sandboxes on this machine (needs root).
+#[derive(Debug, Clone, Default)]
+pub struct LocalBackend;
+
+type Events = mpsc::UnboundedSender<SandboxEvent>;
+
+impl SandboxBackend for LocalBackend {
+    async fn start(&self, spec: SandboxSpec) -> Result<Running, RunError> {
+        gateway::install_crypto();
+        let (events, rx) = mpsc::unbounded_channel();
+        for w in spec.warnings() {
+            let _ = events.send(SandboxEvent::Warning(w));
+        }
+        let limits = spec.limits;
+        let sb =
+            tokio::task::spawn_blocking(move || Sandbox::create(&limits, netpol::Ports::default()))
+                .await??;
+        let id = sb.id.clone();
+        let mut launched = launch(&spec, &sb, &events).await;
+        let (stdin, stdout) = match &mut launched {
+            Ok(l) => (l.child.stdin.take(), l.child.stdout.take()),
+            Err(_) => (None, None),
+        };
+        let (stop, stop_rx) = mpsc::channel(1);
+        let (status_tx, status) = watch::channel(Status::Running);
+        let done = tokio::spawn(supervise(sb, launched, stop_rx, status_tx, events));
+        Ok(Running {
+            id,
+            events: rx,
+            stdin,
+            stdout,
+            stop: Stopper(stop),
+            status,
+            done,
+        })
+    }
+}
+
+/// A command running in its sandbox, its gateway serving beside it.
+struct Launched {
+    child: Child,
+    gateway: JoinHandle<()>,
+    stop_gateway: oneshot::Sender<()>,
+    audit: PathBuf,
+}
+
+/// CA, resolver, gateway, command. If the command cannot start, the gateway is stopped.
+async fn launch(spec: &SandboxSpec, sb: &Sandbox, events: &Events) -> Result<Launched, RunError> {
+    ca(&sb.dir)?;
+    let g = sb.addrs.gateway;
+    let resolv = sb.dir.join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {g}\n")).map_err(|source| RunError::Io {
+        what: resolv.display().to_string(),
+        source,
+    })?;
+    let audit = match &spec.audit {
+        Some(a) => a.clone(),
+        None => {
+            std::fs::create_dir_all(LOG_DIR).map_err(|source| RunError::Io {
+                what: LOG_DIR.to_string(),
+                source,
+            })?;
+            Path::new(LOG_DIR).join(format!("sandbox-{}.jsonl", sb.id))
+        }
+    };
+    let config = gateway_config::shape(
+        spec.policy.clone(),
+        &Placement {
+            id: &sb.id,
+            gateway: sb.addrs.gateway,
+            ports: sb.model().ports,
+            ca: (&sb.dir.join("ca.crt"), &sb.dir.join("ca.key")),
+            audit: &audit,
+            labels: &spec.labels,
+        },
+    );
+    let audit = config
+        .audit
+        .file
+        .as_ref()
+        .map_or(audit, |f| PathBuf::from(&f.path));
+    let gw = Gateway::start_with_env(config, None, spec.secrets.clone()).await?;
+    let (stop_gateway, stopped) = oneshot::channel::<()>();
+    let gateway = tokio::spawn(gw.run(
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(2),
+    ));
+    let mut command = tokio::process::Command::from(sb.command(layout(spec, sb), &spec.command));
+    if spec.stdio == Stdio::Piped {
+        command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+    }
+    match command.spawn() {
+        Ok(child) => {
+            let _ = events.send(SandboxEvent::Started {
+                id: sb.id.clone(),
+                sandbox: sb.addrs.sandbox,
+                gateway: g,
+                policy: spec.policy_name.clone(),
+                audit: audit.clone(),
+            });
+            Ok(Launched {
+                child,
+                gateway,
+                stop_gateway,
+                audit,
+            })
+        }
+        Err(e) => {
+            let _ = stop_gateway.send(());
+            let _ = gateway.await;
+            Err(RunError::Spawn(e))
+        }
+    }
+}
+
+/// Waits for the command (or a stop request), stops the gateway, removes the sandbox.
+async fn supervise(
+    sb: Sandbox,
+    launched: Result<Launched, RunError>,
+    stop: mpsc::Receiver<Duration>,
+    status: watch::Sender<Status>,
+    events: Events,
+) -> Result<u8, RunError> {
+    let result = match launched {
+        Ok(l) => finish(l, &sb, stop, &status, &events).await,
+        Err(e) => Err(e),
+    };
+    let id = sb.id.clone();
+    let removed = tokio::task::spawn_blocking(move || sb.remove()).await?;
+    let _ = events.send(SandboxEvent::Removed { id, removed });
+    status.send_replace(Status::Exited(*result.as_ref().unwrap_or(&1)));
+    result
+}
+
+async fn finish(
+    mut l: Launched,
+    sb: &Sandbox,
+    stop: mpsc::Receiver<Duration>,
+    status: &watch::Sender<Status>,
+    events: &Events,
+) -> Result<u8, RunError> {
+    let exit = wait(&mut l.child, sb, stop, status).await;
+    let _ = l.stop_gateway.send(());
+    l.gateway.await?;
+    let exit = exit.map_err(RunError::Spawn)?;
+    let code = exit
+        .code()
+        .or_else(|| exit.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    let code = u8::try_from(code).unwrap_or(1);
+    let _ = events.send(SandboxEvent::Exited {
+        id: sb.id.clone(),
+        code,
+        audit: summary(&l.audit),
+    });
+    Ok(code)
+}
+
+/// Waits for the command. A stop request gives it `grace` to finish on its own; then every
+/// process in the sandbox but the outermost gets SIGTERM, and whatever still runs five seconds
+/// later is killed.
+async fn wait(
+    child: &mut Child,
+    sb: &Sandbox,
+    mut stop: mpsc::Receiver<Duration>,
+    status: &watch::Sender<Status>,
+) -> std::io::Result<ExitStatus> {
+    let outer = child.id();
+    let grace = tokio::select! {
+        exit = child.wait() => return exit,
+        grace = stop.recv() => match grace {
+            Some(g) => g,
+            None => return child.wait().await,
+        },
+    };
+    status.send_replace(Status::Stopping);
+    if let Ok(exit) = tokio::time::timeout(grace, child.wait()).await {
+        return exit;
+    }
+    sb.signal(Signal::TERM, outer);
+    if let Ok(exit) = tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        return exit;
+    }
+    sb.signal(Signal::KILL, None);
+    child.wait().await
+}
+
+/// The command's environment: a plain base, the CA trust variables, the gateway's address,
+/// the placeholders and `--env`. Nothing else of this process's environment.
+fn environment(p: &SandboxSpec, sb: &Sandbox) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "PATH".to_string(),
+            std::env::var("PATH")
+                .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into()),
+        ),
+        ("HOME".into(), HOME.into()),
+        ("USER".into(), "sandbox".into()),
+        ("LOGNAME".into(), "sandbox".into()),
+    ];
+    for pass in ["TERM", "LANG", "LC_ALL", "TZ", "COLORTERM", "NO_COLOR"] {
+        if let Ok(v) = std::env::var(pass) {
+            env.push((pass.into(), v));
+        }
+    }
+    env.extend(
+        CA_VARS
+            .iter()
+            .map(|v| (v.to_string(), CA_INSIDE.to_string())),
+    );
+    let g = sb.addrs.gateway;
+    env.push(("CENTAUR_SANDBOX".into(), sb.id.clone()));
+    env.push(("CENTAUR_GATEWAY".into(), g.to_string()));
+    env.push(("CENTAUR_PROXY".into(), format!("http://{g}:1080")));
+    env.extend(gateway_config::placeholders(&p.policy));
+    env.extend(p.env.iter().cloned());
+    env
+}
+
+fn layout(p: &SandboxSpec, sb: &Sandbox) -> Layout {
+    let existing = |paths: &[&str]| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = paths
+            .iter()
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect();
+        v.dedup();
+        v
+    };
+    Layout {
+        id: String::new(),
+        cgroup_procs: Vec::new(),
+        seccomp: None,
+        uid: p.uid,
+        gid: p.gid,
+        workdir: p.workdir.clone(),
+        mounts: p.mounts.clone(),
+        ca_file: sb.dir.join("ca.crt"),
+        ca_bundles: existing(&SYSTEM_BUNDLES),
+        resolv: (
+            sb.dir.join("resolv.conf"),
+            std::fs::canonicalize("/etc/resolv.conf").unwrap_or_else(|_| "/etc/resolv.conf".into()),
+        ),
+        hidden: existing(&[
+            "/home",
+            "/root",
+            "/run/centaur",
+            "/run/netns",
+            LOG_DIR,
+            "/var/tmp",
+        ]),
+        env: environment(p, sb),
+    }
+}
+
+/// Creates the sandbox's CA in its private directory: one CA per sandbox, so nothing one
+/// sandbox learns helps against another.
+fn ca(dir: &Path) -> Result<(), RunError> {
+    gateway::ca::init(
+        dir,
+        &CaInit {
+            name: "Centaur sandbox CA".into(),
+            algorithm: CaAlgorithm::EcdsaP256,
+            validity: Duration::from_secs(7 * 86400),
+            permitted: vec![],
+        },
+    )?;
+    Ok(())
+}
+
+/// "N records (A allowed, D denied)" from the audit file.
+fn summary(audit: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(audit) else {
+        return format!("audit log {} unreadable", audit.display());
+    };
+    let (mut allowed, mut denied, mut other) = (0, 0, 0);
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match v["action"].as_str() {
+            Some("allow") => allowed += 1,
+            Some("reject") => denied += 1,
+            Some(_) => other += 1,
+            None => {}
+        }
+    }
+    format!(
+        "audit log {}: {} records ({allowed} allowed, {denied} denied, {other} other)",
+        audit.display(),
+        allowed + denied + other
+    )
+}
