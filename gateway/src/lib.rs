@@ -13,7 +13,6 @@ pub mod exchange;
 pub mod gateway;
 pub mod listen;
 pub mod metrics;
-pub mod origin;
 pub mod shared;
 pub mod transform;
 pub mod upstream;

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{CANARY, assert_no_canary, json, python};
-use gateway::origin::Origin;
 use serde_json::Value;
+use testkit::Origin;
 
 /// A gateway process with its own directory, CA and policy.
 struct Proc {
@@ -106,18 +106,7 @@ transforms:
 
     /// Every audit file of this gateway (live and rotated).
     fn audit_files(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("audit.jsonl")
-            })
-            .collect();
-        v.sort();
-        v
+        testkit::audit_files(self.dir.path())
     }
 
     fn records(&self) -> Vec<Value> {

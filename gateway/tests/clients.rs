@@ -344,9 +344,7 @@ fn write_ws_certs(dir: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_upstream_certificate_is_a_502() {
     // An origin whose CA the gateway does not trust.
-    let rogue = gateway::origin::Origin::https(&["rogue.test"], true)
-        .await
-        .unwrap();
+    let rogue = testkit::Origin::https(&["rogue.test"], true).await.unwrap();
     let env = Env::start(Opts {
         pins: vec![("rogue.test".into(), rogue.addr.to_string())],
         ..Opts::default()

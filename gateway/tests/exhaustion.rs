@@ -116,7 +116,7 @@ transforms:
 async fn floods_leave_memory_bounded_and_other_clients_served() {
     gateway::install_crypto();
     let dir = tempfile::tempdir().unwrap();
-    let origin = gateway::origin::Origin::http().await.unwrap();
+    let origin = testkit::Origin::http().await.unwrap();
     let gw = Gw::start(dir.path(), origin.addr).await;
     assert_eq!(gw.control().await, 200);
     let base = gw.rss_kib();

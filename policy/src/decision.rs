@@ -1,5 +1,7 @@
 //! Decisions are values: a verdict, the rule that made it and a stable reason code.
 
+use crate::reason::Reason;
+
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -7,36 +9,6 @@ pub enum Verdict {
     Allow,
     /// The request is refused.
     Deny,
-}
-
-/// Why the policy decided as it did. Codes are stable: they appear in audit records and are
-/// listed in `docs/reason-codes.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// A rule of every allowlist matched.
-    Allowed,
-    /// No allowlist rule matched, but the allowlist is in report (`warn`) mode.
-    WouldDeny,
-    /// No allowlist rule matched.
-    NotAllowlisted,
-    /// The policy has no allowlist at all, which denies everything (invariant 1).
-    NoAllowlist,
-    /// A token endpoint the gateway answers itself (`gcp_auth`, `oauth_token`): nothing
-    /// leaves, so no allowlist rule is needed.
-    Stubbed,
-}
-
-impl Reason {
-    /// The stable code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Reason::Allowed => "allowed",
-            Reason::WouldDeny => "would_deny",
-            Reason::NotAllowlisted => "not_allowlisted",
-            Reason::NoAllowlist => "no_allowlist",
-            Reason::Stubbed => "stubbed",
-        }
-    }
 }
 
 /// The outcome of evaluating a request against a policy.

@@ -1,8 +1,9 @@
 //! The compiled policy: every transform's validated entries, and the decision for a request
 //! (every allowlist must allow; none at all denies everything).
 
-use crate::decision::{Decision, Reason, Verdict};
+use crate::decision::{Decision, Verdict};
 use crate::matcher::rule::Request;
+use crate::reason::Reason;
 use crate::transform::allowlist::Allowlist;
 
 /// A token endpoint answered by the gateway with a stub token, so that unmodified client

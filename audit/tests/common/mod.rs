@@ -108,16 +108,5 @@ pub async fn write(dir: &Path, g: u8, from: u64, to: u64, max_bytes: Option<u64>
 
 /// The audit files in `dir`, sorted by name.
 pub fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("audit.jsonl")
-        })
-        .collect();
-    v.sort();
-    v
+    testkit::audit_files(dir)
 }

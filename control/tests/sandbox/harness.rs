@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use gateway::origin::Origin;
+use testkit::Origin;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -23,20 +23,9 @@ pub fn repo() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Whether the test can run: root is needed. Under CI=true a missing root is a failure.
+/// Whether a test that needs root can run (testkit's rule: never skipped under CI).
 pub fn root_or_skip(name: &str) -> bool {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name}: CI must run the sandbox tests as root"
-        );
-        eprintln!("SKIPPED {name}: needs root for namespaces, nftables and cgroups");
-    }
-    root
+    testkit::root_or_skip(name, "needs root for namespaces, nftables and cgroups")
 }
 
 /// What a finished run printed.

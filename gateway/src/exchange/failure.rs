@@ -5,7 +5,7 @@ use audit::Action;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
-use policy::Decision;
+use policy::{Decision, Reason};
 
 use crate::upstream::fault::Fault;
 
@@ -26,7 +26,7 @@ pub enum Failure {
         /// HTTP status when the refusal is an HTTP response (431, 408, 400, 405).
         status: StatusCode,
         /// Stable reason code.
-        reason: &'static str,
+        reason: Reason,
         /// Short, fixed message.
         message: &'static str,
     },
@@ -58,7 +58,7 @@ pub enum Failure {
         /// The transform's name.
         transform: &'static str,
         /// Stable reason code.
-        reason: &'static str,
+        reason: Reason,
     },
     /// The upstream request failed before a response: guard, resolution, connection, TLS
     /// (never downgraded) or protocol.
@@ -95,18 +95,18 @@ impl Failure {
     }
 
     /// Stable reason code (docs/reason-codes.md).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Failure::Policy { decision, .. } => decision.reason.code(),
-            Failure::Refused { reason, .. } | Failure::Credential { reason, .. } => reason,
-            Failure::BodyTooLarge => "body_too_large",
-            Failure::SecretUnavailable { .. } => "secret_unavailable",
-            Failure::PlaceholderMissing { .. } => "secret_placeholder_missing",
-            Failure::SecretTransform => "secret_transform_failed",
+            Failure::Policy { decision, .. } => decision.reason,
+            Failure::Refused { reason, .. } | Failure::Credential { reason, .. } => *reason,
+            Failure::BodyTooLarge => Reason::BodyTooLarge,
+            Failure::SecretUnavailable { .. } => Reason::SecretUnavailable,
+            Failure::PlaceholderMissing { .. } => Reason::SecretPlaceholderMissing,
+            Failure::SecretTransform => Reason::SecretTransformFailed,
             Failure::Upstream(fault) => fault.reason(),
-            Failure::ResponseTimeout => "upstream_response_timeout",
-            Failure::UnscrubbableEncoding => "upstream_encoding_unscrubbable",
-            Failure::AuditUnavailable => "audit_unavailable",
+            Failure::ResponseTimeout => Reason::UpstreamResponseTimeout,
+            Failure::UnscrubbableEncoding => Reason::UpstreamEncodingUnscrubbable,
+            Failure::AuditUnavailable => Reason::AuditUnavailable,
         }
     }
 
@@ -128,10 +128,10 @@ impl Failure {
     pub fn response(&self) -> Response<Full<Bytes>> {
         let body = match self {
             Failure::Policy { host, .. } => serde_json::json!({
-                "error": "blocked by policy", "reason": self.reason(), "host": host,
+                "error": "blocked by policy", "reason": self.reason().code(), "host": host,
             })
             .to_string(),
-            _ => serde_json::json!({ "error": self.to_string(), "reason": self.reason() })
+            _ => serde_json::json!({ "error": self.to_string(), "reason": self.reason().code() })
                 .to_string(),
         };
         let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -143,7 +143,7 @@ impl Failure {
         );
         h.insert(
             "x-centaur-reason",
-            http::HeaderValue::from_static(self.reason()),
+            http::HeaderValue::from_static(self.reason().code()),
         );
         resp
     }
@@ -154,7 +154,7 @@ impl From<Fault> for Failure {
         match fault {
             Fault::ClientBody => Failure::Refused {
                 status: StatusCode::BAD_REQUEST,
-                reason: "body_read_failed",
+                reason: Reason::BodyReadFailed,
                 message: "the request body could not be read",
             },
             fault => Failure::Upstream(fault),

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use audit::{Action, Durable, Record, Slot, TlsInfo, Transform};
-use policy::{Decision, Host, HostName};
+use policy::{Decision, Host, HostName, Reason};
 
 use crate::exchange::failure::Failure;
 use crate::shared::Shared;
@@ -152,14 +152,14 @@ impl Exchange {
     /// receive waits for it.
     pub fn finish_ok(mut self) -> Option<Durable> {
         if self.record.reason.is_empty() {
-            self.record.reason = "allowed".into();
+            self.record.reason = Reason::Allowed.code().into();
         }
         self.emit(Action::Allow)
     }
 
     /// Finishes an exchange whose upstream body failed midway.
     pub fn finish_body_error(mut self) -> Option<Durable> {
-        self.record.reason = "upstream_body_error".into();
+        self.record.reason = Reason::UpstreamBodyError.code().into();
         self.record.error = Some("upstream response body ended with an error".into());
         self.emit(Action::Error)
     }
@@ -169,7 +169,7 @@ impl Exchange {
     pub fn finish_failure(mut self, failure: &Failure, status: Option<u16>) -> Option<Durable> {
         let (reason, action) = (failure.reason(), failure.action());
         self.record.status_code = status;
-        self.record.reason = reason.into();
+        self.record.reason = reason.code().into();
         if let Failure::Policy { .. } = failure {
             self.record.rejected_by = Some("allowlist".into());
             self.record.request_transforms.push(Transform {
@@ -222,8 +222,8 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         if self.slot.is_some() {
-            if self.record.reason.is_empty() || self.record.reason == "allowed" {
-                self.record.reason = "client_cancel".into();
+            if self.record.reason.is_empty() || self.record.reason == Reason::Allowed.code() {
+                self.record.reason = Reason::ClientCancel.code().into();
             }
             // Nothing is left to release to a client that went away.
             drop(self.emit(Action::ClientCancel));

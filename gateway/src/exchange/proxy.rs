@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
-use policy::{Host, Request as PolicyRequest, Stub};
+use policy::{Host, Reason, Request as PolicyRequest, Stub};
 
 use crate::exchange::body::{AuditedBody, ProxyBody};
 use crate::exchange::failure::Failure;
@@ -54,7 +54,7 @@ pub async fn serve_request(
     if is_connect(&req) {
         let f = Failure::Refused {
             status: StatusCode::METHOD_NOT_ALLOWED,
-            reason: "method_not_allowed",
+            reason: Reason::MethodNotAllowed,
             message: "CONNECT is served on the tunnel listener",
         };
         return Ok(refuse(ex, f).await);
@@ -122,7 +122,7 @@ async fn released(resp: Response<ProxyBody>, durable: Option<Durable>) -> Respon
     }
 }
 
-const fn bad(reason: &'static str, message: &'static str) -> Failure {
+const fn bad(reason: Reason, message: &'static str) -> Failure {
     Failure::Refused {
         status: StatusCode::BAD_REQUEST,
         reason,
@@ -148,14 +148,14 @@ fn decide(
         && host.name() != Some(&tls.sni)
     {
         return Err(bad(
-            "sni_host_mismatch",
+            Reason::SniHostMismatch,
             "Host does not match the TLS server name",
         ));
     }
     let port = match &conn.tunnel {
         Some(t) if t.host != host => {
             return Err(bad(
-                "tunnel_host_mismatch",
+                Reason::TunnelHostMismatch,
                 "Host does not match the tunnel target",
             ));
         }
@@ -232,27 +232,27 @@ fn request_host(req: &Request<Incoming>) -> Result<(Host, Option<u16>), Failure>
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
-        return Err(bad("host_invalid", "more than one Host header"));
+        return Err(bad(Reason::HostInvalid, "more than one Host header"));
     }
     let header = header
         .map(|h| {
             h.to_str()
-                .map_err(|_| bad("host_invalid", "Host header is not valid"))
+                .map_err(|_| bad(Reason::HostInvalid, "Host header is not valid"))
         })
         .transpose()?;
     let authority = req.uri().authority().map(|a| a.as_str());
     let raw = match (authority, header) {
         (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
             return Err(bad(
-                "host_mismatch",
+                Reason::HostMismatch,
                 "request target and Host header disagree",
             ));
         }
         (Some(a), _) => a,
         (None, Some(h)) => h,
-        (None, None) => return Err(bad("host_missing", "request has no Host")),
+        (None, None) => return Err(bad(Reason::HostMissing, "request has no Host")),
     };
-    split_host_port(raw).ok_or(bad("host_invalid", "Host is not a valid host name"))
+    split_host_port(raw).ok_or(bad(Reason::HostInvalid, "Host is not a valid host name"))
 }
 
 /// Splits `host[:port]`, `[v6][:port]`.
@@ -275,7 +275,7 @@ pub fn split_host_port(raw: &str) -> Option<(Host, Option<u16>)> {
 /// The path the policy judges ([`policy::decode_path`]: decoded, dot segments refused).
 fn decoded_path(uri: &Uri) -> Result<String, Failure> {
     policy::decode_path(uri.path())
-        .map_err(|_| bad("path_dot_segments", "path contains dot segments"))
+        .map_err(|_| bad(Reason::PathDotSegments, "path contains dot segments"))
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {

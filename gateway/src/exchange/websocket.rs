@@ -8,6 +8,7 @@ use http::Response;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use policy::Reason;
 
 use crate::exchange::Exchange;
 use crate::exchange::body::{ProxyBody, full};
@@ -26,7 +27,7 @@ pub fn upgrade(
     let idle = shared.config.proxy.timeouts.tunnel_idle;
     tokio::spawn(async move {
         let (Ok(c), Ok(u)) = (client.await, upstream_io.await) else {
-            ex.record().reason = "upgrade_failed".into();
+            ex.record().reason = Reason::UpgradeFailed.code().into();
             return;
         };
         let mut c = Idle::new(TokioIo::new(c), idle, None);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use policy::{Host, HostName, Request};
+use policy::{Host, HostName, Reason, Request};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::StartHandshake;
 
@@ -13,7 +13,7 @@ use crate::listen::hello::{self, HelloError, alert};
 use crate::listen::serve::{refuse_conn, serve_http};
 use crate::shared::Shared;
 
-fn refused(reason: &'static str, message: &'static str) -> Failure {
+fn refused(reason: Reason, message: &'static str) -> Failure {
     Failure::Refused {
         status: http::StatusCode::BAD_REQUEST,
         reason,
@@ -33,18 +33,18 @@ where
         Err(e) => {
             let f = match e {
                 HelloError::Timeout => refused(
-                    "tls_client_hello_timeout",
+                    Reason::TlsClientHelloTimeout,
                     "ClientHello not received in time",
                 ),
                 HelloError::TooLarge => {
-                    refused("tls_client_hello_too_large", "ClientHello too large")
+                    refused(Reason::TlsClientHelloTooLarge, "ClientHello too large")
                 }
                 HelloError::Invalid => refused(
-                    "tls_client_hello_invalid",
+                    Reason::TlsClientHelloInvalid,
                     "invalid ClientHello or server name",
                 ),
                 _ => refused(
-                    "tls_client_hello_incomplete",
+                    Reason::TlsClientHelloIncomplete,
                     "connection closed during the ClientHello",
                 ),
             };
@@ -56,12 +56,15 @@ where
     };
     let Some(sni) = accepted.client_hello().server_name().map(str::to_string) else {
         hello::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
-        let f = refused("tls_sni_missing", "ClientHello has no server name");
+        let f = refused(Reason::TlsSniMissing, "ClientHello has no server name");
         return refuse_conn(&shared, &meta, None, &f, None).await;
     };
     let Ok(name) = sni.parse::<HostName>() else {
         hello::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
-        let f = refused("tls_sni_invalid", "server name is not a valid host name");
+        let f = refused(
+            Reason::TlsSniInvalid,
+            "server name is not a valid host name",
+        );
         return refuse_conn(&shared, &meta, Some(sni), &f, None).await;
     };
     let host = Host::Name(name.clone());
@@ -70,7 +73,7 @@ where
     {
         hello::send_alert(&mut io, alert::ACCESS_DENIED).await;
         let f = refused(
-            "tls_sni_tunnel_mismatch",
+            Reason::TlsSniTunnelMismatch,
             "server name does not match the tunnel target",
         );
         return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
@@ -91,7 +94,7 @@ where
     }
     if shared.leaves.get(name.as_str()).is_err() {
         hello::send_alert(&mut io, alert::INTERNAL_ERROR).await;
-        let f = refused("leaf_issue_failed", "could not issue a certificate");
+        let f = refused(Reason::LeafIssueFailed, "could not issue a certificate");
         return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
     }
     let handshake = StartHandshake::from_parts(accepted, io).into_stream(shared.tls.clone());
@@ -99,7 +102,7 @@ where
         Ok(Ok(s)) => s,
         Ok(Err(_)) | Err(_) => {
             let f = refused(
-                "tls_handshake_failed",
+                Reason::TlsHandshakeFailed,
                 "TLS handshake with the client failed",
             );
             return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::StatusCode;
+use policy::Reason;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -102,7 +103,7 @@ async fn tunnel_port(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
             let meta = ConnMeta::new("tunnel", addr);
             let f = Failure::Refused {
                 status: StatusCode::REQUEST_TIMEOUT,
-                reason: "handshake_timeout",
+                reason: Reason::HandshakeTimeout,
                 message: "no handshake received in time",
             };
             refuse_conn(&shared, &meta, None, &f, None).await;

@@ -9,6 +9,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
+use policy::Reason;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::exchange::body::ProxyBody;
@@ -65,25 +66,25 @@ async fn protocol_error(
     let (status, reason, message) = if h.is_parse_too_large() {
         (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "http_headers_too_large",
+            Reason::HttpHeadersTooLarge,
             "request head too large",
         )
     } else if h.is_parse() || h.is_parse_status() {
         (
             StatusCode::BAD_REQUEST,
-            "http_malformed",
+            Reason::HttpMalformed,
             "malformed HTTP request",
         )
     } else if is_h2_protocol_error(h) {
         (
             StatusCode::BAD_REQUEST,
-            "http2_protocol_error",
+            Reason::Http2ProtocolError,
             "malformed HTTP/2 frames",
         )
     } else if h.is_timeout() && meta.requests.load(Ordering::Relaxed) == 0 {
         (
             StatusCode::REQUEST_TIMEOUT,
-            "client_header_timeout",
+            Reason::ClientHeaderTimeout,
             "request head not received in time",
         )
     } else {

@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use policy::{Host, Request};
+use policy::{Host, Reason, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -18,7 +18,7 @@ pub struct Fail {
     /// The bytes to answer with, if the client is owed an answer.
     pub reply: Option<Vec<u8>>,
     /// Stable reason code.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// Short, fixed message.
     pub message: &'static str,
 }
@@ -27,7 +27,7 @@ fn reply(code: u8) -> Vec<u8> {
     vec![5, code, 0, 1, 0, 0, 0, 0, 0, 0]
 }
 
-fn fail(code: Option<u8>, reason: &'static str, message: &'static str) -> Fail {
+fn fail(code: Option<u8>, reason: Reason, message: &'static str) -> Fail {
     Fail {
         reply: code.map(reply),
         reason,
@@ -45,7 +45,7 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, addr: SocketAddr) {
         Ok(r) => r,
         Err(_) => Err(fail(
             None,
-            "handshake_timeout",
+            Reason::HandshakeTimeout,
             "SOCKS5 handshake not completed in time",
         )),
     };
@@ -90,7 +90,7 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, addr: SocketAddr) {
 /// Reads a SOCKS5 greeting and CONNECT request (no-auth only) and returns the target; the
 /// caller sends the reply. Bounded: at most 255 methods and a 255-byte name are read.
 pub async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Result<Target, Fail> {
-    let eof = |_| fail(None, "socks_incomplete", "SOCKS5 handshake cut short");
+    let eof = |_| fail(None, Reason::SocksIncomplete, "SOCKS5 handshake cut short");
     let mut head = [0u8; 2];
     io.read_exact(&mut head).await.map_err(eof)?;
     let mut methods = vec![0u8; usize::from(head[1])];
@@ -98,7 +98,7 @@ pub async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Resul
     if !methods.contains(&0) {
         return Err(Fail {
             reply: Some(vec![5, 0xff]),
-            reason: "socks_no_acceptable_auth",
+            reason: Reason::SocksNoAcceptableAuth,
             message: "SOCKS5 client offers no no-auth method",
         });
     }
@@ -108,14 +108,14 @@ pub async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Resul
     if req[0] != 5 {
         return Err(fail(
             Some(1),
-            "socks_bad_version",
+            Reason::SocksBadVersion,
             "SOCKS5 request has a bad version",
         ));
     }
     if req[1] != 1 {
         return Err(fail(
             Some(7),
-            "socks_command_unsupported",
+            Reason::SocksCommandUnsupported,
             "only the SOCKS5 CONNECT command is supported",
         ));
     }
@@ -141,7 +141,7 @@ pub async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Resul
                 .ok_or_else(|| {
                     fail(
                         Some(1),
-                        "socks_bad_address",
+                        Reason::SocksBadAddress,
                         "SOCKS5 target is not a valid host name",
                     )
                 })?
@@ -149,7 +149,7 @@ pub async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> Resul
         _ => {
             return Err(fail(
                 Some(8),
-                "socks_address_type_unsupported",
+                Reason::SocksAddressTypeUnsupported,
                 "unsupported SOCKS5 address type",
             ));
         }

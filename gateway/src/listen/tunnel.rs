@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use policy::Reason;
 use policy::Request as PolicyRequest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
@@ -61,7 +62,7 @@ pub async fn connect(
     let Some(target) = target else {
         let f = Failure::Refused {
             status: StatusCode::BAD_REQUEST,
-            reason: "connect_target_invalid",
+            reason: Reason::ConnectTargetInvalid,
             message: "CONNECT target is not host:port",
         };
         return Ok(refuse(ex, f).await);
@@ -137,7 +138,7 @@ async fn run_tunnel<IO>(
         _ => {
             let f = Failure::Refused {
                 status: StatusCode::BAD_REQUEST,
-                reason: "tunnel_protocol_unknown",
+                reason: Reason::TunnelProtocolUnknown,
                 message: "tunnel carries neither TLS nor HTTP",
             };
             drop(ex.finish_failure(&f, None));

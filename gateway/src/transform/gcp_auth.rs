@@ -3,6 +3,7 @@
 
 use audit::Annotations;
 use http::StatusCode;
+use policy::Reason;
 
 use crate::credential::tokens::TokenId;
 use crate::exchange::failure::Failure;
@@ -36,7 +37,7 @@ impl Transform for GcpAuth {
                     error: Some(e.code()),
                     grant: None,
                     injected: vec![],
-                    rejected: Some("token_unavailable"),
+                    rejected: Some(Reason::TokenUnavailable.code()),
                     service_account: None,
                     skipped: None,
                 };
@@ -44,7 +45,7 @@ impl Transform for GcpAuth {
                 Err(Failure::Credential {
                     status: StatusCode::FORBIDDEN,
                     transform: "gcp_auth",
-                    reason: "token_unavailable",
+                    reason: Reason::TokenUnavailable,
                 })
             }
         }

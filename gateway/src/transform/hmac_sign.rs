@@ -4,7 +4,7 @@
 use audit::Annotations;
 use http::StatusCode;
 use http::request::Parts;
-use policy::{Request, TimestampFormat};
+use policy::{Reason, Request, TimestampFormat};
 
 use crate::credential::crypto;
 use crate::exchange::failure::Failure;
@@ -32,7 +32,7 @@ impl Transform for HmacSign {
             }
             Err(f) => {
                 let note = Annotations::Rejected {
-                    rejected: f.reason(),
+                    rejected: f.reason().code(),
                 };
                 cx.note("hmac_sign", "reject", note);
                 Err(f)
@@ -59,7 +59,7 @@ async fn sign(
     for (name, id) in &h.credentials {
         let v = snap.secrets.get(*id).await.map_err(|e| {
             tracing::warn!(transform = %h.id, credential = %name, error = %e, "hmac_sign credential unavailable");
-            fail(StatusCode::BAD_GATEWAY, "credential_unavailable")
+            fail(StatusCode::BAD_GATEWAY, Reason::CredentialUnavailable)
         })?;
         creds.push((name.clone(), v.expose().to_vec()));
     }
@@ -69,7 +69,7 @@ async fn sign(
         .map(|(_, v)| v.as_slice())
         .unwrap_or_default();
     let key = crypto::decode_key(secret, h.key_encoding)
-        .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, "key_decode_failed"))?;
+        .map_err(|_| fail(StatusCode::INTERNAL_SERVER_ERROR, Reason::KeyDecodeFailed))?;
     let ts = timestamp(h.timestamp);
     let (path, query) = (parts.uri.path(), parts.uri.query().unwrap_or(""));
     let pwq = parts.uri.path_and_query().map_or(path, |p| p.as_str());

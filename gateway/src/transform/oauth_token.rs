@@ -4,6 +4,7 @@
 
 use audit::Annotations;
 use http::StatusCode;
+use policy::Reason;
 
 use crate::credential::tokens::TokenId;
 use crate::exchange::failure::Failure;
@@ -35,7 +36,7 @@ impl Transform for OAuthToken {
                 ("allow", note)
             }
             Err(e) => {
-                let why = Some("token_unavailable");
+                let why = Some(Reason::TokenUnavailable.code());
                 let note = Annotations::Token {
                     error: Some(e.code()),
                     grant,
@@ -52,7 +53,7 @@ impl Transform for OAuthToken {
             return Err(Failure::Credential {
                 status: StatusCode::BAD_GATEWAY,
                 transform: "oauth_token",
-                reason: "token_unavailable",
+                reason: Reason::TokenUnavailable,
             });
         }
         Ok(())

@@ -8,7 +8,7 @@ use http::request::Parts;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use policy::BodyRead;
+use policy::{BodyRead, Reason};
 
 use crate::exchange::failure::Failure;
 
@@ -97,7 +97,7 @@ impl<'a> Body<'a> {
             return Err(Failure::Credential {
                 status: StatusCode::BAD_REQUEST,
                 transform: "hmac_sign",
-                reason: "chunked_body_not_allowed",
+                reason: Reason::ChunkedBodyNotAllowed,
             });
         }
         if declared.is_some_and(|n| n > self.limit) {
@@ -112,7 +112,7 @@ impl<'a> Body<'a> {
             Err(_) => {
                 return Err(Failure::Refused {
                     status: StatusCode::BAD_REQUEST,
-                    reason: "body_read_failed",
+                    reason: Reason::BodyReadFailed,
                     message: "the request body could not be read",
                 });
             }

@@ -1,6 +1,8 @@
 //! Why a request sent upstream failed, classified once from the HTTP client's error chain:
 //! the guard's refusals, TLS failures in fixed words, and the client's own broken body.
 
+use policy::Reason;
+
 use crate::upstream::body::ClientBodyError;
 use crate::upstream::guard::GuardError;
 
@@ -45,15 +47,15 @@ impl Fault {
     }
 
     /// Stable reason code (docs/reason-codes.md).
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            Fault::AddressDenied => "upstream_address_denied",
-            Fault::Resolve => "upstream_resolve_failed",
-            Fault::Connect => "upstream_connect_failed",
-            Fault::ConnectTimeout => "upstream_connect_timeout",
-            Fault::Tls(_) => "upstream_tls_error",
-            Fault::ClientBody => "body_read_failed",
-            Fault::Protocol => "upstream_error",
+            Fault::AddressDenied => Reason::UpstreamAddressDenied,
+            Fault::Resolve => Reason::UpstreamResolveFailed,
+            Fault::Connect => Reason::UpstreamConnectFailed,
+            Fault::ConnectTimeout => Reason::UpstreamConnectTimeout,
+            Fault::Tls(_) => Reason::UpstreamTlsError,
+            Fault::ClientBody => Reason::BodyReadFailed,
+            Fault::Protocol => Reason::UpstreamError,
         }
     }
 

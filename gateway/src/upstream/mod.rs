@@ -223,7 +223,7 @@ pub enum CallError {
     Url,
     /// No answer: connection, TLS, guard or protocol failure (a reason code).
     #[error("request failed: {0}")]
-    Failed(&'static str),
+    Failed(policy::Reason),
     /// No answer in time.
     #[error("timed out")]
     Timeout,

@@ -57,7 +57,7 @@ impl Case {
                 word(e.verdict())
             ));
         }
-        if let Some(r) = self.reason.as_deref().filter(|r| *r != e.reason()) {
+        if let Some(r) = self.reason.as_deref().filter(|r| *r != e.reason().code()) {
             diffs.push(format!("expected reason {r}, got {}", e.reason()));
         }
         if let Some(r) = &self.rule

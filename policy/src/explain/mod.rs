@@ -12,6 +12,7 @@ use crate::decision::{Decision, Verdict};
 use crate::matcher::host::Host;
 use crate::matcher::rule::Request;
 use crate::policy::{Policy, Stub};
+use crate::reason::Reason;
 use crate::transform::plan::Step;
 use crate::transform::secrets::{InjectTarget, Mode, SecretEntry};
 
@@ -119,7 +120,7 @@ pub struct Explanation {
     /// The stub that answers it, if any.
     pub stub: Option<Stub>,
     /// A refusal after the allowlist: (status, reason code).
-    pub refusal: Option<(u16, &'static str)>,
+    pub refusal: Option<(u16, Reason)>,
     /// Effects of the credential transforms, in the order they apply.
     pub effects: Vec<Effect>,
 }
@@ -135,10 +136,8 @@ impl Explanation {
     }
 
     /// The reason code the audit record would carry.
-    pub fn reason(&self) -> &'static str {
-        self.refusal
-            .map(|(_, r)| r)
-            .unwrap_or_else(|| self.decision.reason.code())
+    pub fn reason(&self) -> Reason {
+        self.refusal.map_or(self.decision.reason, |(_, r)| r)
     }
 }
 
@@ -149,14 +148,14 @@ impl Policy {
             decision: Decision {
                 verdict: Verdict::Deny,
                 rule: None,
-                reason: crate::decision::Reason::NotAllowlisted,
+                reason: Reason::NotAllowlisted,
             },
             stub: None,
             refusal: None,
             effects: Vec::new(),
         };
         let Ok(path) = crate::transform::plan::decode_path(&s.path) else {
-            out.refusal = Some((400, "path_dot_segments"));
+            out.refusal = Some((400, Reason::PathDotSegments));
             return out;
         };
         let req = Request {
@@ -182,7 +181,7 @@ impl Policy {
                             what,
                         });
                         if refused {
-                            out.refusal = Some((403, "secret_placeholder_missing"));
+                            out.refusal = Some((403, Reason::SecretPlaceholderMissing));
                             return out;
                         }
                     }
@@ -361,9 +360,9 @@ transforms:
         );
         let missing = explain("POST https://api.openai.com/v1/chat", &[]);
         assert_eq!(missing.verdict(), Verdict::Deny);
-        assert_eq!(missing.reason(), "secret_placeholder_missing");
+        assert_eq!(missing.reason(), Reason::SecretPlaceholderMissing);
         let denied = explain("GET https://api.openai.com/admin", &[]);
-        assert_eq!(denied.reason(), "not_allowlisted");
+        assert_eq!(denied.reason(), Reason::NotAllowlisted);
         let signed = explain("POST https://exchange.test:8443/orders", &[]);
         assert_eq!(signed.effects[0].transform, "hmac_sign");
         assert!(

@@ -1,8 +1,7 @@
 //! Host names and host patterns: lower-cased, trailing dot removed, IDNA to punycode.
 
 use std::fmt;
-use std::net::IpAddr;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 /// Why a host name or pattern was refused.

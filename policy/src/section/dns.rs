@@ -1,9 +1,7 @@
 //! `dns`: the gateway's DNS server (every name answers with the gateway's address, except
 //! static records and passthrough names).
 
-use std::net::Ipv4Addr;
-use std::net::Ipv6Addr;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use schemars::JsonSchema;
 use serde::Deserialize;

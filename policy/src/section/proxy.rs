@@ -2,8 +2,7 @@
 //! extra trust roots).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use schemars::JsonSchema;

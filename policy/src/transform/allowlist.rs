@@ -4,9 +4,10 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::decision::{Decision, Reason, Verdict};
+use crate::decision::{Decision, Verdict};
 use crate::error::Errors;
 use crate::matcher::rule::{RawRule, Request, Rule, Target, rule, simple};
+use crate::reason::Reason;
 use crate::value::{S, parse, pos};
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

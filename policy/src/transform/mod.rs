@@ -11,13 +11,14 @@ pub(crate) mod secrets;
 pub(crate) mod source;
 pub(crate) mod template;
 
+use schemars::JsonSchema;
+use serde::Deserialize;
+
 use crate::transform::allowlist::RawAllowlist;
 use crate::transform::gcp_auth::RawGcpAuth;
 use crate::transform::hmac_sign::RawHmac;
 use crate::transform::oauth_token::RawOAuth;
 use crate::transform::secrets::RawSecrets;
-use schemars::JsonSchema;
-use serde::Deserialize;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(tag = "name", content = "config", deny_unknown_fields)]

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use control::runner::{SandboxSpec, Stdio, spec};
-use gateway::origin::Origin;
 use sandbox::local::Limits;
+use testkit::Origin;
 
 use crate::sandbox::{run_sandbox, user};
 
