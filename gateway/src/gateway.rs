@@ -81,6 +81,74 @@ fn local(l: &Option<TcpListener>) -> Option<SocketAddr> {
     l.as_ref().and_then(|l| l.local_addr().ok())
 }
 
+/// Every listener the configuration asks for, bound.
+struct Bound {
+    https: Option<TcpListener>,
+    http: Option<TcpListener>,
+    tunnel: Option<TcpListener>,
+    management: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+    dns: Option<(UdpSocket, TcpListener)>,
+}
+
+impl Bound {
+    async fn bind(config: &Config) -> Result<Bound, StartError> {
+        let p = &config.proxy;
+        Ok(Bound {
+            https: bind("https", p.https_listen).await?,
+            http: bind("http", p.http_listen).await?,
+            tunnel: bind("tunnel", p.tunnel_listen).await?,
+            management: bind("management", config.management.listen).await?,
+            metrics: bind("metrics", config.metrics_listen).await?,
+            dns: match config.dns.listen {
+                Some(addr) => Some(bind_dns(addr).await?),
+                None => None,
+            },
+        })
+    }
+
+    fn addrs(&self) -> Addrs {
+        Addrs {
+            https: local(&self.https),
+            http: local(&self.http),
+            tunnel: local(&self.tunnel),
+            dns: self.dns.as_ref().and_then(|(u, _)| u.local_addr().ok()),
+            management: local(&self.management),
+            metrics: local(&self.metrics),
+        }
+    }
+}
+
+/// The upstream clients, behind a guard that also refuses the gateway's own addresses.
+fn upstreams(config: &Config, addrs: &Addrs) -> Result<Upstreams, StartError> {
+    let p = &config.proxy;
+    let own: Vec<SocketAddr> = [
+        addrs.https,
+        addrs.http,
+        addrs.tunnel,
+        addrs.dns,
+        addrs.management,
+        addrs.metrics,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let guard = Guard::new(
+        p.deny_cidrs.clone(),
+        p.allow_cidrs.clone(),
+        own,
+        config.upstream.hosts.clone(),
+        p.timeouts.upstream_connect,
+    );
+    let roots = root_store(&config.upstream.ca_files)?;
+    Ok(Upstreams::new(
+        Arc::new(guard),
+        roots,
+        Duration::from_secs(90),
+        p.max_connections,
+    ))
+}
+
 impl Gateway {
     /// Binds every listener and builds the shared state.
     pub async fn start(
@@ -105,53 +173,13 @@ impl Gateway {
             Some(_) => Some(api_key(&config.management)?),
             None => None,
         };
-        let p = &config.proxy;
-        let https = bind("https", p.https_listen).await?;
-        let http = bind("http", p.http_listen).await?;
-        let tunnel = bind("tunnel", p.tunnel_listen).await?;
-        let mgmt_l = bind("management", config.management.listen).await?;
-        let metrics_l = bind("metrics", config.metrics_listen).await?;
-        let dns = match config.dns.listen {
-            Some(addr) => Some(bind_dns(addr).await?),
-            None => None,
-        };
-        let addrs = Addrs {
-            https: local(&https),
-            http: local(&http),
-            tunnel: local(&tunnel),
-            dns: dns.as_ref().and_then(|(u, _)| u.local_addr().ok()),
-            management: local(&mgmt_l),
-            metrics: local(&metrics_l),
-        };
-        let own: Vec<SocketAddr> = [
-            addrs.https,
-            addrs.http,
-            addrs.tunnel,
-            addrs.dns,
-            addrs.management,
-            addrs.metrics,
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let guard = Guard::new(
-            p.deny_cidrs.clone(),
-            p.allow_cidrs.clone(),
-            own,
-            config.upstream.hosts.clone(),
-            p.timeouts.upstream_connect,
-        );
-        let roots = root_store(&config.upstream.ca_files)?;
+        let bound = Bound::bind(&config).await?;
+        let addrs = bound.addrs();
+        let upstreams = upstreams(&config, &addrs)?;
         let audit = AuditLog::spawn(&config.audit)
             .await
             .map_err(StartError::Audit)?;
         let leaves = Arc::new(LeafCache::new(authority, config.tls.cert_cache_size));
-        let upstreams = Upstreams::new(
-            Arc::new(guard),
-            roots,
-            Duration::from_secs(90),
-            config.proxy.max_connections,
-        );
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone(), &upstreams, &env)),
             env,
@@ -165,33 +193,25 @@ impl Gateway {
             config_path,
         });
         let started = Instant::now();
+        let admin = |token| {
+            Arc::new(Mgmt {
+                shared: shared.clone(),
+                addrs,
+                started,
+                token,
+            })
+        };
         let mut mgmt = Vec::new();
-        if let Some(l) = mgmt_l {
-            mgmt.push((
-                Arc::new(Mgmt {
-                    shared: shared.clone(),
-                    addrs,
-                    started,
-                    token,
-                }),
-                l,
-            ));
+        if let Some(l) = bound.management {
+            mgmt.push((admin(token), l));
         }
-        if let Some(l) = metrics_l {
-            mgmt.push((
-                Arc::new(Mgmt {
-                    shared: shared.clone(),
-                    addrs,
-                    started,
-                    token: None,
-                }),
-                l,
-            ));
+        if let Some(l) = bound.metrics {
+            mgmt.push((admin(None), l));
         }
         let tcp = [
-            (Kind::Https, https),
-            (Kind::Http, http),
-            (Kind::Tunnel, tunnel),
+            (Kind::Https, bound.https),
+            (Kind::Http, bound.http),
+            (Kind::Tunnel, bound.tunnel),
         ]
         .into_iter()
         .filter_map(|(k, l)| l.map(|l| (k, l)))
@@ -200,7 +220,7 @@ impl Gateway {
             shared,
             addrs,
             tcp,
-            dns,
+            dns: bound.dns,
             mgmt,
         })
     }

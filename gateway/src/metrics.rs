@@ -72,83 +72,17 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self, leaves: u64, audit: &audit::Stats) -> String {
         let mut s = String::with_capacity(2048);
-        let _ = writeln!(
-            s,
-            "# HELP centaur_gateway_connections_total Client connections accepted.\n# TYPE centaur_gateway_connections_total counter"
-        );
-        for (i, l) in LISTENERS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "centaur_gateway_connections_total{{listener=\"{l}\"}} {}",
-                self.connections[i].load(Relaxed)
-            );
+        self.render_traffic(&mut s);
+        self.render_dns(&mut s);
+        family(&mut s, "policy_reloads_total", "counter", "Policy reloads.");
+        let reloads = [("ok", &self.reloads_ok), ("invalid", &self.reloads_failed)];
+        for (result, n) in reloads {
+            let labels = format!("result=\"{result}\"");
+            sample(&mut s, "policy_reloads_total", &labels, n.load(Relaxed));
         }
-        let _ = writeln!(
-            s,
-            "# HELP centaur_gateway_connections_active Client connections open now.\n# TYPE centaur_gateway_connections_active gauge\ncentaur_gateway_connections_active {}",
-            self.active.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP centaur_gateway_requests_total Requests, tunnels and refused connections, by outcome.\n# TYPE centaur_gateway_requests_total counter"
-        );
-        for (i, l) in LISTENERS.iter().enumerate() {
-            for (j, (_, a)) in ACTIONS.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "centaur_gateway_requests_total{{listener=\"{l}\",action=\"{a}\"}} {}",
-                    self.exchanges[i][j].load(Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(
-            s,
-            "# HELP centaur_gateway_body_bytes_total Body bytes relayed.\n# TYPE centaur_gateway_body_bytes_total counter"
-        );
-        let _ = writeln!(
-            s,
-            "centaur_gateway_body_bytes_total{{direction=\"in\"}} {}",
-            self.bytes_in.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "centaur_gateway_body_bytes_total{{direction=\"out\"}} {}",
-            self.bytes_out.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP centaur_gateway_dns_queries_total DNS questions answered.\n# TYPE centaur_gateway_dns_queries_total counter"
-        );
-        for (i, k) in ["intercepted", "passthrough", "static"].iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "centaur_gateway_dns_queries_total{{answer=\"{k}\"}} {}",
-                self.dns_answered[i].load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP centaur_gateway_dns_malformed_total DNS packets dropped as malformed.\n# TYPE centaur_gateway_dns_malformed_total counter\ncentaur_gateway_dns_malformed_total {}",
-            self.dns_malformed.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP centaur_gateway_policy_reloads_total Policy reloads.\n# TYPE centaur_gateway_policy_reloads_total counter"
-        );
-        let _ = writeln!(
-            s,
-            "centaur_gateway_policy_reloads_total{{result=\"ok\"}} {}",
-            self.reloads_ok.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "centaur_gateway_policy_reloads_total{{result=\"invalid\"}} {}",
-            self.reloads_failed.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP centaur_gateway_leaf_certificates Leaf certificates cached.\n# TYPE centaur_gateway_leaf_certificates gauge\ncentaur_gateway_leaf_certificates {leaves}"
-        );
+        let help = "Leaf certificates cached.";
+        family(&mut s, "leaf_certificates", "gauge", help);
+        sample(&mut s, "leaf_certificates", "", leaves);
         for (name, help, v) in [
             ("records_total", "Audit records written.", &audit.written),
             (
@@ -173,12 +107,94 @@ impl Metrics {
                 &audit.otlp_dropped,
             ),
         ] {
-            let _ = writeln!(
-                s,
-                "# HELP centaur_gateway_audit_{name} {help}\n# TYPE centaur_gateway_audit_{name} counter\ncentaur_gateway_audit_{name} {}",
-                v.load(Relaxed)
-            );
+            let name = format!("audit_{name}");
+            family(&mut s, &name, "counter", help);
+            sample(&mut s, &name, "", v.load(Relaxed));
         }
         s
     }
+
+    /// Connections, exchanges by outcome, body bytes.
+    fn render_traffic(&self, s: &mut String) {
+        family(
+            s,
+            "connections_total",
+            "counter",
+            "Client connections accepted.",
+        );
+        for (i, l) in LISTENERS.iter().enumerate() {
+            let labels = format!("listener=\"{l}\"");
+            sample(
+                s,
+                "connections_total",
+                &labels,
+                self.connections[i].load(Relaxed),
+            );
+        }
+        family(
+            s,
+            "connections_active",
+            "gauge",
+            "Client connections open now.",
+        );
+        sample(s, "connections_active", "", self.active.load(Relaxed));
+        let help = "Requests, tunnels and refused connections, by outcome.";
+        family(s, "requests_total", "counter", help);
+        for (i, l) in LISTENERS.iter().enumerate() {
+            for (j, (_, a)) in ACTIONS.iter().enumerate() {
+                let labels = format!("listener=\"{l}\",action=\"{a}\"");
+                sample(
+                    s,
+                    "requests_total",
+                    &labels,
+                    self.exchanges[i][j].load(Relaxed),
+                );
+            }
+        }
+        family(s, "body_bytes_total", "counter", "Body bytes relayed.");
+        let bytes = [("in", &self.bytes_in), ("out", &self.bytes_out)];
+        for (direction, n) in bytes {
+            let labels = format!("direction=\"{direction}\"");
+            sample(s, "body_bytes_total", &labels, n.load(Relaxed));
+        }
+    }
+
+    /// DNS answers by kind, malformed packets.
+    fn render_dns(&self, s: &mut String) {
+        family(s, "dns_queries_total", "counter", "DNS questions answered.");
+        for (i, k) in ["intercepted", "passthrough", "static"].iter().enumerate() {
+            let labels = format!("answer=\"{k}\"");
+            sample(
+                s,
+                "dns_queries_total",
+                &labels,
+                self.dns_answered[i].load(Relaxed),
+            );
+        }
+        let help = "DNS packets dropped as malformed.";
+        family(s, "dns_malformed_total", "counter", help);
+        sample(
+            s,
+            "dns_malformed_total",
+            "",
+            self.dns_malformed.load(Relaxed),
+        );
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of the metric `centaur_gateway_<name>`.
+fn family(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        s,
+        "# HELP centaur_gateway_{name} {help}\n# TYPE centaur_gateway_{name} {kind}"
+    );
+}
+
+/// One sample of `centaur_gateway_<name>`, with its labels (`k="v",…`) if any.
+fn sample(s: &mut String, name: &str, labels: &str, value: u64) {
+    let _ = if labels.is_empty() {
+        writeln!(s, "centaur_gateway_{name} {value}")
+    } else {
+        writeln!(s, "centaur_gateway_{name}{{{labels}}} {value}")
+    };
 }

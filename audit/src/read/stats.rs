@@ -263,6 +263,30 @@ pub fn render(s: &Summary, top: usize, out: &mut dyn Write) -> io::Result<()> {
         t.p95_ms,
         t.p99_ms
     )?;
+    groups(s, top, out)?;
+    if s.groups.len() > top {
+        writeln!(out, "… {} more (use --top)", s.groups.len() - top)?;
+    }
+    if !s.denies_by_reason.is_empty() {
+        writeln!(out, "\nDENIES BY REASON")?;
+        for (r, n) in &s.denies_by_reason {
+            writeln!(out, "{r:<40} {n:>8}")?;
+        }
+    }
+    if !s.secrets_by_host.is_empty() {
+        writeln!(out, "\nSECRETS USED BY HOST")?;
+        for (h, sec, n) in &s.secrets_by_host {
+            writeln!(out, "{h:<40} {sec:<30} {n:>8}")?;
+        }
+    }
+    if s.bad_lines > 0 {
+        writeln!(out, "\n{} unreadable lines skipped", s.bad_lines)?;
+    }
+    Ok(())
+}
+
+/// The table of the top `top` groups.
+fn groups(s: &Summary, top: usize, out: &mut dyn Write) -> io::Result<()> {
     let w = s
         .groups
         .iter()
@@ -299,24 +323,6 @@ pub fn render(s: &Summary, top: usize, out: &mut dyn Write) -> io::Result<()> {
             g.p95_ms,
             g.p99_ms
         )?;
-    }
-    if s.groups.len() > top {
-        writeln!(out, "… {} more (use --top)", s.groups.len() - top)?;
-    }
-    if !s.denies_by_reason.is_empty() {
-        writeln!(out, "\nDENIES BY REASON")?;
-        for (r, n) in &s.denies_by_reason {
-            writeln!(out, "{r:<40} {n:>8}")?;
-        }
-    }
-    if !s.secrets_by_host.is_empty() {
-        writeln!(out, "\nSECRETS USED BY HOST")?;
-        for (h, sec, n) in &s.secrets_by_host {
-            writeln!(out, "{h:<40} {sec:<30} {n:>8}")?;
-        }
-    }
-    if s.bad_lines > 0 {
-        writeln!(out, "\n{} unreadable lines skipped", s.bad_lines)?;
     }
     Ok(())
 }

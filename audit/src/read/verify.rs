@@ -123,156 +123,214 @@ fn file(
     prev: Option<&(PathBuf, bool)>,
 ) -> std::io::Result<bool> {
     let mut lines = Lines::open(path)?;
-    let mut footer_seen = false;
-    let mut torn: Option<u64> = None;
+    let mut st = FileState {
+        path,
+        last_file,
+        prev,
+        footer_seen: false,
+        torn: None,
+    };
     while lines.next_line()? {
-        let at = lines.number;
-        if footer_seen {
-            w.fail(
-                path,
-                at,
-                "inserted",
-                "lines after the file's closing footer".into(),
-            );
-            return Ok(true);
-        }
-        let Ok(e) = serde_json::from_slice::<Entry>(&lines.buf) else {
-            if !lines.complete && last_file {
-                w.verdict.notes.push(format!(
-                    "{}:{at}: torn final line (a crash mid-write; the record was never complete) — not tampering",
-                    path.display()
-                ));
-                return Ok(false);
-            }
-            // A torn line that the gateway closed off at its next start is followed by a
-            // `recovered` footer; anything else unreadable is corruption.
-            torn = Some(at);
-            continue;
-        };
-        if let Some(t) = torn.take() {
-            if e.kind.as_deref() == Some("footer") && e.reason.as_deref() == Some("recovered") {
-                w.verdict.notes.push(format!(
-                    "{}:{t}: torn line left by a crash, closed off when the gateway restarted — not tampering",
-                    path.display()
-                ));
-            } else {
-                w.fail(path, t, "corrupt", "not a complete JSON record".into());
-                return Ok(false);
-            }
-        }
-        let Some(prev_hash) = Hash::parse(&e.prev_hash) else {
-            w.fail(
-                path,
-                at,
-                "corrupt",
-                "prev_hash is not a SHA-256 hex digest".into(),
-            );
-            return Ok(false);
-        };
-        let sealed = chain::check(&lines.buf, &prev_hash);
-        match e.kind.as_deref() {
-            Some("header") => {
-                if at != 1 {
-                    w.fail(
-                        path,
-                        at,
-                        "inserted",
-                        "a file header in the middle of a file".into(),
-                    );
-                    return Ok(false);
-                }
-                if sealed.is_none_or(|(_, ok)| !ok) {
-                    w.fail(path, at, "changed", "the file header was changed".into());
-                    return Ok(false);
-                }
-                header(w, path, e.seq, prev_hash, prev);
-                if w.verdict.problem.is_some() {
-                    return Ok(false);
-                }
-            }
-            Some("footer") => {
-                if sealed.is_none_or(|(_, ok)| !ok) {
-                    w.fail(path, at, "changed", "the file footer was changed".into());
-                    return Ok(false);
-                }
-                if let Some(l) = w.link
-                    && (l.seq != e.seq || l.hash != prev_hash)
-                {
-                    let msg = if e.seq > l.seq {
-                        format!(
-                            "records {}..={} were removed from the end of this file (its footer says it ends at seq {})",
-                            l.seq + 1,
-                            e.seq,
-                            e.seq
-                        )
-                    } else {
-                        format!(
-                            "the footer says the file ends at seq {} but its records go to seq {}",
-                            e.seq, l.seq
-                        )
-                    };
-                    w.fail(
-                        path,
-                        at,
-                        if e.seq > l.seq { "missing" } else { "inserted" },
-                        msg,
-                    );
-                    return Ok(false);
-                }
-                footer_seen = true;
-            }
-            Some(other) => {
-                w.fail(path, at, "corrupt", format!("unknown line kind `{other}`"));
-                return Ok(false);
-            }
-            None => {
-                let Some((hash, ok)) = sealed else {
-                    w.fail(
-                        path,
-                        at,
-                        "corrupt",
-                        "record has no hash member at its end".into(),
-                    );
-                    return Ok(false);
-                };
-                let l = w.link.unwrap_or_else(|| {
-                    // Headerless input (a capture of stdout): the chain starts where it starts.
-                    if e.seq > 1 {
-                        w.verdict.notes.push(format!(
-                            "the chain starts at seq {} (earlier records were not given)",
-                            e.seq
-                        ));
-                    }
-                    Link {
-                        seq: e.seq.saturating_sub(1),
-                        hash: prev_hash,
-                    }
-                });
-                if e.seq == l.seq + 1 && prev_hash == l.hash {
-                    if !ok {
-                        w.fail(
-                            path,
-                            at,
-                            "changed",
-                            format!(
-                                "record seq {} was changed (its hash does not match its content)",
-                                e.seq
-                            ),
-                        );
-                        return Ok(false);
-                    }
-                    w.accept(e.seq, hash);
-                    continue;
-                }
-                record_break(w, path, &mut lines, at, e.seq, prev_hash, l)?;
-                return Ok(false);
-            }
+        if let Next::Stop(footer_seen) = line(w, &mut st, &mut lines)? {
+            return Ok(footer_seen);
         }
     }
-    if let Some(t) = torn {
+    if let Some(t) = st.torn {
         w.fail(path, t, "corrupt", "not a complete JSON record".into());
     }
-    Ok(footer_seen)
+    Ok(st.footer_seen)
+}
+
+/// What one file's walk has seen so far.
+struct FileState<'a> {
+    path: &'a Path,
+    last_file: bool,
+    prev: Option<&'a (PathBuf, bool)>,
+    footer_seen: bool,
+    /// An unreadable line waiting for the `recovered` footer that would explain it.
+    torn: Option<u64>,
+}
+
+/// Whether the walk of a file goes on after a line.
+enum Next {
+    Continue,
+    /// Stop here; whether the file was closed by its footer.
+    Stop(bool),
+}
+
+/// Checks one line: its JSON, then its place in the chain by kind.
+fn line(w: &mut Walk, st: &mut FileState<'_>, lines: &mut Lines) -> std::io::Result<Next> {
+    let (path, at) = (st.path, lines.number);
+    if st.footer_seen {
+        w.fail(
+            path,
+            at,
+            "inserted",
+            "lines after the file's closing footer".into(),
+        );
+        return Ok(Next::Stop(true));
+    }
+    let Ok(e) = serde_json::from_slice::<Entry>(&lines.buf) else {
+        if !lines.complete && st.last_file {
+            w.verdict.notes.push(format!(
+                "{}:{at}: torn final line (a crash mid-write; the record was never complete) — not tampering",
+                path.display()
+            ));
+            return Ok(Next::Stop(false));
+        }
+        // A torn line that the gateway closed off at its next start is followed by a
+        // `recovered` footer; anything else unreadable is corruption.
+        st.torn = Some(at);
+        return Ok(Next::Continue);
+    };
+    if let Some(t) = st.torn.take() {
+        if e.kind.as_deref() == Some("footer") && e.reason.as_deref() == Some("recovered") {
+            w.verdict.notes.push(format!(
+                "{}:{t}: torn line left by a crash, closed off when the gateway restarted — not tampering",
+                path.display()
+            ));
+        } else {
+            w.fail(path, t, "corrupt", "not a complete JSON record".into());
+            return Ok(Next::Stop(false));
+        }
+    }
+    let Some(prev_hash) = Hash::parse(&e.prev_hash) else {
+        w.fail(
+            path,
+            at,
+            "corrupt",
+            "prev_hash is not a SHA-256 hex digest".into(),
+        );
+        return Ok(Next::Stop(false));
+    };
+    let sealed = chain::check(&lines.buf, &prev_hash);
+    let line = Sealed {
+        at,
+        entry: &e,
+        prev_hash,
+        sealed,
+    };
+    match e.kind.as_deref() {
+        Some("header") => Ok(header_line(w, st, &line)),
+        Some("footer") => Ok(footer_line(w, st, &line)),
+        Some(other) => {
+            w.fail(path, at, "corrupt", format!("unknown line kind `{other}`"));
+            Ok(Next::Stop(false))
+        }
+        None => record_line(w, path, lines, &line),
+    }
+}
+
+/// A parsed line and what its hash says.
+struct Sealed<'e> {
+    at: u64,
+    entry: &'e Entry,
+    prev_hash: Hash,
+    /// The hash at the line's end and whether it matches its content (`None`: no hash).
+    sealed: Option<(Hash, bool)>,
+}
+
+fn header_line(w: &mut Walk, st: &FileState<'_>, l: &Sealed<'_>) -> Next {
+    if l.at != 1 {
+        w.fail(
+            st.path,
+            l.at,
+            "inserted",
+            "a file header in the middle of a file".into(),
+        );
+        return Next::Stop(false);
+    }
+    if l.sealed.is_none_or(|(_, ok)| !ok) {
+        w.fail(
+            st.path,
+            l.at,
+            "changed",
+            "the file header was changed".into(),
+        );
+        return Next::Stop(false);
+    }
+    header(w, st.path, l.entry.seq, l.prev_hash, st.prev);
+    if w.verdict.problem.is_some() {
+        return Next::Stop(false);
+    }
+    Next::Continue
+}
+
+fn footer_line(w: &mut Walk, st: &mut FileState<'_>, l: &Sealed<'_>) -> Next {
+    let (path, at, seq) = (st.path, l.at, l.entry.seq);
+    if l.sealed.is_none_or(|(_, ok)| !ok) {
+        w.fail(path, at, "changed", "the file footer was changed".into());
+        return Next::Stop(false);
+    }
+    if let Some(last) = w.link
+        && (last.seq != seq || last.hash != l.prev_hash)
+    {
+        let msg = if seq > last.seq {
+            format!(
+                "records {}..={seq} were removed from the end of this file (its footer says it ends at seq {seq})",
+                last.seq + 1,
+            )
+        } else {
+            format!(
+                "the footer says the file ends at seq {seq} but its records go to seq {}",
+                last.seq
+            )
+        };
+        let kind = if seq > last.seq {
+            "missing"
+        } else {
+            "inserted"
+        };
+        w.fail(path, at, kind, msg);
+        return Next::Stop(false);
+    }
+    st.footer_seen = true;
+    Next::Continue
+}
+
+fn record_line(
+    w: &mut Walk,
+    path: &Path,
+    lines: &mut Lines,
+    l: &Sealed<'_>,
+) -> std::io::Result<Next> {
+    let (at, seq) = (l.at, l.entry.seq);
+    let Some((hash, ok)) = l.sealed else {
+        w.fail(
+            path,
+            at,
+            "corrupt",
+            "record has no hash member at its end".into(),
+        );
+        return Ok(Next::Stop(false));
+    };
+    let last = w.link.unwrap_or_else(|| {
+        // Headerless input (a capture of stdout): the chain starts where it starts.
+        if seq > 1 {
+            w.verdict.notes.push(format!(
+                "the chain starts at seq {seq} (earlier records were not given)"
+            ));
+        }
+        Link {
+            seq: seq.saturating_sub(1),
+            hash: l.prev_hash,
+        }
+    });
+    if seq == last.seq + 1 && l.prev_hash == last.hash {
+        if !ok {
+            w.fail(
+                path,
+                at,
+                "changed",
+                format!("record seq {seq} was changed (its hash does not match its content)"),
+            );
+            return Ok(Next::Stop(false));
+        }
+        w.accept(seq, hash);
+        return Ok(Next::Continue);
+    }
+    record_break(w, path, lines, at, seq, l.prev_hash, last)?;
+    Ok(Next::Stop(false))
 }
 
 /// A header must continue the chain where the previous file left it.

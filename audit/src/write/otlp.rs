@@ -79,15 +79,6 @@ impl Target {
             "OTEL_EXPORTER_OTLP_PROTOCOL",
         )
         .or_else(|| cfg.and_then(|c| c.protocol.clone()));
-        let protocol = match protocol.as_deref() {
-            None | Some("http/protobuf") => Protocol::Protobuf,
-            Some("http/json") => Protocol::Json,
-            Some(other) => {
-                return Err(format!(
-                    "OTLP protocol `{other}` is not supported (use http/protobuf or http/json)"
-                ));
-            }
-        };
         let mut headers = pairs(&env("OTEL_EXPORTER_OTLP_HEADERS").unwrap_or_default());
         for (k, v) in pairs(&env("OTEL_EXPORTER_OTLP_LOGS_HEADERS").unwrap_or_default()) {
             headers.retain(|(k0, _)| !k0.eq_ignore_ascii_case(&k));
@@ -96,46 +87,64 @@ impl Target {
         let timeout = var(
             "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
             "OTEL_EXPORTER_OTLP_TIMEOUT",
-        )
-        .map(|t| {
-            t.parse::<u64>()
-                .map_err(|_| format!("OTEL_EXPORTER_OTLP_TIMEOUT `{t}` is not milliseconds"))
-        })
-        .transpose()?
-        .map_or(Duration::from_secs(10), Duration::from_millis);
-        let gzip = match var(
+        );
+        let compression = var(
             "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
             "OTEL_EXPORTER_OTLP_COMPRESSION",
-        )
-        .as_deref()
-        {
-            None | Some("none") => false,
-            Some("gzip") => true,
-            Some(other) => {
-                return Err(format!(
-                    "OTLP compression `{other}` is not supported (use gzip or none)"
-                ));
-            }
-        };
-        let mut resource = vec![(
-            "service.name".to_string(),
-            env("OTEL_SERVICE_NAME").unwrap_or_else(|| "centaur-gateway".into()),
-        )];
-        for (k, v) in pairs(&env("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default()) {
-            if k != "service.name" || env("OTEL_SERVICE_NAME").is_none() {
-                resource.retain(|(k0, _)| *k0 != k);
-                resource.push((k, v));
-            }
-        }
+        );
         Ok(Some(Target {
             url,
-            protocol,
+            protocol: protocol_of(protocol.as_deref())?,
             headers,
-            timeout,
-            gzip,
-            resource,
+            timeout: timeout_of(timeout)?,
+            gzip: gzip_of(compression.as_deref())?,
+            resource: resource(&env),
         }))
     }
+}
+
+fn protocol_of(name: Option<&str>) -> Result<Protocol, String> {
+    match name {
+        None | Some("http/protobuf") => Ok(Protocol::Protobuf),
+        Some("http/json") => Ok(Protocol::Json),
+        Some(other) => Err(format!(
+            "OTLP protocol `{other}` is not supported (use http/protobuf or http/json)"
+        )),
+    }
+}
+
+fn timeout_of(ms: Option<String>) -> Result<Duration, String> {
+    ms.map(|t| {
+        t.parse::<u64>()
+            .map_err(|_| format!("OTEL_EXPORTER_OTLP_TIMEOUT `{t}` is not milliseconds"))
+    })
+    .transpose()
+    .map(|t| t.map_or(Duration::from_secs(10), Duration::from_millis))
+}
+
+fn gzip_of(compression: Option<&str>) -> Result<bool, String> {
+    match compression {
+        None | Some("none") => Ok(false),
+        Some("gzip") => Ok(true),
+        Some(other) => Err(format!(
+            "OTLP compression `{other}` is not supported (use gzip or none)"
+        )),
+    }
+}
+
+/// `service.name` (default `centaur-gateway`) and `OTEL_RESOURCE_ATTRIBUTES`.
+fn resource(env: &impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    let mut resource = vec![(
+        "service.name".to_string(),
+        env("OTEL_SERVICE_NAME").unwrap_or_else(|| "centaur-gateway".into()),
+    )];
+    for (k, v) in pairs(&env("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default()) {
+        if k != "service.name" || env("OTEL_SERVICE_NAME").is_none() {
+            resource.retain(|(k0, _)| *k0 != k);
+            resource.push((k, v));
+        }
+    }
+    resource
 }
 
 fn logs_url(base: &str) -> String {

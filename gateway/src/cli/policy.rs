@@ -98,17 +98,6 @@ pub fn summary(c: &Config, prog: &str) -> String {
     use std::fmt::Write;
     let p = &c.policy;
     let mut out = String::new();
-    let hosts = |rules: &[policy::Rule]| {
-        if rules.is_empty() {
-            "every request".to_string()
-        } else {
-            rules
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
     let _ = writeln!(out, "  allow rules: {}", p.rule_count());
     if p.allowlists.is_empty() {
         let _ = writeln!(out, "    none: every request will be denied");
@@ -121,27 +110,36 @@ pub fn summary(c: &Config, prog: &str) -> String {
     }
     let creds = p.secrets.len() + p.gcp_auth.len() + p.oauth.len() + p.hmac.len();
     let _ = writeln!(out, "  credentials: {creds}");
+    credentials(p, &mut out);
+    if !c.tests.is_empty() {
+        let _ = writeln!(out, "  test cases: {} (run `{prog} test`)", c.tests.len());
+    }
+    out
+}
+
+/// The hosts a transform's rules name, or "every request".
+fn hosts(rules: &[policy::Rule]) -> String {
+    if rules.is_empty() {
+        return "every request".to_string();
+    }
+    rules
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line per credential transform: what it puts where, for which hosts.
+fn credentials(p: &policy::Policy, out: &mut String) {
+    use std::fmt::Write;
     for e in &p.secrets {
-        let what = match &e.mode {
-            policy::Mode::Replace(r) => {
-                let mut at = vec![match &r.headers {
-                    policy::HeaderScope::All => "all headers".to_string(),
-                    policy::HeaderScope::Only(_) => "listed headers".to_string(),
-                }];
-                for (on, name) in [(r.query, "query"), (r.path, "path"), (r.body, "body")] {
-                    if on {
-                        at.push(name.into());
-                    }
-                }
-                let req = if r.require { ", required" } else { "" };
-                format!("replace `{}` in {}{req}", r.proxy_value, at.join(", "))
-            }
-            policy::Mode::Inject(i) => match &i.target {
-                policy::InjectTarget::Header(h) => format!("inject header {h}"),
-                policy::InjectTarget::Query(q) => format!("inject query {q}"),
-            },
-        };
-        let _ = writeln!(out, "    secret {} → {what} → {}", e.name, hosts(&e.rules));
+        let _ = writeln!(
+            out,
+            "    secret {} → {} → {}",
+            e.name,
+            secret_effect(&e.mode),
+            hosts(&e.rules)
+        );
     }
     for g in &p.gcp_auth {
         let key = &p.sources[g.keyfile.0].name;
@@ -171,10 +169,29 @@ pub fn summary(c: &Config, prog: &str) -> String {
             hosts(&h.rules)
         );
     }
-    if !c.tests.is_empty() {
-        let _ = writeln!(out, "  test cases: {} (run `{prog} test`)", c.tests.len());
+}
+
+/// What a `secrets` entry does, in words.
+fn secret_effect(mode: &policy::Mode) -> String {
+    match mode {
+        policy::Mode::Replace(r) => {
+            let mut at = vec![match &r.headers {
+                policy::HeaderScope::All => "all headers".to_string(),
+                policy::HeaderScope::Only(_) => "listed headers".to_string(),
+            }];
+            for (on, name) in [(r.query, "query"), (r.path, "path"), (r.body, "body")] {
+                if on {
+                    at.push(name.into());
+                }
+            }
+            let req = if r.require { ", required" } else { "" };
+            format!("replace `{}` in {}{req}", r.proxy_value, at.join(", "))
+        }
+        policy::Mode::Inject(i) => match &i.target {
+            policy::InjectTarget::Header(h) => format!("inject header {h}"),
+            policy::InjectTarget::Query(q) => format!("inject query {q}"),
+        },
     }
-    out
 }
 
 fn explain(path: &Path, request: &str, headers: &[String]) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use policy::{Host, HostName, Reason, Request};
+use rustls::server::Accepted;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::StartHandshake;
 
@@ -31,72 +32,19 @@ where
         Ok(a) => a,
         Err(HelloError::Closed { bytes: 0 }) | Err(HelloError::Io(_)) => return,
         Err(e) => {
-            let f = match e {
-                HelloError::Timeout => refused(
-                    Reason::TlsClientHelloTimeout,
-                    "ClientHello not received in time",
-                ),
-                HelloError::TooLarge => {
-                    refused(Reason::TlsClientHelloTooLarge, "ClientHello too large")
-                }
-                HelloError::Invalid => refused(
-                    Reason::TlsClientHelloInvalid,
-                    "invalid ClientHello or server name",
-                ),
-                _ => refused(
-                    Reason::TlsClientHelloIncomplete,
-                    "connection closed during the ClientHello",
-                ),
-            };
             if !matches!(e, HelloError::Invalid) {
                 hello::send_alert(&mut io, 50).await;
             }
-            return refuse_conn(&shared, &meta, None, &f, None).await;
+            return refuse_conn(&shared, &meta, None, &hello_failure(&e), None).await;
         }
     };
-    let Some(sni) = accepted.client_hello().server_name().map(str::to_string) else {
-        hello::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
-        let f = refused(Reason::TlsSniMissing, "ClientHello has no server name");
-        return refuse_conn(&shared, &meta, None, &f, None).await;
+    let name = match admit(&shared, &meta, &accepted) {
+        Ok(name) => name,
+        Err(r) => {
+            hello::send_alert(&mut io, r.alert).await;
+            return refuse_conn(&shared, &meta, r.host, &r.failure, None).await;
+        }
     };
-    let Ok(name) = sni.parse::<HostName>() else {
-        hello::send_alert(&mut io, alert::UNRECOGNIZED_NAME).await;
-        let f = refused(
-            Reason::TlsSniInvalid,
-            "server name is not a valid host name",
-        );
-        return refuse_conn(&shared, &meta, Some(sni), &f, None).await;
-    };
-    let host = Host::Name(name.clone());
-    if let Some(target) = &meta.tunnel
-        && target.host != host
-    {
-        hello::send_alert(&mut io, alert::ACCESS_DENIED).await;
-        let f = refused(
-            Reason::TlsSniTunnelMismatch,
-            "server name does not match the tunnel target",
-        );
-        return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
-    }
-    let port = meta.tunnel.as_ref().map_or(443, |t| t.port);
-    let (decision, _) = shared.policy.load().policy.decide(&Request {
-        host: &host,
-        port,
-        http: None,
-    });
-    if !decision.allowed() {
-        hello::send_alert(&mut io, alert::ACCESS_DENIED).await;
-        let f = Failure::Policy {
-            decision,
-            host: name.to_string(),
-        };
-        return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
-    }
-    if shared.leaves.get(name.as_str()).is_err() {
-        hello::send_alert(&mut io, alert::INTERNAL_ERROR).await;
-        let f = refused(Reason::LeafIssueFailed, "could not issue a certificate");
-        return refuse_conn(&shared, &meta, Some(name.to_string()), &f, None).await;
-    }
     let handshake = StartHandshake::from_parts(accepted, io).into_stream(shared.tls.clone());
     let stream = match tokio::time::timeout(t.tls_handshake, handshake).await {
         Ok(Ok(s)) => s,
@@ -111,4 +59,80 @@ where
     let info = hello::tls_info(stream.get_ref().1);
     meta.tls = Some(TlsMeta { sni: name, info });
     serve_http(shared, Arc::new(meta), stream).await;
+}
+
+/// A ClientHello that could not be read.
+fn hello_failure(e: &HelloError) -> Failure {
+    match e {
+        HelloError::Timeout => refused(
+            Reason::TlsClientHelloTimeout,
+            "ClientHello not received in time",
+        ),
+        HelloError::TooLarge => refused(Reason::TlsClientHelloTooLarge, "ClientHello too large"),
+        HelloError::Invalid => refused(
+            Reason::TlsClientHelloInvalid,
+            "invalid ClientHello or server name",
+        ),
+        _ => refused(
+            Reason::TlsClientHelloIncomplete,
+            "connection closed during the ClientHello",
+        ),
+    }
+}
+
+/// A connection refused after its ClientHello: the TLS alert, the host to record, why.
+struct Refusal {
+    alert: u8,
+    host: Option<String>,
+    failure: Failure,
+}
+
+/// The server name, once it is present and valid, matches the tunnel's target, is allowed by
+/// the policy, and has a leaf certificate.
+fn admit(shared: &Shared, meta: &ConnMeta, accepted: &Accepted) -> Result<HostName, Refusal> {
+    let refuse = |alert, host: Option<String>, failure| Refusal {
+        alert,
+        host,
+        failure,
+    };
+    let Some(sni) = accepted.client_hello().server_name().map(str::to_string) else {
+        let f = refused(Reason::TlsSniMissing, "ClientHello has no server name");
+        return Err(refuse(alert::UNRECOGNIZED_NAME, None, f));
+    };
+    let Ok(name) = sni.parse::<HostName>() else {
+        let f = refused(
+            Reason::TlsSniInvalid,
+            "server name is not a valid host name",
+        );
+        return Err(refuse(alert::UNRECOGNIZED_NAME, Some(sni), f));
+    };
+    let host = Host::Name(name.clone());
+    let shown = Some(name.to_string());
+    if let Some(target) = &meta.tunnel
+        && target.host != host
+    {
+        let f = refused(
+            Reason::TlsSniTunnelMismatch,
+            "server name does not match the tunnel target",
+        );
+        return Err(refuse(alert::ACCESS_DENIED, shown, f));
+    }
+    let port = meta.tunnel.as_ref().map_or(443, |t| t.port);
+    let (decision, _) = shared.policy.load().policy.decide(&Request {
+        host: &host,
+        port,
+        http: None,
+    });
+    if !decision.allowed() {
+        let f = Failure::Policy {
+            decision,
+            host: name.to_string(),
+        };
+        return Err(refuse(alert::ACCESS_DENIED, shown, f));
+    }
+    if shared.leaves.get(name.as_str()).is_err() {
+        let f = refused(Reason::LeafIssueFailed, "could not issue a certificate");
+        return Err(refuse(alert::INTERNAL_ERROR, shown, f));
+    }
+    Ok(name)
 }

@@ -171,7 +171,6 @@ pub(crate) fn hmac(
     sources: &mut Vec<NamedSource>,
 ) -> Option<HmacSign> {
     let base = format!("transforms[{i}].config");
-    let sig = &raw.signature;
     let timestamp = choice(
         raw.timestamp.format.as_ref(),
         &format!("{base}.timestamp.format"),
@@ -184,6 +183,32 @@ pub(crate) fn hmac(
         ],
         errs,
     );
+    let (algorithm, key_encoding, output_encoding) = encodings(&base, &raw.signature, errs);
+    let message = message(&base, raw.signature.message.as_ref(), errs);
+    let names: Vec<String> = raw.credentials.keys().cloned().collect();
+    let credentials = credentials(&base, raw.credentials, errs, sources);
+    let headers = headers(&base, &raw.headers, &names, errs);
+    let rules = required_rules(&base, &raw.rules, errs);
+    Some(HmacSign {
+        id: base,
+        timestamp,
+        algorithm,
+        key_encoding,
+        output_encoding,
+        message: message?,
+        credentials,
+        headers,
+        allow_chunked_body: raw.allow_chunked_body,
+        rules,
+    })
+}
+
+/// The signature's algorithm, key encoding and output encoding.
+fn encodings(
+    base: &str,
+    sig: &RawSignature,
+    errs: &mut Errors,
+) -> (HmacAlgorithm, Encoding, Encoding) {
     let algorithm = choice(
         sig.algorithm.as_ref(),
         &format!("{base}.signature.algorithm"),
@@ -213,21 +238,33 @@ pub(crate) fn hmac(
         &[("base64", Encoding::Base64), ("hex", Encoding::Hex)],
         errs,
     );
-    let message = match &sig.message {
-        None => {
-            errs.hint(
-                format!("{base}.signature.message"),
-                (0, 0),
-                "is required",
-                "the string to sign, e.g. `{{.Timestamp}}{{.Method}}{{.PathWithQuery}}{{.Body}}`",
-            );
-            None
-        }
-        Some(m) => Template::parse(&m.value, &|v| HMAC_MESSAGE_VARS.contains(&v))
-            .map_err(|e| errs.push(format!("{base}.signature.message"), pos(m), e))
-            .ok(),
+    (algorithm, key_encoding, output_encoding)
+}
+
+/// The message template, over the request variables only.
+fn message(base: &str, raw: Option<&S>, errs: &mut Errors) -> Option<Template> {
+    let Some(m) = raw else {
+        errs.hint(
+            format!("{base}.signature.message"),
+            (0, 0),
+            "is required",
+            "the string to sign, e.g. `{{.Timestamp}}{{.Method}}{{.PathWithQuery}}{{.Body}}`",
+        );
+        return None;
     };
-    if !raw.credentials.contains_key("secret") {
+    Template::parse(&m.value, &|v| HMAC_MESSAGE_VARS.contains(&v))
+        .map_err(|e| errs.push(format!("{base}.signature.message"), pos(m), e))
+        .ok()
+}
+
+/// The credential sources; `secret` (the key) is required.
+fn credentials(
+    base: &str,
+    raw: BTreeMap<String, RawSource>,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Vec<(String, SourceId)> {
+    if !raw.contains_key("secret") {
         errs.hint(
             format!("{base}.credentials"),
             (0, 0),
@@ -235,14 +272,24 @@ pub(crate) fn hmac(
             "e.g. `credentials: {secret: {type: env, var: EXCHANGE_SECRET}}`",
         );
     }
-    let names: Vec<String> = raw.credentials.keys().cloned().collect();
-    let mut credentials = Vec::new();
-    for (name, src) in raw.credentials {
+    let mut out = Vec::new();
+    for (name, src) in raw {
         if let Some(s) = source(&format!("{base}.credentials.{name}"), src, errs, sources) {
-            credentials.push((name, s));
+            out.push((name, s));
         }
     }
-    if raw.headers.is_empty() {
+    out
+}
+
+/// The headers to set, each a template over the timestamp, the signature and the credentials
+/// named in `credentials`.
+fn headers(
+    base: &str,
+    raw: &[RawHmacHeader],
+    credentials: &[String],
+    errs: &mut Errors,
+) -> Vec<(String, Template)> {
+    if raw.is_empty() {
         errs.hint(
             format!("{base}.headers"),
             (0, 0),
@@ -254,10 +301,10 @@ pub(crate) fn hmac(
         v == "Timestamp"
             || v == "Signature"
             || v.strip_prefix("Credentials.")
-                .is_some_and(|n| names.iter().any(|c| c == n))
+                .is_some_and(|n| credentials.iter().any(|c| c == n))
     };
     let mut headers = Vec::new();
-    for (k, h) in raw.headers.iter().enumerate() {
+    for (k, h) in raw.iter().enumerate() {
         let path = format!("{base}.headers[{k}]");
         if !http_token(&h.name.value) {
             errs.push(
@@ -272,17 +319,5 @@ pub(crate) fn hmac(
             Err(e) => errs.push(format!("{path}.value"), pos(&h.value), e),
         }
     }
-    let rules = required_rules(&base, &raw.rules, errs);
-    Some(HmacSign {
-        id: base,
-        timestamp,
-        algorithm,
-        key_encoding,
-        output_encoding,
-        message: message?,
-        credentials,
-        headers,
-        allow_chunked_body: raw.allow_chunked_body,
-        rules,
-    })
+    headers
 }

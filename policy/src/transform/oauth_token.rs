@@ -150,39 +150,8 @@ fn oauth_entry(
     errs: &mut Errors,
     sources: &mut Vec<NamedSource>,
 ) -> Option<OAuthToken> {
-    let grant = match raw.grant.value.as_str() {
-        "refresh_token" => Some(Grant::RefreshToken),
-        "client_credentials" => Some(Grant::ClientCredentials),
-        "password" => Some(Grant::Password),
-        "jwt_bearer" => Some(Grant::JwtBearer),
-        other => {
-            errs.hint(
-                format!("{id}.grant"),
-                pos(&raw.grant),
-                format!("unknown grant `{other}`"),
-                "use refresh_token, client_credentials, password or jwt_bearer",
-            );
-            None
-        }
-    };
-    let endpoint = match &raw.token_endpoint {
-        None => {
-            errs.hint(
-                format!("{id}.token_endpoint"),
-                (0, 0),
-                "is required",
-                "the authorization server's token URL, e.g. `https://auth.example.com/oauth/token`",
-            );
-            None
-        }
-        Some(url) => match endpoint(&url.value) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                errs.push(format!("{id}.token_endpoint"), pos(url), e);
-                None
-            }
-        },
-    };
+    let grant = grant(&id, &raw.grant, errs);
+    let endpoint = token_endpoint(&id, raw.token_endpoint.as_ref(), errs);
     let rules = required_rules(&id, &raw.rules, errs);
     let given: Vec<(&str, Option<RawSource>)> = vec![
         ("refresh_token", raw.refresh_token),
@@ -195,6 +164,87 @@ fn oauth_entry(
         ("private_key", raw.private_key),
         ("private_key_id", raw.private_key_id),
     ];
+    let fields = fields(&id, grant, given, errs, sources);
+    match (grant, &raw.audience) {
+        (Some(Grant::JwtBearer), None) => errs.push(
+            format!("{id}.audience"),
+            (0, 0),
+            "is required by the `jwt_bearer` grant",
+        ),
+        (Some(g), Some(_)) if g != Grant::JwtBearer => errs.push(
+            format!("{id}.audience"),
+            (0, 0),
+            "is only used by the `jwt_bearer` grant",
+        ),
+        _ => {}
+    }
+    let endpoint_headers = endpoint_headers(&id, raw.token_endpoint_headers, errs, sources);
+    let header = raw.header.unwrap_or_else(|| "Authorization".into());
+    if !http_token(&header) {
+        errs.push(
+            format!("{id}.header"),
+            (0, 0),
+            format!("`{header}` is not a header name"),
+        );
+    }
+    let token_endpoint = raw.token_endpoint.map(|s| s.0.value)?;
+    Some(OAuthToken {
+        id,
+        grant: grant?,
+        token_endpoint,
+        endpoint: endpoint?,
+        scopes: raw.scopes,
+        audience: raw.audience,
+        fields,
+        endpoint_headers,
+        header,
+        value_prefix: raw.value_prefix.unwrap_or_else(|| "Bearer ".into()),
+        require: raw.require,
+        rules,
+    })
+}
+
+fn grant(id: &str, raw: &S, errs: &mut Errors) -> Option<Grant> {
+    match raw.value.as_str() {
+        "refresh_token" => Some(Grant::RefreshToken),
+        "client_credentials" => Some(Grant::ClientCredentials),
+        "password" => Some(Grant::Password),
+        "jwt_bearer" => Some(Grant::JwtBearer),
+        other => {
+            errs.hint(
+                format!("{id}.grant"),
+                pos(raw),
+                format!("unknown grant `{other}`"),
+                "use refresh_token, client_credentials, password or jwt_bearer",
+            );
+            None
+        }
+    }
+}
+
+fn token_endpoint(id: &str, raw: Option<&S>, errs: &mut Errors) -> Option<(HostName, String)> {
+    let Some(url) = raw else {
+        errs.hint(
+            format!("{id}.token_endpoint"),
+            (0, 0),
+            "is required",
+            "the authorization server's token URL, e.g. `https://auth.example.com/oauth/token`",
+        );
+        return None;
+    };
+    endpoint(&url.value)
+        .map_err(|e| errs.push(format!("{id}.token_endpoint"), pos(url), e))
+        .ok()
+}
+
+/// The credential fields given, each checked against what the grant requires and uses.
+fn fields(
+    id: &str,
+    grant: Option<Grant>,
+    given: Vec<(&str, Option<RawSource>)>,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Vec<(String, SourceId)> {
     let mut fields = Vec::new();
     for (name, src) in given {
         let Some(src) = src else {
@@ -224,53 +274,27 @@ fn oauth_entry(
             fields.push((name.to_string(), s));
         }
     }
-    match (grant, &raw.audience) {
-        (Some(Grant::JwtBearer), None) => errs.push(
-            format!("{id}.audience"),
-            (0, 0),
-            "is required by the `jwt_bearer` grant",
-        ),
-        (Some(g), Some(_)) if g != Grant::JwtBearer => errs.push(
-            format!("{id}.audience"),
-            (0, 0),
-            "is only used by the `jwt_bearer` grant",
-        ),
-        _ => {}
-    }
-    let mut endpoint_headers = Vec::new();
-    for (name, src) in raw.token_endpoint_headers {
+    fields
+}
+
+fn endpoint_headers(
+    id: &str,
+    raw: BTreeMap<String, RawSource>,
+    errs: &mut Errors,
+    sources: &mut Vec<NamedSource>,
+) -> Vec<(String, SourceId)> {
+    let mut out = Vec::new();
+    for (name, src) in raw {
         let path = format!("{id}.token_endpoint_headers.{name}");
         if !http_token(&name) {
             errs.push(&path, (0, 0), format!("`{name}` is not a header name"));
             continue;
         }
         if let Some(s) = source(&path, src, errs, sources) {
-            endpoint_headers.push((name, s));
+            out.push((name, s));
         }
     }
-    let header = raw.header.unwrap_or_else(|| "Authorization".into());
-    if !http_token(&header) {
-        errs.push(
-            format!("{id}.header"),
-            (0, 0),
-            format!("`{header}` is not a header name"),
-        );
-    }
-    let token_endpoint = raw.token_endpoint.map(|s| s.0.value)?;
-    Some(OAuthToken {
-        id,
-        grant: grant?,
-        token_endpoint,
-        endpoint: endpoint?,
-        scopes: raw.scopes,
-        audience: raw.audience,
-        fields,
-        endpoint_headers,
-        header,
-        value_prefix: raw.value_prefix.unwrap_or_else(|| "Bearer ".into()),
-        require: raw.require,
-        rules,
-    })
+    out
 }
 
 /// The host and path of an `http(s)://host[:port]/path` URL.

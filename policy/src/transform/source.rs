@@ -147,25 +147,9 @@ pub(crate) fn source(
     errs: &mut Errors,
     sources: &mut Vec<NamedSource>,
 ) -> Option<SourceId> {
-    let ttls = |ttl: Option<S>, failure_ttl: Option<S>, errs: &mut Errors| {
-        let ttl = ttl.map(|t| duration(Some(t), Duration::ZERO, &format!("{path}.ttl"), errs));
-        let failure_ttl = duration(
-            failure_ttl,
-            Duration::from_secs(60),
-            &format!("{path}.failure_ttl"),
-            errs,
-        );
-        (ttl, failure_ttl)
-    };
-    let empty = |field: &str, value: &str, errs: &mut Errors| {
-        if value.is_empty() {
-            errs.push(format!("{path}.{field}"), (0, 0), "is empty");
-        }
-        value.is_empty()
-    };
     let named = match raw {
         RawSource::Env { var, json_key } => {
-            if empty("var", &var, errs) {
+            if empty(path, "var", &var, errs) {
                 return None;
             }
             NamedSource {
@@ -179,10 +163,10 @@ pub(crate) fn source(
             failure_ttl,
             json_key,
         } => {
-            if empty("path", &file, errs) {
+            if empty(path, "path", &file, errs) {
                 return None;
             }
-            let (ttl, failure_ttl) = ttls(ttl, failure_ttl, errs);
+            let (ttl, failure_ttl) = ttls(path, ttl, failure_ttl, errs);
             NamedSource {
                 name: file.clone(),
                 source: Source::File {
@@ -193,58 +177,7 @@ pub(crate) fn source(
                 },
             }
         }
-        RawSource::Vault {
-            address,
-            mount,
-            path: secret,
-            field,
-            token_env,
-            token_file,
-            ttl,
-            failure_ttl,
-            json_key,
-        } => {
-            if empty("path", &secret, errs) | empty("field", &field, errs) {
-                return None;
-            }
-            if let Some(a) = &address
-                && !(a.starts_with("https://") || a.starts_with("http://"))
-            {
-                errs.hint(
-                    format!("{path}.address"),
-                    (0, 0),
-                    format!("`{a}` is not an http(s) URL"),
-                    "e.g. `https://vault.internal:8200`; omit it to use VAULT_ADDR",
-                );
-            }
-            let token = match (token_env, token_file) {
-                (None, Some(f)) => VaultToken::File(f),
-                (e, None) => VaultToken::Env(e.unwrap_or_else(|| "VAULT_TOKEN".into())),
-                (Some(_), Some(_)) => {
-                    errs.push(
-                        path,
-                        (0, 0),
-                        "give the Vault token by `token_env` or `token_file`, not both",
-                    );
-                    return None;
-                }
-            };
-            let (ttl, failure_ttl) = ttls(ttl, failure_ttl, errs);
-            let mount = mount.unwrap_or_else(|| "secret".into());
-            NamedSource {
-                name: format!("vault:{mount}/{secret}#{field}"),
-                source: Source::Vault {
-                    address,
-                    mount,
-                    path: secret,
-                    field,
-                    token,
-                    ttl,
-                    failure_ttl,
-                    json_key,
-                },
-            }
-        }
+        vault @ RawSource::Vault { .. } => vault_source(path, vault, errs)?,
     };
     let at = match sources.iter().position(|s| *s == named) {
         Some(i) => i,
@@ -254,4 +187,88 @@ pub(crate) fn source(
         }
     };
     Some(SourceId(at))
+}
+
+/// Reports an empty required field; true when it is empty.
+fn empty(path: &str, field: &str, value: &str, errs: &mut Errors) -> bool {
+    if value.is_empty() {
+        errs.push(format!("{path}.{field}"), (0, 0), "is empty");
+    }
+    value.is_empty()
+}
+
+/// A cached source's `ttl` (none: read once) and `failure_ttl` (default one minute).
+fn ttls(
+    path: &str,
+    ttl: Option<S>,
+    failure_ttl: Option<S>,
+    errs: &mut Errors,
+) -> (Option<Duration>, Duration) {
+    let ttl = ttl.map(|t| duration(Some(t), Duration::ZERO, &format!("{path}.ttl"), errs));
+    let failure_ttl = duration(
+        failure_ttl,
+        Duration::from_secs(60),
+        &format!("{path}.failure_ttl"),
+        errs,
+    );
+    (ttl, failure_ttl)
+}
+
+/// A `vault` source: a KV field, its token from an environment variable or a file.
+fn vault_source(path: &str, raw: RawSource, errs: &mut Errors) -> Option<NamedSource> {
+    let RawSource::Vault {
+        address,
+        mount,
+        path: secret,
+        field,
+        token_env,
+        token_file,
+        ttl,
+        failure_ttl,
+        json_key,
+    } = raw
+    else {
+        // Only called with a Vault source.
+        return None;
+    };
+    if empty(path, "path", &secret, errs) | empty(path, "field", &field, errs) {
+        return None;
+    }
+    if let Some(a) = &address
+        && !(a.starts_with("https://") || a.starts_with("http://"))
+    {
+        errs.hint(
+            format!("{path}.address"),
+            (0, 0),
+            format!("`{a}` is not an http(s) URL"),
+            "e.g. `https://vault.internal:8200`; omit it to use VAULT_ADDR",
+        );
+    }
+    let token = match (token_env, token_file) {
+        (None, Some(f)) => VaultToken::File(f),
+        (e, None) => VaultToken::Env(e.unwrap_or_else(|| "VAULT_TOKEN".into())),
+        (Some(_), Some(_)) => {
+            errs.push(
+                path,
+                (0, 0),
+                "give the Vault token by `token_env` or `token_file`, not both",
+            );
+            return None;
+        }
+    };
+    let (ttl, failure_ttl) = ttls(path, ttl, failure_ttl, errs);
+    let mount = mount.unwrap_or_else(|| "secret".into());
+    Some(NamedSource {
+        name: format!("vault:{mount}/{secret}#{field}"),
+        source: Source::Vault {
+            address,
+            mount,
+            path: secret,
+            field,
+            token,
+            ttl,
+            failure_ttl,
+            json_key,
+        },
+    })
 }

@@ -266,55 +266,65 @@ pub fn run(cmd: AuditCmd) -> ExitCode {
             by,
             top,
             output,
-        } => {
-            let (filter, paths) = match (input.filter(), input.paths()) {
-                (Ok(f), Ok(p)) => (f, p),
-                (Err(e), _) | (_, Err(e)) => return usage(e),
-            };
-            let by = match by {
-                ByArg::Host => By::Host,
-                ByArg::Sandbox => By::Sandbox,
-                ByArg::Reason => By::Reason,
-            };
-            match audit::read::stats::stats(&paths, &filter, by) {
-                Ok(s) => {
-                    let written = match output {
-                        Some(OutArg::Json) => serde_json::to_writer_pretty(&mut out, &s)
-                            .map_err(std::io::Error::other)
-                            .and_then(|()| writeln!(out)),
-                        _ => audit::read::stats::render(&s, top, &mut out),
-                    };
-                    match written.and_then(|()| out.flush()) {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => broken_pipe_or(e),
-                    }
-                }
-                Err(e) => usage(e),
-            }
-        }
-        AuditCmd::Verify { files, json } => {
-            let paths = match audit::read::expand(&files) {
-                Ok(p) => p,
-                Err(e) => return usage(e),
-            };
-            match audit::read::verify::verify(&paths) {
-                Ok(v) => {
-                    let _ = if json {
-                        serde_json::to_writer_pretty(&mut out, &v)
-                            .map_err(std::io::Error::other)
-                            .and_then(|()| writeln!(out))
-                    } else {
-                        print_verdict(&v, &mut out)
-                    };
-                    let _ = out.flush();
-                    match v.problem {
-                        Some(_) => ExitCode::from(1),
-                        None => ExitCode::SUCCESS,
-                    }
-                }
-                Err(e) => usage(e),
-            }
-        }
+        } => stats(&input, by, top, output, &mut out),
+        AuditCmd::Verify { files, json } => verify(&files, json, &mut out),
+    }
+}
+
+/// `centaur audit stats`: a table, or JSON.
+fn stats(
+    input: &Input,
+    by: ByArg,
+    top: usize,
+    output: Option<OutArg>,
+    out: &mut impl Write,
+) -> ExitCode {
+    let (filter, paths) = match (input.filter(), input.paths()) {
+        (Ok(f), Ok(p)) => (f, p),
+        (Err(e), _) | (_, Err(e)) => return usage(e),
+    };
+    let by = match by {
+        ByArg::Host => By::Host,
+        ByArg::Sandbox => By::Sandbox,
+        ByArg::Reason => By::Reason,
+    };
+    let s = match audit::read::stats::stats(&paths, &filter, by) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    let written = match output {
+        Some(OutArg::Json) => serde_json::to_writer_pretty(&mut *out, &s)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out)),
+        _ => audit::read::stats::render(&s, top, &mut *out),
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => broken_pipe_or(e),
+    }
+}
+
+/// `centaur audit verify`: exit 1 when the chain is broken.
+fn verify(files: &[String], json: bool, out: &mut impl Write) -> ExitCode {
+    let paths = match audit::read::expand(files) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    let v = match audit::read::verify::verify(&paths) {
+        Ok(v) => v,
+        Err(e) => return usage(e),
+    };
+    let _ = if json {
+        serde_json::to_writer_pretty(&mut *out, &v)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        print_verdict(&v, out)
+    };
+    let _ = out.flush();
+    match v.problem {
+        Some(_) => ExitCode::from(1),
+        None => ExitCode::SUCCESS,
     }
 }
 
