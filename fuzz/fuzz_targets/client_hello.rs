@@ -13,7 +13,8 @@ fuzz_target!(|data: &[u8]| {
         .unwrap();
     rt.block_on(async {
         let mut io = tokio::io::join(data, tokio::io::sink());
-        if let Ok(accepted) = gateway::listen::hello::read_client_hello(&mut io, Duration::from_secs(1)).await
+        if let Ok(accepted) =
+            gateway::listen::hello::read_client_hello(&mut io, Duration::from_secs(1)).await
         {
             assert!(data.len() <= gateway::listen::hello::MAX_HELLO + 4096);
             if let Some(sni) = accepted.client_hello().server_name() {

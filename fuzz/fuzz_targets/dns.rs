@@ -33,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
         .build()
         .unwrap();
     let metrics = Metrics::default();
-    let Some(resp) = rt.block_on(gateway::listen::dns::answer(&config().dns, &metrics, data)) else {
+    let Some(resp) = rt.block_on(gateway::listen::dns::answer(&config().dns, &metrics, data))
+    else {
         return;
     };
     let query = Message::from_vec(data).unwrap();
