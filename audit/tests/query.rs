@@ -201,6 +201,7 @@ async fn csv_table_fields_limit_and_stats_over_the_same_log() {
     assert!(
         audit::read::query::fields("ts,nope")
             .unwrap_err()
+            .to_string()
             .contains("known fields")
     );
 

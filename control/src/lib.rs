@@ -1,5 +1,7 @@
-//! The control plane's library: the sandbox runner (a typed spec, the `SandboxBackend` trait
-//! and its local backend, progress as events), and soon the server, its store and its API.
-//! The `centaur` binary (`src/bin/centaur/`) parses flags and prints; the work is here.
+//! The control plane's library: an injected clock, the sandbox runner (a typed spec, the
+//! `SandboxBackend` trait and its local backend, progress as events), and soon the server, its
+//! store and its API. The `centaur` binary (`src/bin/centaur/`) parses flags and prints; the
+//! work is here.
 
+pub mod clock;
 pub mod runner;

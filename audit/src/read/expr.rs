@@ -12,6 +12,11 @@
 use crate::read::filter::Glob;
 use crate::read::row::{FIELDS, Row, Val, known};
 
+/// A `--where` expression that cannot be read: what is wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExprError(String);
+
 /// A parsed `--where` expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -50,13 +55,13 @@ pub enum Lit {
 
 impl Expr {
     /// Parses an expression; errors name the position and, for fields, the known ones.
-    pub fn parse(src: &str) -> Result<Expr, String> {
+    pub fn parse(src: &str) -> Result<Expr, ExprError> {
         let toks = lex(src)?;
         let mut p = Parser { toks, i: 0 };
         let e = p.or()?;
         match p.toks.get(p.i) {
             None => Ok(e),
-            Some(t) => Err(format!("unexpected `{}` in --where", t.text())),
+            Some(t) => Err(ExprError(format!("unexpected `{}` in --where", t.text()))),
         }
     }
 
@@ -121,7 +126,7 @@ impl Tok {
     }
 }
 
-fn lex(src: &str) -> Result<Vec<Tok>, String> {
+fn lex(src: &str) -> Result<Vec<Tok>, ExprError> {
     let b = src.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -147,7 +152,7 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
             b'"' | b'\'' => {
                 let end = src[i + 1..]
                     .find(c as char)
-                    .ok_or_else(|| format!("unterminated string at column {}", i + 1))?;
+                    .ok_or_else(|| ExprError(format!("unterminated string at column {}", i + 1)))?;
                 (Tok::Quoted(src[i + 1..i + 1 + end].to_string()), end + 2)
             }
             _ => {
@@ -155,7 +160,11 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
                     .find(|ch: char| ch.is_whitespace() || "()=!<>~\"'".contains(ch))
                     .unwrap_or(src.len() - i);
                 if end == 0 {
-                    return Err(format!("unexpected `{}` at column {}", c as char, i + 1));
+                    return Err(ExprError(format!(
+                        "unexpected `{}` at column {}",
+                        c as char,
+                        i + 1
+                    )));
                 }
                 let w = &src[i..i + end];
                 let tok = match w.parse::<f64>() {
@@ -185,7 +194,7 @@ impl Parser {
         hit
     }
 
-    fn or(&mut self) -> Result<Expr, String> {
+    fn or(&mut self) -> Result<Expr, ExprError> {
         let mut e = self.and()?;
         while self.keyword("or") {
             e = Expr::Or(Box::new(e), Box::new(self.and()?));
@@ -193,7 +202,7 @@ impl Parser {
         Ok(e)
     }
 
-    fn and(&mut self) -> Result<Expr, String> {
+    fn and(&mut self) -> Result<Expr, ExprError> {
         let mut e = self.not()?;
         while self.keyword("and") {
             e = Expr::And(Box::new(e), Box::new(self.not()?));
@@ -201,14 +210,14 @@ impl Parser {
         Ok(e)
     }
 
-    fn not(&mut self) -> Result<Expr, String> {
+    fn not(&mut self) -> Result<Expr, ExprError> {
         if self.keyword("not") {
             return Ok(Expr::Not(Box::new(self.not()?)));
         }
         self.atom()
     }
 
-    fn atom(&mut self) -> Result<Expr, String> {
+    fn atom(&mut self) -> Result<Expr, ExprError> {
         let tok = self.toks.get(self.i).cloned();
         self.i += 1;
         match tok {
@@ -219,35 +228,35 @@ impl Parser {
                         self.i += 1;
                         Ok(e)
                     }
-                    _ => Err("missing `)` in --where".into()),
+                    _ => Err(ExprError("missing `)` in --where".into())),
                 }
             }
             Some(Tok::Word(field)) => {
                 if !known(&field) {
-                    return Err(format!(
+                    return Err(ExprError(format!(
                         "unknown field `{field}` in --where; known fields: {}",
                         FIELDS.join(", ")
-                    ));
+                    )));
                 }
                 let op = match self.toks.get(self.i) {
                     Some(Tok::Op(op)) => *op,
                     _ => {
-                        return Err(format!(
+                        return Err(ExprError(format!(
                             "expected a comparison after `{field}` (= != > >= < <= ~ !~)"
-                        ));
+                        )));
                     }
                 };
                 self.i += 1;
                 let lit = match self.toks.get(self.i).cloned() {
                     Some(Tok::Num(n)) => Lit::Num(n),
                     Some(Tok::Quoted(s) | Tok::Word(s)) => Lit::Str(s),
-                    _ => return Err(format!("expected a value after `{field}`")),
+                    _ => return Err(ExprError(format!("expected a value after `{field}`"))),
                 };
                 self.i += 1;
                 Ok(Expr::Cmp(field, op, lit))
             }
-            Some(t) => Err(format!("expected a field, found `{}`", t.text())),
-            None => Err("--where ends too early".into()),
+            Some(t) => Err(ExprError(format!("expected a field, found `{}`", t.text()))),
+            None => Err(ExprError("--where ends too early".into())),
         }
     }
 }
@@ -274,7 +283,7 @@ mod tests {
         ));
         assert!(t("rule != x"));
         assert!(!t("rule = x"));
-        let e = Expr::parse("durations > 5").unwrap_err();
+        let e = Expr::parse("durations > 5").unwrap_err().to_string();
         assert!(
             e.contains("unknown field `durations`") && e.contains("duration_ms"),
             "{e}"

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-pub use crate::read::expr::Expr;
+pub use crate::read::expr::{Expr, ExprError};
 use crate::read::row::Row;
 
 /// A glob with `*` and `?`, matched case-insensitively.
@@ -42,13 +42,27 @@ impl Glob {
     }
 }
 
+/// A filter flag that cannot be read. The words say what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// `--status`.
+    #[error("`{0}` is not a status (use e.g. 404, 5xx or 4xx,502)")]
+    Status(String),
+    /// `--action`.
+    #[error("unknown action `{0}` (use allow, deny, error or cancel)")]
+    Action(String),
+    /// `--since`, `--until`.
+    #[error("`{0}` is not a time (use e.g. 1h, 30m, 2d, 2026-11-21 or 2026-11-21T10:00:00Z)")]
+    Time(String),
+}
+
 /// An HTTP status filter: `404`, `5xx`, or a comma list of either.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusFilter(Vec<(u16, u16)>);
 
 impl StatusFilter {
     /// Parses `404`, `5xx`, `4xx,502`.
-    pub fn parse(s: &str) -> Result<StatusFilter, String> {
+    pub fn parse(s: &str) -> Result<StatusFilter, FilterError> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim) {
             let lower = part.to_ascii_lowercase();
@@ -64,9 +78,7 @@ impl StatusFilter {
                     .filter(|s| (100..=599).contains(s))
                     .map(|s| (s, s)),
             };
-            out.push(range.ok_or_else(|| {
-                format!("`{part}` is not a status (use e.g. 404, 5xx or 4xx,502)")
-            })?);
+            out.push(range.ok_or_else(|| FilterError::Status(part.to_string()))?);
         }
         Ok(StatusFilter(out))
     }
@@ -105,15 +117,13 @@ pub struct Filter {
 
 impl Filter {
     /// Maps the `--action` words (`allow`, `deny`, `error`, `cancel`) to record actions.
-    pub fn action(word: &str) -> Result<&'static str, String> {
+    pub fn action(word: &str) -> Result<&'static str, FilterError> {
         match word {
             "allow" => Ok("allow"),
             "deny" | "reject" => Ok("reject"),
             "error" => Ok("error"),
             "cancel" | "client_cancel" => Ok("client_cancel"),
-            other => Err(format!(
-                "unknown action `{other}` (use allow, deny, error or cancel)"
-            )),
+            other => Err(FilterError::Action(other.to_string())),
         }
     }
 
@@ -202,7 +212,7 @@ impl Filter {
 
 /// A time bound: `1h`/`30m`/`2d`-style (ago), or an absolute UTC time (`2026-11-21`,
 /// `2026-11-21T10:00:00Z`, `2026-11-21 10:00`), in the records' `ts` format.
-pub fn time_bound(s: &str, now: OffsetDateTime) -> Result<String, String> {
+pub fn time_bound(s: &str, now: OffsetDateTime) -> Result<String, FilterError> {
     let s = s.trim();
     let t = if let Some(ago) = relative(s) {
         now - ago
@@ -218,11 +228,7 @@ pub fn time_bound(s: &str, now: OffsetDateTime) -> Result<String, String> {
         let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
         time::PrimitiveDateTime::parse(padded.trim_end_matches('Z'), &fmt)
             .map(|p| p.assume_utc())
-            .map_err(|_| {
-                format!(
-                    "`{s}` is not a time (use e.g. 1h, 30m, 2d, 2026-11-21 or 2026-11-21T10:00:00Z)"
-                )
-            })?
+            .map_err(|_| FilterError::Time(s.to_string()))?
     };
     Ok(crate::record::format_ts(t.to_offset(time::UtcOffset::UTC)))
 }

@@ -96,7 +96,7 @@ pub struct Source {
 
 /// Reads the first line of each file and orders them by where they start (chain `seq`, then
 /// time). Files that are not audit logs are returned in `Err` with the reason.
-pub fn sources(paths: &[PathBuf]) -> (Vec<Source>, Vec<(PathBuf, String)>) {
+pub fn sources(paths: &[PathBuf]) -> (Vec<Source>, Vec<(PathBuf, NotAudit)>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for p in paths {
@@ -125,25 +125,54 @@ pub fn sources(paths: &[PathBuf]) -> (Vec<Source>, Vec<(PathBuf, String)>) {
     (ok, bad)
 }
 
+/// Why a file is not read as an audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAudit {
+    /// It cannot be read.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// Its first line is not JSON.
+    #[error("not an audit log (its first line is not a JSON object)")]
+    NotJson,
+    /// Its first line is JSON of another kind.
+    #[error("not an audit log (its first line is neither a centaur audit header nor a record)")]
+    NotRecord,
+}
+
+/// Paths or patterns that name no audit file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// A glob that does not parse.
+    #[error("bad pattern `{pattern}`: {message}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// What the glob parser said.
+        message: String,
+    },
+    /// A glob that matches no file.
+    #[error("`{0}` matches no file")]
+    NoMatch(String),
+    /// A plain path that is not a file.
+    #[error("{0}: no such file")]
+    NoFile(String),
+}
+
 /// The first line of an audit file; `Ok(None)` for an empty file.
-fn first_line(p: &Path) -> Result<Option<First>, String> {
-    let mut lines = Lines::open(p).map_err(|e| e.to_string())?;
-    if !lines.next_line().map_err(|e| e.to_string())? {
+fn first_line(p: &Path) -> Result<Option<First>, NotAudit> {
+    let mut lines = Lines::open(p)?;
+    if !lines.next_line()? {
         return Ok(None);
     }
-    let mut first: First = serde_json::from_slice(&lines.buf)
-        .map_err(|_| "not an audit log (its first line is not a JSON object)".to_string())?;
+    let mut first: First = serde_json::from_slice(&lines.buf).map_err(|_| NotAudit::NotJson)?;
     let is_header = first.kind.as_deref() == Some("header");
     if !is_header && (first.ts.is_none() || first.seq.is_none()) {
-        return Err(
-            "not an audit log (its first line is neither a centaur audit header nor a record)"
-                .into(),
-        );
+        return Err(NotAudit::NotRecord);
     }
     // A file is placed in time by its first record (the header's time is when the file was
     // started, which may be later than the requests it records).
     if is_header
-        && lines.next_line().map_err(|e| e.to_string())?
+        && lines.next_line()?
         && let Ok(r) = serde_json::from_slice::<First>(&lines.buf)
         && r.kind.is_none()
     {
@@ -154,24 +183,27 @@ fn first_line(p: &Path) -> Result<Option<First>, String> {
 
 /// Expands globs (`*`, `?`, `[…]`) in the given paths; a pattern that matches nothing is an
 /// error, as is a missing plain path.
-pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, PathError> {
     let mut out = Vec::new();
     for pat in patterns {
         if pat.contains(['*', '?', '[']) {
             let before = out.len();
-            let paths = glob::glob(pat).map_err(|e| format!("bad pattern `{pat}`: {e}"))?;
+            let paths = glob::glob(pat).map_err(|e| PathError::Pattern {
+                pattern: pat.clone(),
+                message: e.to_string(),
+            })?;
             for p in paths.flatten() {
                 if p.is_file() {
                     out.push(p);
                 }
             }
             if out.len() == before {
-                return Err(format!("`{pat}` matches no file"));
+                return Err(PathError::NoMatch(pat.clone()));
             }
         } else {
             let p = PathBuf::from(pat);
             if !p.is_file() {
-                return Err(format!("{pat}: no such file"));
+                return Err(PathError::NoFile(pat.clone()));
             }
             out.push(p);
         }

@@ -34,21 +34,29 @@ pub const DEFAULT_FIELDS: &[&str] = &[
     "duration_ms",
 ];
 
+/// A `--fields` list that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// A field no record has.
+    #[error("unknown field `{0}`; known fields: {known}", known = FIELDS.join(", "))]
+    Unknown(String),
+    /// No field at all.
+    #[error("--fields is empty")]
+    Empty,
+}
+
 /// Checks `--fields`; the error lists the known fields.
-pub fn fields(list: &str) -> Result<Vec<String>, String> {
+pub fn fields(list: &str) -> Result<Vec<String>, FieldError> {
     let out: Vec<String> = list
         .split(',')
         .map(|f| f.trim().to_string())
         .filter(|f| !f.is_empty())
         .collect();
     if let Some(bad) = out.iter().find(|f| !known(f)) {
-        return Err(format!(
-            "unknown field `{bad}`; known fields: {}",
-            FIELDS.join(", ")
-        ));
+        return Err(FieldError::Unknown(bad.clone()));
     }
     if out.is_empty() {
-        return Err("--fields is empty".into());
+        return Err(FieldError::Empty);
     }
     Ok(out)
 }
@@ -74,7 +82,7 @@ pub struct Summary {
     /// Lines that could not be read as records.
     pub bad: Vec<BadLine>,
     /// Files that are not audit logs.
-    pub not_audit: Vec<(PathBuf, String)>,
+    pub not_audit: Vec<(PathBuf, crate::read::NotAudit)>,
 }
 
 /// Reads one line through the filter: `Some(Some(ts))` when it matches.

@@ -94,7 +94,7 @@ pub fn verify(paths: &[PathBuf]) -> std::io::Result<Verdict> {
         link: None,
     };
     if let Some((p, why)) = bad.into_iter().next() {
-        w.fail(&p, 1, "not_audit", why);
+        w.fail(&p, 1, "not_audit", why.to_string());
         return Ok(w.verdict);
     }
     // Whether the previous file ended with its footer (closed cleanly by rotation).

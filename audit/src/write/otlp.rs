@@ -55,7 +55,7 @@ impl Target {
     pub fn resolve(
         cfg: Option<&OtlpConfig>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<Target>, String> {
+    ) -> Result<Option<Target>, OtlpError> {
         let var = |logs: &str, all: &str| env(logs).or_else(|| env(all));
         let url = match (
             env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
@@ -70,9 +70,7 @@ impl Target {
             (None, None, None) => return Ok(None),
         };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!(
-                "OTLP endpoint `{url}` must be an http:// or https:// URL"
-            ));
+            return Err(OtlpError::Endpoint(url));
         }
         let protocol = var(
             "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
@@ -103,32 +101,42 @@ impl Target {
     }
 }
 
-fn protocol_of(name: Option<&str>) -> Result<Protocol, String> {
+/// An OTLP export setting (policy file or `OTEL_EXPORTER_OTLP_*`) that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtlpError {
+    /// Not an http(s) URL.
+    #[error("OTLP endpoint `{0}` must be an http:// or https:// URL")]
+    Endpoint(String),
+    /// gRPC or an unknown protocol.
+    #[error("OTLP protocol `{0}` is not supported (use http/protobuf or http/json)")]
+    Protocol(String),
+    /// Not a number of milliseconds.
+    #[error("OTEL_EXPORTER_OTLP_TIMEOUT `{0}` is not milliseconds")]
+    Timeout(String),
+    /// Not `gzip` or `none`.
+    #[error("OTLP compression `{0}` is not supported (use gzip or none)")]
+    Compression(String),
+}
+
+fn protocol_of(name: Option<&str>) -> Result<Protocol, OtlpError> {
     match name {
         None | Some("http/protobuf") => Ok(Protocol::Protobuf),
         Some("http/json") => Ok(Protocol::Json),
-        Some(other) => Err(format!(
-            "OTLP protocol `{other}` is not supported (use http/protobuf or http/json)"
-        )),
+        Some(other) => Err(OtlpError::Protocol(other.to_string())),
     }
 }
 
-fn timeout_of(ms: Option<String>) -> Result<Duration, String> {
-    ms.map(|t| {
-        t.parse::<u64>()
-            .map_err(|_| format!("OTEL_EXPORTER_OTLP_TIMEOUT `{t}` is not milliseconds"))
-    })
-    .transpose()
-    .map(|t| t.map_or(Duration::from_secs(10), Duration::from_millis))
+fn timeout_of(ms: Option<String>) -> Result<Duration, OtlpError> {
+    ms.map(|t| t.parse::<u64>().map_err(|_| OtlpError::Timeout(t)))
+        .transpose()
+        .map(|t| t.map_or(Duration::from_secs(10), Duration::from_millis))
 }
 
-fn gzip_of(compression: Option<&str>) -> Result<bool, String> {
+fn gzip_of(compression: Option<&str>) -> Result<bool, OtlpError> {
     match compression {
         None | Some("none") => Ok(false),
         Some("gzip") => Ok(true),
-        Some(other) => Err(format!(
-            "OTLP compression `{other}` is not supported (use gzip or none)"
-        )),
+        Some(other) => Err(OtlpError::Compression(other.to_string())),
     }
 }
 
@@ -392,6 +400,6 @@ mod tests {
             Some(&OtlpConfig::default()),
             env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
         );
-        assert!(grpc.unwrap_err().contains("not supported"));
+        assert!(grpc.unwrap_err().to_string().contains("not supported"));
     }
 }

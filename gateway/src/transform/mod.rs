@@ -1,6 +1,6 @@
 //! Phase *transform request* for credentials: runs the policy's [`Plan`] for the request, one
 //! step per credential transform (`secrets`, `gcp_auth`, `oauth_token`, `hmac_sign`, each in
-//! its own file behind [`Transform`]), and returns the scrubber that turns every value put on
+//! its own file behind `step::Transform`), and returns the scrubber that turns every value put on
 //! the wire back into a placeholder in the response.
 
 mod gcp_auth;

@@ -162,7 +162,7 @@ pub enum ByArg {
 }
 
 impl Input {
-    fn filter(&self) -> Result<Filter, String> {
+    fn filter(&self) -> anyhow::Result<Filter> {
         let now = time::OffsetDateTime::now_utc();
         let actions = self
             .action
@@ -196,13 +196,13 @@ impl Input {
         })
     }
 
-    fn paths(&self) -> Result<Vec<PathBuf>, String> {
-        audit::read::expand(&self.files)
+    fn paths(&self) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(audit::read::expand(&self.files)?)
     }
 }
 
 impl Out {
-    fn printer(&self) -> Result<Printer, String> {
+    fn printer(&self) -> anyhow::Result<Printer> {
         let fields = match &self.fields {
             Some(f) => audit::read::query::fields(f)?,
             None => Vec::new(),
@@ -362,7 +362,7 @@ fn print_verdict(v: &audit::read::verify::Verdict, out: &mut dyn Write) -> std::
     }
 }
 
-fn report(bad: &[audit::read::query::BadLine], not_audit: &[(PathBuf, String)]) {
+fn report(bad: &[audit::read::query::BadLine], not_audit: &[(PathBuf, audit::read::NotAudit)]) {
     for (p, why) in not_audit {
         eprintln!("centaur audit: {}: {why}; skipped", p.display());
     }

@@ -79,7 +79,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub cpus: Option<f64>,
     /// The audit log, unless the policy names a file. Default:
-    /// /var/log/centaur/sandbox-<id>.jsonl (hidden from every sandbox).
+    /// /var/log/centaur/sandbox-RUN_ID.jsonl (hidden from every sandbox).
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
     /// An identity label written into every audit record (repeatable).
