@@ -5,6 +5,7 @@
 //! Needs root (namespaces, nftables, cgroups). Without root these tests print SKIPPED and
 //! pass, except under CI=true, where they fail.
 
+mod backend;
 mod harness;
 mod teardown;
 
