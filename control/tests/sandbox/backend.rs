@@ -111,7 +111,10 @@ async fn a_command_that_cannot_start_leaves_nothing_behind() {
         }
     }
     let code = running.wait().await.unwrap();
-    assert_eq!(code, 1, "bwrap reports a command it cannot exec with status 1");
+    assert_eq!(
+        code, 1,
+        "bwrap reports a command it cannot exec with status 1"
+    );
     let id = removed.expect("no Removed event");
     assert!(
         !std::path::Path::new("/run/centaur/sandbox")
