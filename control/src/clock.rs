@@ -100,7 +100,10 @@ mod tests {
     async fn a_manual_sleeper_wakes_when_its_time_comes_and_not_before() {
         let clock = Arc::new(ManualClock::new(1_000));
         let c = clock.clone();
-        let sleeper = tokio::spawn(async move { c.sleep(Duration::from_secs(3600)).await });
+        // The deadline is taken now, not when the task first runs.
+        let wake = clock.now_ms() + 3_600_000;
+        let sleeper = tokio::spawn(async move { c.sleep_until(wake).await });
+        tokio::task::yield_now().await;
         clock.advance(Duration::from_secs(1800));
         tokio::task::yield_now().await;
         assert!(!sleeper.is_finished(), "woke half an hour early");
@@ -110,6 +113,16 @@ mod tests {
             .expect("the sleeper did not wake")
             .unwrap();
         assert_eq!(clock.now_ms(), 1_000 + 3_600_000);
+    }
+
+    #[tokio::test]
+    async fn sleep_is_relative_to_the_clock_when_it_is_called() {
+        let clock = ManualClock::new(0);
+        let sleep = clock.sleep(Duration::from_millis(500));
+        clock.advance(Duration::from_millis(500));
+        tokio::time::timeout(Duration::from_secs(1), sleep)
+            .await
+            .expect("a sleep whose time has come waited");
     }
 
     #[tokio::test]
