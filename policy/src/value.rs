@@ -209,6 +209,13 @@ pub(crate) fn pos(s: &S) -> Pos {
     (s.referenced.line(), s.referenced.column())
 }
 
+/// Whether `s` is an HTTP token (RFC 9110 `tchar`s): a valid header name.
+pub(crate) fn http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

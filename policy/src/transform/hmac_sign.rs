@@ -8,10 +8,9 @@ use serde::Deserialize;
 
 use crate::error::Errors;
 use crate::matcher::rule::{RawRule, Request, Rule, required_rules};
-use crate::transform::secrets::http_token;
 use crate::transform::source::{NamedSource, RawSource, SourceId, source};
 use crate::transform::template::Template;
-use crate::value::{S, pos};
+use crate::value::{S, http_token, pos};
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -9,9 +9,8 @@ use serde::Deserialize;
 use crate::error::Errors;
 use crate::matcher::host::HostName;
 use crate::matcher::rule::{RawRule, Request, Rule, required_rules};
-use crate::transform::secrets::http_token;
 use crate::transform::source::{NamedSource, RawSource, SourceId, source};
-use crate::value::{S, pos};
+use crate::value::{S, http_token, pos};
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,14 +1,22 @@
 //! `secrets`: placeholders swapped for real values in declared places (`replace`), or values
 //! injected into a header or query parameter (`inject`), per matching entry.
 
+mod inject;
+mod replace;
+
+pub use inject::{Formatter, Inject, InjectTarget};
+pub use replace::{HeaderMatch, HeaderScope, Replace};
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::error::Errors;
 use crate::matcher::rule::{RawRule, Request, Rule, rule};
 use crate::transform::source::{NamedSource, RawSource, SourceId, source};
-use crate::transform::template::Template;
-use crate::value::{S, pos};
+use crate::value::S;
+
+use inject::{RawInject, inject};
+use replace::{RawReplace, replace};
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,31 +38,6 @@ pub(crate) struct RawSecret {
     pub match_headers: Option<Vec<S>>,
     pub match_body: Option<bool>,
     pub require: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawReplace {
-    pub proxy_value: Option<S>,
-    pub match_headers: Option<Vec<S>>,
-    #[serde(default)]
-    pub match_body: bool,
-    #[serde(default)]
-    pub match_query: bool,
-    #[serde(default)]
-    pub match_path: bool,
-    #[serde(default)]
-    pub require: bool,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawInject {
-    pub header: Option<String>,
-    pub query_param: Option<String>,
-    pub formatter: Option<S>,
-    #[serde(default)]
-    pub require: bool,
 }
 
 /// One `secrets` entry.
@@ -91,124 +74,6 @@ pub enum Mode {
     Replace(Replace),
     /// Set a header or query parameter from the real value.
     Inject(Inject),
-}
-
-/// Replace mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replace {
-    /// The placeholder the sandbox holds.
-    pub proxy_value: String,
-    /// Which headers are searched.
-    pub headers: HeaderScope,
-    /// Search the body (buffered up to `proxy.max_request_body_bytes`).
-    pub body: bool,
-    /// Search query parameter values.
-    pub query: bool,
-    /// Search the path.
-    pub path: bool,
-    /// Reject (403) a matching request that carries no placeholder.
-    pub require: bool,
-}
-
-/// Which headers a replace searches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderScope {
-    /// Every header (`match_headers` omitted or empty).
-    All,
-    /// Only these.
-    Only(Vec<HeaderMatch>),
-}
-
-/// A header selector.
-#[derive(Debug, Clone)]
-pub enum HeaderMatch {
-    /// A literal name, matched case-insensitively, written back as typed.
-    Name(String),
-    /// `/regex/`, case-insensitive, over the lower-case name.
-    Pattern(regex::Regex),
-}
-
-impl PartialEq for HeaderMatch {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (HeaderMatch::Name(a), HeaderMatch::Name(b)) => a == b,
-            (HeaderMatch::Pattern(a), HeaderMatch::Pattern(b)) => a.as_str() == b.as_str(),
-            _ => false,
-        }
-    }
-}
-
-impl Eq for HeaderMatch {}
-
-impl HeaderMatch {
-    /// Whether `name` (lower case) is selected.
-    pub fn matches(&self, name: &str) -> bool {
-        match self {
-            HeaderMatch::Name(n) => n.eq_ignore_ascii_case(name),
-            HeaderMatch::Pattern(r) => r.is_match(name),
-        }
-    }
-}
-
-impl HeaderScope {
-    /// Whether `name` (lower case) is searched.
-    pub fn includes(&self, name: &str) -> bool {
-        match self {
-            HeaderScope::All => true,
-            HeaderScope::Only(list) => list.iter().any(|m| m.matches(name)),
-        }
-    }
-}
-
-/// Inject mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inject {
-    /// Where the value goes.
-    pub target: InjectTarget,
-    /// How the value is formatted.
-    pub formatter: Formatter,
-    /// Reject (403) the request when the secret is unavailable.
-    pub require: bool,
-}
-
-/// An inject destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InjectTarget {
-    /// A header, written with the casing given.
-    Header(String),
-    /// A query parameter.
-    Query(String),
-}
-
-/// An inject formatter: a template over `.Value`, e.g. `Bearer {{ .Value }}` or
-/// `{{ base64 "user:" .Value }}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Formatter(Template);
-
-impl Formatter {
-    /// `{{ .Value }}`.
-    pub fn value() -> Formatter {
-        Formatter(
-            Template::parse("{{ .Value }}", &|v| v == "Value").unwrap_or_else(|_| unreachable!()),
-        )
-    }
-
-    /// Renders with the secret value.
-    pub fn render(&self, value: &[u8]) -> Vec<u8> {
-        self.0.render(&|_| value.to_vec())
-    }
-}
-
-impl std::str::FromStr for Formatter {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Formatter, String> {
-        let t = Template::parse(raw, &|v| v == "Value")?;
-        if !t.uses("Value") {
-            return Err("the formatter never uses `.Value`".into());
-        }
-        Ok(Formatter(t))
-    }
 }
 
 /// A `secrets` transform's entries.
@@ -259,8 +124,8 @@ fn secret(
         || raw.match_body.is_some()
         || raw.require.is_some();
     let mode = match (raw.replace, raw.inject, legacy) {
-        (Some(r), None, false) => replace(&format!("{id}.replace"), r, errs),
-        (None, Some(inj), false) => inject(&format!("{id}.inject"), inj, errs),
+        (Some(r), None, false) => replace(&format!("{id}.replace"), r, errs).map(Mode::Replace),
+        (None, Some(inj), false) => inject(&format!("{id}.inject"), inj, errs).map(Mode::Inject),
         (None, None, true) => {
             let r = RawReplace {
                 proxy_value: raw.proxy_value,
@@ -269,7 +134,7 @@ fn secret(
                 require: raw.require.unwrap_or(false),
                 ..RawReplace::default()
             };
-            replace(&id, r, errs)
+            replace(&id, r, errs).map(Mode::Replace)
         }
         (None, None, false) => {
             errs.hint(&id, (0, 0), "a secret needs a mode", "add `replace: {proxy_value: PLACEHOLDER}` or `inject: {header: Authorization, formatter: 'Bearer {{ .Value }}'}`");
@@ -288,101 +153,6 @@ fn secret(
         rules,
         mode: mode?,
     })
-}
-
-fn replace(path: &str, r: RawReplace, errs: &mut Errors) -> Option<Mode> {
-    let proxy_value = match r.proxy_value {
-        Some(v) if !v.value.is_empty() => v.0.value,
-        Some(v) => {
-            errs.push(format!("{path}.proxy_value"), pos(&v), "is empty");
-            return None;
-        }
-        None => {
-            errs.hint(
-                format!("{path}.proxy_value"),
-                (0, 0),
-                "is required",
-                "the placeholder the sandbox sends, e.g. `proxy_value: OPENAI_API_KEY`",
-            );
-            return None;
-        }
-    };
-    let list = r.match_headers.unwrap_or_default();
-    let mut matches = Vec::new();
-    for (k, h) in list.iter().enumerate() {
-        let hpath = format!("{path}.match_headers[{k}]");
-        if let Some(re) = h.value.strip_prefix('/').and_then(|v| v.strip_suffix('/')) {
-            match regex::Regex::new(&format!("(?i){re}")) {
-                Ok(re) => matches.push(HeaderMatch::Pattern(re)),
-                Err(_) => errs.push(hpath, pos(h), "is not a valid regular expression"),
-            }
-        } else if http_token(&h.value) {
-            matches.push(HeaderMatch::Name(h.value.clone()));
-        } else {
-            errs.hint(
-                hpath,
-                pos(h),
-                format!("`{}` is not a header name", h.value),
-                "write a name (`Authorization`) or a `/regex/`",
-            );
-        }
-    }
-    let headers = if list.is_empty() {
-        HeaderScope::All
-    } else {
-        HeaderScope::Only(matches)
-    };
-    Some(Mode::Replace(Replace {
-        proxy_value,
-        headers,
-        body: r.match_body,
-        query: r.match_query,
-        path: r.match_path,
-        require: r.require,
-    }))
-}
-
-fn inject(path: &str, r: RawInject, errs: &mut Errors) -> Option<Mode> {
-    let target = match (r.header, r.query_param) {
-        (Some(h), None) if http_token(&h) => InjectTarget::Header(h),
-        (Some(h), None) => {
-            errs.push(
-                format!("{path}.header"),
-                (0, 0),
-                format!("`{h}` is not a header name"),
-            );
-            return None;
-        }
-        (None, Some(q)) if !q.is_empty() => InjectTarget::Query(q),
-        _ => {
-            errs.hint(
-                path,
-                (0, 0),
-                "inject needs exactly one of `header` or `query_param`",
-                "e.g. `header: Authorization`",
-            );
-            return None;
-        }
-    };
-    let formatter = match r.formatter {
-        Some(f) => f
-            .value
-            .parse::<Formatter>()
-            .map_err(|e| errs.push(format!("{path}.formatter"), pos(&f), e))
-            .ok()?,
-        None => Formatter::value(),
-    };
-    Some(Mode::Inject(Inject {
-        target,
-        formatter,
-        require: r.require,
-    }))
-}
-
-pub(crate) fn http_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
