@@ -5,3 +5,6 @@
 
 pub mod clock;
 pub mod runner;
+pub mod server;
+pub mod store;
+pub mod supervisor;

@@ -78,6 +78,18 @@ async fn launch(spec: &SandboxSpec, sb: &Sandbox, events: &Events) -> Result<Lau
         what: resolv.display().to_string(),
         source,
     })?;
+    // The sandbox's own hosts file: only its own names, so nothing the host lists there
+    // resolves around the gateway's DNS.
+    let hosts = sb.dir.join("hosts");
+    let hostname = format!("sandbox-{}", sb.id);
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost ip6-loopback\n"),
+    )
+    .map_err(|source| RunError::Io {
+        what: hosts.display().to_string(),
+        source,
+    })?;
     let audit = match &spec.audit {
         Some(a) => a.clone(),
         None => {
@@ -268,6 +280,10 @@ fn layout(p: &SandboxSpec, sb: &Sandbox) -> Layout {
         resolv: (
             sb.dir.join("resolv.conf"),
             std::fs::canonicalize("/etc/resolv.conf").unwrap_or_else(|_| "/etc/resolv.conf".into()),
+        ),
+        hosts: (
+            sb.dir.join("hosts"),
+            std::fs::canonicalize("/etc/hosts").unwrap_or_else(|_| "/etc/hosts".into()),
         ),
         hidden: existing(&[
             "/home",

@@ -50,6 +50,9 @@ pub struct Layout {
     pub ca_bundles: Vec<PathBuf>,
     /// The generated `resolv.conf` on the host, and where it is mounted.
     pub resolv: (PathBuf, PathBuf),
+    /// The generated `hosts` file on the host, and where it is mounted: the host's own
+    /// names must not resolve around the gateway's DNS.
+    pub hosts: (PathBuf, PathBuf),
     /// Host directories hidden behind an empty tmpfs.
     pub hidden: Vec<PathBuf>,
     /// The complete environment of the command.
@@ -137,6 +140,7 @@ fn bwrap_args(l: &Layout) -> Vec<OsString> {
         push(&[&"--ro-bind", &l.ca_file, b]);
     }
     push(&[&"--ro-bind", &l.resolv.0, &l.resolv.1]);
+    push(&[&"--ro-bind", &l.hosts.0, &l.hosts.1]);
     push(&[&"--bind", &l.workdir, &l.workdir]);
     for m in &l.mounts {
         let kind = if m.rw { "--bind" } else { "--ro-bind" };
@@ -202,6 +206,10 @@ mod tests {
             resolv: (
                 "/run/centaur/sandbox/ab12cd34/resolv.conf".into(),
                 "/etc/resolv.conf".into(),
+            ),
+            hosts: (
+                "/run/centaur/sandbox/ab12cd34/hosts".into(),
+                "/etc/hosts".into(),
             ),
             hidden: vec!["/home".into(), "/run/centaur".into()],
             env: vec![("OPENAI_API_KEY".into(), "PLACEHOLDER".into())],

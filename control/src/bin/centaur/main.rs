@@ -2,9 +2,13 @@
 //! (`demo`, `sandbox`, `audit`, `policy`); the work is in the `control`, `gateway` and `audit`
 //! libraries.
 
+mod ask;
 mod audit;
+mod client;
 mod demo;
+mod keys;
 mod sandbox;
+mod server;
 
 use std::process::ExitCode;
 
@@ -21,6 +25,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the control plane: the agent API over a durable store (SQLite in the data
+    /// directory, or PostgreSQL), every thread in a sandbox of its own behind its own gateway.
+    ///
+    /// Example:
+    ///   centaur server --data-dir ./centaur-data
+    Server(server::ServerArgs),
+    /// Make, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
+    /// Ask the agent: live progress on stderr, the answer on stdout; non-zero on failure.
+    ///
+    /// Example:
+    ///   centaur ask --server http://127.0.0.1:8700 --key "$KEY" "why do the billing tests fail?"
+    Ask(ask::AskArgs),
+    /// List threads.
+    Threads(ask::Conn),
+    /// Print a thread's events (`--follow` to keep going).
+    Events(ask::EventsArgs),
     /// Run a gateway and a local HTTPS origin, send real curl requests through it, and show
     /// the decisions and audit records.
     Demo,
@@ -51,6 +73,14 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Cmd::Server(a) => {
+            logs_at("info");
+            return block(server::run(a));
+        }
+        Cmd::Keys(c) => return block(keys::run(c)),
+        Cmd::Ask(a) => return block(ask::ask(a)),
+        Cmd::Threads(c) => return block(ask::threads(c)),
+        Cmd::Events(a) => return block(ask::events(a)),
         Cmd::Demo => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(demo::run())),
@@ -64,12 +94,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a command's future; its error is printed, its status passed through.
+fn block(f: impl std::future::Future<Output = anyhow::Result<u8>>) -> ExitCode {
+    let r = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(f));
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("centaur: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The in-process gateway's logs: warnings and errors on stderr (`CENTAUR_LOG` for more),
 /// coloured only on a terminal.
 fn logs() {
+    logs_at("warn");
+}
+
+fn logs_at(level: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CENTAUR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

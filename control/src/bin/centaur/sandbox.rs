@@ -38,6 +38,13 @@ pub enum SandboxCmd {
     Gc,
     /// List the runs on this machine and whether their `centaur` is alive.
     Ls,
+    /// Run one sandbox for the server under a supervisor of its own (started by
+    /// `centaur server`; not for people).
+    #[command(hide = true)]
+    Supervise {
+        /// The runtime's directory (spec.json, spool, socket).
+        dir: PathBuf,
+    },
 }
 
 /// `centaur sandbox run`.
@@ -100,6 +107,10 @@ pub fn run(cmd: SandboxCmd) -> anyhow::Result<u8> {
             let spec = spec(&args)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(run_sandbox(spec, args.quiet))
+        }
+        SandboxCmd::Supervise { dir } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(control::supervisor::process::run(dir))
         }
         SandboxCmd::Gc => {
             let cleaned = local::gc()?;

@@ -1,0 +1,361 @@
+//! The server's config file (YAML, strict): the harnesses, the sandbox policy and secrets,
+//! and limits. Relative paths are relative to the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the API listens (default 127.0.0.1:8700).
+    pub listen: Option<String>,
+    /// The data directory (default ./centaur-data).
+    pub data_dir: Option<PathBuf>,
+    /// A `postgres://` URL; without it, SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Every thread's sandbox.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    /// Harnesses by name.
+    #[serde(default)]
+    pub harnesses: BTreeMap<String, HarnessConfig>,
+    /// The harness a thread gets when none is asked for.
+    pub default_harness: Option<String>,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `sandbox:`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Every sandbox's gateway policy (the gateway's own format). Without it every request
+    /// is denied.
+    pub policy: Option<PathBuf>,
+    /// `NAME=VALUE` lines: the real values the policy may put on the wire.
+    pub secrets_from: Option<PathBuf>,
+    /// `UID[:GID]` the harness runs as (default 65534, nobody). Never 0.
+    pub user: Option<String>,
+    /// Memory limit per sandbox (`2GiB`; default 4GiB).
+    pub memory: Option<String>,
+    /// Read-only bind mounts, `SRC[:DEST]`.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+    /// Extra environment for every harness (placeholders only, never secrets).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// One harness.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HarnessConfig {
+    /// The command and its arguments: it reads one turn per line on stdin and prints
+    /// stream-json lines, ending each turn with a `"type":"result"` line.
+    pub command: Vec<String>,
+    /// Extra environment for this harness.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// `limits:`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest request body (default 1 MiB).
+    pub max_body: Option<String>,
+    /// A turn that prints nothing this long fails (default 600s).
+    pub silence_timeout: Option<String>,
+    /// A turn that runs this long fails (default 3600s).
+    pub hard_timeout: Option<String>,
+    /// Turns that run at once (default 8).
+    pub concurrency: Option<usize>,
+    /// A worker's lease on an execution (default 30s); renewed every third of it.
+    pub lease: Option<String>,
+}
+
+/// The config, checked, with defaults filled in and paths made absolute.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the API listens.
+    pub listen: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The database URL, if not SQLite.
+    pub database_url: Option<String>,
+    /// The sandbox policy.
+    pub policy: Option<PathBuf>,
+    /// The secrets file.
+    pub secrets_from: Option<PathBuf>,
+    /// The harness's user.
+    pub uid: u32,
+    /// Its group.
+    pub gid: u32,
+    /// Memory per sandbox.
+    pub memory: Option<u64>,
+    /// Read-only mounts.
+    pub mounts: Vec<(PathBuf, PathBuf)>,
+    /// Environment for every harness.
+    pub env: BTreeMap<String, String>,
+    /// Harnesses.
+    pub harnesses: BTreeMap<String, HarnessConfig>,
+    /// The default harness.
+    pub default_harness: String,
+    /// Limits.
+    pub max_body: usize,
+    /// See [`LimitsConfig`].
+    pub silence: Duration,
+    /// See [`LimitsConfig`].
+    pub hard: Duration,
+    /// See [`LimitsConfig`].
+    pub concurrency: usize,
+    /// See [`LimitsConfig`].
+    pub lease: Duration,
+}
+
+/// The built-in scripted agent (a stand-in for an agent CLI; there is no model API here).
+pub const SCRIPTED_AGENT: &str = include_str!("agents/scripted.py");
+
+/// Where the built-in agent appears inside every sandbox.
+pub const AGENTS_INSIDE: &str = "/run/centaur/agents";
+
+impl ServerConfig {
+    /// The config without a file: the built-in scripted agent (written to `DATA/agents/`
+    /// and mounted read-only at [`AGENTS_INSIDE`]), no policy (every request denied).
+    pub fn builtin(data_dir: &Path) -> Result<ServerConfig, String> {
+        let dir = data_dir.join("agents");
+        crate::server::runtime::private_dir(data_dir, 0o711)?;
+        crate::server::runtime::private_dir(&dir, 0o755)?;
+        let file = dir.join("scripted.py");
+        std::fs::write(&file, SCRIPTED_AGENT).map_err(|e| format!("{}: {e}", file.display()))?;
+        let mut c = ServerConfig::default();
+        c.sandbox
+            .mounts
+            .push(format!("{}:{AGENTS_INSIDE}", dir.display()));
+        c.harnesses.insert(
+            "scripted".into(),
+            HarnessConfig {
+                command: vec!["python3".into(), format!("{AGENTS_INSIDE}/scripted.py")],
+                env: BTreeMap::new(),
+            },
+        );
+        c.default_harness = Some("scripted".into());
+        Ok(c)
+    }
+}
+
+/// Reads a config file. Errors name the file and say where (line:column) and what.
+pub fn load(path: &Path) -> Result<ServerConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config {}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses config text.
+pub fn parse(text: &str) -> Result<ServerConfig, String> {
+    if text.trim().is_empty() {
+        return Ok(ServerConfig::default());
+    }
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
+
+/// A duration such as `500ms`, `30s`, `10m`, `1h`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 30s, 10m, 1h)"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    })
+}
+
+impl ServerConfig {
+    /// Checks the config and fills in defaults; `base` is the config file's directory.
+    /// Every problem is reported at once.
+    pub fn settle(self, base: &Path) -> Result<Settings, String> {
+        let mut errors = Vec::new();
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let (uid, gid) = match self.sandbox.user.as_deref() {
+            None => (65534, 65534),
+            Some(u) => {
+                let (a, b) = u.split_once(':').unwrap_or((u, u));
+                match (a.parse::<u32>(), b.parse::<u32>()) {
+                    (Ok(0), _) | (_, Ok(0)) => {
+                        errors.push("sandbox.user: the harness never runs as root".to_string());
+                        (65534, 65534)
+                    }
+                    (Ok(a), Ok(b)) => (a, b),
+                    _ => {
+                        errors.push(format!("sandbox.user: {u:?} is not UID[:GID]"));
+                        (65534, 65534)
+                    }
+                }
+            }
+        };
+        let memory = match self.sandbox.memory.as_deref() {
+            None => Some(4 << 30),
+            Some("none") => None,
+            Some(m) => match policy::parse_size(m) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    errors.push(format!("sandbox.memory: {e}"));
+                    None
+                }
+            },
+        };
+        let mut mounts = Vec::new();
+        for m in &self.sandbox.mounts {
+            let (src, dest) = m.split_once(':').unwrap_or((m, m));
+            let src = abs(PathBuf::from(src));
+            let dest = PathBuf::from(dest);
+            if !dest.is_absolute() {
+                errors.push(format!(
+                    "sandbox.mounts: {m:?}: the destination must be absolute"
+                ));
+            } else if !src.exists() {
+                errors.push(format!("sandbox.mounts: {} does not exist", src.display()));
+            } else {
+                mounts.push((src, dest));
+            }
+        }
+        for (name, h) in &self.harnesses {
+            if h.command.is_empty() {
+                errors.push(format!("harnesses.{name}.command is empty"));
+            }
+        }
+        let default_harness = match (&self.default_harness, self.harnesses.len()) {
+            (Some(d), _) if self.harnesses.contains_key(d) => d.clone(),
+            (Some(d), _) => {
+                errors.push(format!(
+                    "default_harness {d:?} is not in harnesses ({})",
+                    self.harnesses
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                d.clone()
+            }
+            (None, 1) => self.harnesses.keys().next().cloned().unwrap_or_default(),
+            (None, 0) => {
+                errors.push(
+                    "harnesses: none configured (name at least one, with its command)".into(),
+                );
+                String::new()
+            }
+            (None, _) => {
+                errors.push(
+                    "default_harness: several harnesses are configured; name the default".into(),
+                );
+                String::new()
+            }
+        };
+        let mut dur = |v: &Option<String>, what: &str, default: u64| match v {
+            None => Duration::from_secs(default),
+            Some(s) => duration(s).unwrap_or_else(|e| {
+                errors.push(format!("limits.{what}: {e}"));
+                Duration::from_secs(default)
+            }),
+        };
+        let silence = dur(&self.limits.silence_timeout, "silence_timeout", 600);
+        let hard = dur(&self.limits.hard_timeout, "hard_timeout", 3600);
+        let lease = dur(&self.limits.lease, "lease", 30);
+        let max_body = match self.limits.max_body.as_deref() {
+            None => 1 << 20,
+            Some(s) => match policy::parse_size(s) {
+                Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                Err(e) => {
+                    errors.push(format!("limits.max_body: {e}"));
+                    1 << 20
+                }
+            },
+        };
+        if lease < Duration::from_secs(3) {
+            errors.push("limits.lease: at least 3s".into());
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+        Ok(Settings {
+            listen: self.listen.unwrap_or_else(|| "127.0.0.1:8700".into()),
+            data_dir: abs(self.data_dir.unwrap_or_else(|| "centaur-data".into())),
+            database_url: self.database_url,
+            policy: self.sandbox.policy.map(abs),
+            secrets_from: self.sandbox.secrets_from.map(abs),
+            uid,
+            gid,
+            memory,
+            mounts,
+            env: self.sandbox.env,
+            harnesses: self.harnesses,
+            default_harness,
+            max_body,
+            silence,
+            hard,
+            concurrency: self.limits.concurrency.unwrap_or(8).max(1),
+            lease,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_minimal_config_of_the_docs_parses() {
+        let c = parse(
+            "sandbox:\n  policy: policy.yaml\n  secrets_from: secrets.env\nharnesses:\n  scripted:\n    command: [\"python3\", \"/opt/agents/scripted.py\"]\ndefault_harness: scripted\n",
+        )
+        .unwrap();
+        let s = c.settle(Path::new("/etc/centaur")).unwrap();
+        assert_eq!(s.policy.unwrap(), Path::new("/etc/centaur/policy.yaml"));
+        assert_eq!(s.default_harness, "scripted");
+        assert_eq!(s.harnesses["scripted"].command[0], "python3");
+        assert_eq!(s.silence, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_where_it_is() {
+        let e = parse("harnesses:\n  x:\n    command: [a]\n    comand: [b]\n").unwrap_err();
+        assert!(e.contains("comand"), "{e}");
+        assert!(e.contains("4:5") || e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let c = parse(
+            "sandbox: {user: '0'}\nharnesses: {a: {command: []}}\ndefault_harness: b\nlimits: {silence_timeout: 5 parsecs}\n",
+        )
+        .unwrap();
+        let e = c.settle(Path::new("/")).unwrap_err();
+        for want in [
+            "root",
+            "command is empty",
+            "\"b\" is not in harnesses",
+            "silence_timeout",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_have_units() {
+        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("10m").unwrap(), Duration::from_secs(600));
+        assert!(duration("ten").is_err());
+        assert!(duration("5y").is_err());
+    }
+}

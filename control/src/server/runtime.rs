@@ -1,0 +1,129 @@
+//! Sandboxes for assignments: each runs under its own supervisor in
+//! `DATA/sandboxes/<runtime_id>/`; this file starts, finds, stops and reaps them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::server::config::Settings;
+use crate::store::{Assignment, Store, new_id};
+use crate::supervisor::{Client, SupervisorSpec};
+
+/// The supervisors of this data directory.
+#[derive(Debug, Clone)]
+pub struct Runtimes {
+    settings: Arc<Settings>,
+    exe: PathBuf,
+    dir: PathBuf,
+}
+
+impl Runtimes {
+    /// Supervisors are `exe sandbox supervise DIR`, under `DATA/sandboxes`.
+    pub fn new(settings: Arc<Settings>, exe: PathBuf) -> Self {
+        let dir = settings.data_dir.join("sandboxes");
+        Runtimes { settings, exe, dir }
+    }
+
+    /// The supervisor of a runtime.
+    pub fn client(&self, runtime_id: &str) -> Client {
+        Client::new(self.dir.join(runtime_id))
+    }
+
+    /// Whether a runtime ever started here (its directory exists).
+    pub fn exists(&self, runtime_id: &str) -> bool {
+        self.dir.join(runtime_id).exists()
+    }
+
+    /// Starts a sandbox for the assignment. A runtime that ran before (its sandbox is gone or
+    /// its harness ended) is replaced by a new one, recorded first so the reaper keeps it;
+    /// returns the assignment as it now is.
+    pub async fn start(
+        &self,
+        store: &Store,
+        mut a: Assignment,
+    ) -> Result<(Client, Assignment), String> {
+        if self.exists(&a.runtime_id) {
+            let old = self.client(&a.runtime_id);
+            let _ = old.stop().await;
+            let _ = std::fs::remove_dir_all(old.dir());
+            let id = new_id("rt_");
+            store
+                .replace_runtime(&a.thread_key, a.generation, &id)
+                .await
+                .map_err(|e| e.to_string())?;
+            a.runtime_id = id;
+            a.spool_seq = 0;
+        }
+        let spec = self.spec(&a)?;
+        private_dir(&self.dir, 0o711)?;
+        let client = self.client(&a.runtime_id);
+        client
+            .start(&self.exe, &spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((client, a))
+    }
+
+    fn spec(&self, a: &Assignment) -> Result<SupervisorSpec, String> {
+        let s = &self.settings;
+        let h = s
+            .harnesses
+            .get(&a.harness)
+            .ok_or_else(|| format!("harness {:?} is not in the server's config", a.harness))?;
+        let mut env: Vec<(String, String)> = s.env.clone().into_iter().collect();
+        env.extend(h.env.clone());
+        env.push(("CENTAUR_THREAD_KEY".into(), a.thread_key.clone()));
+        env.push(("CENTAUR_RUNTIME_ID".into(), a.runtime_id.clone()));
+        let audit_dir = s.data_dir.join("audit");
+        private_dir(&audit_dir, 0o700)?;
+        Ok(SupervisorSpec {
+            command: h.command.clone(),
+            policy: s.policy.clone(),
+            secrets_from: s.secrets_from.clone(),
+            uid: s.uid,
+            gid: s.gid,
+            env,
+            mounts: s.mounts.clone(),
+            labels: vec![
+                ("thread_key".into(), a.thread_key.clone()),
+                ("runtime_id".into(), a.runtime_id.clone()),
+            ],
+            audit: audit_dir.join(format!("{}.jsonl", a.runtime_id)),
+            memory: s.memory,
+        })
+    }
+
+    /// Stops a runtime's sandbox and removes its directory.
+    pub async fn stop(&self, runtime_id: &str) {
+        let c = self.client(runtime_id);
+        let _ = c.stop().await;
+        let _ = std::fs::remove_dir_all(c.dir());
+    }
+
+    /// Stops every sandbox here that no active assignment owns; returns their ids.
+    pub async fn reap(&self, store: &Store) -> Vec<String> {
+        let Ok(keep) = store.active_runtimes().await else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut reaped = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("rt_") && !keep.contains(&name) {
+                self.stop(&name).await;
+                reaped.push(name);
+            }
+        }
+        reaped
+    }
+}
+
+/// Creates `dir` (and parents) with this mode: the data directory is traversable by the
+/// sandbox user (to bind its workdir) but lists nothing.
+pub fn private_dir(dir: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}

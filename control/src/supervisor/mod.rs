@@ -1,0 +1,332 @@
+//! The per-sandbox supervisor: a small process of its own (`centaur sandbox supervise DIR`)
+//! that runs one sandbox and its harness, so a server restart does not kill an agent turn.
+//!
+//! It spools every harness stdout line to `DIR/spool` (sequence number = line number, from
+//! 1), records each turn it writes to the harness in `DIR/turns` (fsynced before the write,
+//! so a repeated turn id is never written twice), and answers on the Unix socket `DIR/sock`,
+//! one JSON request per line:
+//!
+//! * `{"op":"status"}` → `{"state":"starting"|"running"|"exited"|"failed", "lines":N, "code"?, "error"?}`
+//! * `{"op":"turn","id":ID,"line":LINE}` → `{"ok":true,"from":SEQ,"new":BOOL}`: the turn's
+//!   output starts at spool line `from`; `new` is false when the turn was written before.
+//! * `{"op":"attach","from":SEQ}` → a stream of `{"seq":N,"line":"…"}` from `from` on, live,
+//!   then `{"exit":CODE}` when the harness has ended and every line was sent.
+//! * `{"op":"stop"}` → stops the sandbox (namespace, nftables table, cgroup, run dir gone),
+//!   answers `{"ok":true}` and exits.
+//!
+//! The server ([`Client`]) reattaches after a restart from the last line it committed; if the
+//! supervisor is gone, the spool file is still there to read ([`read_spool`]).
+
+pub mod process;
+
+use std::io::{BufRead as _, Seek as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedReadHalf;
+
+/// What the supervisor runs, written by the server to `DIR/spec.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSpec {
+    /// The harness command.
+    pub command: Vec<String>,
+    /// The sandbox's gateway policy file.
+    pub policy: Option<PathBuf>,
+    /// The `.env` file with real values for the policy.
+    pub secrets_from: Option<PathBuf>,
+    /// Who the harness runs as.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// Extra environment (placeholders only).
+    pub env: Vec<(String, String)>,
+    /// Read-only bind mounts (`SRC`, `DEST`).
+    pub mounts: Vec<(PathBuf, PathBuf)>,
+    /// Identity labels for the audit records.
+    pub labels: Vec<(String, String)>,
+    /// The audit log.
+    pub audit: PathBuf,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+}
+
+/// The longest harness output line kept whole; longer lines are cut here (and marked).
+pub const MAX_LINE: usize = 4 << 20;
+
+/// Files of a supervisor's directory.
+pub fn socket(dir: &Path) -> PathBuf {
+    dir.join("sock")
+}
+
+/// The spool: one harness stdout line per line.
+pub fn spool(dir: &Path) -> PathBuf {
+    dir.join("spool")
+}
+
+/// The harness's working directory.
+pub fn workdir(dir: &Path) -> PathBuf {
+    dir.join("work")
+}
+
+/// A message of an attach stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Spool line `seq`.
+    Line(i64, String),
+    /// The harness ended with this status; no more lines.
+    Exit(i32),
+}
+
+/// Talking to a supervisor failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// Its socket does not answer: the supervisor is gone.
+    #[error("the sandbox supervisor in {dir} is gone: {source}")]
+    Gone {
+        /// Its directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It answered with an error.
+    #[error("the sandbox supervisor refused: {0}")]
+    Refused(String),
+    /// It could not start.
+    #[error("the sandbox could not start: {0}")]
+    Start(String),
+}
+
+/// The server's handle on one supervisor (by its directory).
+#[derive(Debug, Clone)]
+pub struct Client {
+    dir: PathBuf,
+}
+
+impl Client {
+    /// The supervisor that owns `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Client { dir: dir.into() }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `spec`, starts `exe sandbox supervise DIR` in a process group of its own
+    /// (a signal to the server's group does not reach it; the server's death does not end
+    /// it) and waits until the harness runs.
+    pub async fn start(&self, exe: &Path, spec: &SupervisorSpec) -> Result<(), SupervisorError> {
+        let fail = |e: String| SupervisorError::Start(e);
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| fail(format!("{}: {e}", self.dir.display())))?;
+        let work = workdir(&self.dir);
+        std::fs::create_dir_all(&work).map_err(|e| fail(format!("{}: {e}", work.display())))?;
+        std::os::unix::fs::chown(&work, Some(spec.uid), Some(spec.gid))
+            .map_err(|e| fail(format!("chown {}: {e}", work.display())))?;
+        let text = serde_json::to_string_pretty(spec).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(self.dir.join("spec.json"), text)
+            .map_err(|e| fail(format!("spec.json: {e}")))?;
+        let log = std::fs::File::create(self.dir.join("supervisor.log"))
+            .map_err(|e| fail(format!("supervisor.log: {e}")))?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["sandbox", "supervise"])
+            .arg(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| fail(format!("cannot start {}: {e}", exe.display())))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err(fail(format!(
+                    "the supervisor exited with {st}: {}",
+                    self.log_tail()
+                )));
+            }
+            if let Ok(s) = self.status().await {
+                match s["state"].as_str() {
+                    Some("running") => break,
+                    Some("failed") => {
+                        return Err(fail(
+                            s["error"].as_str().unwrap_or("unknown error").to_string(),
+                        ));
+                    }
+                    Some("exited") => {
+                        return Err(fail(format!(
+                            "the harness exited at once with {}: {}",
+                            s["code"],
+                            self.log_tail()
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(fail("the sandbox did not start within 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The supervisor outlives this handle; tokio reaps it if it ends while we run.
+        drop(child);
+        Ok(())
+    }
+
+    /// The last lines of the supervisor's log (the harness's stderr goes there too).
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("supervisor.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    async fn connect(&self) -> Result<UnixStream, SupervisorError> {
+        UnixStream::connect(socket(&self.dir))
+            .await
+            .map_err(|source| SupervisorError::Gone {
+                dir: self.dir.clone(),
+                source,
+            })
+    }
+
+    async fn call(&self, req: Value) -> Result<Value, SupervisorError> {
+        let gone = |source| SupervisorError::Gone {
+            dir: self.dir.clone(),
+            source,
+        };
+        let s = self.connect().await?;
+        let (r, mut w) = s.into_split();
+        w.write_all(format!("{req}\n").as_bytes())
+            .await
+            .map_err(gone)?;
+        let mut line = String::new();
+        let n = BufReader::new(r).read_line(&mut line).await.map_err(gone)?;
+        if n == 0 {
+            return Err(gone(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed without an answer",
+            )));
+        }
+        serde_json::from_str(&line).map_err(|e| SupervisorError::Refused(e.to_string()))
+    }
+
+    /// Its state.
+    pub async fn status(&self) -> Result<Value, SupervisorError> {
+        self.call(json!({"op": "status"})).await
+    }
+
+    /// Writes a turn to the harness unless turn `id` was written before; returns the spool
+    /// line its output starts at.
+    pub async fn turn(&self, id: &str, line: &str) -> Result<i64, SupervisorError> {
+        let v = self
+            .call(json!({"op": "turn", "id": id, "line": line}))
+            .await?;
+        match (v["ok"].as_bool(), v["from"].as_i64()) {
+            (Some(true), Some(from)) => Ok(from),
+            _ => Err(SupervisorError::Refused(
+                v["error"].as_str().unwrap_or("no answer").to_string(),
+            )),
+        }
+    }
+
+    /// Stops the sandbox; the supervisor exits.
+    pub async fn stop(&self) -> Result<(), SupervisorError> {
+        self.call(json!({"op": "stop"})).await.map(|_| ())
+    }
+
+    /// Follows the spool from line `from`.
+    pub async fn attach(&self, from: i64) -> Result<Attached, SupervisorError> {
+        let s = self.connect().await?;
+        let (r, mut w) = s.into_split();
+        w.write_all(format!("{}\n", json!({"op": "attach", "from": from})).as_bytes())
+            .await
+            .map_err(|source| SupervisorError::Gone {
+                dir: self.dir.clone(),
+                source,
+            })?;
+        Ok(Attached {
+            lines: BufReader::with_capacity(64 << 10, r),
+            _w: w,
+        })
+    }
+}
+
+/// A live attach stream.
+#[derive(Debug)]
+pub struct Attached {
+    lines: BufReader<OwnedReadHalf>,
+    _w: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Attached {
+    /// The next message; `None` when the supervisor went away mid-stream.
+    pub async fn next(&mut self) -> Option<Output> {
+        let mut line = String::new();
+        match self.lines.read_line(&mut line).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => parse_output(&line),
+        }
+    }
+
+    /// Whether another message is already buffered (to batch commits).
+    pub fn buffered(&self) -> bool {
+        self.lines.buffer().contains(&b'\n')
+    }
+}
+
+fn parse_output(line: &str) -> Option<Output> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if let Some(code) = v["exit"].as_i64() {
+        return Some(Output::Exit(i32::try_from(code).unwrap_or(-1)));
+    }
+    Some(Output::Line(
+        v["seq"].as_i64()?,
+        v["line"].as_str()?.to_string(),
+    ))
+}
+
+/// Reads the spool file directly from line `from` (the supervisor may be gone): every
+/// complete line, with its sequence number.
+pub fn read_spool(dir: &Path, from: i64) -> std::io::Result<Vec<(i64, String)>> {
+    let f = match std::fs::File::open(spool(dir)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut r = std::io::BufReader::new(f);
+    r.rewind()?;
+    let mut out = Vec::new();
+    let mut seq = 0i64;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = r.read_until(b'\n', &mut buf)?;
+        if n == 0 || buf.last() != Some(&b'\n') {
+            break;
+        }
+        seq += 1;
+        if seq >= from {
+            buf.pop();
+            out.push((seq, String::from_utf8_lossy(&buf).into_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// The turns a supervisor recorded: `(turn id, first spool line)`.
+pub fn read_turns(dir: &Path) -> Vec<(String, i64)> {
+    std::fs::read_to_string(dir.join("turns"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (id, from) = l.split_once(' ')?;
+            Some((id.to_string(), from.parse().ok()?))
+        })
+        .collect()
+}
