@@ -74,6 +74,8 @@ CREATE TABLE executions (
     error_text       TEXT,
     agent_thread_id  TEXT,
     turn_input       TEXT,
+    -- The turn delivers the thread's undelivered messages up to this one (its own).
+    upto_message     BIGINT NOT NULL DEFAULT 0,
     worker_id        TEXT,
     lease_expires_at BIGINT,
     created_at       BIGINT NOT NULL,

@@ -42,3 +42,59 @@ pub fn audit_files(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A fresh, empty PostgreSQL database for one test, as a URL: the server comes from
+/// `CENTAUR_TEST_DATABASE_URL` or `target/postgres.url` (written by `scripts/postgres`, which
+/// `scripts/install-deps` runs), the database is made with the real `psql`. Without a server
+/// it prints `SKIPPED name` and returns `None`; under `CI` that fails the test instead.
+pub fn postgres_db(name: &str) -> Option<String> {
+    let from_file = || {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()?
+            .to_path_buf();
+        std::fs::read_to_string(root.join("target/postgres.url"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let server = std::env::var("CENTAUR_TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(from_file);
+    let Some(server) = server else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name}: CI starts PostgreSQL (scripts/postgres), so this test must not be skipped there"
+        );
+        eprintln!(
+            "SKIPPED {name}: no PostgreSQL (run scripts/postgres, or set CENTAUR_TEST_DATABASE_URL)"
+        );
+        return None;
+    };
+    let server = server.trim_end_matches('/').to_string();
+    let db = format!(
+        "t_{}_{:x}",
+        name.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(30)
+            .collect::<String>()
+            .to_lowercase(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            ^ u128::from(std::process::id())
+    );
+    let out = std::process::Command::new("psql")
+        .arg(format!("{server}/postgres"))
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+        .arg(format!("CREATE DATABASE {db}"))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(format!("{server}/{db}")),
+        Ok(o) => panic!(
+            "{name}: psql could not create a database on {server}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("{name}: cannot run psql: {e}"),
+    }
+}

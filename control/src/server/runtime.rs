@@ -14,13 +14,24 @@ pub struct Runtimes {
     settings: Arc<Settings>,
     exe: PathBuf,
     dir: PathBuf,
+    /// Sandboxes being created at once: creation is CPU-bound (namespaces, nftables, a CA
+    /// key); a storm of them on a small machine only makes every one late.
+    starts: Arc<tokio::sync::Semaphore>,
 }
+
+/// Sandboxes created at once.
+const PARALLEL_STARTS: usize = 4;
 
 impl Runtimes {
     /// Supervisors are `exe sandbox supervise DIR`, under `DATA/sandboxes`.
     pub fn new(settings: Arc<Settings>, exe: PathBuf) -> Self {
         let dir = settings.data_dir.join("sandboxes");
-        Runtimes { settings, exe, dir }
+        Runtimes {
+            settings,
+            exe,
+            dir,
+            starts: Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS)),
+        }
     }
 
     /// The supervisor of a runtime.
@@ -56,10 +67,12 @@ impl Runtimes {
         let spec = self.spec(&a)?;
         private_dir(&self.dir, 0o711)?;
         let client = self.client(&a.runtime_id);
-        client
-            .start(&self.exe, &spec)
-            .await
-            .map_err(|e| e.to_string())?;
+        let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
+        if let Err(e) = client.start(&self.exe, &spec).await {
+            // Whatever started is stopped and removed: the next execution starts afresh.
+            self.stop(&a.runtime_id).await;
+            return Err(e.to_string());
+        }
         Ok((client, a))
     }
 
@@ -95,22 +108,44 @@ impl Runtimes {
     /// Stops a runtime's sandbox and removes its directory.
     pub async fn stop(&self, runtime_id: &str) {
         let c = self.client(runtime_id);
-        let _ = c.stop().await;
+        if tokio::time::timeout(std::time::Duration::from_secs(25), c.stop())
+            .await
+            .is_err()
+        {
+            c.terminate();
+        }
         let _ = std::fs::remove_dir_all(c.dir());
     }
 
-    /// Stops every sandbox here that no active assignment owns; returns their ids.
+    /// Stops every sandbox here that no active assignment owns; returns their ids. The
+    /// directories are listed before the store is asked (a runtime is recorded before its
+    /// directory is made, so one that starts meanwhile is never mistaken for an orphan), and
+    /// one younger than a minute is left for the next round.
     pub async fn reap(&self, store: &Store) -> Vec<String> {
-        let Ok(keep) = store.active_runtimes().await else {
-            return Vec::new();
-        };
+        // Sandboxes whose supervisor died (killed, crashed) are removed first.
+        let _ = tokio::task::spawn_blocking(sandbox::local::gc).await;
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
+        let young = |e: &std::fs::DirEntry| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < std::time::Duration::from_secs(60))
+        };
+        let found: Vec<String> = entries
+            .flatten()
+            .filter(|e| !young(e))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("rt_"))
+            .collect();
+        let Ok(keep) = store.active_runtimes().await else {
+            return Vec::new();
+        };
         let mut reaped = Vec::new();
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("rt_") && !keep.contains(&name) {
+        for name in found {
+            if !keep.contains(&name) {
                 self.stop(&name).await;
                 reaped.push(name);
             }

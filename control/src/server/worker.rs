@@ -86,7 +86,26 @@ async fn execute(app: Arc<App>, c: Claimed) {
     let id = c.execution.execution_id.clone();
     let thread = c.execution.thread_key.clone();
     let wake = app.watch_execution(&id);
+    // The lease is renewed for as long as the execution runs here, sandbox start included.
+    let keeper = {
+        let (app, id, wake) = (app.clone(), id.clone(), wake.clone());
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(app.settings.lease / 3);
+            loop {
+                beat.tick().await;
+                match app
+                    .store()
+                    .heartbeat(&id, &app.worker_id, app.lease_ms())
+                    .await
+                {
+                    Ok(Some(Status::Running)) | Err(_) => {}
+                    Ok(_) => wake.notify_one(),
+                }
+            }
+        })
+    };
     let outcome = drive(&app, c, &wake).await;
+    keeper.abort();
     app.unwatch_execution(&id);
     match outcome {
         Ok(()) => {}

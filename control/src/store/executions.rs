@@ -311,6 +311,11 @@ impl Store {
                 if let Some(m) = &req.message {
                     insert_message!(tx, thread, a.generation, m, now);
                 }
+                let upto: i64 =
+                    sqlx::query_scalar("SELECT last_message FROM threads WHERE thread_key = $1")
+                        .bind(thread)
+                        .fetch_one(&mut *tx)
+                        .await?;
                 let seq: i64 = sqlx::query_scalar(
                     "UPDATE threads SET last_execution = last_execution + 1 WHERE thread_key = $1 RETURNING last_execution",
                 )
@@ -319,13 +324,14 @@ impl Store {
                 .await?;
                 let id = new_id("exe_");
                 sqlx::query(
-                    "INSERT INTO executions (execution_id, thread_key, seq, generation, execute_id, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6)",
+                    "INSERT INTO executions (execution_id, thread_key, seq, generation, execute_id, status, upto_message, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7)",
                 )
                 .bind(&id)
                 .bind(thread)
                 .bind(seq)
                 .bind(a.generation)
                 .bind(&req.execute_id)
+                .bind(upto)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
@@ -461,6 +467,7 @@ impl Store {
 
     /// Takes over running executions whose lease expired (every running one with `all`: the
     /// caller knows no other worker lives, e.g. the only server on a SQLite file restarted).
+    /// Never the caller's own: it is still running them.
     pub async fn recover(
         &self,
         worker: &str,
@@ -471,9 +478,10 @@ impl Store {
         let horizon = if all { i64::MAX } else { now };
         let ids: Vec<String> = on_pool!(self, |pool| {
             sqlx::query_scalar(
-                "SELECT execution_id FROM executions WHERE status IN ('running', 'cancel_requested') AND (lease_expires_at IS NULL OR lease_expires_at < $1) ORDER BY created_at",
+                "SELECT execution_id FROM executions WHERE status IN ('running', 'cancel_requested') AND (lease_expires_at IS NULL OR lease_expires_at < $1) AND (worker_id IS NULL OR worker_id <> $2) ORDER BY created_at",
             )
             .bind(horizon)
+            .bind(worker)
             .fetch_all(pool)
             .await?
         });
@@ -481,7 +489,7 @@ impl Store {
         for id in ids {
             let got = in_tx!(self, |tx| {
                 let n = sqlx::query(
-                    "UPDATE executions SET worker_id = $1, lease_expires_at = $2, updated_at = $3 WHERE execution_id = $4 AND status IN ('running', 'cancel_requested') AND (lease_expires_at IS NULL OR lease_expires_at < $5)",
+                    "UPDATE executions SET worker_id = $1, lease_expires_at = $2, updated_at = $3 WHERE execution_id = $4 AND status IN ('running', 'cancel_requested') AND (lease_expires_at IS NULL OR lease_expires_at < $5) AND (worker_id IS NULL OR worker_id <> $1)",
                 )
                 .bind(worker)
                 .bind(now + lease_ms)
@@ -542,8 +550,8 @@ impl Store {
         Ok(status.as_deref().and_then(Status::parse))
     }
 
-    /// The turn line for the execution: the thread's undelivered messages, marked delivered
-    /// by it in the same transaction. Made once: later calls return the stored line, so a
+    /// The turn line for the execution: the thread's undelivered user messages up to its own
+    /// (those stored when it was queued), marked delivered by it in the same transaction. Made once: later calls return the stored line, so a
     /// restarted worker sends exactly the same turn (the supervisor drops a repeat).
     pub async fn prepare_turn(&self, execution_id: &str) -> Result<String, StoreError> {
         let now = self.now();
@@ -559,10 +567,12 @@ impl Store {
             match e.turn_input {
                 Some(t) => t,
                 None => {
+                    let upto: i64 = row.try_get("upto_message")?;
                     let rows = sqlx::query(
-                        "SELECT parts FROM messages WHERE thread_key = $1 AND delivered_execution_id IS NULL AND role = 'user' ORDER BY seq",
+                        "SELECT parts FROM messages WHERE thread_key = $1 AND delivered_execution_id IS NULL AND role = 'user' AND seq <= $2 ORDER BY seq",
                     )
                     .bind(&e.thread_key)
+                    .bind(upto)
                     .fetch_all(&mut *tx)
                     .await?;
                     let mut content = Vec::new();
@@ -578,9 +588,10 @@ impl Store {
                     let turn =
                         json!({"type": "user", "message": {"role": "user", "content": content}})
                             .to_string();
-                    sqlx::query("UPDATE messages SET delivered_execution_id = $1 WHERE thread_key = $2 AND delivered_execution_id IS NULL AND role = 'user'")
+                    sqlx::query("UPDATE messages SET delivered_execution_id = $1 WHERE thread_key = $2 AND delivered_execution_id IS NULL AND role = 'user' AND seq <= $3")
                         .bind(execution_id)
                         .bind(&e.thread_key)
+                        .bind(upto)
                         .execute(&mut *tx)
                         .await?;
                     sqlx::query("UPDATE executions SET turn_input = $1, updated_at = $2 WHERE execution_id = $3")

@@ -14,7 +14,7 @@
 //! * `{"op":"stop"}` → stops the sandbox (namespace, nftables table, cgroup, run dir gone),
 //!   answers `{"ok":true}` and exits.
 //!
-//! The server ([`Client`]) reattaches after a restart from the last line it committed; if the
+//! It writes its pid to `DIR/pid`. The server ([`Client`]) reattaches after a restart from the last line it committed; if the
 //! supervisor is gone, the spool file is still there to read ([`read_spool`]).
 
 pub mod process;
@@ -235,6 +235,17 @@ impl Client {
         }
     }
 
+    /// SIGTERM to the supervisor (by the pid it recorded): it stops its sandbox and exits.
+    /// For a supervisor that does not answer on its socket.
+    pub fn terminate(&self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", pid.trim()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+
     /// Stops the sandbox; the supervisor exits.
     pub async fn stop(&self) -> Result<(), SupervisorError> {
         self.call(json!({"op": "stop"})).await.map(|_| ())
@@ -252,6 +263,7 @@ impl Client {
             })?;
         Ok(Attached {
             lines: BufReader::with_capacity(64 << 10, r),
+            partial: Vec::new(),
             _w: w,
         })
     }
@@ -261,16 +273,23 @@ impl Client {
 #[derive(Debug)]
 pub struct Attached {
     lines: BufReader<OwnedReadHalf>,
+    /// A line read in part: kept here so [`Attached::next`] is cancel-safe (the worker
+    /// selects on it beside timers).
+    partial: Vec<u8>,
     _w: tokio::net::unix::OwnedWriteHalf,
 }
 
 impl Attached {
-    /// The next message; `None` when the supervisor went away mid-stream.
+    /// The next message; `None` when the supervisor went away mid-stream. Cancel-safe: a
+    /// line read in part is finished by the next call.
     pub async fn next(&mut self) -> Option<Output> {
-        let mut line = String::new();
-        match self.lines.read_line(&mut line).await {
-            Ok(0) | Err(_) => None,
-            Ok(_) => parse_output(&line),
+        match self.lines.read_until(b'\n', &mut self.partial).await {
+            Ok(_) if self.partial.last() == Some(&b'\n') => {
+                let line = std::mem::take(&mut self.partial);
+                parse_output(&String::from_utf8_lossy(&line))
+            }
+            // EOF (or an error) before a whole line: the supervisor is gone.
+            _ => None,
         }
     }
 

@@ -41,6 +41,7 @@ struct State {
 pub async fn run(dir: PathBuf) -> anyhow::Result<u8> {
     let text = std::fs::read_to_string(dir.join("spec.json"))?;
     let s: SupervisorSpec = serde_json::from_str(&text)?;
+    std::fs::write(dir.join("pid"), format!("{}\n", std::process::id()))?;
     let sock = socket(&dir);
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)?;

@@ -1,0 +1,5 @@
+//! `centaur server` as a real process: the API with real clients, and crash recovery.
+
+mod api;
+mod crash;
+mod harness;
