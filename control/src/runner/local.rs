@@ -72,24 +72,7 @@ struct Launched {
 /// CA, resolver, gateway, command. If the command cannot start, the gateway is stopped.
 async fn launch(spec: &SandboxSpec, sb: &Sandbox, events: &Events) -> Result<Launched, RunError> {
     ca(&sb.dir)?;
-    let g = sb.addrs.gateway;
-    let resolv = sb.dir.join("resolv.conf");
-    std::fs::write(&resolv, format!("nameserver {g}\n")).map_err(|source| RunError::Io {
-        what: resolv.display().to_string(),
-        source,
-    })?;
-    // The sandbox's own hosts file: only its own names, so nothing the host lists there
-    // resolves around the gateway's DNS.
-    let hosts = sb.dir.join("hosts");
-    let hostname = format!("sandbox-{}", sb.id);
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost ip6-loopback\n"),
-    )
-    .map_err(|source| RunError::Io {
-        what: hosts.display().to_string(),
-        source,
-    })?;
+    name_files(sb)?;
     let audit = match &spec.audit {
         Some(a) => a.clone(),
         None => {
@@ -135,7 +118,7 @@ async fn launch(spec: &SandboxSpec, sb: &Sandbox, events: &Events) -> Result<Lau
             let _ = events.send(SandboxEvent::Started {
                 id: sb.id.clone(),
                 sandbox: sb.addrs.sandbox,
-                gateway: g,
+                gateway: sb.addrs.gateway,
                 policy: spec.policy_name.clone(),
                 audit: audit.clone(),
             });
@@ -295,6 +278,26 @@ fn layout(p: &SandboxSpec, sb: &Sandbox) -> Layout {
         ]),
         env: environment(p, sb),
     }
+}
+
+/// The sandbox's resolver (its gateway) and its own hosts file: only its own names, so
+/// nothing the host lists in /etc/hosts resolves around the gateway's DNS.
+fn name_files(sb: &Sandbox) -> Result<(), RunError> {
+    let write = |name: &str, text: String| {
+        let path = sb.dir.join(name);
+        std::fs::write(&path, text).map_err(|source| RunError::Io {
+            what: path.display().to_string(),
+            source,
+        })
+    };
+    write("resolv.conf", format!("nameserver {}\n", sb.addrs.gateway))?;
+    write(
+        "hosts",
+        format!(
+            "127.0.0.1 localhost sandbox-{}\n::1 localhost ip6-localhost ip6-loopback\n",
+            sb.id
+        ),
+    )
 }
 
 /// Creates the sandbox's CA in its private directory: one CA per sandbox, so nothing one

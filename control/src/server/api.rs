@@ -1,96 +1,22 @@
-//! The HTTP API: routes, authentication, request checking and the error body
-//! `{"code": "...", "message": "..."}` (codes in docs/api.md).
+//! The agent API's handlers: spawn, message, execute, executions, threads, release (the
+//! event stream is in `sse.rs`).
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::server::App;
-use crate::store::{
-    Code, EnqueueRequest, Key, NewMessage, Rejection, Scope, SpawnRequest, StoreError,
-    check_thread_key,
-};
-
-/// An API error: the status its code carries and a JSON body.
-#[derive(Debug)]
-pub struct ApiError(pub Rejection);
-
-impl ApiError {
-    fn new(code: Code, message: impl Into<String>) -> Self {
-        ApiError(Rejection::new(code, message))
-    }
-}
-
-impl From<Rejection> for ApiError {
-    fn from(r: Rejection) -> Self {
-        ApiError(r)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Rejected(r) => ApiError(r),
-            other => {
-                tracing::error!("store: {other}");
-                ApiError::new(Code::Internal, "the store failed; the server log says why")
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
-            status,
-            axum::Json(json!({"code": self.0.code.as_str(), "message": self.0.message})),
-        )
-            .into_response()
-    }
-}
+use crate::server::app::App;
+use crate::server::http::{ApiError, body, caller, parse, query_error, ready};
+use crate::store::{Code, EnqueueRequest, NewMessage, Scope, SpawnRequest, check_thread_key};
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Every route.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"ok": true})) }),
-        )
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/agent/spawn", post(spawn))
-        .route("/agent/message", post(message))
-        .route("/agent/execute", post(execute))
-        .route("/agent/messages", get(messages))
-        .route("/agent/executions/{id}", get(execution))
-        .route("/agent/executions/{id}/cancel", post(cancel))
-        .route("/agent/threads", get(threads))
-        .route(
-            "/agent/threads/{thread_key}/executions",
-            get(thread_executions),
-        )
-        .route(
-            "/agent/threads/{thread_key}/events",
-            get(crate::server::sse::events),
-        )
-        .route("/agent/threads/{thread_key}/release", post(release))
-        .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
-        .with_state(app)
-}
-
-async fn readyz(State(app): State<Arc<App>>) -> Response {
+pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.ready() {
         axum::Json(json!({"ready": true, "store": app.store().engine()})).into_response()
     } else {
@@ -98,7 +24,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> ApiResult {
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> ApiResult {
     ready(&app)?;
     let counts = app.store().execution_counts().await?;
     Ok((
@@ -106,86 +32,6 @@ async fn metrics(State(app): State<Arc<App>>) -> ApiResult {
         app.metrics.render(&counts),
     )
         .into_response())
-}
-
-fn ready(app: &App) -> Result<(), ApiError> {
-    if app.ready() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            Code::NotReady,
-            "the server is starting; retry shortly",
-        ))
-    }
-}
-
-/// Checks the caller's key (`Authorization: Bearer KEY` or `X-Api-Key: KEY`) and scope.
-pub async fn caller(app: &App, headers: &HeaderMap, scope: Scope) -> Result<Key, ApiError> {
-    ready(app)?;
-    let token = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                Code::Unauthorized,
-                "missing API key (Authorization: Bearer KEY or X-Api-Key: KEY)",
-            )
-        })?;
-    let key = app
-        .store()
-        .find_key(token)
-        .await?
-        .ok_or_else(|| ApiError::new(Code::Unauthorized, "unknown or revoked API key"))?;
-    if !scope.allowed(&key.scopes) {
-        return Err(ApiError::new(
-            Code::Forbidden,
-            format!("the key {:?} lacks the {scope:?} scope", key.name),
-        ));
-    }
-    Ok(key)
-}
-
-/// Reads a JSON body of at most the configured size into `T` (unknown fields refused).
-async fn body<T: DeserializeOwned>(app: &App, body: Body) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, app.settings.max_body)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                Code::BodyTooLarge,
-                format!("the body is larger than {} bytes", app.settings.max_body),
-            )
-        })?;
-    parse(&bytes)
-}
-
-/// Parses a request body, turning serde's errors into codes.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let msg = e.to_string();
-        let code = if e.is_syntax() || e.is_eof() {
-            Code::InvalidJson
-        } else if msg.starts_with("missing field") {
-            Code::MissingField
-        } else if msg.starts_with("unknown field") {
-            Code::UnknownField
-        } else {
-            Code::InvalidField
-        };
-        let what = if code == Code::InvalidJson {
-            "the body is not valid JSON"
-        } else {
-            "the body does not fit the request"
-        };
-        ApiError::new(code, format!("{what}: {msg}"))
-    })
 }
 
 fn key_field(name: &str, v: &Option<String>) -> Result<(), ApiError> {
@@ -237,7 +83,7 @@ struct SpawnBody {
     persona_id: Option<String>,
 }
 
-async fn spawn(State(app): State<Arc<App>>, headers: HeaderMap, b: Body) -> ApiResult {
+pub(crate) async fn spawn(State(app): State<Arc<App>>, headers: HeaderMap, b: Body) -> ApiResult {
     caller(&app, &headers, Scope::Agent).await?;
     let b: SpawnBody = body(&app, b).await?;
     check_thread_key(&b.thread_key)?;
@@ -332,7 +178,7 @@ fn new_message(
     })
 }
 
-async fn message(State(app): State<Arc<App>>, headers: HeaderMap, b: Body) -> ApiResult {
+pub(crate) async fn message(State(app): State<Arc<App>>, headers: HeaderMap, b: Body) -> ApiResult {
     caller(&app, &headers, Scope::Agent).await?;
     let b: MessageBody = body(&app, b).await?;
     check_thread_key(&b.thread_key)?;
@@ -357,7 +203,7 @@ struct ExecuteBody {
     metadata: Option<Value>,
 }
 
-async fn execute(State(app): State<Arc<App>>, headers: HeaderMap, b: Body) -> ApiResult {
+pub(crate) async fn execute(State(app): State<Arc<App>>, headers: HeaderMap, b: Body) -> ApiResult {
     caller(&app, &headers, Scope::Agent).await?;
     let b: ExecuteBody = body(&app, b).await?;
     check_thread_key(&b.thread_key)?;
@@ -403,13 +249,13 @@ async fn execute(State(app): State<Arc<App>>, headers: HeaderMap, b: Body) -> Ap
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MessagesQuery {
+pub(crate) struct MessagesQuery {
     thread_key: String,
     cursor: Option<String>,
     limit: Option<i64>,
 }
 
-async fn messages(
+pub(crate) async fn messages(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     q: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
@@ -432,20 +278,7 @@ async fn messages(
     Ok(axum::Json(json!({"thread_key": q.thread_key, "messages": messages, "cursor": cursor, "has_more": more})).into_response())
 }
 
-/// A query string that does not fit.
-pub fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
-    let msg = e.body_text();
-    let code = if msg.contains("missing field") {
-        Code::MissingField
-    } else if msg.contains("unknown field") {
-        Code::UnknownField
-    } else {
-        Code::InvalidField
-    };
-    ApiError::new(code, msg)
-}
-
-async fn execution(
+pub(crate) async fn execution(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -460,7 +293,7 @@ async fn execution(
     }
 }
 
-async fn cancel(
+pub(crate) async fn cancel(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -473,11 +306,11 @@ async fn cancel(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LimitQuery {
+pub(crate) struct LimitQuery {
     limit: Option<i64>,
 }
 
-async fn threads(
+pub(crate) async fn threads(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     q: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
@@ -495,7 +328,7 @@ async fn threads(
     Ok(axum::Json(json!({"threads": threads})).into_response())
 }
 
-async fn thread_executions(
+pub(crate) async fn thread_executions(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(thread_key): Path<String>,
@@ -519,7 +352,7 @@ struct ReleaseBody {
     cancel_inflight: Option<bool>,
 }
 
-async fn release(
+pub(crate) async fn release(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(thread_key): Path<String>,

@@ -129,8 +129,8 @@ impl ServerConfig {
     /// and mounted read-only at [`AGENTS_INSIDE`]), no policy (every request denied).
     pub fn builtin(data_dir: &Path) -> Result<ServerConfig, String> {
         let dir = data_dir.join("agents");
-        crate::server::runtime::private_dir(data_dir, 0o711)?;
-        crate::server::runtime::private_dir(&dir, 0o755)?;
+        crate::server::paths::private_dir(data_dir, 0o711)?;
+        crate::server::paths::private_dir(&dir, 0o755)?;
         let file = dir.join("scripted.py");
         std::fs::write(&file, SCRIPTED_AGENT).map_err(|e| format!("{}: {e}", file.display()))?;
         let mut c = ServerConfig::default();
@@ -187,101 +187,23 @@ impl ServerConfig {
     pub fn settle(self, base: &Path) -> Result<Settings, String> {
         let mut errors = Vec::new();
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        let (uid, gid) = match self.sandbox.user.as_deref() {
-            None => (65534, 65534),
-            Some(u) => {
-                let (a, b) = u.split_once(':').unwrap_or((u, u));
-                match (a.parse::<u32>(), b.parse::<u32>()) {
-                    (Ok(0), _) | (_, Ok(0)) => {
-                        errors.push("sandbox.user: the harness never runs as root".to_string());
-                        (65534, 65534)
-                    }
-                    (Ok(a), Ok(b)) => (a, b),
-                    _ => {
-                        errors.push(format!("sandbox.user: {u:?} is not UID[:GID]"));
-                        (65534, 65534)
-                    }
-                }
-            }
-        };
+        let (uid, gid) = user(self.sandbox.user.as_deref(), &mut errors);
         let memory = match self.sandbox.memory.as_deref() {
-            None => Some(4 << 30),
             Some("none") => None,
-            Some(m) => match policy::parse_size(m) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    errors.push(format!("sandbox.memory: {e}"));
-                    None
-                }
-            },
+            m => Some(size(m, "sandbox.memory", 4 << 30, &mut errors)),
         };
-        let mut mounts = Vec::new();
-        for m in &self.sandbox.mounts {
-            let (src, dest) = m.split_once(':').unwrap_or((m, m));
-            let src = abs(PathBuf::from(src));
-            let dest = PathBuf::from(dest);
-            if !dest.is_absolute() {
-                errors.push(format!(
-                    "sandbox.mounts: {m:?}: the destination must be absolute"
-                ));
-            } else if !src.exists() {
-                errors.push(format!("sandbox.mounts: {} does not exist", src.display()));
-            } else {
-                mounts.push((src, dest));
-            }
-        }
-        for (name, h) in &self.harnesses {
-            if h.command.is_empty() {
-                errors.push(format!("harnesses.{name}.command is empty"));
-            }
-        }
-        let default_harness = match (&self.default_harness, self.harnesses.len()) {
-            (Some(d), _) if self.harnesses.contains_key(d) => d.clone(),
-            (Some(d), _) => {
-                errors.push(format!(
-                    "default_harness {d:?} is not in harnesses ({})",
-                    self.harnesses
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-                d.clone()
-            }
-            (None, 1) => self.harnesses.keys().next().cloned().unwrap_or_default(),
-            (None, 0) => {
-                errors.push(
-                    "harnesses: none configured (name at least one, with its command)".into(),
-                );
-                String::new()
-            }
-            (None, _) => {
-                errors.push(
-                    "default_harness: several harnesses are configured; name the default".into(),
-                );
-                String::new()
-            }
-        };
-        let mut dur = |v: &Option<String>, what: &str, default: u64| match v {
-            None => Duration::from_secs(default),
-            Some(s) => duration(s).unwrap_or_else(|e| {
-                errors.push(format!("limits.{what}: {e}"));
-                Duration::from_secs(default)
-            }),
-        };
-        let silence = dur(&self.limits.silence_timeout, "silence_timeout", 600);
-        let hard = dur(&self.limits.hard_timeout, "hard_timeout", 3600);
-        let lease = dur(&self.limits.lease, "lease", 30);
-        let max_body = match self.limits.max_body.as_deref() {
-            None => 1 << 20,
-            Some(s) => match policy::parse_size(s) {
-                Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
-                Err(e) => {
-                    errors.push(format!("limits.max_body: {e}"));
-                    1 << 20
-                }
-            },
-        };
+        let mounts = mounts(&self.sandbox.mounts, base, &mut errors);
+        let default_harness = self.default_harness(&mut errors);
+        let l = &self.limits;
+        let silence = duration_or(&l.silence_timeout, "silence_timeout", 600, &mut errors);
+        let hard = duration_or(&l.hard_timeout, "hard_timeout", 3600, &mut errors);
+        let lease = duration_or(&l.lease, "lease", 30, &mut errors);
+        let max_body = size(
+            l.max_body.as_deref(),
+            "limits.max_body",
+            1 << 20,
+            &mut errors,
+        );
         if lease < Duration::from_secs(3) {
             errors.push("limits.lease: at least 3s".into());
         }
@@ -301,13 +223,106 @@ impl ServerConfig {
             env: self.sandbox.env,
             harnesses: self.harnesses,
             default_harness,
-            max_body,
+            max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
             silence,
             hard,
             concurrency: self.limits.concurrency.unwrap_or(8).max(1),
             lease,
         })
     }
+
+    fn default_harness(&self, errors: &mut Vec<String>) -> String {
+        for (name, h) in &self.harnesses {
+            if h.command.is_empty() {
+                errors.push(format!("harnesses.{name}.command is empty"));
+            }
+        }
+        match (&self.default_harness, self.harnesses.len()) {
+            (Some(d), _) if self.harnesses.contains_key(d) => d.clone(),
+            (Some(d), _) => {
+                let names: Vec<&str> = self.harnesses.keys().map(String::as_str).collect();
+                errors.push(format!(
+                    "default_harness {d:?} is not in harnesses ({})",
+                    names.join(", ")
+                ));
+                d.clone()
+            }
+            (None, 1) => self.harnesses.keys().next().cloned().unwrap_or_default(),
+            (None, 0) => {
+                errors.push(
+                    "harnesses: none configured (name at least one, with its command)".into(),
+                );
+                String::new()
+            }
+            (None, _) => {
+                errors.push(
+                    "default_harness: several harnesses are configured; name the default".into(),
+                );
+                String::new()
+            }
+        }
+    }
+}
+
+/// `UID[:GID]`, never 0; nobody by default.
+fn user(spec: Option<&str>, errors: &mut Vec<String>) -> (u32, u32) {
+    let Some(u) = spec else {
+        return (65534, 65534);
+    };
+    let (a, b) = u.split_once(':').unwrap_or((u, u));
+    match (a.parse::<u32>(), b.parse::<u32>()) {
+        (Ok(0), _) | (_, Ok(0)) => {
+            errors.push("sandbox.user: the harness never runs as root".to_string());
+            (65534, 65534)
+        }
+        (Ok(a), Ok(b)) => (a, b),
+        _ => {
+            errors.push(format!("sandbox.user: {u:?} is not UID[:GID]"));
+            (65534, 65534)
+        }
+    }
+}
+
+/// A size (`1MiB`), or the default.
+fn size(v: Option<&str>, what: &str, default: u64, errors: &mut Vec<String>) -> u64 {
+    match v {
+        None => default,
+        Some(s) => policy::parse_size(s).unwrap_or_else(|e| {
+            errors.push(format!("{what}: {e}"));
+            default
+        }),
+    }
+}
+
+/// A duration (`30s`), or the default in seconds.
+fn duration_or(v: &Option<String>, what: &str, default: u64, errors: &mut Vec<String>) -> Duration {
+    match v {
+        None => Duration::from_secs(default),
+        Some(s) => duration(s).unwrap_or_else(|e| {
+            errors.push(format!("limits.{what}: {e}"));
+            Duration::from_secs(default)
+        }),
+    }
+}
+
+/// `SRC[:DEST]` read-only mounts: the source must exist, the destination be absolute.
+fn mounts(list: &[String], base: &Path, errors: &mut Vec<String>) -> Vec<(PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    for m in list {
+        let (src, dest) = m.split_once(':').unwrap_or((m, m));
+        let src = base.join(src);
+        let dest = PathBuf::from(dest);
+        if !dest.is_absolute() {
+            errors.push(format!(
+                "sandbox.mounts: {m:?}: the destination must be absolute"
+            ));
+        } else if !src.exists() {
+            errors.push(format!("sandbox.mounts: {} does not exist", src.display()));
+        } else {
+            out.push((src, dest));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

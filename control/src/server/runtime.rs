@@ -1,10 +1,11 @@
 //! Sandboxes for assignments: each runs under its own supervisor in
 //! `DATA/sandboxes/<runtime_id>/`; this file starts, finds, stops and reaps them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::server::config::Settings;
+use crate::server::paths::private_dir;
 use crate::store::{Assignment, Store, new_id};
 use crate::supervisor::{Client, SupervisorSpec};
 
@@ -152,13 +153,4 @@ impl Runtimes {
         }
         reaped
     }
-}
-
-/// Creates `dir` (and parents) with this mode: the data directory is traversable by the
-/// sandbox user (to bind its workdir) but lists nothing.
-pub fn private_dir(dir: &Path, mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("{}: {e}", dir.display()))
 }

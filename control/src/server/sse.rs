@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::server::App;
-use crate::server::api::{ApiError, caller, query_error};
+use crate::server::app::App;
+use crate::server::http::{ApiError, caller, query_error};
 use crate::store::{Code, Event, Scope, Status, check_thread_key};
 
 /// Events read per query.
@@ -133,10 +133,29 @@ impl Drop for Gauge<'_> {
     }
 }
 
+/// One open stream's state.
+struct Follower {
+    app: Arc<App>,
+    store: crate::store::Store,
+    thread: String,
+    cursor: i64,
+    execution: Option<String>,
+    sent_any: bool,
+    /// When the commit that woke the stream returned (for the latency histogram).
+    committed_at: Option<std::time::Instant>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// What to do after sending what is new.
+enum Next {
+    Wait,
+    End,
+}
+
 async fn stream(
     app: Arc<App>,
     thread: String,
-    mut cursor: i64,
+    cursor: i64,
     execution: Option<String>,
     follow: bool,
     mut sub: broadcast::Receiver<crate::store::Announcement>,
@@ -144,97 +163,129 @@ async fn stream(
 ) {
     app.metrics.sse_clients.fetch_add(1, Ordering::Relaxed);
     let _gauge = Gauge(&app.metrics.sse_clients);
-    let store = app.store();
     let mut shutdown = app.shutdown.subscribe();
-    let mut sent_any = false;
-    let mut committed_at = None;
+    let mut f = Follower {
+        store: app.store(),
+        app: app.clone(),
+        thread,
+        cursor,
+        execution,
+        sent_any: false,
+        committed_at: None,
+        tx,
+    };
     loop {
+        if let Next::End = f.send_new().await {
+            return;
+        }
+        if f.execution_over().await || !follow {
+            return;
+        }
+        if !f.wait(&mut sub, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+impl Follower {
+    /// Sends every event after the cursor, a page at a time.
+    async fn send_new(&mut self) -> Next {
         loop {
-            let rows = match store
-                .events_after(&thread, cursor, execution.as_deref(), PAGE)
+            let rows = match self
+                .store
+                .events_after(&self.thread, self.cursor, self.execution.as_deref(), PAGE)
                 .await
             {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!("event stream of {thread}: {e}");
-                    let _ = tx
+                    tracing::error!("event stream of {}: {e}", self.thread);
+                    let _ = self
+                        .tx
                         .send(Bytes::from_static(
                             b"event: stream_error\ndata: {\"error\":\"event stream failed\"}\n\n",
                         ))
                         .await;
-                    return;
+                    return Next::End;
                 }
             };
-            let n = rows.len();
             let mut out = String::new();
             let mut end = false;
             for e in &rows {
                 out.push_str(&frame(e));
-                cursor = e.event_id;
-                if execution.is_some() && terminal(e) {
+                self.cursor = e.event_id;
+                if self.execution.is_some() && terminal(e) {
                     end = true;
                     break;
                 }
             }
             if !out.is_empty() {
-                sent_any = true;
-                if tx.send(Bytes::from(out)).await.is_err() {
-                    return;
+                self.sent_any = true;
+                if self.tx.send(Bytes::from(out)).await.is_err() {
+                    return Next::End;
                 }
-                if let Some(at) = committed_at.take() {
-                    app.metrics
-                        .observe_delivery(std::time::Instant::now().duration_since(at));
+                if let Some(at) = self.committed_at.take() {
+                    let d = std::time::Instant::now().duration_since(at);
+                    self.app.metrics.observe_delivery(d);
                 }
             }
             if end {
-                return;
+                return Next::End;
             }
-            if i64::try_from(n).unwrap_or(0) < PAGE {
-                break;
-            }
-        }
-        if let Some(id) = &execution {
-            // The terminal event may lie before the cursor: end with a snapshot of it.
-            if let Ok(Some(x)) = store.execution(id).await
-                && x.status.is_terminal()
-            {
-                if !sent_any {
-                    let snap = Event {
-                        event_id: cursor,
-                        execution_id: Some(id.clone()),
-                        kind: "execution_state".into(),
-                        data: x.state_event().to_string(),
-                        created_at: x.updated_at,
-                    };
-                    let _ = tx.send(Bytes::from(frame(&snap))).await;
-                }
-                return;
+            if i64::try_from(rows.len()).unwrap_or(0) < PAGE {
+                return Next::Wait;
             }
         }
-        if !follow {
-            return;
+    }
+
+    /// With `execution_id`: whether it ended (its terminal event may lie before the cursor:
+    /// a stream that sent nothing ends with a snapshot of it).
+    async fn execution_over(&mut self) -> bool {
+        let Some(id) = &self.execution else {
+            return false;
+        };
+        let Ok(Some(x)) = self.store.execution(id).await else {
+            return false;
+        };
+        if !x.status.is_terminal() {
+            return false;
         }
-        // Wait for this thread's next commit.
+        if !self.sent_any {
+            let snap = Event {
+                event_id: self.cursor,
+                execution_id: Some(id.clone()),
+                kind: "execution_state".into(),
+                data: x.state_event().to_string(),
+                created_at: x.updated_at,
+            };
+            let _ = self.tx.send(Bytes::from(frame(&snap))).await;
+        }
+        true
+    }
+
+    /// Waits for this thread's next commit, sending a keep-alive every [`KEEPALIVE`];
+    /// false when the stream should end.
+    async fn wait(
+        &mut self,
+        sub: &mut broadcast::Receiver<crate::store::Announcement>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + KEEPALIVE;
         loop {
             tokio::select! {
                 a = sub.recv() => match a {
-                    Ok(a) if *a.thread_key == *thread && a.event_id > cursor => {
-                        committed_at = Some(a.at);
-                        break;
+                    Ok(a) if *a.thread_key == *self.thread && a.event_id > self.cursor => {
+                        self.committed_at = Some(a.at);
+                        return true;
                     }
                     Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(broadcast::error::RecvError::Closed) => return false,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
-                        return;
-                    }
-                    break;
+                    return self.tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_ok();
                 }
-                _ = shutdown.changed() => return,
-                _ = tx.closed() => return,
+                _ = shutdown.changed() => return false,
+                _ = self.tx.closed() => return false,
             }
         }
     }

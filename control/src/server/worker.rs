@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::server::App;
+use crate::server::app::App;
 use crate::store::{Claimed, Finish, Line, Status};
 use crate::supervisor::{self, Attached, Client, Output};
 
@@ -166,9 +166,22 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
         }
         Err(err) => return Err(Stop::Finish(fail("harness_exited", err.to_string()))),
     };
+    follow(app, &e, &mut a, &client, from, wake).await
+}
+
+/// Commits the turn's output as the supervisor spools it, until the turn ends, the harness
+/// exits, the supervisor goes, a deadline passes or a cancel arrives.
+async fn follow(
+    app: &Arc<App>,
+    e: &crate::store::Execution,
+    a: &mut crate::store::Assignment,
+    client: &Client,
+    from: i64,
+    wake: &tokio::sync::Notify,
+) -> Result<(), Stop> {
     let mut att = match client.attach(a.spool_seq + 1).await {
         Ok(att) => att,
-        Err(_) => return finish_from_spool(app, &e.execution_id, &a, client.dir()).await,
+        Err(_) => return finish_from_spool(app, &e.execution_id, a, client.dir()).await,
     };
     let started = Instant::now()
         - Duration::from_millis(
@@ -182,12 +195,12 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
         tokio::select! {
             first = att.next() => {
                 let Some(first) = first else {
-                    return finish_from_spool(app, &e.execution_id, &a, client.dir()).await;
+                    return finish_from_spool(app, &e.execution_id, a, client.dir()).await;
                 };
                 let (lines, exit) = batch(first, &mut att).await;
                 if !lines.is_empty() {
                     silence = Instant::now() + app.settings.silence;
-                    if commit(app, &e.execution_id, &mut a, from, &lines).await? {
+                    if commit(app, &e.execution_id, a, from, &lines).await? {
                         return Ok(());
                     }
                 }
@@ -200,8 +213,8 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
                     )));
                 }
             }
-            _ = beat.tick() => check(app, &e.execution_id, &client).await?,
-            _ = wake.notified() => check(app, &e.execution_id, &client).await?,
+            _ = beat.tick() => check(app, &e.execution_id, client).await?,
+            _ = wake.notified() => check(app, &e.execution_id, client).await?,
             _ = tokio::time::sleep_until(silence) => {
                 app.runtimes.stop(&a.runtime_id).await;
                 return Err(Stop::Finish(fail(

@@ -2,7 +2,7 @@
 
 use sqlx::Row as _;
 
-use super::{Store, StoreError, on_pool};
+use super::db::{Store, StoreError, on_pool};
 
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +63,13 @@ macro_rules! lock_thread {
 macro_rules! write_events {
     ($store:expr, $thread:expr, |$tx:ident| $body:expr) => {{
         let (out, newest): (_, Option<i64>) = match &$store.db {
-            $crate::store::Db::Sqlite(pool) => {
+            $crate::store::db::Db::Sqlite(pool) => {
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let out = $body;
                 $tx.commit().await?;
                 out
             }
-            $crate::store::Db::Postgres(pool) => {
+            $crate::store::db::Db::Postgres(pool) => {
                 let mut $tx = pool.begin().await?;
                 let out = $body;
                 if let Some(id) = out.1 {

@@ -4,12 +4,14 @@
 use serde_json::{Value, json};
 use sqlx::Row as _;
 
+use super::code::Code;
+use super::db::{Store, StoreError, in_tx, new_id, on_pool, request_hash};
 use super::events::{append_event, lock_thread, write_events};
+use super::threads::Assignment;
 use super::threads::{
     NewMessage, Outcome, active_assignment, assign, assignment_row, check_generation,
     ensure_thread, insert_message, remember, replay,
 };
-use super::{Assignment, Code, Store, StoreError, in_tx, new_id, on_pool, request_hash};
 
 /// Failures on a thread within [`FAILURE_WINDOW_MS`] that stop new executions.
 pub const FAILURE_LOOP: i64 = 3;
@@ -256,11 +258,65 @@ macro_rules! finalize {
     }};
 }
 
+/// Refuses a new execution in `$tx` after [`FAILURE_LOOP`] recent failures on the thread.
+macro_rules! failure_loop {
+    ($tx:expr, $thread:expr, $now:expr) => {
+        let failures: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM executions WHERE thread_key = $1 AND status = 'failed' AND completed_at >= $2",
+        )
+        .bind($thread)
+        .bind($now - FAILURE_WINDOW_MS)
+        .fetch_one(&mut *$tx)
+        .await?;
+        if failures >= FAILURE_LOOP {
+            return Err(StoreError::reject(
+                Code::ThreadFailureLoop,
+                format!(
+                    "{failures} executions failed on this thread in the last 5 minutes; wait, or release the thread and start over"
+                ),
+            ));
+        }
+    };
+}
+
+/// Queues an execution in `$tx` (its turn takes the thread's messages stored so far);
+/// evaluates to `(execution id, its queued event's id)`.
+macro_rules! insert_execution {
+    ($tx:expr, $thread:expr, $generation:expr, $execute_id:expr, $now:expr) => {{
+        let upto: i64 = sqlx::query_scalar("SELECT last_message FROM threads WHERE thread_key = $1")
+            .bind($thread)
+            .fetch_one(&mut *$tx)
+            .await?;
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE threads SET last_execution = last_execution + 1 WHERE thread_key = $1 RETURNING last_execution",
+        )
+        .bind($thread)
+        .fetch_one(&mut *$tx)
+        .await?;
+        let id = new_id("exe_");
+        sqlx::query(
+            "INSERT INTO executions (execution_id, thread_key, seq, generation, execute_id, status, upto_message, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7)",
+        )
+        .bind(&id)
+        .bind($thread)
+        .bind(seq)
+        .bind($generation)
+        .bind($execute_id)
+        .bind(upto)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+        let data = json!({"type": "execution.state", "execution_id": id, "thread_key": $thread, "status": "queued"});
+        let event_id = append_event!($tx, $thread, Some(&id), "execution_state", data.to_string(), $now);
+        (id, event_id)
+    }};
+}
+
 impl Store {
     /// Queues an execution (in auto mode, spawning and appending the message first).
     /// Idempotent on `execute_id`; refused after [`FAILURE_LOOP`] recent failures.
     pub async fn enqueue(&self, req: &EnqueueRequest) -> Result<Outcome, StoreError> {
-        super::check_thread_key(&req.thread_key)?;
+        super::db::check_thread_key(&req.thread_key)?;
         if req.generation.is_none() && req.message.is_none() {
             return Err(StoreError::reject(
                 Code::MissingField,
@@ -286,21 +342,7 @@ impl Store {
                     None,
                 )
             } else {
-                let failures: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM executions WHERE thread_key = $1 AND status = 'failed' AND completed_at >= $2",
-                )
-                .bind(thread)
-                .bind(now - FAILURE_WINDOW_MS)
-                .fetch_one(&mut *tx)
-                .await?;
-                if failures >= FAILURE_LOOP {
-                    return Err(StoreError::reject(
-                        Code::ThreadFailureLoop,
-                        format!(
-                            "{failures} executions failed on this thread in the last 5 minutes; wait, or release the thread and start over"
-                        ),
-                    ));
-                }
+                failure_loop!(tx, thread, now);
                 let a = match req.generation {
                     Some(g) => check_generation(active_assignment!(tx, thread), thread, g)?,
                     None => {
@@ -311,39 +353,8 @@ impl Store {
                 if let Some(m) = &req.message {
                     insert_message!(tx, thread, a.generation, m, now);
                 }
-                let upto: i64 =
-                    sqlx::query_scalar("SELECT last_message FROM threads WHERE thread_key = $1")
-                        .bind(thread)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let seq: i64 = sqlx::query_scalar(
-                    "UPDATE threads SET last_execution = last_execution + 1 WHERE thread_key = $1 RETURNING last_execution",
-                )
-                .bind(thread)
-                .fetch_one(&mut *tx)
-                .await?;
-                let id = new_id("exe_");
-                sqlx::query(
-                    "INSERT INTO executions (execution_id, thread_key, seq, generation, execute_id, status, upto_message, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7)",
-                )
-                .bind(&id)
-                .bind(thread)
-                .bind(seq)
-                .bind(a.generation)
-                .bind(&req.execute_id)
-                .bind(upto)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                let data = json!({"type": "execution.state", "execution_id": id, "thread_key": thread, "status": "queued"});
-                let event_id = append_event!(
-                    tx,
-                    thread,
-                    Some(&id),
-                    "execution_state",
-                    data.to_string(),
-                    now
-                );
+                let (id, event_id) =
+                    insert_execution!(tx, thread, a.generation, &req.execute_id, now);
                 let body = json!({
                     "ok": true,
                     "execution_id": id,
@@ -379,20 +390,7 @@ impl Store {
     pub async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Claimed>, StoreError> {
         let now = self.now();
         loop {
-            let candidate: Option<(String, String)> = on_pool!(self, |pool| {
-                let row = sqlx::query(
-                    "SELECT e.execution_id, e.thread_key FROM executions e WHERE e.status = 'queued' \
-                     AND NOT EXISTS (SELECT 1 FROM executions r WHERE r.thread_key = e.thread_key AND r.status IN ('running', 'cancel_requested')) \
-                     AND NOT EXISTS (SELECT 1 FROM executions q WHERE q.thread_key = e.thread_key AND q.status = 'queued' AND q.seq < e.seq) \
-                     ORDER BY e.created_at, e.execution_id LIMIT 1",
-                )
-                .fetch_optional(pool)
-                .await?;
-                match row {
-                    Some(r) => Some((r.try_get("execution_id")?, r.try_get("thread_key")?)),
-                    None => None,
-                }
-            });
+            let candidate = self.next_queued().await?;
             let Some((id, thread)) = candidate else {
                 return Ok(None);
             };
@@ -463,6 +461,26 @@ impl Store {
                 return Ok(Some(c));
             }
         }
+    }
+
+    /// The oldest queued execution that is first in its thread and whose thread has none
+    /// running.
+    async fn next_queued(&self) -> Result<Option<(String, String)>, StoreError> {
+        let candidate: Option<(String, String)> = on_pool!(self, |pool| {
+            let row = sqlx::query(
+                    "SELECT e.execution_id, e.thread_key FROM executions e WHERE e.status = 'queued' \
+                     AND NOT EXISTS (SELECT 1 FROM executions r WHERE r.thread_key = e.thread_key AND r.status IN ('running', 'cancel_requested')) \
+                     AND NOT EXISTS (SELECT 1 FROM executions q WHERE q.thread_key = e.thread_key AND q.status = 'queued' AND q.seq < e.seq) \
+                     ORDER BY e.created_at, e.execution_id LIMIT 1",
+                )
+                .fetch_optional(pool)
+                .await?;
+            match row {
+                Some(r) => Some((r.try_get("execution_id")?, r.try_get("thread_key")?)),
+                None => None,
+            }
+        });
+        Ok(candidate)
     }
 
     /// Takes over running executions whose lease expired (every running one with `all`: the

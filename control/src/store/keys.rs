@@ -2,7 +2,7 @@
 
 use sqlx::Row as _;
 
-use super::{Store, StoreError, hex, in_tx, on_pool};
+use super::db::{Store, StoreError, hex, in_tx, on_pool};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,7 @@ impl Store {
     ) -> Result<(String, Key), StoreError> {
         if name.is_empty() || name.len() > 100 {
             return Err(StoreError::reject(
-                super::Code::InvalidField,
+                super::code::Code::InvalidField,
                 "a key's name must be 1 to 100 characters",
             ));
         }
@@ -108,7 +108,7 @@ impl Store {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
         );
         let key = Key {
-            key_id: super::new_id("key_"),
+            key_id: super::db::new_id("key_"),
             name: name.to_string(),
             prefix: secret[..12].to_string(),
             scopes: scopes.to_vec(),

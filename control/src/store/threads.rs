@@ -3,8 +3,9 @@
 use serde_json::{Value, json};
 use sqlx::Row as _;
 
+use super::code::Code;
+use super::db::{Store, StoreError, in_tx, new_id, on_pool, request_hash};
 use super::events::{append_event, lock_thread, write_events};
-use super::{Code, Store, StoreError, in_tx, new_id, on_pool, request_hash};
 
 /// The thread's active assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,13 +264,37 @@ macro_rules! insert_message {
     }};
 }
 
+/// Cancels the thread's unfinished executions in `$tx` (reason `released`); evaluates to
+/// the newest event id, if any.
+macro_rules! cancel_unfinished {
+    ($tx:expr, $thread:expr, $now:expr) => {{
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT execution_id FROM executions WHERE thread_key = $1 AND status IN ('queued', 'running', 'cancel_requested') ORDER BY seq",
+        )
+        .bind($thread)
+        .fetch_all(&mut *$tx)
+        .await?;
+        let mut newest = None;
+        for id in ids {
+            sqlx::query("UPDATE executions SET status = 'cancelled', terminal_reason = 'released', completed_at = $1, updated_at = $1, worker_id = NULL, lease_expires_at = NULL WHERE execution_id = $2")
+                .bind($now)
+                .bind(&id)
+                .execute(&mut *$tx)
+                .await?;
+            let data = json!({"type": "execution.state", "execution_id": id, "thread_key": $thread, "status": "cancelled", "terminal_reason": "released"});
+            newest = Some(append_event!($tx, $thread, Some(&id), "execution_state", data.to_string(), $now));
+        }
+        newest
+    }};
+}
+
 pub(crate) use {active_assignment, assign, ensure_thread, insert_message, remember, replay};
 
 impl Store {
     /// Assigns a sandbox to the thread, or returns the active assignment. Idempotent on
     /// `spawn_id`.
     pub async fn spawn(&self, req: &SpawnRequest) -> Result<Outcome, StoreError> {
-        super::check_thread_key(&req.thread_key)?;
+        super::db::check_thread_key(&req.thread_key)?;
         let hash = request_hash(&json!({
             "thread_key": req.thread_key, "harness": req.harness, "persona_id": req.persona_id,
         }));
@@ -328,7 +353,7 @@ impl Store {
         generation: i64,
         msg: &NewMessage,
     ) -> Result<Outcome, StoreError> {
-        super::check_thread_key(thread_key)?;
+        super::db::check_thread_key(thread_key)?;
         let hash = request_hash(&json!({
             "generation": generation, "role": msg.role, "parts": msg.parts,
         }));
@@ -382,7 +407,7 @@ impl Store {
         release_id: Option<&String>,
         cancel_inflight: bool,
     ) -> Result<(Outcome, Option<String>), StoreError> {
-        super::check_thread_key(thread_key)?;
+        super::db::check_thread_key(thread_key)?;
         let hash = request_hash(&json!({"cancel_inflight": cancel_inflight}));
         let now = self.now();
         let out = write_events!(self, thread_key, |tx| {
@@ -414,28 +439,7 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                         if cancel_inflight {
-                            let ids: Vec<String> = sqlx::query_scalar(
-                                "SELECT execution_id FROM executions WHERE thread_key = $1 AND status IN ('queued', 'running', 'cancel_requested') ORDER BY seq",
-                            )
-                            .bind(thread_key)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                            for id in ids {
-                                sqlx::query("UPDATE executions SET status = 'cancelled', terminal_reason = 'released', completed_at = $1, updated_at = $1, worker_id = NULL, lease_expires_at = NULL WHERE execution_id = $2")
-                                    .bind(now)
-                                    .bind(&id)
-                                    .execute(&mut *tx)
-                                    .await?;
-                                let data = json!({"type": "execution.state", "execution_id": id, "thread_key": thread_key, "status": "cancelled", "terminal_reason": "released"});
-                                newest = Some(append_event!(
-                                    tx,
-                                    thread_key,
-                                    Some(&id),
-                                    "execution_state",
-                                    data.to_string(),
-                                    now
-                                ));
-                            }
+                            newest = cancel_unfinished!(tx, thread_key, now);
                         }
                         (
                             json!({"ok": true, "thread_key": thread_key, "released": true, "assignment_generation": a.generation, "runtime_id": a.runtime_id}),

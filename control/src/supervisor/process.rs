@@ -89,6 +89,19 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<u8> {
         let _ = reader.await;
         running.wait().await
     });
+    until_stopped(&dir, &state, waiter, &mut stop_rx, &mut term).await;
+    Ok(0)
+}
+
+/// Serves until told to stop (or, once the harness ended, ten idle minutes), recording the
+/// harness's exit; then stops the sandbox.
+async fn until_stopped(
+    dir: &Path,
+    state: &State,
+    waiter: tokio::task::JoinHandle<Result<u8, crate::runner::RunError>>,
+    stop_rx: &mut tokio::sync::mpsc::Receiver<()>,
+    term: &mut tokio::signal::unix::Signal,
+) {
     tokio::pin!(waiter);
     let mut exited = false;
     loop {
@@ -122,9 +135,7 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<u8> {
     }
     // Let a `stop` caller read its answer.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    Ok(0)
 }
-
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -207,32 +207,8 @@ pub async fn ask(a: AskArgs) -> anyhow::Result<u8> {
             if let Some(d) = describe(&e) {
                 p.line(&d);
             }
-            if e.event == "execution_state" {
-                let v: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
-                match v["status"].as_str().unwrap_or("") {
-                    "completed" => {
-                        p.clear();
-                        println!("{}", v["result_text"].as_str().unwrap_or(""));
-                        return Ok(0);
-                    }
-                    "failed" => {
-                        p.clear();
-                        eprintln!(
-                            "centaur: the turn failed ({}): {}",
-                            v["terminal_reason"].as_str().unwrap_or("?"),
-                            v["error_text"].as_str().unwrap_or("")
-                        );
-                        return Ok(1);
-                    }
-                    "cancelled" => {
-                        p.clear();
-                        eprintln!("centaur: the turn was cancelled");
-                        return Ok(130);
-                    }
-                    s => p.status(s),
-                }
-            } else {
-                p.status("working");
+            if let Some(code) = on_event(&mut p, &e) {
+                return Ok(code);
             }
         }
         // The stream broke (a server restart): resume after the last event seen.
@@ -241,6 +217,40 @@ pub async fn ask(a: AskArgs) -> anyhow::Result<u8> {
             "centaur: the event stream broke after event {}; reconnecting",
             last.unwrap_or(0)
         ));
+    }
+}
+
+/// Shows an event; the exit status once the execution ended.
+fn on_event(p: &mut Progress, e: &SseEvent) -> Option<u8> {
+    if e.event != "execution_state" {
+        p.status("working");
+        return None;
+    }
+    let v: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
+    match v["status"].as_str().unwrap_or("") {
+        "completed" => {
+            p.clear();
+            println!("{}", v["result_text"].as_str().unwrap_or(""));
+            Some(0)
+        }
+        "failed" => {
+            p.clear();
+            eprintln!(
+                "centaur: the turn failed ({}): {}",
+                v["terminal_reason"].as_str().unwrap_or("?"),
+                v["error_text"].as_str().unwrap_or("")
+            );
+            Some(1)
+        }
+        "cancelled" => {
+            p.clear();
+            eprintln!("centaur: the turn was cancelled");
+            Some(130)
+        }
+        s => {
+            p.status(s);
+            None
+        }
     }
 }
 
