@@ -144,4 +144,25 @@ mod tests {
         assert_eq!(names.len(), Code::ALL.len());
         assert!(Code::ALL.iter().all(|c| c.status() >= 400));
     }
+
+    #[test]
+    fn docs_api_md_lists_every_code_in_order_with_its_status() {
+        let doc = include_str!("../../../docs/api.md");
+        let table = &doc[doc
+            .find("## Error codes")
+            .expect("docs/api.md has ## Error codes")..];
+        let rows: Vec<(String, u16)> = table
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((code.to_string(), cells.get(2)?.parse().ok()?))
+            })
+            .collect();
+        let want: Vec<(String, u16)> = Code::ALL
+            .iter()
+            .map(|c| (c.as_str().to_string(), c.status()))
+            .collect();
+        assert_eq!(rows, want);
+    }
 }

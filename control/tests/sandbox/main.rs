@@ -348,14 +348,42 @@ async fn without_root_the_error_says_what_is_needed() {
     assert!(err.contains("CAP_NET_ADMIN"), "{err}");
 }
 
-/// `centaur demo`, the README's first command, shows all five points and checks itself.
+/// Invariant 6 (DNS included): the sandbox has its own /etc/hosts, so no name the host lists
+/// there resolves around the gateway's DNS.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_has_its_own_hosts_file() {
+    if !root_or_skip("the_sandbox_has_its_own_hosts_file") {
+        return;
+    }
+    let s = Sandboxed::new().await;
+    let out = s.run(&[], "cat /etc/hosts; hostname").await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut lines = out.stdout.lines();
+    let name = out.stdout.lines().last().unwrap().to_string();
+    assert_eq!(
+        lines.next(),
+        Some(format!("127.0.0.1 localhost {name}").as_str())
+    );
+    assert_eq!(
+        lines.next(),
+        Some("::1 localhost ip6-localhost ip6-loopback")
+    );
+    assert_eq!(
+        lines.next(),
+        Some(name.as_str()),
+        "nothing else: {}",
+        out.stdout
+    );
+}
+
+/// `centaur demo --gateway` shows all five points and checks itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_shows_the_whole_idea() {
     if !root_or_skip("the_demo_shows_the_whole_idea") {
         return;
     }
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_centaur"))
-        .arg("demo")
+        .args(["demo", "--gateway"])
         .env_remove("SUDO_UID")
         .output()
         .await
@@ -382,6 +410,52 @@ async fn the_demo_shows_the_whole_idea() {
     for (i, _) in text.match_indices("sk-live-") {
         let rest = &text[i + 8..];
         let hex = rest.chars().take_while(char::is_ascii_hexdigit).count();
+        assert!(hex < 32, "the real key was printed: {}", &text[i..]);
+    }
+    let kept = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("(files kept in "))
+        .unwrap();
+    let _ = std::fs::remove_dir_all(kept.trim_end_matches(')'));
+}
+
+/// `centaur demo`, the README's first command: the platform end to end, across a `kill -9` of
+/// the server mid-turn, checking itself (invariants 3 and 7).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_platform_demo_survives_a_kill_9_and_checks_itself() {
+    if !root_or_skip("the_platform_demo_survives_a_kill_9_and_checks_itself") {
+        return;
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_centaur"))
+        .arg("demo")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "-> 202 exe_",
+        "(5) kill -9 ",
+        "reconnecting with Last-Event-ID: ",
+        "execution_state  completed",
+        "uid=65534(nobody)",
+        "(6) nothing lost, nothing repeated",
+        "the API received `Authorization: Bearer sk-live-…` (the real key)",
+        "DEMO_API_KEY swapped",
+        "hash chain intact: 1 records",
+        "released true",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    for (i, _) in text.match_indices("sk-live-") {
+        let hex = text[i + 8..]
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .count();
         assert!(hex < 32, "the real key was printed: {}", &text[i..]);
     }
     let kept = text

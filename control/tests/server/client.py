@@ -2,6 +2,7 @@
 event stream, requests for the bad-input cases. Run by tests/server/api.rs against a real
 `centaur server`; argv: BASE_URL AGENT_KEY TOOLS_ONLY_KEY. Exits non-zero on the first failed
 check, naming it."""
+
 import json
 import sys
 import uuid
@@ -24,8 +25,10 @@ def check(cond, what):
 
 def err(r, status, code, what):
     body = r.json()
-    check(r.status_code == status and body.get("code") == code and body.get("message"),
-          f"{what} -> {status} {code} (got {r.status_code} {body})")
+    check(
+        r.status_code == status and body.get("code") == code and body.get("message"),
+        f"{what} -> {status} {code} (got {r.status_code} {body})",
+    )
 
 
 def follow(thread, execution_id=None, last=None, after=None):
@@ -49,7 +52,12 @@ def follow(thread, execution_id=None, last=None, after=None):
 # --- auth -------------------------------------------------------------------------------
 err(httpx.get(f"{BASE}/agent/threads"), 401, "UNAUTHORIZED", "no key")
 err(httpx.get(f"{BASE}/agent/threads", headers={"Authorization": "Bearer ctr_wrong"}), 401, "UNAUTHORIZED", "unknown key")
-err(httpx.get(f"{BASE}/agent/threads", headers={"Authorization": f"Bearer {WEAK}"}), 403, "FORBIDDEN", "a key without the agent scope")
+err(
+    httpx.get(f"{BASE}/agent/threads", headers={"Authorization": f"Bearer {WEAK}"}),
+    403,
+    "FORBIDDEN",
+    "a key without the agent scope",
+)
 check(httpx.get(f"{BASE}/agent/threads", headers={"X-Api-Key": KEY}).status_code == 200, "X-Api-Key works too")
 check(httpx.get(f"{BASE}/healthz").json() == {"ok": True}, "/healthz")
 check(httpx.get(f"{BASE}/readyz").json()["ready"] is True, "/readyz")
@@ -62,21 +70,57 @@ spawned = r.json()
 r2 = c.post("/agent/spawn", json={"thread_key": thread, "spawn_id": "s1"})
 check(r2.json().get("idempotent") is True and r2.json()["runtime_id"] == spawned["runtime_id"], "spawn replay is idempotent")
 gen = spawned["assignment_generation"]
-r = c.post("/agent/message", json={"thread_key": thread, "assignment_generation": gen, "message_id": "m1",
-                                   "parts": [{"type": "text", "text": "steps=3 pause=0.05 first"}]})
+r = c.post(
+    "/agent/message",
+    json={
+        "thread_key": thread,
+        "assignment_generation": gen,
+        "message_id": "m1",
+        "parts": [{"type": "text", "text": "steps=3 pause=0.05 first"}],
+    },
+)
 check(r.status_code == 200 and r.json()["message_id"] == "m1", "message stored")
-r = c.post("/agent/message", json={"thread_key": thread, "assignment_generation": gen, "message_id": "m1",
-                                   "parts": [{"type": "text", "text": "steps=3 pause=0.05 first"}]})
+r = c.post(
+    "/agent/message",
+    json={
+        "thread_key": thread,
+        "assignment_generation": gen,
+        "message_id": "m1",
+        "parts": [{"type": "text", "text": "steps=3 pause=0.05 first"}],
+    },
+)
 check(r.json().get("idempotent") is True, "message replay is idempotent")
-r = c.post("/agent/message", json={"thread_key": thread, "assignment_generation": gen, "message_id": "m1",
-                                   "parts": [{"type": "text", "text": "something else"}]})
+r = c.post(
+    "/agent/message",
+    json={
+        "thread_key": thread,
+        "assignment_generation": gen,
+        "message_id": "m1",
+        "parts": [{"type": "text", "text": "something else"}],
+    },
+)
 err(r, 409, "IDEMPOTENCY_PAYLOAD_MISMATCH", "message_id reused with another payload")
-err(c.post("/agent/message", json={"thread_key": thread, "assignment_generation": gen + 1, "parts": [{"type": "text", "text": "x"}]}),
-    409, "ASSIGNMENT_GENERATION_STALE", "a stale generation")
-err(c.post("/agent/message", json={"thread_key": "test:nobody", "assignment_generation": 1, "parts": [{"type": "text", "text": "x"}]}),
-    409, "NO_ACTIVE_ASSIGNMENT", "a thread with no assignment")
+err(
+    c.post(
+        "/agent/message", json={"thread_key": thread, "assignment_generation": gen + 1, "parts": [{"type": "text", "text": "x"}]}
+    ),
+    409,
+    "ASSIGNMENT_GENERATION_STALE",
+    "a stale generation",
+)
+err(
+    c.post(
+        "/agent/message", json={"thread_key": "test:nobody", "assignment_generation": 1, "parts": [{"type": "text", "text": "x"}]}
+    ),
+    409,
+    "NO_ACTIVE_ASSIGNMENT",
+    "a thread with no assignment",
+)
 r = c.post("/agent/execute", json={"thread_key": thread, "assignment_generation": gen, "execute_id": "x1"})
-check(r.status_code == 202 and r.json()["status"] == "queued" and r.json()["execution_id"].startswith("exe_"), f"execute -> 202 queued {r.text}")
+check(
+    r.status_code == 202 and r.json()["status"] == "queued" and r.json()["execution_id"].startswith("exe_"),
+    f"execute -> 202 queued {r.text}",
+)
 exe = r.json()["execution_id"]
 r = c.post("/agent/execute", json={"thread_key": thread, "assignment_generation": gen, "execute_id": "x1"})
 check(r.status_code == 202 and r.json()["execution_id"] == exe and r.json().get("idempotent") is True, "execute replay")
@@ -84,14 +128,20 @@ events = follow(thread, exe)
 ids = [e[0] for e in events]
 check(ids == sorted(set(ids)), "event ids strictly increase")
 kinds = [e[1] for e in events]
-check(kinds[-1] == "execution_state" and json.loads(events[-1][2])["status"] == "completed", f"the stream ends with the terminal state {kinds}")
+check(
+    kinds[-1] == "execution_state" and json.loads(events[-1][2])["status"] == "completed",
+    f"the stream ends with the terminal state {kinds}",
+)
 outputs = [e[2] for e in events if e[1] == "output"]
 check(len(outputs) == 5, f"init + 3 steps + result, as the harness printed them ({len(outputs)})")
 parsed = [json.loads(o) for o in outputs]
 check(parsed[0]["type"] == "system" and parsed[-1]["type"] == "result", "output lines are the harness's own JSON")
 check(outputs[1] == json.dumps(parsed[1]), "an output line is stored and sent verbatim (Python's own spacing kept)")
 r = c.get(f"/agent/executions/{exe}")
-check(r.json()["status"] == "completed" and r.json()["result_text"] == "steps=3 pause=0.05 first", f"the execution's result {r.text}")
+check(
+    r.json()["status"] == "completed" and r.json()["result_text"] == "steps=3 pause=0.05 first",
+    f"the execution's result {r.text}",
+)
 check(r.json()["agent_thread_id"].startswith("counting-"), "the harness's session id is kept")
 
 # Replay from any id, by query or by Last-Event-ID, gives the same suffix.
@@ -149,24 +199,49 @@ cases = [
     (json.dumps({"thread_key": bad, "message": "x", "color": "red"}).encode(), 422, "UNKNOWN_FIELD", "an unknown field"),
     (json.dumps({"message": "x"}).encode(), 422, "MISSING_FIELD", "a missing thread_key"),
     (json.dumps({"thread_key": bad}).encode(), 422, "MISSING_FIELD", "neither generation nor message"),
-    (json.dumps({"thread_key": "no-namespace", "message": "x"}).encode(), 422, "INVALID_THREAD_KEY", "a thread key without a namespace"),
-    (json.dumps({"thread_key": "x:" + "y" * 600, "message": "x"}).encode(), 422, "INVALID_THREAD_KEY", "a thread key over 512 bytes"),
+    (
+        json.dumps({"thread_key": "no-namespace", "message": "x"}).encode(),
+        422,
+        "INVALID_THREAD_KEY",
+        "a thread key without a namespace",
+    ),
+    (
+        json.dumps({"thread_key": "x:" + "y" * 600, "message": "x"}).encode(),
+        422,
+        "INVALID_THREAD_KEY",
+        "a thread key over 512 bytes",
+    ),
     (json.dumps({"thread_key": bad, "message": {"parts": []}}).encode(), 400, "INVALID_MESSAGE", "an empty message"),
     (json.dumps({"thread_key": bad, "message": "x", "harness": "nope"}).encode(), 422, "UNKNOWN_HARNESS", "an unknown harness"),
     (json.dumps({"thread_key": bad, "message": "x" * (2 << 20)}).encode(), 413, "BODY_TOO_LARGE", "a 2 MiB body"),
-    (json.dumps({"thread_key": bad, "assignment_generation": "one"}).encode(), 422, "INVALID_FIELD", "a generation that is not a number"),
+    (
+        json.dumps({"thread_key": bad, "assignment_generation": "one"}).encode(),
+        422,
+        "INVALID_FIELD",
+        "a generation that is not a number",
+    ),
 ]
 for body, status, code, what in cases:
     r = requests.post(f"{BASE}/agent/execute", data=body, headers={**H, "Content-Type": "application/json"}, timeout=30)
     err(r, status, code, what)
 check(all(t["thread_key"] != bad for t in c.get("/agent/threads").json()["threads"]), "nothing was stored for the bad requests")
 err(c.get("/agent/executions/exe_nope"), 404, "NOT_FOUND", "an unknown execution")
-err(c.get(f"/agent/threads/{thread}/events", params={"after_event_id": "x"}), 422, "INVALID_FIELD", "a cursor that is not a number")
+err(
+    c.get(f"/agent/threads/{thread}/events", params={"after_event_id": "x"}),
+    422,
+    "INVALID_FIELD",
+    "a cursor that is not a number",
+)
 err(c.get("/agent/nope"), 404, "NOT_FOUND", "an unknown route")
 
 # --- metrics ----------------------------------------------------------------------------
 m = httpx.get(f"{BASE}/metrics").text
-for name in ['centaur_executions{status="completed"}', "centaur_queue_depth", "centaur_sse_clients",
-             "centaur_event_delivery_seconds_bucket", "centaur_event_delivery_seconds_count"]:
+for name in [
+    'centaur_executions{status="completed"}',
+    "centaur_queue_depth",
+    "centaur_sse_clients",
+    "centaur_event_delivery_seconds_bucket",
+    "centaur_event_delivery_seconds_count",
+]:
     check(name in m, f"/metrics has {name}")
 print("all checks passed")

@@ -2,6 +2,7 @@
 server is killed and restarted under it, retrying every request with the same idempotency
 key until it is acknowledged, then waits for every execution to end. argv: BASE KEY THREADS
 TURNS OUT.json. Writes {execute_id: [execution_id, status, result_text]}."""
+
 import json
 import sys
 import time

@@ -1,4 +1,4 @@
-//! `centaur demo`: the whole idea in a minute, offline. A local "API" that needs a real key;
+//! `centaur demo --gateway`: the gateway alone, in a minute, offline. A local "API" that needs a real key;
 //! a sandboxed shell that calls it by name holding only a placeholder; the gateway of that
 //! sandbox swaps the key in, refuses everything else, and audits all of it.
 
@@ -13,9 +13,9 @@ use testkit::Origin;
 
 use crate::sandbox::{run_sandbox, user};
 
-const PLACEHOLDER: &str = "demo-placeholder-key";
+pub(crate) const PLACEHOLDER: &str = "demo-placeholder-key";
 
-fn policy_yaml(dir: &Path, origin: &Origin) -> String {
+pub(crate) fn policy_yaml(dir: &Path, origin: &Origin) -> String {
     format!(
         "# The demo policy: one API, reached by name; its key is a placeholder in the sandbox.
 proxy:
@@ -134,15 +134,16 @@ pub async fn run() -> anyhow::Result<()> {
             if auth == bearer { "yes" } else { "no" }
         );
     }
-    print_audit(&audit)?;
+    print_audit(&audit, "(5)")?;
     println!("\n    (files kept in {})", dir.keep().display());
     Ok(())
 }
 
-fn print_audit(audit: &Path) -> anyhow::Result<()> {
+/// Prints an audit log's records under heading `step`, and checks its hash chain.
+pub(crate) fn print_audit(audit: &Path, step: &str) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(audit)?;
     println!(
-        "\n(5) the audit records (`centaur audit query {}`):",
+        "\n{step} the audit records (`centaur audit query {}`):",
         audit.display()
     );
     println!(

@@ -7,6 +7,7 @@ mod audit;
 mod client;
 mod demo;
 mod keys;
+mod platform;
 mod sandbox;
 mod server;
 
@@ -43,9 +44,17 @@ enum Cmd {
     Threads(ask::Conn),
     /// Print a thread's events (`--follow` to keep going).
     Events(ask::EventsArgs),
-    /// Run a gateway and a local HTTPS origin, send real curl requests through it, and show
-    /// the decisions and audit records.
-    Demo,
+    /// The platform in half a minute, offline: the server, a key, a question to the built-in
+    /// scripted agent in its sandbox, events streamed live across a `kill -9` of the server,
+    /// the gateway's audit records. Needs root (real sandboxes).
+    ///
+    /// `--gateway`: the gateway alone: a sandboxed shell, real curl requests, the decisions
+    /// and audit records.
+    Demo {
+        /// Show the gateway alone (the first demo).
+        #[arg(long)]
+        gateway: bool,
+    },
     /// Run commands in local sandboxes, each behind a gateway of its own.
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCmd),
@@ -81,9 +90,15 @@ fn main() -> ExitCode {
         Cmd::Ask(a) => return block(ask::ask(a)),
         Cmd::Threads(c) => return block(ask::threads(c)),
         Cmd::Events(a) => return block(ask::events(a)),
-        Cmd::Demo => tokio::runtime::Runtime::new()
+        Cmd::Demo { gateway } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(demo::run())),
+            .and_then(|rt| {
+                if gateway {
+                    rt.block_on(demo::run())
+                } else {
+                    rt.block_on(platform::run())
+                }
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

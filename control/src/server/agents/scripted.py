@@ -5,10 +5,23 @@ on stdout, a "result" line ends each turn. For each turn it runs one command in 
 (`run: CMD` in the message, else `uname -sr`) and, if CENTAUR_DEMO_API is set, calls that URL
 with the placeholder in CENTAUR_DEMO_KEY (the gateway swaps in the real key). `sleep: N` in
 the message waits N seconds first, printing a line each second."""
-import json, os, re, subprocess, sys, time, urllib.request, uuid
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
 
 session = str(uuid.uuid4())
-out = lambda o: print(json.dumps(o), flush=True)
+
+
+def out(o):
+    print(json.dumps(o), flush=True)
+
+
 out({"type": "system", "subtype": "init", "session_id": session, "tools": ["Bash"], "model": "scripted"})
 for n, line in enumerate(sys.stdin, 1):
     turn = json.loads(line)
@@ -19,11 +32,27 @@ for n, line in enumerate(sys.stdin, 1):
         time.sleep(1)
     m = re.search(r"run:\s*(.+)", text)
     cmd = m.group(1).strip() if m else "uname -sr"
-    out({"type": "assistant", "session_id": session, "message": {"role": "assistant", "content": [
-        {"type": "tool_use", "id": f"tu_{n}", "name": "Bash", "input": {"command": cmd}}]}})
+    out(
+        {
+            "type": "assistant",
+            "session_id": session,
+            "message": {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": f"tu_{n}", "name": "Bash", "input": {"command": cmd}}],
+            },
+        }
+    )
     p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60)
-    out({"type": "user", "session_id": session, "message": {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": f"tu_{n}", "content": (p.stdout + p.stderr)[-2000:]}]}})
+    out(
+        {
+            "type": "user",
+            "session_id": session,
+            "message": {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": f"tu_{n}", "content": (p.stdout + p.stderr)[-2000:]}],
+            },
+        }
+    )
     answer = f"`{cmd}` exited {p.returncode}: {p.stdout.strip()[:200]}"
     api = os.environ.get("CENTAUR_DEMO_API")
     if api:
@@ -33,5 +62,11 @@ for n, line in enumerate(sys.stdin, 1):
                 answer += f"; the API said {r.status}: {r.read().decode()[:200]}"
         except Exception as e:
             answer += f"; the API call failed: {e}"
-    out({"type": "assistant", "session_id": session, "message": {"role": "assistant", "content": [{"type": "text", "text": answer}]}})
+    out(
+        {
+            "type": "assistant",
+            "session_id": session,
+            "message": {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        }
+    )
     out({"type": "result", "subtype": "success", "is_error": False, "result": answer, "session_id": session, "num_turns": n})

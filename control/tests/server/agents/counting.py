@@ -3,9 +3,18 @@
 working directory; a turn it has seen before is an error (the crash test checks that no turn
 reaches a harness twice). Per turn it prints `steps` progress lines, `pause` seconds apart
 (from the message: `steps=N pause=S`), then a result whose text is the turn's text."""
-import json, os, re, sys, time
 
-out = lambda o: print(json.dumps(o), flush=True)
+import json
+import os
+import re
+import sys
+import time
+
+
+def out(o):
+    print(json.dumps(o), flush=True)
+
+
 out({"type": "system", "subtype": "init", "session_id": f"counting-{os.getpid()}"})
 seen = set()
 for line in sys.stdin:
@@ -24,6 +33,13 @@ for line in sys.stdin:
         continue
     for i in range(steps):
         time.sleep(pause)
-        out({"type": "assistant", "message": {"role": "assistant", "content": [
-            {"type": "tool_use", "id": f"t{i}", "name": "Step", "input": {"turn": text, "i": i}}]}})
+        out(
+            {
+                "type": "assistant",
+                "message": {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": f"t{i}", "name": "Step", "input": {"turn": text, "i": i}}],
+                },
+            }
+        )
     out({"type": "result", "subtype": "success", "is_error": False, "result": text, "session_id": f"counting-{os.getpid()}"})
