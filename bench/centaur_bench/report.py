@@ -148,9 +148,26 @@ def report(meta, results, contenders, path_md, path_json):
         lines += ["", "¹ Failures, as the client reported them:", ""] + [f"- {f}" for f in footnotes]
     lines.append("")
     os.makedirs(os.path.dirname(path_md) or ".", exist_ok=True)
+    kept = control_section(path_md)
     with open(path_md, "w") as f:
         f.write("\n".join(lines))
+        if kept:
+            f.write("\n" + kept)
     with open(path_json, "w") as f:
         json.dump({"meta": meta, "results": results,
                    "goals": [{"goal": g, "measured": v, "status": s} for g, v, s in goals(results)]}, f, indent=1)
     log(f"wrote {path_md} and {path_json}")
+
+
+CONTROL_BEGIN = "<!-- bench/control: begin -->"
+CONTROL_END = "<!-- bench/control: end -->"
+
+
+def control_section(path_md):
+    """The control plane's section (written by bench/control), kept when the gateway's table is rewritten."""
+    try:
+        text = open(path_md).read()
+    except OSError:
+        return ""
+    i, j = text.find(CONTROL_BEGIN), text.find(CONTROL_END)
+    return text[i : j + len(CONTROL_END)] + "\n" if 0 <= i < j else ""

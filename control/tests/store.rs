@@ -323,17 +323,25 @@ async fn one_execution_runs_per_thread_in_order(db: Db) {
         ),
         Code::IdempotencyPayloadMismatch
     );
-    let first = s.claim("w1", 30_000).await.unwrap().unwrap();
-    assert_eq!(
-        first.execution.execution_id,
-        a.body["execution_id"].as_str().unwrap()
-    );
-    let second = s.claim("w1", 30_000).await.unwrap().unwrap();
-    assert_eq!(
-        second.execution.execution_id,
-        c.body["execution_id"].as_str().unwrap(),
-        "t:x's second execution waits; t:y's runs"
-    );
+    // t:x's first and t:y's run (in either order); t:x's second waits for its first.
+    let one = s.claim("w1", 30_000).await.unwrap().unwrap();
+    let two = s.claim("w1", 30_000).await.unwrap().unwrap();
+    let mut got = vec![
+        one.execution.execution_id.clone(),
+        two.execution.execution_id.clone(),
+    ];
+    got.sort();
+    let mut want = vec![
+        a.body["execution_id"].as_str().unwrap().to_string(),
+        c.body["execution_id"].as_str().unwrap().to_string(),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let first = if one.execution.thread_key == "t:x" {
+        one
+    } else {
+        two
+    };
     assert!(s.claim("w2", 30_000).await.unwrap().is_none());
     s.finish("t:x", &first.execution.execution_id, &done("completed"))
         .await
@@ -582,6 +590,9 @@ async fn commits_are_announced(db: Db) {
         .unwrap();
     assert_eq!(&*a.thread_key, "t:a");
     assert_eq!(a.event_id, s.last_event_id("t:a").await.unwrap());
+    // The announcement carries the committed events (the message and the queued state).
+    let stored = s.events_after("t:a", 0, None, 10).await.unwrap();
+    assert_eq!(&*a.events, &stored[..]);
     if let Location::Postgres(_) = &db.location {
         // Another replica on the same database hears it through LISTEN/NOTIFY.
         let other = Store::open(&db.location, db.clock.clone()).await.unwrap();

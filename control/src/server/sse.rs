@@ -143,6 +143,8 @@ struct Follower {
     sent_any: bool,
     /// When the commit that woke the stream returned (for the latency histogram).
     committed_at: Option<std::time::Instant>,
+    /// The events that commit appended, when it announced them.
+    pending: Arc<[Event]>,
     tx: mpsc::Sender<Bytes>,
 }
 
@@ -172,6 +174,7 @@ async fn stream(
         execution,
         sent_any: false,
         committed_at: None,
+        pending: Arc::new([]),
         tx,
     };
     loop {
@@ -188,8 +191,24 @@ async fn stream(
 }
 
 impl Follower {
-    /// Sends every event after the cursor, a page at a time.
+    /// Sends every event after the cursor: straight from the announcement that woke the
+    /// stream when it carries them all (no read), else a page at a time from the store.
     async fn send_new(&mut self) -> Next {
+        let pending = std::mem::replace(&mut self.pending, Arc::new([]));
+        if pending
+            .first()
+            .is_some_and(|e| e.event_id <= self.cursor + 1)
+        {
+            let last = pending.last().map_or(self.cursor, |e| e.event_id);
+            let fresh: Vec<&Event> = pending
+                .iter()
+                .filter(|e| e.event_id > self.cursor)
+                .filter(|e| self.execution.is_none() || e.execution_id == self.execution)
+                .collect();
+            let next = self.send(&fresh).await;
+            self.cursor = self.cursor.max(last);
+            return next;
+        }
         loop {
             let rows = match self
                 .store
@@ -208,27 +227,8 @@ impl Follower {
                     return Next::End;
                 }
             };
-            let mut out = String::new();
-            let mut end = false;
-            for e in &rows {
-                out.push_str(&frame(e));
-                self.cursor = e.event_id;
-                if self.execution.is_some() && terminal(e) {
-                    end = true;
-                    break;
-                }
-            }
-            if !out.is_empty() {
-                self.sent_any = true;
-                if self.tx.send(Bytes::from(out)).await.is_err() {
-                    return Next::End;
-                }
-                if let Some(at) = self.committed_at.take() {
-                    let d = std::time::Instant::now().duration_since(at);
-                    self.app.metrics.observe_delivery(d);
-                }
-            }
-            if end {
+            let refs: Vec<&Event> = rows.iter().collect();
+            if let Next::End = self.send(&refs).await {
                 return Next::End;
             }
             if i64::try_from(rows.len()).unwrap_or(0) < PAGE {
@@ -237,10 +237,37 @@ impl Follower {
         }
     }
 
+    /// Writes events as one chunk; ends after an execution's terminal state when the stream
+    /// follows one execution.
+    async fn send(&mut self, events: &[&Event]) -> Next {
+        let mut out = String::new();
+        let mut end = false;
+        for e in events {
+            out.push_str(&frame(e));
+            self.cursor = e.event_id;
+            if self.execution.is_some() && terminal(e) {
+                end = true;
+                break;
+            }
+        }
+        if !out.is_empty() {
+            self.sent_any = true;
+            if self.tx.send(Bytes::from(out)).await.is_err() {
+                return Next::End;
+            }
+            if let Some(at) = self.committed_at.take() {
+                let d = std::time::Instant::now().duration_since(at);
+                self.app.metrics.observe_delivery(d);
+            }
+        }
+        if end { Next::End } else { Next::Wait }
+    }
+
     /// With `execution_id`: whether it ended (its terminal event may lie before the cursor:
     /// a stream that sent nothing ends with a snapshot of it).
     async fn execution_over(&mut self) -> bool {
-        let Some(id) = &self.execution else {
+        // Once something was sent, the terminal event cannot lie behind the cursor unseen.
+        let Some(id) = self.execution.as_ref().filter(|_| !self.sent_any) else {
             return false;
         };
         let Ok(Some(x)) = self.store.execution(id).await else {
@@ -275,6 +302,7 @@ impl Follower {
                 a = sub.recv() => match a {
                     Ok(a) if *a.thread_key == *self.thread && a.event_id > self.cursor => {
                         self.committed_at = Some(a.at);
+                        self.pending = a.events;
                         return true;
                     }
                     Ok(_) => continue,

@@ -44,6 +44,9 @@ pub struct Announcement {
     pub event_id: i64,
     /// When the commit returned (for the delivery latency histogram).
     pub at: Instant,
+    /// The events the commit appended, in order (empty when they are not known here: another
+    /// replica's commit; read them from the store).
+    pub events: Arc<[crate::store::Event]>,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +230,7 @@ impl Store {
                 thread_key: thread.into(),
                 event_id: id.parse().unwrap_or(0),
                 at: Instant::now(),
+                events: Arc::new([]),
             });
         }
     }
@@ -235,11 +239,17 @@ impl Store {
         i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
 
-    pub(super) fn announce(&self, thread_key: &str, event_id: i64) {
+    pub(super) fn announce(
+        &self,
+        thread_key: &str,
+        event_id: i64,
+        events: Vec<crate::store::Event>,
+    ) {
         let _ = self.announce.send(Announcement {
             thread_key: thread_key.into(),
             event_id,
             at: Instant::now(),
+            events: events.into(),
         });
     }
 

@@ -19,27 +19,36 @@ pub struct Event {
     pub created_at: i64,
 }
 
-/// Appends an event in the transaction `$tx` (which holds the thread's lock); evaluates to
-/// its id.
+/// Appends an event in the transaction `$tx` (which holds the thread's lock) and keeps a copy
+/// in `$ev` (announced after the commit); evaluates to its id.
 macro_rules! append_event {
-    ($tx:expr, $thread:expr, $execution:expr, $kind:expr, $data:expr, $now:expr) => {{
+    ($tx:expr, $ev:ident, $thread:expr, $execution:expr, $kind:expr, $data:expr, $now:expr) => {{
         let id: i64 = sqlx::query_scalar(
             "UPDATE threads SET last_event_id = last_event_id + 1 WHERE thread_key = $1 RETURNING last_event_id",
         )
         .bind($thread)
         .fetch_one(&mut *$tx)
         .await?;
+        let execution: Option<&str> = $execution;
+        let data: String = $data.to_string();
         sqlx::query(
             "INSERT INTO events (thread_key, event_id, execution_id, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind($thread)
         .bind(id)
-        .bind($execution)
+        .bind(execution)
         .bind($kind)
-        .bind($data)
+        .bind(&data)
         .bind($now)
         .execute(&mut *$tx)
         .await?;
+        $ev.push($crate::store::Event {
+            event_id: id,
+            execution_id: execution.map(str::to_string),
+            kind: $kind.to_string(),
+            data,
+            created_at: $now,
+        });
         id
     }};
 }
@@ -57,11 +66,13 @@ macro_rules! lock_thread {
     };
 }
 
-/// Like `in_tx!`, for a body that appends events to one thread and evaluates to
-/// `(value, Option<newest event id>)`: on PostgreSQL it notifies the other replicas inside the
-/// transaction; after the commit it announces the thread. Evaluates to the value.
+/// Like `in_tx!`, for a body that appends events to one thread (collected in `$ev`) and
+/// evaluates to `(value, Option<newest event id>)`: on PostgreSQL it notifies the other
+/// replicas inside the transaction; after the commit it announces the thread with the events
+/// themselves, so its streams need not read them back. Evaluates to the value.
 macro_rules! write_events {
-    ($store:expr, $thread:expr, |$tx:ident| $body:expr) => {{
+    ($store:expr, $thread:expr, |$tx:ident, $ev:ident| $body:expr) => {{
+        let mut $ev: Vec<$crate::store::Event> = Vec::new();
         let (out, newest): (_, Option<i64>) = match &$store.db {
             $crate::store::db::Db::Sqlite(pool) => {
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -83,7 +94,7 @@ macro_rules! write_events {
             }
         };
         if let Some(id) = newest {
-            $store.announce($thread, id);
+            $store.announce($thread, id, $ev);
         }
         out
     }};

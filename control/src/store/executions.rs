@@ -222,7 +222,7 @@ pub struct Finish {
 /// Ends the execution in `$tx` unless it already ended; evaluates to the new state event's
 /// id, if it ended now.
 macro_rules! finalize {
-    ($tx:expr, $thread:expr, $id:expr, $f:expr, $now:expr) => {{
+    ($tx:expr, $ev:ident, $thread:expr, $id:expr, $f:expr, $now:expr) => {{
         let f: &Finish = $f;
         let done = sqlx::query(
             "UPDATE executions SET status = $1, terminal_reason = $2, result_text = $3, error_text = $4, agent_thread_id = COALESCE($5, agent_thread_id), completed_at = $6, updated_at = $6, worker_id = NULL, lease_expires_at = NULL WHERE execution_id = $7 AND status IN ('queued', 'running', 'cancel_requested')",
@@ -244,8 +244,7 @@ macro_rules! finalize {
                 .fetch_one(&mut *$tx)
                 .await?;
             let e = execution_row!(&row);
-            Some(append_event!(
-                $tx,
+            Some(append_event!($tx, $ev,
                 $thread,
                 Some($id),
                 "execution_state",
@@ -282,7 +281,7 @@ macro_rules! failure_loop {
 /// Queues an execution in `$tx` (its turn takes the thread's messages stored so far);
 /// evaluates to `(execution id, its queued event's id)`.
 macro_rules! insert_execution {
-    ($tx:expr, $thread:expr, $generation:expr, $execute_id:expr, $now:expr) => {{
+    ($tx:expr, $ev:ident, $thread:expr, $generation:expr, $execute_id:expr, $now:expr) => {{
         let upto: i64 = sqlx::query_scalar("SELECT last_message FROM threads WHERE thread_key = $1")
             .bind($thread)
             .fetch_one(&mut *$tx)
@@ -307,7 +306,7 @@ macro_rules! insert_execution {
         .execute(&mut *$tx)
         .await?;
         let data = json!({"type": "execution.state", "execution_id": id, "thread_key": $thread, "status": "queued"});
-        let event_id = append_event!($tx, $thread, Some(&id), "execution_state", data.to_string(), $now);
+        let event_id = append_event!($tx, $ev, $thread, Some(&id), "execution_state", data.to_string(), $now);
         (id, event_id)
     }};
 }
@@ -330,7 +329,7 @@ impl Store {
         }));
         let now = self.now();
         let thread = req.thread_key.as_str();
-        let out = write_events!(self, thread, |tx| {
+        let out = write_events!(self, thread, |tx, ev| {
             ensure_thread!(tx, thread, now);
             let _ = lock_thread!(tx, thread);
             if let Some(body) = replay!(tx, thread, "execute", req.execute_id.as_ref(), &hash) {
@@ -351,10 +350,10 @@ impl Store {
                     }
                 };
                 if let Some(m) = &req.message {
-                    insert_message!(tx, thread, a.generation, m, now);
+                    insert_message!(tx, ev, thread, a.generation, m, now);
                 }
                 let (id, event_id) =
-                    insert_execution!(tx, thread, a.generation, &req.execute_id, now);
+                    insert_execution!(tx, ev, thread, a.generation, &req.execute_id, now);
                 let body = json!({
                     "ok": true,
                     "execution_id": id,
@@ -395,7 +394,7 @@ impl Store {
                 return Ok(None);
             };
             let thread = thread.as_str();
-            let claimed = write_events!(self, thread, |tx| {
+            let claimed = write_events!(self, thread, |tx, ev| {
                 let _ = lock_thread!(tx, thread);
                 let row = sqlx::query("SELECT * FROM executions WHERE execution_id = $1")
                     .bind(&id)
@@ -422,7 +421,7 @@ impl Store {
                                 error_text: Some("the thread's assignment was released before this execution ran".into()),
                                 agent_thread_id: None,
                             };
-                            let ev = finalize!(tx, thread, &id, &f, now);
+                            let ev = finalize!(tx, ev, thread, &id, &f, now);
                             (Err(()), ev)
                         }
                         Some(a) => {
@@ -440,6 +439,7 @@ impl Store {
                             e.started_at = e.started_at.or(Some(now));
                             let ev = append_event!(
                                 tx,
+                                ev,
                                 thread,
                                 Some(&id),
                                 "execution_state",
@@ -638,7 +638,7 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let (thread, generation) = assignment;
         let now = self.now();
-        let newest = write_events!(self, thread, |tx| {
+        let newest = write_events!(self, thread, |tx, ev| {
             let _ = lock_thread!(tx, thread);
             let committed: i64 = sqlx::query_scalar(
                 "SELECT spool_seq FROM assignments WHERE thread_key = $1 AND generation = $2",
@@ -653,6 +653,7 @@ impl Store {
             for l in lines.iter().filter(|l| l.seq > committed) {
                 newest = Some(append_event!(
                     tx,
+                    ev,
                     thread,
                     execution_id,
                     "output",
@@ -677,7 +678,7 @@ impl Store {
                 }
             }
             if let (Some(f), Some(id)) = (finish, execution_id)
-                && let Some(ev) = finalize!(tx, thread, id, f, now)
+                && let Some(ev) = finalize!(tx, ev, thread, id, f, now)
             {
                 newest = Some(ev);
             }
@@ -694,9 +695,9 @@ impl Store {
         f: &Finish,
     ) -> Result<Option<i64>, StoreError> {
         let now = self.now();
-        let newest = write_events!(self, thread_key, |tx| {
+        let newest = write_events!(self, thread_key, |tx, ev| {
             let _ = lock_thread!(tx, thread_key);
-            let ev = finalize!(tx, thread_key, execution_id, f, now);
+            let ev = finalize!(tx, ev, thread_key, execution_id, f, now);
             (ev, ev)
         });
         Ok(newest)
@@ -714,7 +715,7 @@ impl Store {
         };
         let now = self.now();
         let thread = e.thread_key.as_str();
-        let out = write_events!(self, thread, |tx| {
+        let out = write_events!(self, thread, |tx, ev| {
             let _ = lock_thread!(tx, thread);
             let row = sqlx::query("SELECT * FROM executions WHERE execution_id = $1")
                 .bind(execution_id)
@@ -730,7 +731,7 @@ impl Store {
                         error_text: None,
                         agent_thread_id: None,
                     };
-                    let ev = finalize!(tx, thread, execution_id, &f, now);
+                    let ev = finalize!(tx, ev, thread, execution_id, &f, now);
                     (
                         Outcome {
                             body: json!({"ok": true, "execution_id": execution_id, "status": "cancelled"}),
@@ -749,6 +750,7 @@ impl Store {
                     e.status = Status::CancelRequested;
                     let ev = append_event!(
                         tx,
+                        ev,
                         thread,
                         Some(execution_id),
                         "execution_state",

@@ -237,7 +237,7 @@ macro_rules! assign {
 
 /// Appends a message in `$tx` for the active generation; evaluates to `(message_id, event id)`.
 macro_rules! insert_message {
-    ($tx:expr, $thread:expr, $generation:expr, $msg:expr, $now:expr) => {{
+    ($tx:expr, $ev:ident, $thread:expr, $generation:expr, $msg:expr, $now:expr) => {{
         let msg: &NewMessage = $msg;
         let message_id = msg.message_id.clone().unwrap_or_else(|| new_id("msg_"));
         let seq: i64 = sqlx::query_scalar(
@@ -259,7 +259,7 @@ macro_rules! insert_message {
         .execute(&mut *$tx)
         .await?;
         let data = json!({"type": "message", "message_id": message_id, "role": msg.role, "parts": msg.parts});
-        let event_id = append_event!($tx, $thread, None::<&str>, "message", data.to_string(), $now);
+        let event_id = append_event!($tx, $ev, $thread, None::<&str>, "message", data.to_string(), $now);
         (message_id, event_id)
     }};
 }
@@ -267,7 +267,7 @@ macro_rules! insert_message {
 /// Cancels the thread's unfinished executions in `$tx` (reason `released`); evaluates to
 /// the newest event id, if any.
 macro_rules! cancel_unfinished {
-    ($tx:expr, $thread:expr, $now:expr) => {{
+    ($tx:expr, $ev:ident, $thread:expr, $now:expr) => {{
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT execution_id FROM executions WHERE thread_key = $1 AND status IN ('queued', 'running', 'cancel_requested') ORDER BY seq",
         )
@@ -282,7 +282,7 @@ macro_rules! cancel_unfinished {
                 .execute(&mut *$tx)
                 .await?;
             let data = json!({"type": "execution.state", "execution_id": id, "thread_key": $thread, "status": "cancelled", "terminal_reason": "released"});
-            newest = Some(append_event!($tx, $thread, Some(&id), "execution_state", data.to_string(), $now));
+            newest = Some(append_event!($tx, $ev, $thread, Some(&id), "execution_state", data.to_string(), $now));
         }
         newest
     }};
@@ -358,7 +358,7 @@ impl Store {
             "generation": generation, "role": msg.role, "parts": msg.parts,
         }));
         let now = self.now();
-        let out = write_events!(self, thread_key, |tx| {
+        let out = write_events!(self, thread_key, |tx, ev| {
             if !lock_thread!(tx, thread_key) {
                 return Err(StoreError::reject(
                     Code::NoActiveAssignment,
@@ -375,7 +375,8 @@ impl Store {
                 )
             } else {
                 check_generation(active_assignment!(tx, thread_key), thread_key, generation)?;
-                let (message_id, event_id) = insert_message!(tx, thread_key, generation, msg, now);
+                let (message_id, event_id) =
+                    insert_message!(tx, ev, thread_key, generation, msg, now);
                 let body = json!({"ok": true, "thread_key": thread_key, "message_id": message_id, "event_id": event_id});
                 remember!(
                     tx,
@@ -410,7 +411,7 @@ impl Store {
         super::db::check_thread_key(thread_key)?;
         let hash = request_hash(&json!({"cancel_inflight": cancel_inflight}));
         let now = self.now();
-        let out = write_events!(self, thread_key, |tx| {
+        let out = write_events!(self, thread_key, |tx, ev| {
             ensure_thread!(tx, thread_key, now);
             let _ = lock_thread!(tx, thread_key);
             if let Some(body) = replay!(tx, thread_key, "release", release_id, &hash) {
@@ -439,7 +440,7 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                         if cancel_inflight {
-                            newest = cancel_unfinished!(tx, thread_key, now);
+                            newest = cancel_unfinished!(tx, ev, thread_key, now);
                         }
                         (
                             json!({"ok": true, "thread_key": thread_key, "released": true, "assignment_generation": a.generation, "runtime_id": a.runtime_id}),
