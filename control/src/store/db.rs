@@ -46,7 +46,7 @@ pub struct Announcement {
     pub at: Instant,
     /// The events the commit appended, in order (empty when they are not known here: another
     /// replica's commit; read them from the store).
-    pub events: Arc<[crate::store::Event]>,
+    pub events: Arc<[crate::store::event::Event]>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,7 +243,7 @@ impl Store {
         &self,
         thread_key: &str,
         event_id: i64,
-        events: Vec<crate::store::Event>,
+        events: Vec<crate::store::event::Event>,
     ) {
         let _ = self.announce.send(Announcement {
             thread_key: thread_key.into(),

@@ -3,21 +3,7 @@
 use sqlx::Row as _;
 
 use super::db::{Store, StoreError, on_pool};
-
-/// One stored event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Its id: strictly increasing within the thread.
-    pub event_id: i64,
-    /// The execution it belongs to, if any.
-    pub execution_id: Option<String>,
-    /// `output` (a harness stdout line, verbatim), `execution_state`, `message`.
-    pub kind: String,
-    /// The payload: JSON, or the harness's line exactly as it printed it.
-    pub data: String,
-    /// When it was appended (Unix ms).
-    pub created_at: i64,
-}
+use super::event::Event;
 
 /// Appends an event in the transaction `$tx` (which holds the thread's lock) and keeps a copy
 /// in `$ev` (announced after the commit); evaluates to its id.
@@ -42,7 +28,7 @@ macro_rules! append_event {
         .bind($now)
         .execute(&mut *$tx)
         .await?;
-        $ev.push($crate::store::Event {
+        $ev.push($crate::store::event::Event {
             event_id: id,
             execution_id: execution.map(str::to_string),
             kind: $kind.to_string(),
@@ -72,7 +58,7 @@ macro_rules! lock_thread {
 /// themselves, so its streams need not read them back. Evaluates to the value.
 macro_rules! write_events {
     ($store:expr, $thread:expr, |$tx:ident, $ev:ident| $body:expr) => {{
-        let mut $ev: Vec<$crate::store::Event> = Vec::new();
+        let mut $ev: Vec<$crate::store::event::Event> = Vec::new();
         let (out, newest): (_, Option<i64>) = match &$store.db {
             $crate::store::db::Db::Sqlite(pool) => {
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;

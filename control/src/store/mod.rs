@@ -15,6 +15,7 @@
 
 mod code;
 mod db;
+mod event;
 mod events;
 mod executions;
 mod keys;
@@ -25,7 +26,7 @@ pub use db::{
     Announcement, Location, MAX_THREAD_KEY, Store, StoreError, check_thread_key, hex, new_id,
     request_hash,
 };
-pub use events::Event;
+pub use event::Event;
 pub use executions::{Claimed, EnqueueRequest, Execution, Finish, Line, Status};
 pub use keys::{Key, Scope};
 pub use threads::{Assignment, Message, NewMessage, Outcome, SpawnRequest, ThreadSummary};

@@ -17,6 +17,15 @@ use tokio::process::{Child, Command};
 use crate::client::{Api, SseEvent, encode};
 use crate::demo::{PLACEHOLDER, policy_yaml, print_audit};
 
+/// The demo's files and its server.
+struct Demo {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    config: PathBuf,
+    exe: PathBuf,
+    server: Child,
+}
+
 /// Runs the demo, printing what happens.
 pub async fn run() -> anyhow::Result<()> {
     sandbox::local::preflight()
@@ -39,43 +48,25 @@ pub async fn run() -> anyhow::Result<()> {
         .port();
     std::fs::write(&config, server_yaml(&data, port)?)?;
     let exe = std::env::current_exe()?;
-
     println!(
         "== Centaur demo: the platform. Every thread in its own sandbox, behind its own gateway ==\n"
     );
     println!("(1) centaur server --config {}", config.display());
     indent(&std::fs::read_to_string(&config)?);
-    let mut server = start(&exe, &config, &data).await?;
+    let server = start(&exe, &config, &data).await?;
     let base = format!("http://127.0.0.1:{port}");
     println!(
         "    -> listening on {base}; store: SQLite {}",
         data.join("centaur.db").display()
     );
-
-    let out = std::process::Command::new(&exe)
-        .args([
-            "keys",
-            "create",
-            "--name",
-            "demo",
-            "--scopes",
-            "agent",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "centaur keys create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let key = String::from_utf8(out.stdout)?.trim().to_string();
-    println!(
-        "\n(2) centaur keys create --name demo --scopes agent  -> {}… (printed once; the store keeps its SHA-256)",
-        &key[..12]
-    );
-    let api = Api::new(&base, &key)?;
+    let mut demo = Demo {
+        dir,
+        data,
+        config,
+        exe,
+        server,
+    };
+    let api = Api::new(&base, &demo.key()?)?;
     let thread = format!("demo:{:08x}", rand::random::<u32>());
     let question = "sleep: 3 run: id; ls /run/centaur";
     let body = json!({"thread_key": thread, "execute_id": "demo-1", "message": question});
@@ -88,71 +79,137 @@ pub async fn run() -> anyhow::Result<()> {
         "\n(3) POST /agent/execute {body}\n    -> 202 {} {}",
         exe_id, queued["status"]
     );
-
+    let seen = demo.follow(&api, &thread, &exe_id).await?;
+    check_replay(&api, &thread, &exe_id, &seen).await?;
+    if !origin
+        .seen()
+        .iter()
+        .any(|r| r["headers"]["authorization"] == bearer.as_str())
+    {
+        bail!("the API never received the real key");
+    }
     println!(
-        "\n(4) GET /agent/threads/{thread}/events?execution_id={exe_id}   (server-sent events, live)"
+        "\n(7) the API received `Authorization: Bearer sk-live-…` (the real key); the sandbox only ever held {PLACEHOLDER:?}"
     );
-    let query = format!("execution_id={}", encode(&exe_id));
-    let mut seen: Vec<i64> = Vec::new();
-    let mut last = None;
-    let mut killed = false;
-    let result = loop {
-        let mut stream = api.events(&thread, &query, last).await?;
-        let mut ended = None;
-        while let Some(e) = stream.next().await {
-            if let Some(id) = e.id {
-                seen.push(id);
-                last = Some(id);
-            }
-            println!(
-                "    [{:>2}] {:<16} {}",
-                e.id.unwrap_or(0),
-                e.event,
-                summary(&e)
+    print_audit(&audit_file(&demo.data)?, "(8)")?;
+    demo.finish(&api, &thread).await
+}
+
+impl Demo {
+    /// `centaur keys create`, as a person would run it.
+    fn key(&self) -> anyhow::Result<String> {
+        let out = std::process::Command::new(&self.exe)
+            .args([
+                "keys",
+                "create",
+                "--name",
+                "demo",
+                "--scopes",
+                "agent",
+                "--data-dir",
+            ])
+            .arg(&self.data)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "centaur keys create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
             );
-            if e.event == "execution_state" {
-                let v: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
-                if matches!(
-                    v["status"].as_str(),
-                    Some("completed" | "failed" | "cancelled")
-                ) {
-                    ended = Some(v);
+        }
+        let key = String::from_utf8(out.stdout)?.trim().to_string();
+        println!(
+            "\n(2) centaur keys create --name demo --scopes agent  -> {}… (printed once; the store keeps its SHA-256)",
+            key.get(..12).unwrap_or("")
+        );
+        Ok(key)
+    }
+
+    /// Follows the execution live; `kill -9`s the server at the agent's first heartbeat and
+    /// resumes with `Last-Event-ID`. Returns the ids seen.
+    async fn follow(&mut self, api: &Api, thread: &str, exe_id: &str) -> anyhow::Result<Vec<i64>> {
+        println!(
+            "\n(4) GET /agent/threads/{thread}/events?execution_id={exe_id}   (server-sent events, live)"
+        );
+        let query = format!("execution_id={}", encode(exe_id));
+        let mut seen: Vec<i64> = Vec::new();
+        let mut killed = false;
+        loop {
+            let mut stream = api.events(thread, &query, seen.last().copied()).await?;
+            while let Some(e) = stream.next().await {
+                seen.extend(e.id);
+                println!(
+                    "    [{:>2}] {:<16} {}",
+                    e.id.unwrap_or(0),
+                    e.event,
+                    summary(&e)
+                );
+                if e.event == "execution_state" {
+                    let v: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
+                    match v["status"].as_str() {
+                        Some("completed") => {
+                            let answer = v["result_text"].as_str().unwrap_or("");
+                            println!("\n    answer: {}", answer.replace('\n', " / "));
+                            return Ok(seen);
+                        }
+                        Some(s @ ("failed" | "cancelled")) => {
+                            bail!("the turn ended {s}: {}", v["error_text"])
+                        }
+                        _ => {}
+                    }
+                }
+                if !killed && e.data.contains("\"heartbeat\"") {
+                    killed = true;
+                    self.kill_and_restart(seen.last().copied()).await?;
                     break;
                 }
             }
-            if !killed && e.data.contains("\"heartbeat\"") && e.data.contains("\"second\": 1") {
-                killed = true;
-                let pid = server.id().unwrap_or_default();
-                println!("\n(5) kill -9 {pid}   (the server, in the middle of the agent's turn)");
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-                let _ = server.wait().await;
-                let t = Instant::now();
-                server = start(&exe, &config, &data).await?;
-                println!(
-                    "    restarted in {} ms (pid {}); the sandbox kept running under its supervisor",
-                    t.elapsed().as_millis(),
-                    server.id().unwrap_or_default()
-                );
-                println!("    reconnecting with Last-Event-ID: {}", last.unwrap_or(0));
-                break;
-            }
         }
-        if let Some(v) = ended {
-            break v;
-        }
-    };
-    let status = result["status"].as_str().unwrap_or("");
-    if status != "completed" {
-        bail!("the turn ended {status}: {}", result["error_text"]);
     }
-    println!(
-        "\n    answer: {}",
-        result["result_text"].as_str().unwrap_or("")
-    );
 
-    let replay = replay(&api, &thread, &exe_id).await?;
+    async fn kill_and_restart(&mut self, last: Option<i64>) -> anyhow::Result<()> {
+        let pid = self.server.id().unwrap_or_default();
+        println!("\n(5) kill -9 {pid}   (the server, in the middle of the agent's turn)");
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        let _ = self.server.wait().await;
+        let t = Instant::now();
+        self.server = start(&self.exe, &self.config, &self.data).await?;
+        println!(
+            "    restarted in {} ms (pid {}); the sandbox kept running under its supervisor",
+            t.elapsed().as_millis(),
+            self.server.id().unwrap_or_default()
+        );
+        println!("    reconnecting with Last-Event-ID: {}", last.unwrap_or(0));
+        Ok(())
+    }
+
+    /// Releases the thread (its sandbox is removed), stops the server, keeps the files.
+    async fn finish(mut self, api: &Api, thread: &str) -> anyhow::Result<()> {
+        let released = api
+            .call(
+                "POST",
+                &format!("/agent/threads/{}/release", encode(thread)),
+                Some(&json!({})),
+            )
+            .await?;
+        println!(
+            "\n(9) POST /agent/threads/{thread}/release -> released {}; sandbox {} stopped (namespace, nftables table, cgroups, run dir removed)",
+            released["released"], released["runtime_id"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.server.id().unwrap_or_default().to_string()])
+            .status();
+        let _ = self.server.wait().await;
+        println!("\n    (files kept in {})", self.dir.keep().display());
+        Ok(())
+    }
+}
+
+/// The live stream saw every stored event of the execution once, in order.
+async fn check_replay(api: &Api, thread: &str, exe: &str, seen: &[i64]) -> anyhow::Result<()> {
+    let replay = replay(api, thread, exe).await?;
     let unique: BTreeSet<i64> = seen.iter().copied().collect();
     if unique.len() != seen.len() || seen != replay {
         bail!("the live stream {seen:?} differs from the stored events {replay:?}");
@@ -163,37 +220,6 @@ pub async fn run() -> anyhow::Result<()> {
         replay.first().unwrap_or(&0),
         replay.last().unwrap_or(&0)
     );
-
-    let seen_by_api = origin.seen();
-    let real = seen_by_api
-        .iter()
-        .any(|r| r["headers"]["authorization"] == bearer.as_str());
-    if !real {
-        bail!("the API never received the real key");
-    }
-    println!(
-        "\n(7) the API received `Authorization: Bearer sk-live-…` (the real key); the sandbox only ever held {PLACEHOLDER:?}"
-    );
-    let audit = audit_file(&data)?;
-    print_audit(&audit, "(8)")?;
-
-    let released = api
-        .call(
-            "POST",
-            &format!("/agent/threads/{}/release", encode(&thread)),
-            Some(&json!({})),
-        )
-        .await?;
-    println!(
-        "\n(9) POST /agent/threads/{thread}/release -> released {}; sandbox {} stopped (namespace, nftables table, cgroups, run dir removed)",
-        released["released"], released["runtime_id"]
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().unwrap_or_default().to_string()])
-        .status();
-    let _ = server.wait().await;
-    println!("\n    (files kept in {})", dir.keep().display());
     Ok(())
 }
 
