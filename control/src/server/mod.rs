@@ -64,6 +64,11 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
     let lock_file = lock_data_dir(&settings)?;
+    if let Err(e) = sandbox::local::preflight() {
+        tracing::warn!(
+            "sandboxes cannot start on this machine ({e}): executions will fail with sandbox_start_failed"
+        );
+    }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("centaur"));
     let (shutdown, _) = watch::channel(false);
     let app = Arc::new(App {

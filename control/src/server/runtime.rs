@@ -53,10 +53,10 @@ impl Runtimes {
         store: &Store,
         mut a: Assignment,
     ) -> Result<(Client, Assignment), String> {
-        if self.exists(&a.runtime_id) {
-            let old = self.client(&a.runtime_id);
-            let _ = old.stop().await;
-            let _ = std::fs::remove_dir_all(old.dir());
+        // A runtime that ran before (its directory is there, or its spool was read) is
+        // replaced: the new sandbox's spool starts at line 1.
+        if self.exists(&a.runtime_id) || a.spool_seq > 0 {
+            self.stop(&a.runtime_id).await;
             let id = new_id("rt_");
             store
                 .replace_runtime(&a.thread_key, a.generation, &id)

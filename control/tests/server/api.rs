@@ -26,11 +26,14 @@ async fn python_clients_drive_the_whole_api() {
     let key = setup.key("tester", "agent");
     let weak = setup.key("weak", "tools:search");
     let server = setup.start().await;
-    let out = tokio::process::Command::new(harness::python())
+    let run = tokio::process::Command::new(harness::python())
         .arg(harness::repo().join("control/tests/server/client.py"))
         .args([&server.base, &key, &weak])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), run)
         .await
+        .unwrap_or_else(|_| panic!("client.py hung; server log:\n{}", server.log()))
         .unwrap();
     let log = server.log();
     harness::stop_sandboxes(&setup.data()).await;

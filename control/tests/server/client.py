@@ -178,6 +178,11 @@ check(r.json()["status"] in ("cancel_requested", "cancelled"), f"cancel {r.text}
 ev = follow(auto, long_id)
 check(json.loads(ev[-1][2])["status"] == "cancelled", "the running turn ended cancelled")
 err(c.post("/agent/executions/exe_nope/cancel"), 404, "NOT_FOUND", "cancel of an unknown execution")
+r = c.post("/agent/execute", json={"thread_key": auto, "message": "steps=2 pause=0 after the cancel"})
+ev = follow(auto, r.json()["execution_id"])
+check(json.loads(ev[-1][2])["result_text"] == "steps=2 pause=0 after the cancel", "the next turn runs in a fresh sandbox")
+steps = [e for e in ev if e[1] == "output" and '"Step"' in e[2]]
+check(len(steps) == 2, f"the fresh sandbox's spool is read from its first line ({len(steps)} steps)")
 
 # Failure loop: three failures in five minutes close the thread to new executions.
 fl = f"test:{uuid.uuid4().hex[:12]}"
