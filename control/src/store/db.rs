@@ -63,6 +63,9 @@ pub struct Store {
     pub(super) announce: broadcast::Sender<Announcement>,
     /// This process's id in PostgreSQL notifications (its own are already announced).
     pub(super) instance: Arc<str>,
+    /// SQLite has one writer at a time: this process's writers take turns here (first come,
+    /// first served) instead of retrying `BEGIN IMMEDIATE` with back-off sleeps.
+    pub(super) writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -74,6 +77,8 @@ macro_rules! in_tx {
     ($store:expr, |$tx:ident| $body:expr) => {
         match &$store.db {
             $crate::store::db::Db::Sqlite(pool) => {
+                // Writers queue here, in order, rather than in SQLite's sleeping busy handler.
+                let _writer = $store.writer.lock().await;
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let out = $body;
                 $tx.commit().await?;
@@ -189,6 +194,7 @@ impl Store {
             clock,
             announce,
             instance: format!("{:016x}", rand::random::<u64>()).into(),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 

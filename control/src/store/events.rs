@@ -61,6 +61,8 @@ macro_rules! write_events {
         let mut $ev: Vec<$crate::store::event::Event> = Vec::new();
         let (out, newest): (_, Option<i64>) = match &$store.db {
             $crate::store::db::Db::Sqlite(pool) => {
+                // Writers queue here, in order, rather than in SQLite's sleeping busy handler.
+                let _writer = $store.writer.lock().await;
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let out = $body;
                 $tx.commit().await?;

@@ -313,7 +313,7 @@ macro_rules! insert_execution {
 
 impl Store {
     /// Queues an execution (in auto mode, spawning and appending the message first).
-    /// Idempotent on `execute_id`; refused after [`FAILURE_LOOP`] recent failures.
+    /// Idempotent on `execute_id`; refused after `FAILURE_LOOP` (3) recent failures.
     pub async fn enqueue(&self, req: &EnqueueRequest) -> Result<Outcome, StoreError> {
         super::db::check_thread_key(&req.thread_key)?;
         if req.generation.is_none() && req.message.is_none() {

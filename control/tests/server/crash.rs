@@ -51,14 +51,31 @@ async fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     if !harness::root_or_skip("kill_9_at_random_moments_loses_and_repeats_nothing") {
         return;
     }
+    crash(None).await;
+}
+
+/// The same on PostgreSQL, where a restarted server takes over expired leases (it cannot
+/// know that no other replica runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_on_postgresql_loses_and_repeats_nothing() {
+    if !harness::root_or_skip("kill_9_on_postgresql_loses_and_repeats_nothing") {
+        return;
+    }
+    if let Some(url) = testkit::postgres_db("kill_9_on_postgresql") {
+        crash(Some(url)).await;
+    }
+}
+
+async fn crash(database_url: Option<String>) {
     let port = free_port();
-    let setup = Setup::new(
+    let mut setup = Setup::new(
         &[(
             "counting",
             "[python3, /run/centaur/test-agents/counting.py]",
         )],
         &format!("listen: 127.0.0.1:{port}\nlimits:\n  concurrency: {THREADS}\n  lease: 3s\n"),
     );
+    setup.database_url = database_url.clone();
     let key = setup.key("crash", "agent");
     let seed: u64 = rand::random();
     eprintln!("crash test seed {seed}");
@@ -99,12 +116,11 @@ async fn kill_9_at_random_moments_loses_and_repeats_nothing() {
         assert_eq!(text, &format!("crash t{t} turn {turn} steps=6 pause=0.3"));
     }
 
-    let store = Store::open(
-        &Location::Sqlite(setup.data().join("centaur.db")),
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
+    let location = match &database_url {
+        Some(u) => Location::Postgres(u.clone()),
+        None => Location::Sqlite(setup.data().join("centaur.db")),
+    };
+    let store = Store::open(&location, Arc::new(SystemClock)).await.unwrap();
     for t in 0..THREADS {
         let thread = format!("crash:{t}");
         let exes = store.thread_executions(&thread, 100).await.unwrap();
