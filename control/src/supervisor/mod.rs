@@ -122,17 +122,27 @@ impl Client {
     /// (a signal to the server's group does not reach it; the server's death does not end
     /// it) and waits until the harness runs.
     pub async fn start(&self, exe: &Path, spec: &SupervisorSpec) -> Result<(), SupervisorError> {
+        use std::os::unix::fs::PermissionsExt;
         let fail = |e: String| SupervisorError::Start(e);
+        // The directory lists nothing to the sandbox user, its files are root's alone, and
+        // the workdir is the sandbox user's alone.
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m))
+                .map_err(|e| fail(format!("{}: {e}", p.display())))
+        };
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| fail(format!("{}: {e}", self.dir.display())))?;
+        mode(&self.dir, 0o711)?;
         let work = workdir(&self.dir);
         std::fs::create_dir_all(&work).map_err(|e| fail(format!("{}: {e}", work.display())))?;
+        mode(&work, 0o700)?;
         std::os::unix::fs::chown(&work, Some(spec.uid), Some(spec.gid))
             .map_err(|e| fail(format!("chown {}: {e}", work.display())))?;
         let text = serde_json::to_string_pretty(spec).map_err(|e| fail(e.to_string()))?;
-        std::fs::write(self.dir.join("spec.json"), text)
-            .map_err(|e| fail(format!("spec.json: {e}")))?;
-        let log = std::fs::File::create(self.dir.join("supervisor.log"))
+        let spec_file = self.dir.join("spec.json");
+        std::fs::write(&spec_file, text).map_err(|e| fail(format!("spec.json: {e}")))?;
+        mode(&spec_file, 0o600)?;
+        let log = private_file(&self.dir.join("supervisor.log"), false)
             .map_err(|e| fail(format!("supervisor.log: {e}")))?;
         let mut child = tokio::process::Command::new(exe)
             .args(["sandbox", "supervise"])
@@ -308,6 +318,18 @@ fn parse_output(line: &str) -> Option<Output> {
         v["seq"].as_i64()?,
         v["line"].as_str()?.to_string(),
     ))
+}
+
+/// Opens (creating, mode 0600) a file of a supervisor's directory, for appending or anew.
+pub fn private_file(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Reads the spool file directly from line `from` (the supervisor may be gone): every

@@ -177,11 +177,7 @@ fn sandbox_spec(s: &SupervisorSpec, dir: &Path) -> Result<SandboxSpec, String> {
 /// announces the new count.
 async fn spool_lines(stdout: Option<ChildStdout>, state: Arc<State>) {
     let Some(stdout) = stdout else { return };
-    let mut file = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(spool(&state.dir))
-    {
+    let mut file = match super::private_file(&spool(&state.dir), true) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("centaur supervisor: cannot open the spool: {e}");
@@ -327,14 +323,10 @@ async fn turn(state: &State, req: &Value) -> Value {
         return json!({"ok": false, "error": "the harness is not running"});
     }
     let from = *state.lines.borrow() + 1;
-    let record = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state.dir.join("turns"))
-        .and_then(|mut f| {
-            f.write_all(format!("{id} {from}\n").as_bytes())?;
-            f.sync_data()
-        });
+    let record = super::private_file(&state.dir.join("turns"), true).and_then(|mut f| {
+        f.write_all(format!("{id} {from}\n").as_bytes())?;
+        f.sync_data()
+    });
     if let Err(e) = record {
         return json!({"ok": false, "error": format!("cannot record the turn: {e}")});
     }

@@ -36,6 +36,7 @@ async fn python_clients_drive_the_whole_api() {
         .unwrap_or_else(|_| panic!("client.py hung; server log:\n{}", server.log()))
         .unwrap();
     let log = server.log();
+    let modes = file_modes(&setup.data());
     harness::stop_sandboxes(&setup.data()).await;
     assert!(
         out.status.success(),
@@ -44,6 +45,41 @@ async fn python_clients_drive_the_whole_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+    // Invariant 3's neighbour: what the server keeps is root's alone; the sandbox user can
+    // traverse to its workdir and list nothing.
+    for (path, mode) in modes {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let want = match name.as_str() {
+            "data" | "sandboxes" => 0o711,
+            n if n.starts_with("rt_") => 0o711,
+            "work" => 0o700,
+            "centaur.db" | "spool" | "turns" | "spec.json" | "supervisor.log" => 0o600,
+            _ => continue,
+        };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
+}
+
+/// The mode of every file and directory under the data directory (two levels into sandboxes).
+fn file_modes(data: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = vec![
+        data.to_path_buf(),
+        data.join("centaur.db"),
+        data.join("sandboxes"),
+    ];
+    for rt in std::fs::read_dir(data.join("sandboxes")).unwrap().flatten() {
+        out.push(rt.path());
+        for f in std::fs::read_dir(rt.path()).unwrap().flatten() {
+            out.push(f.path());
+        }
+    }
+    out.into_iter()
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?.permissions().mode() & 0o7777;
+            Some((p, m))
+        })
+        .collect()
 }
 
 /// `curl -N` follows an execution's events live and the stream ends at its terminal state.
