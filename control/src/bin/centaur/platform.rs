@@ -89,7 +89,7 @@ pub async fn run() -> anyhow::Result<()> {
         bail!("the API never received the real key");
     }
     println!(
-        "\n(7) the API received `Authorization: Bearer sk-live-…` (the real key); the sandbox only ever held {PLACEHOLDER:?}"
+        "\n(7) the API received `Authorization: Bearer sk-live-…` (the real key); the sandbox only ever held {PLACEHOLDER:?}\n    (the API's echo in the answer shows the placeholder: the gateway scrubs real values out of responses)"
     );
     print_audit(&audit_file(&demo.data)?, "(8)")?;
     demo.finish(&api, &thread).await
