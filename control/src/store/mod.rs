@@ -19,7 +19,9 @@ mod event;
 mod events;
 mod executions;
 mod keys;
+mod queue;
 mod threads;
+mod turns;
 
 pub use code::{Code, Rejection};
 pub use db::{
