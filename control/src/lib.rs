@@ -4,6 +4,7 @@
 //! work is here.
 
 pub mod clock;
+pub mod harness;
 pub mod runner;
 pub mod server;
 pub mod store;

@@ -429,6 +429,7 @@ async fn output_lines_are_committed_once_and_a_turn_ends_once(db: Db) {
         .map(|i| Line {
             seq: i,
             text: format!("{{\"n\": {i}}}  verbatim "),
+            agent: vec![format!("{{\"type\":\"system\",\"n\":{i}}}")],
         })
         .collect();
     s.commit_lines(key, Some(id), &lines[..2], None)
@@ -455,6 +456,14 @@ async fn output_lines_are_committed_once_and_a_turn_ends_once(db: Db) {
             "{\"n\": 3}  verbatim "
         ]
     );
+    // Each line's canonical events follow it, once.
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.kind != "execution_state")
+        .map(|e| (e.kind.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(kinds[1], ("agent", "{\"type\":\"system\",\"n\":1}"));
+    assert_eq!(kinds.len(), 6);
     let states: Vec<String> = events
         .iter()
         .filter(|e| e.kind == "execution_state")

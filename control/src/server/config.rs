@@ -52,15 +52,33 @@ pub struct SandboxConfig {
 }
 
 /// One harness.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HarnessConfig {
-    /// The command and its arguments: it reads one turn per line on stdin and prints
-    /// stream-json lines, ending each turn with a `"type":"result"` line.
-    pub command: Vec<String>,
-    /// Extra environment for this harness.
+    /// `claude-code`, `codex`, `pi` or `stream-json` (the default): how the CLI is started,
+    /// fed and read (`crate::harness`).
+    pub kind: Option<String>,
+    /// The binary and any leading arguments (default: the kind's binary on PATH; required
+    /// for `stream-json`, whose command reads one turn per stdin line and prints
+    /// stream-json, ending each turn with a `"type":"result"` line).
+    pub command: Option<Vec<String>>,
+    /// Extra arguments, appended to the kind's own.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment for this harness (placeholders only, never a secret).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Files copied into the sandbox's home at every start: path under the home → file on
+    /// this machine (relative to the config file).
+    #[serde(default)]
+    pub home_files: BTreeMap<String, PathBuf>,
+}
+
+impl HarnessConfig {
+    /// The kind, defaulted.
+    pub fn kind(&self) -> &str {
+        self.kind.as_deref().unwrap_or("stream-json")
+    }
 }
 
 /// `limits:`.
@@ -140,8 +158,11 @@ impl ServerConfig {
         c.harnesses.insert(
             "scripted".into(),
             HarnessConfig {
-                command: vec!["python3".into(), format!("{AGENTS_INSIDE}/scripted.py")],
-                env: BTreeMap::new(),
+                command: Some(vec![
+                    "python3".into(),
+                    format!("{AGENTS_INSIDE}/scripted.py"),
+                ]),
+                ..HarnessConfig::default()
             },
         );
         c.default_harness = Some("scripted".into());
@@ -194,6 +215,7 @@ impl ServerConfig {
         };
         let mounts = mounts(&self.sandbox.mounts, base, &mut errors);
         let default_harness = self.default_harness(&mut errors);
+        let harnesses = harnesses(self.harnesses, base, &mut errors);
         let l = &self.limits;
         let silence = duration_or(&l.silence_timeout, "silence_timeout", 600, &mut errors);
         let hard = duration_or(&l.hard_timeout, "hard_timeout", 3600, &mut errors);
@@ -221,7 +243,7 @@ impl ServerConfig {
             memory,
             mounts,
             env: self.sandbox.env,
-            harnesses: self.harnesses,
+            harnesses,
             default_harness,
             max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
             silence,
@@ -232,11 +254,6 @@ impl ServerConfig {
     }
 
     fn default_harness(&self, errors: &mut Vec<String>) -> String {
-        for (name, h) in &self.harnesses {
-            if h.command.is_empty() {
-                errors.push(format!("harnesses.{name}.command is empty"));
-            }
-        }
         match (&self.default_harness, self.harnesses.len()) {
             (Some(d), _) if self.harnesses.contains_key(d) => d.clone(),
             (Some(d), _) => {
@@ -262,6 +279,55 @@ impl ServerConfig {
             }
         }
     }
+}
+
+/// Checks each harness: a known kind, a command where the kind needs one, home files that
+/// stay in the home and exist; their sources made absolute.
+fn harnesses(
+    list: BTreeMap<String, HarnessConfig>,
+    base: &Path,
+    errors: &mut Vec<String>,
+) -> BTreeMap<String, HarnessConfig> {
+    let mut out = BTreeMap::new();
+    for (name, mut h) in list {
+        match h.kind() {
+            "amp" => errors.push(format!(
+                "harnesses.{name}.kind: amp is not supported (its CLI needs Amp's own service, which cannot be tested here)"
+            )),
+            k if crate::harness::adapter(k).is_none() => errors.push(format!(
+                "harnesses.{name}.kind: unknown kind {k:?} (one of {})",
+                crate::harness::KINDS.join(", ")
+            )),
+            _ => {}
+        }
+        let empty = h.command.as_ref().is_some_and(Vec::is_empty);
+        if empty || (h.command.is_none() && h.kind() == "stream-json") {
+            errors.push(format!(
+                "harnesses.{name}.command is empty (a stream-json harness names its command)"
+            ));
+        }
+        for (inside, src) in &mut h.home_files {
+            let p = Path::new(inside);
+            if inside.is_empty()
+                || p.is_absolute()
+                || p.components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                errors.push(format!(
+                    "harnesses.{name}.home_files: {inside:?} must be a plain path under the home"
+                ));
+            }
+            *src = base.join(&*src);
+            if !src.is_file() {
+                errors.push(format!(
+                    "harnesses.{name}.home_files.{inside}: {} is not a file",
+                    src.display()
+                ));
+            }
+        }
+        out.insert(name, h);
+    }
+    out
 }
 
 /// `UID[:GID]`, never 0; nobody by default.
@@ -338,8 +404,48 @@ mod tests {
         let s = c.settle(Path::new("/etc/centaur")).unwrap();
         assert_eq!(s.policy.unwrap(), Path::new("/etc/centaur/policy.yaml"));
         assert_eq!(s.default_harness, "scripted");
-        assert_eq!(s.harnesses["scripted"].command[0], "python3");
+        assert_eq!(
+            s.harnesses["scripted"].command.as_ref().unwrap()[0],
+            "python3"
+        );
         assert_eq!(s.silence, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn the_harness_config_of_the_docs_works_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pi-models.json"), "{}").unwrap();
+        let c = parse(&format!(
+            r#"harnesses:
+  claude:
+    kind: claude-code
+    command: ["/opt/agents/node_modules/.bin/claude"]   # default: the kind's binary on PATH
+    args: []                                             # extra arguments, appended
+    env: {{ANTHROPIC_BASE_URL: "https://model.test"}}      # extra environment; never a real secret
+    home_files: {{".pi/agent/models.json": "{}/pi-models.json"}}   # copied into the sandbox's home
+"#,
+            dir.path().display()
+        ))
+        .unwrap();
+        let s = c.settle(Path::new("/etc/centaur")).unwrap();
+        let h = &s.harnesses["claude"];
+        assert_eq!(h.kind(), "claude-code");
+        assert_eq!(h.env["ANTHROPIC_BASE_URL"], "https://model.test");
+        assert_eq!(s.default_harness, "claude");
+        let e = parse(
+            "harnesses:\n  a: {kind: amp}\n  b: {kind: cursor}\n  c: {home_files: {'../x': y}}\n",
+        )
+        .unwrap()
+        .settle(Path::new("/"))
+        .unwrap_err();
+        for want in [
+            "amp is not supported",
+            "unknown kind \"cursor\"",
+            "plain path under the home",
+            "c.command is empty",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

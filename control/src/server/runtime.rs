@@ -4,10 +4,24 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::harness::{self, Harness, Launch};
 use crate::server::config::Settings;
 use crate::server::paths::private_dir;
-use crate::store::{Assignment, Store, new_id};
+use crate::store::{Assignment, Store, StoreError, new_id};
 use crate::supervisor::{Client, SupervisorSpec};
+
+/// Where the `centaur` binary appears inside every sandbox (the Codex bridge runs it).
+pub const CENTAUR_INSIDE: &str = "/run/centaur/bin/centaur";
+
+/// How a thread's CLI session goes on in a new sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The session or thread id to resume.
+    pub resume: Option<String>,
+    /// The session is lost (its files are not in the thread's home): the first turn gets
+    /// the thread's transcript instead.
+    pub replay: bool,
+}
 
 /// The supervisors of this data directory.
 #[derive(Debug, Clone)]
@@ -45,13 +59,73 @@ impl Runtimes {
         self.dir.join(runtime_id).exists()
     }
 
-    /// Starts a sandbox for the assignment. A runtime that ran before (its sandbox is gone or
+    /// The adapter of the assignment's harness.
+    pub fn adapter(&self, a: &Assignment) -> &'static dyn Harness {
+        self.settings
+            .harnesses
+            .get(&a.harness)
+            .and_then(|h| harness::adapter(h.kind()))
+            .unwrap_or(&harness::stream_json::StreamJson)
+    }
+
+    /// The thread's own directory (`DATA/threads/<hash of its key>`): its workspace
+    /// (`work`) and its home (`home`), kept across its sandboxes.
+    pub fn thread_dir(&self, thread_key: &str) -> PathBuf {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thread_key.as_bytes());
+        let hex: String = d.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.settings.data_dir.join("threads").join(hex)
+    }
+
+    /// How the thread's session continues in a new sandbox, before execution `current`: the
+    /// last session id its harness named, if its files are still in the thread's home;
+    /// else, when earlier turns ran, a transcript replay.
+    pub async fn plan(
+        &self,
+        store: &Store,
+        a: &Assignment,
+        current: &str,
+    ) -> Result<Plan, StoreError> {
+        let h = self.adapter(a);
+        if !h.resumes() {
+            return Ok(Plan::default());
+        }
+        let earlier: Vec<_> = store
+            .thread_executions(&a.thread_key, 1000)
+            .await?
+            .into_iter()
+            .filter(|e| e.execution_id != current && e.turn_input.is_some())
+            .collect();
+        if earlier.is_empty() {
+            return Ok(Plan::default());
+        }
+        let id = h
+            .fixed_session()
+            .map(str::to_string)
+            .or_else(|| earlier.iter().find_map(|e| e.agent_thread_id.clone()));
+        let home = self.thread_dir(&a.thread_key).join("home");
+        Ok(match id {
+            Some(id) if harness::session_exists(&home, &id) => Plan {
+                resume: Some(id),
+                replay: false,
+            },
+            _ => Plan {
+                resume: None,
+                replay: true,
+            },
+        })
+    }
+
+    /// Starts a sandbox for the assignment, resuming `resume`. A runtime that ran before (its sandbox is gone or
     /// its harness ended) is replaced by a new one, recorded first so the reaper keeps it;
     /// returns the assignment as it now is.
     pub async fn start(
         &self,
         store: &Store,
         mut a: Assignment,
+        resume: Option<String>,
     ) -> Result<(Client, Assignment), String> {
         // A runtime that ran before (its directory is there, or its spool was read) is
         // replaced: the new sandbox's spool starts at line 1.
@@ -65,7 +139,7 @@ impl Runtimes {
             a.runtime_id = id;
             a.spool_seq = 0;
         }
-        let spec = self.spec(&a)?;
+        let spec = self.spec(&a, resume)?;
         private_dir(&self.dir, 0o711)?;
         let client = self.client(&a.runtime_id);
         let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
@@ -77,26 +151,46 @@ impl Runtimes {
         Ok((client, a))
     }
 
-    fn spec(&self, a: &Assignment) -> Result<SupervisorSpec, String> {
+    fn spec(&self, a: &Assignment, resume: Option<String>) -> Result<SupervisorSpec, String> {
         let s = &self.settings;
         let h = s
             .harnesses
             .get(&a.harness)
             .ok_or_else(|| format!("harness {:?} is not in the server's config", a.harness))?;
-        let mut env: Vec<(String, String)> = s.env.clone().into_iter().collect();
-        env.extend(h.env.clone());
+        let adapter = self.adapter(a);
+        // The adapter's switches first, so the config can override them.
+        let mut merged: std::collections::BTreeMap<String, String> = adapter
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        merged.extend(s.env.clone());
+        merged.extend(h.env.clone());
+        let launch = Launch {
+            command: h.command.clone(),
+            args: h.args.clone(),
+            env: merged.clone(),
+            resume,
+            centaur: CENTAUR_INSIDE.into(),
+        };
+        let mut env: Vec<(String, String)> = merged.into_iter().collect();
         env.push(("CENTAUR_THREAD_KEY".into(), a.thread_key.clone()));
         env.push(("CENTAUR_RUNTIME_ID".into(), a.runtime_id.clone()));
         let audit_dir = s.data_dir.join("audit");
         private_dir(&audit_dir, 0o700)?;
+        let (work, home) = self.thread_dirs(a, h)?;
+        let mut mounts = s.mounts.clone();
+        mounts.push((self.exe.clone(), CENTAUR_INSIDE.into()));
         Ok(SupervisorSpec {
-            command: h.command.clone(),
+            command: adapter.command(&launch),
             policy: s.policy.clone(),
             secrets_from: s.secrets_from.clone(),
             uid: s.uid,
             gid: s.gid,
             env,
-            mounts: s.mounts.clone(),
+            mounts,
+            workdir: Some(work),
+            home: Some(home),
             labels: vec![
                 ("thread_key".into(), a.thread_key.clone()),
                 ("runtime_id".into(), a.runtime_id.clone()),
@@ -104,6 +198,52 @@ impl Runtimes {
             audit: audit_dir.join(format!("{}.jsonl", a.runtime_id)),
             memory: s.memory,
         })
+    }
+
+    /// Makes the thread's workspace and home (the sandbox user's alone; the directories
+    /// above list nothing to it) and copies the harness's home files in.
+    fn thread_dirs(
+        &self,
+        a: &Assignment,
+        h: &crate::server::config::HarnessConfig,
+    ) -> Result<(PathBuf, PathBuf), String> {
+        let (uid, gid) = (self.settings.uid, self.settings.gid);
+        let dir = self.thread_dir(&a.thread_key);
+        private_dir(&self.settings.data_dir.join("threads"), 0o711)?;
+        private_dir(&dir, 0o711)?;
+        let own = |p: &std::path::Path| -> Result<(), String> {
+            use std::os::unix::fs::PermissionsExt;
+            let err = |e: std::io::Error| format!("{}: {e}", p.display());
+            std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(err)?;
+            let mode = if p.is_dir() { 0o700 } else { 0o600 };
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(err)
+        };
+        let (work, home) = (dir.join("work"), dir.join("home"));
+        for d in [&work, &home] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            own(d)?;
+        }
+        for (inside, src) in &h.home_files {
+            // Made one component at a time, never through a link: the home is the sandbox
+            // user's, and this runs as root (no sandbox of the thread runs meanwhile).
+            let mut at = home.clone();
+            let parts: Vec<_> = std::path::Path::new(inside).components().collect();
+            for (i, c) in parts.iter().enumerate() {
+                at.push(c);
+                if std::fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir() || i + 1 == parts.len())
+                {
+                    std::fs::remove_file(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+                }
+                if i + 1 < parts.len() && !at.exists() {
+                    std::fs::create_dir(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+                    own(&at)?;
+                }
+            }
+            std::fs::copy(src, &at)
+                .map_err(|e| format!("home_files: {} → {}: {e}", src.display(), at.display()))?;
+            own(&at)?;
+        }
+        Ok((work, home))
     }
 
     /// Stops a runtime's sandbox and removes its directory.

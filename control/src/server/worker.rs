@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::harness::{End, Harness, Turn};
 use crate::server::app::App;
 use crate::store::{Claimed, Finish, Line, Status};
 use crate::supervisor::{self, Attached, Client, Output};
@@ -114,6 +114,12 @@ async fn execute(app: Arc<App>, c: Claimed) {
                 tracing::error!("finishing {id}: {e}");
             }
         }
+        Err(Stop::AuthFailed(msg)) => {
+            let f = fail("harness_auth_failed", msg);
+            if let Err(e) = app.store().finish(&thread, &id, &f).await {
+                tracing::error!("finishing {id}: {e}");
+            }
+        }
         Err(Stop::Lost) => {}
         Err(Stop::Store(e)) => tracing::error!("execution {id}: store: {e}"),
     }
@@ -121,6 +127,8 @@ async fn execute(app: Arc<App>, c: Claimed) {
 
 enum Stop {
     Finish(Finish),
+    /// The model API refused the key (the turn may be retried).
+    AuthFailed(String),
     Lost,
     Store(crate::store::StoreError),
 }
@@ -128,6 +136,45 @@ enum Stop {
 impl From<crate::store::StoreError> for Stop {
     fn from(e: crate::store::StoreError) -> Self {
         Stop::Store(e)
+    }
+}
+
+/// Per-turn knowledge gathered from the harness's lines: its answer so far and its
+/// session id.
+#[derive(Debug, Default)]
+struct Tracker {
+    answer: Option<String>,
+    thread: Option<String>,
+}
+
+impl Tracker {
+    fn feed(&mut self, r: &crate::harness::Read) {
+        if let Some(t) = &r.result {
+            self.answer = Some(t.clone());
+        }
+        if let Some(t) = &r.thread {
+            self.thread = Some(t.clone());
+        }
+    }
+
+    fn finish(&self, h: &dyn Harness, end: &End) -> Finish {
+        let thread = self
+            .thread
+            .clone()
+            .or_else(|| h.fixed_session().map(str::to_string));
+        match end {
+            End::Completed(text) => Finish {
+                status: Status::Completed,
+                reason: "completed".into(),
+                result_text: text.clone().or_else(|| self.answer.clone()),
+                error_text: None,
+                agent_thread_id: thread,
+            },
+            End::Failed { reason, error } => Finish {
+                agent_thread_id: thread,
+                ..fail(reason, error.clone())
+            },
+        }
     }
 }
 
@@ -139,50 +186,129 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
         app.runtimes.stop(&a.runtime_id).await;
         return Err(Stop::Finish(cancelled()));
     }
+    let h = app.runtimes.adapter(&a);
     let mut client = app.runtimes.client(&a.runtime_id);
     let state = client
         .status()
         .await
         .ok()
         .and_then(|s| s["state"].as_str().map(str::to_string));
+    let mut preamble = None;
     if e.turn_input.is_some() {
         // The turn may have reached the harness: it is never sent anywhere else.
         if state.is_none() {
-            return finish_from_spool(app, &e.execution_id, &a, client.dir()).await;
+            return finish_from_spool(app, h, &e.execution_id, &a, client.dir()).await;
         }
     } else if state.as_deref() != Some("running") {
         // Nothing was delivered yet: a fresh sandbox is safe.
-        (client, a) = app
-            .runtimes
-            .start(&store, a)
-            .await
-            .map_err(|err| Stop::Finish(fail("sandbox_start_failed", err)))?;
+        (client, a, preamble) = fresh(app, a, &e.execution_id).await?;
     }
-    let turn = store.prepare_turn(&e.execution_id).await?;
-    let from = match client.turn(&e.execution_id, &turn).await {
-        Ok(from) => from,
-        Err(supervisor::SupervisorError::Gone { .. }) => {
-            return finish_from_spool(app, &e.execution_id, &a, client.dir()).await;
+    let stored = store.prepare_turn(&e.execution_id).await?;
+    let mut retried = false;
+    loop {
+        let line = h.turn_line(&Turn::parse(&stored, preamble.take()));
+        let from = match client.turn(&e.execution_id, &line).await {
+            Ok(from) => from,
+            Err(supervisor::SupervisorError::Gone { .. }) => {
+                return finish_from_spool(app, h, &e.execution_id, &a, client.dir()).await;
+            }
+            Err(err) => return Err(Stop::Finish(fail("harness_exited", err.to_string()))),
+        };
+        match follow(app, h, &e, &mut a, &client, from, wake, !retried).await {
+            // The model API refused the key: once more on a fresh sandbox (whose gateway
+            // reads the secrets again).
+            Err(Stop::AuthFailed(msg)) => {
+                tracing::warn!(
+                    "execution {}: {msg}; retrying once on a fresh sandbox",
+                    e.execution_id
+                );
+                retried = true;
+                app.runtimes.stop(&a.runtime_id).await;
+                (client, a, preamble) = fresh(app, a, &e.execution_id).await?;
+            }
+            other => return other,
         }
-        Err(err) => return Err(Stop::Finish(fail("harness_exited", err.to_string()))),
+    }
+}
+
+/// A new sandbox for the thread, its session resumed (or its transcript to replay).
+async fn fresh(
+    app: &Arc<App>,
+    a: crate::store::Assignment,
+    current: &str,
+) -> Result<(Client, crate::store::Assignment, Option<String>), Stop> {
+    let store = app.store();
+    let plan = app.runtimes.plan(&store, &a, current).await?;
+    let preamble = if plan.replay {
+        transcript(app, &a.thread_key, current).await?
+    } else {
+        None
     };
-    follow(app, &e, &mut a, &client, from, wake).await
+    let (client, a) = app
+        .runtimes
+        .start(&store, a, plan.resume)
+        .await
+        .map_err(|err| Stop::Finish(fail("sandbox_start_failed", err)))?;
+    Ok((client, a, preamble))
+}
+
+/// The thread's earlier turns and answers, for a harness whose session was lost.
+async fn transcript(app: &Arc<App>, thread: &str, current: &str) -> Result<Option<String>, Stop> {
+    const KEEP: usize = 8 << 10;
+    let mut execs = app.store().thread_executions(thread, 50).await?;
+    execs.reverse();
+    let cut = |s: &str| -> String {
+        let mut end = s.len().min(KEEP);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_string()
+    };
+    let mut out = String::new();
+    for x in execs.iter().filter(|x| x.execution_id != current) {
+        let Some(input) = &x.turn_input else { continue };
+        out.push_str(&format!(
+            "User: {}\n",
+            cut(&Turn::parse(input, None).plain())
+        ));
+        match (&x.result_text, &x.error_text) {
+            (Some(r), _) => out.push_str(&format!("[Your previous response]: {}\n\n", cut(r))),
+            (None, Some(err)) => out.push_str(&format!("[That turn failed: {}]\n\n", cut(err))),
+            _ => out.push('\n'),
+        }
+    }
+    if out.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "[Centaur: your previous session of this conversation could not be resumed; here is the conversation so far.]\n\n{out}[The new message follows.]"
+    )))
 }
 
 /// Commits the turn's output as the supervisor spools it, until the turn ends, the harness
 /// exits, the supervisor goes, a deadline passes or a cancel arrives.
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     app: &Arc<App>,
+    h: &dyn Harness,
     e: &crate::store::Execution,
     a: &mut crate::store::Assignment,
     client: &Client,
     from: i64,
     wake: &tokio::sync::Notify,
+    retry_auth: bool,
 ) -> Result<(), Stop> {
     let mut att = match client.attach(a.spool_seq + 1).await {
         Ok(att) => att,
-        Err(_) => return finish_from_spool(app, &e.execution_id, a, client.dir()).await,
+        Err(_) => return finish_from_spool(app, h, &e.execution_id, a, client.dir()).await,
     };
+    // What an earlier worker already committed of this turn, read again for its answer.
+    let mut tracker = Tracker::default();
+    for (seq, text) in supervisor::read_spool(client.dir(), from).unwrap_or_default() {
+        if seq <= a.spool_seq {
+            tracker.feed(&crate::harness::read(h, &text));
+        }
+    }
     let started = Instant::now()
         - Duration::from_millis(
             u64::try_from(app.clock_ms() - e.started_at.unwrap_or(app.clock_ms())).unwrap_or(0),
@@ -195,13 +321,16 @@ async fn follow(
         tokio::select! {
             first = att.next() => {
                 let Some(first) = first else {
-                    return finish_from_spool(app, &e.execution_id, a, client.dir()).await;
+                    return finish_from_spool(app, h, &e.execution_id, a, client.dir()).await;
                 };
                 let (lines, exit) = batch(first, &mut att).await;
                 if !lines.is_empty() {
                     silence = Instant::now() + app.settings.silence;
-                    if commit(app, &e.execution_id, a, from, &lines).await? {
-                        return Ok(());
+                    let hold = if retry_auth { Hold::AuthFailure } else { Hold::Nothing };
+                    match commit(app, h, &mut tracker, &e.execution_id, a, from, lines, hold).await? {
+                        Committed::Ended => return Ok(()),
+                        Committed::AuthFailed(msg) => return Err(Stop::AuthFailed(msg)),
+                        Committed::Open => {}
                     }
                 }
                 if let Some(code) = exit {
@@ -267,7 +396,11 @@ async fn batch(first: Output, att: &mut Attached) -> (Vec<Line>, Option<i32>) {
     let mut next = Some(first);
     while let Some(m) = next.take() {
         match m {
-            Output::Line(seq, text) => lines.push(Line { seq, text }),
+            Output::Line(seq, text) => lines.push(Line {
+                seq,
+                text,
+                agent: Vec::new(),
+            }),
             Output::Exit(code) => return (lines, Some(code)),
         }
         if lines.len() < BATCH && att.buffered() {
@@ -277,17 +410,54 @@ async fn batch(first: Output, att: &mut Attached) -> (Vec<Line>, Option<i32>) {
     (lines, None)
 }
 
-/// Commits lines (those before `from` belong to no execution); returns whether the turn
-/// ended.
+/// What a commit found.
+enum Committed {
+    /// The turn goes on.
+    Open,
+    /// The turn ended (and the execution with it).
+    Ended,
+    /// The model API refused the key; the execution was left running for a retry.
+    AuthFailed(String),
+}
+
+/// Whether an end is held back from the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Nothing,
+    AuthFailure,
+}
+
+/// Commits lines (those before `from` belong to no execution), each with its canonical
+/// events, and ends the execution on its turn's last line.
+#[allow(clippy::too_many_arguments)]
 async fn commit(
     app: &Arc<App>,
+    h: &dyn Harness,
+    tracker: &mut Tracker,
     id: &str,
     a: &mut crate::store::Assignment,
     from: i64,
-    lines: &[Line],
-) -> Result<bool, Stop> {
+    mut lines: Vec<Line>,
+    hold: Hold,
+) -> Result<Committed, Stop> {
     let store = app.store();
     let key = (a.thread_key.as_str(), a.generation);
+    let mut end = None;
+    for (i, l) in lines.iter_mut().enumerate() {
+        let r = crate::harness::read(h, &l.text);
+        l.agent = r.agent.clone();
+        if l.seq >= from {
+            tracker.feed(&r);
+            if end.is_none()
+                && let Some(x) = r.end
+            {
+                end = Some((i, x));
+            }
+        }
+    }
+    if let Some(l) = lines.last() {
+        a.spool_seq = a.spool_seq.max(l.seq);
+    }
     let split = lines
         .iter()
         .position(|l| l.seq >= from)
@@ -296,115 +466,66 @@ async fn commit(
         store.commit_lines(key, None, &lines[..split], None).await?;
     }
     let mine = &lines[split..];
-    let end = mine.iter().position(|l| turn_end(&l.text).is_some());
-    let (mine, finish) = match end {
-        Some(i) => (&mine[..=i], turn_end(&mine[i].text)),
-        None => (mine, None),
+    let Some((i, x)) = end else {
+        if !mine.is_empty() {
+            store.commit_lines(key, Some(id), mine, None).await?;
+        }
+        return Ok(Committed::Open);
     };
-    if !mine.is_empty() || finish.is_some() {
-        store
-            .commit_lines(key, Some(id), mine, finish.as_ref())
-            .await?;
+    let mine = &mine[..=i - split];
+    if let (
+        Hold::AuthFailure,
+        End::Failed {
+            reason: "harness_auth_failed",
+            error,
+        },
+    ) = (hold, &x)
+    {
+        store.commit_lines(key, Some(id), mine, None).await?;
+        return Ok(Committed::AuthFailed(error.clone()));
     }
-    if let Some(l) = lines.last() {
-        a.spool_seq = a.spool_seq.max(l.seq);
-    }
-    Ok(finish.is_some())
+    let finish = tracker.finish(h, &x);
+    store
+        .commit_lines(key, Some(id), mine, Some(&finish))
+        .await?;
+    Ok(Committed::Ended)
 }
 
 /// The supervisor is gone: commit what its spool holds, and end the execution — normally if
 /// the harness ended its turn in there, else with `sandbox_lost` (the turn is not re-sent).
 async fn finish_from_spool(
     app: &Arc<App>,
+    h: &dyn Harness,
     id: &str,
     a: &crate::store::Assignment,
     dir: &std::path::Path,
 ) -> Result<(), Stop> {
-    let rest = supervisor::read_spool(dir, a.spool_seq + 1).unwrap_or_default();
+    let rest = supervisor::read_spool(dir, 1).unwrap_or_default();
     let from = supervisor::read_turns(dir)
         .into_iter()
         .find(|(t, _)| t == id)
         .map_or(i64::MAX, |(_, f)| f);
-    let lines: Vec<Line> = rest
-        .into_iter()
-        .map(|(seq, text)| Line { seq, text })
-        .collect();
+    let mut tracker = Tracker::default();
+    let mut lines = Vec::new();
+    for (seq, text) in rest {
+        if seq > a.spool_seq {
+            lines.push(Line {
+                seq,
+                text,
+                agent: Vec::new(),
+            });
+        } else if seq >= from {
+            tracker.feed(&crate::harness::read(h, &text));
+        }
+    }
     let mut a = a.clone();
-    if commit(app, id, &mut a, from, &lines).await? {
+    if let Committed::Ended =
+        commit(app, h, &mut tracker, id, &mut a, from, lines, Hold::Nothing).await?
+    {
         return Ok(());
     }
     Err(Stop::Finish(fail(
         "sandbox_lost",
         "the sandbox's supervisor is gone before the harness ended its turn; the turn was not re-sent",
     )))
-}
-
-/// Whether a stream-json line ends the turn, and how.
-pub fn turn_end(line: &str) -> Option<Finish> {
-    if !line.contains("\"type\"") {
-        return None;
-    }
-    let v: Value = serde_json::from_str(line).ok()?;
-    let text = |k: &str| v[k].as_str().map(str::to_string);
-    match v["type"].as_str()? {
-        "result" => {
-            let is_error = v["is_error"].as_bool().unwrap_or(false)
-                || v["subtype"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("error"));
-            Some(Finish {
-                status: if is_error {
-                    Status::Failed
-                } else {
-                    Status::Completed
-                },
-                reason: if is_error {
-                    "harness_error"
-                } else {
-                    "completed"
-                }
-                .into(),
-                result_text: if is_error { None } else { text("result") },
-                error_text: if is_error {
-                    Some(
-                        text("result")
-                            .or_else(|| text("error"))
-                            .unwrap_or_else(|| "the harness reported an error".into()),
-                    )
-                } else {
-                    None
-                },
-                agent_thread_id: text("session_id"),
-            })
-        }
-        "error" => Some(fail(
-            "harness_error",
-            text("message")
-                .or_else(|| text("error"))
-                .unwrap_or_else(|| "the harness reported an error".into()),
-        )),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_result_line_ends_the_turn() {
-        let f = turn_end(r#"{"type":"result","subtype":"success","is_error":false,"result":"42","session_id":"s1"}"#).unwrap();
-        assert_eq!(f.status, Status::Completed);
-        assert_eq!(f.result_text.as_deref(), Some("42"));
-        assert_eq!(f.agent_thread_id.as_deref(), Some("s1"));
-        let f = turn_end(r#"{"type":"result","is_error":true,"result":"boom"}"#).unwrap();
-        assert_eq!(
-            (f.status, f.reason.as_str()),
-            (Status::Failed, "harness_error")
-        );
-        assert_eq!(f.error_text.as_deref(), Some("boom"));
-        assert!(turn_end(r#"{"type":"assistant","message":{}}"#).is_none());
-        assert!(turn_end("not json \"type\"").is_none());
-        assert!(turn_end(r#"{"type":"error","message":"bad key"}"#).is_some());
-    }
 }

@@ -196,6 +196,8 @@ pub struct Line {
     pub seq: i64,
     /// The line, verbatim.
     pub text: String,
+    /// Its canonical events (`agent` events, JSON), stored after it.
+    pub agent: Vec<String>,
 }
 
 /// How an execution ends.

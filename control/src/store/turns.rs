@@ -102,6 +102,9 @@ impl Store {
                     &l.text,
                     now
                 ));
+                for a in &l.agent {
+                    newest = Some(append_event!(tx, ev, thread, execution_id, "agent", a, now));
+                }
                 last = last.max(l.seq);
             }
             if last != committed {

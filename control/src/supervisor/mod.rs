@@ -53,6 +53,13 @@ pub struct SupervisorSpec {
     pub audit: PathBuf,
     /// Memory limit in bytes.
     pub memory: Option<u64>,
+    /// The harness's working directory (the thread's workspace); default `DIR/work`.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// Mounted writable as the sandbox's `$HOME` (the thread's home, where CLIs keep their
+    /// sessions); default a fresh one on the sandbox's private `/tmp`.
+    #[serde(default)]
+    pub home: Option<PathBuf>,
 }
 
 /// The longest harness output line kept whole; longer lines are cut here (and marked).
@@ -133,11 +140,13 @@ impl Client {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| fail(format!("{}: {e}", self.dir.display())))?;
         mode(&self.dir, 0o711)?;
-        let work = workdir(&self.dir);
-        std::fs::create_dir_all(&work).map_err(|e| fail(format!("{}: {e}", work.display())))?;
-        mode(&work, 0o700)?;
-        std::os::unix::fs::chown(&work, Some(spec.uid), Some(spec.gid))
-            .map_err(|e| fail(format!("chown {}: {e}", work.display())))?;
+        if spec.workdir.is_none() {
+            let work = workdir(&self.dir);
+            std::fs::create_dir_all(&work).map_err(|e| fail(format!("{}: {e}", work.display())))?;
+            mode(&work, 0o700)?;
+            std::os::unix::fs::chown(&work, Some(spec.uid), Some(spec.gid))
+                .map_err(|e| fail(format!("chown {}: {e}", work.display())))?;
+        }
         let text = serde_json::to_string_pretty(spec).map_err(|e| fail(e.to_string()))?;
         let spec_file = self.dir.join("spec.json");
         std::fs::write(&spec_file, text).map_err(|e| fail(format!("spec.json: {e}")))?;

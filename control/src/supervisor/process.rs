@@ -151,7 +151,7 @@ fn sandbox_spec(s: &SupervisorSpec, dir: &Path) -> Result<SandboxSpec, String> {
         secrets,
         uid: s.uid,
         gid: s.gid,
-        workdir: workdir(dir),
+        workdir: s.workdir.clone().unwrap_or_else(|| workdir(dir)),
         mounts: s
             .mounts
             .iter()
@@ -160,6 +160,11 @@ fn sandbox_spec(s: &SupervisorSpec, dir: &Path) -> Result<SandboxSpec, String> {
                 dest: dest.clone(),
                 rw: false,
             })
+            .chain(s.home.iter().map(|home| Mount {
+                src: home.clone(),
+                dest: sandbox::local::bwrap::HOME.into(),
+                rw: true,
+            }))
             .collect(),
         env: s.env.clone(),
         limits: Limits {

@@ -1,5 +1,6 @@
 //! `centaur server` as a real process: the API with real clients, and crash recovery.
 
 mod api;
+mod clis;
 mod crash;
 mod harness;

@@ -157,7 +157,7 @@ fn bwrap_args(l: &Layout) -> Vec<OsString> {
 }
 
 /// The trust variables common tools read, all pointing at [`CA_INSIDE`].
-pub const CA_VARS: [&str; 9] = [
+pub const CA_VARS: [&str; 10] = [
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
@@ -167,6 +167,7 @@ pub const CA_VARS: [&str; 9] = [
     "PIP_CERT",
     "CARGO_HTTP_CAINFO",
     "DENO_CERT",
+    "CODEX_CA_CERTIFICATE",
 ];
 
 /// System CA bundle paths, mounted over when they exist on the host.

@@ -45,6 +45,17 @@ pub enum SandboxCmd {
         /// The runtime's directory (spec.json, spool, socket).
         dir: PathBuf,
     },
+    /// Run Codex as a thread's harness, one `codex exec` per turn (started by `centaur
+    /// server` inside the sandbox; not for people).
+    #[command(hide = true)]
+    CodexBridge {
+        /// The thread id to resume at the first turn.
+        #[arg(long)]
+        resume: Option<String>,
+        /// `codex exec` and its flags.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
 }
 
 /// `centaur sandbox run`.
@@ -111,6 +122,12 @@ pub fn run(cmd: SandboxCmd) -> anyhow::Result<u8> {
         SandboxCmd::Supervise { dir } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(control::supervisor::process::run(dir))
+        }
+        SandboxCmd::CodexBridge { resume, argv } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(control::harness::bridge::run(resume, argv))
         }
         SandboxCmd::Gc => {
             let cleaned = local::gc()?;

@@ -1,0 +1,383 @@
+//! Real agent CLIs (Claude Code, Codex, pi, installed by scripts/install-deps into .node) as
+//! harnesses of `centaur server`, each in its thread's sandbox, against the fake model API
+//! (`tests/fakes/models.py`) reached only through the sandbox's gateway. Invariant 1 (the
+//! sandbox never holds a real credential): the fake sees the real key, while the sandbox's
+//! environment, its files and every event hold only the placeholder.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::harness::{self, Server, Setup};
+
+const REAL_KEY: &str = "sk-real-0b7e51c4d2a9";
+const PLACEHOLDER: &str = "sk-placeholder-centaur";
+
+/// The fake model API on the host, reached as `model.test`.
+struct Models {
+    dir: tempfile::TempDir,
+    port: u16,
+    _child: Child,
+}
+
+impl Models {
+    async fn start() -> Models {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(harness::python())
+            .arg(harness::repo().join("control/tests/fakes/models.py"))
+            .arg(dir.path())
+            .arg(REAL_KEY)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().unwrap_or_default();
+        let v: Value = serde_json::from_str(&first).unwrap();
+        Models {
+            port: v["port"].as_u64().unwrap() as u16,
+            dir,
+            _child: child,
+        }
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// The gateway policy: only model.test, where the placeholders become the real key.
+fn policy(m: &Models) -> String {
+    format!(
+        "proxy:\n  upstream_allow_cidrs: [127.0.0.1/32]
+upstream:\n  hosts: {{model.test: '127.0.0.1:{port}'}}\n  ca_files: [{d}/ca.pem]
+transforms:
+  - name: allowlist
+    config: {{domains: [model.test]}}
+  - name: secrets
+    config:
+      secrets:
+        - source: {{type: env, var: ANTHROPIC_API_KEY}}
+          rules: [{{host: model.test}}]
+          replace: {{proxy_value: {PLACEHOLDER}, match_headers: [x-api-key]}}
+        - source: {{type: env, var: OPENAI_API_KEY}}
+          rules: [{{host: model.test}}]
+          replace: {{proxy_value: {PLACEHOLDER}, match_headers: [Authorization]}}
+",
+        port = m.port,
+        d = m.dir.path().display()
+    )
+}
+
+/// A server config with the three CLIs (from .node, mounted at /run/centaur/cli).
+fn setup(m: &Models, extra: &str) -> Setup {
+    let node = harness::repo().join(".node");
+    assert!(
+        node.join("node_modules/.bin/claude").exists(),
+        "run scripts/install-deps first (no .node/node_modules/.bin/claude)"
+    );
+    let s = Setup::new(&[("unused", "[\"true\"]")], "");
+    let d = s.dir.path();
+    std::fs::write(d.join("policy.yaml"), policy(m)).unwrap();
+    std::fs::write(
+        d.join("secrets.env"),
+        format!("ANTHROPIC_API_KEY={REAL_KEY}\nOPENAI_API_KEY={REAL_KEY}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("pi-models.json"),
+        json!({"providers": {"fake": {
+            "baseUrl": "https://model.test/v1", "api": "openai-completions",
+            "apiKey": "OPENAI_API_KEY",
+            "compat": {"supportsDeveloperRole": false, "supportsReasoningEffort": false},
+            "models": [{"id": "fake-model", "name": "Fake", "contextWindow": 128000, "maxTokens": 4096}],
+        }}})
+        .to_string(),
+    )
+    .unwrap();
+    let bin = "/run/centaur/cli/node_modules/.bin";
+    let yaml = format!(
+        r#"sandbox:
+  policy: policy.yaml
+  secrets_from: secrets.env
+  mounts: ['{node}:/run/centaur/cli']
+  memory: 2GiB
+harnesses:
+  claude:
+    kind: claude-code
+    command: ["{bin}/claude"]
+    env: {{ANTHROPIC_BASE_URL: "https://model.test"}}
+  codex:
+    kind: codex
+    command: ["{bin}/codex"]
+    args: ["-m", "fake-model"]
+    env: {{OPENAI_BASE_URL: "https://model.test/v1"}}
+  pi:
+    kind: pi
+    command: ["{bin}/pi"]
+    args: ["--provider", "fake", "--model", "fake-model"]
+    home_files: {{".pi/agent/models.json": "pi-models.json"}}
+default_harness: claude
+{extra}"#,
+        node = node.display()
+    );
+    std::fs::write(&s.config, yaml).unwrap();
+    s
+}
+
+/// `curl` against the API; the JSON answer.
+pub async fn call(
+    server: &Server,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "-X",
+        method,
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+    ]);
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "-d", &b.to_string()]);
+    }
+    let out = c
+        .arg(format!("{}{path}", server.base))
+        .output()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{path}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Sends a message as a turn of the thread and waits for its end; the execution.
+pub async fn turn(server: &Server, key: &str, thread: &str, harness: &str, text: &str) -> Value {
+    let v = call(
+        server,
+        key,
+        "POST",
+        "/agent/execute",
+        Some(json!({"thread_key": thread, "harness": harness, "message": text})),
+    )
+    .await;
+    let id = v["execution_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    for _ in 0..1200 {
+        let e = call(server, key, "GET", &format!("/agent/executions/{id}"), None).await;
+        if matches!(
+            e["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{id} did not end: {}", server.log());
+}
+
+/// The thread's events (all of them, or one execution's), replayed.
+pub async fn events(
+    server: &Server,
+    key: &str,
+    thread: &str,
+    execution: Option<&str>,
+) -> Vec<(String, Value, String)> {
+    let filter = execution.map_or(String::new(), |e| format!("&execution_id={e}"));
+    let out = Command::new("curl")
+        .args([
+            "-sSN",
+            "--max-time",
+            "20",
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+        ])
+        .arg(format!(
+            "{}/agent/threads/{thread}/events?follow=false{filter}",
+            server.base
+        ))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut list = Vec::new();
+    for frame in text.split("\n\n") {
+        let kind = frame.lines().find_map(|l| l.strip_prefix("event: "));
+        let data = frame.lines().find_map(|l| l.strip_prefix("data: "));
+        if let (Some(k), Some(d)) = (kind, data) {
+            let v: Value = serde_json::from_str(d).unwrap_or(Value::Null);
+            list.push((k.to_string(), v, d.to_string()));
+        }
+    }
+    list
+}
+
+/// The canonical (`agent`) events.
+pub fn agent_events(all: &[(String, Value, String)]) -> Vec<Value> {
+    all.iter()
+        .filter(|(k, _, _)| k == "agent")
+        .map(|(_, v, _)| v.clone())
+        .collect()
+}
+
+/// Every file under `dir` (recursively) that holds `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file()
+                && std::fs::read(e.path())
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// Kills every supervisor of the data directory (`kill -9`): the thread's sandboxes are gone.
+async fn kill_sandboxes(data: &Path) {
+    for e in std::fs::read_dir(data.join("sandboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(pid) = std::fs::read_to_string(e.path().join("pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = tokio::task::spawn_blocking(sandbox::local::gc).await;
+}
+
+async fn two_turns(name: &str) {
+    if !harness::root_or_skip(name) {
+        return;
+    }
+    let models = Models::start().await;
+    let setup = setup(&models, "");
+    let key = setup.key("tester", "agent");
+    let server = setup.start().await;
+    let thread = format!("cli:{name}");
+    let which = name.split('_').next().unwrap();
+
+    // Turn 1: a shell command in the workspace, through the model's tool call.
+    let e1 = turn(
+        &server,
+        &key,
+        &thread,
+        which,
+        &format!("RUN:echo made-by-{which} > note.txt && env > env.txt && cat note.txt"),
+    )
+    .await;
+    assert_eq!(e1["status"], "completed", "{e1}\n{}", server.log());
+    assert_eq!(e1["result_text"], format!("DONE:made-by-{which}"), "{e1}");
+    assert!(e1["agent_thread_id"].is_string(), "{e1}");
+    let work = std::fs::read_dir(setup.data().join("threads"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let note = std::fs::read_to_string(work.join("work/note.txt")).unwrap();
+    assert_eq!(
+        note.trim(),
+        format!("made-by-{which}"),
+        "the command really ran"
+    );
+    let env = std::fs::read_to_string(work.join("work/env.txt")).unwrap();
+    assert!(env.contains(PLACEHOLDER), "{env}");
+
+    // The sandbox goes (kill -9 of its supervisor): turn 2 runs in a new one, resuming.
+    kill_sandboxes(&setup.data()).await;
+    let e2 = turn(&server, &key, &thread, which, "SAY:second answer").await;
+    assert_eq!(e2["status"], "completed", "{e2}\n{}", server.log());
+    assert_eq!(e2["result_text"], "second answer");
+    assert_eq!(
+        e2["agent_thread_id"], e1["agent_thread_id"],
+        "the same session"
+    );
+
+    // The canonical stream: the tool call, its result, the answer.
+    let all = events(&server, &key, &thread, None).await;
+    let ev1 = agent_events(&events(&server, &key, &thread, e1["execution_id"].as_str()).await);
+    let tool_use = ev1.iter().any(|e| {
+        e["type"] == "assistant"
+            && e["message"]["content"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_use"))
+    });
+    let tool_result = ev1.iter().any(|e| {
+        (e["type"] == "tool" && e.to_string().contains("made-by-"))
+            || (e["type"] == "command_execution"
+                && e["aggregated_output"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("made-by-"))
+    });
+    assert!(tool_use || which == "codex", "a tool_use: {ev1:#?}");
+    assert!(tool_result, "the tool's result: {ev1:#?}");
+    assert!(
+        ev1.iter()
+            .any(|e| e["type"] == "system" && e["subtype"] == "init")
+            || which == "pi",
+        "system init: {ev1:#?}"
+    );
+    assert!(ev1.iter().any(|e| e["type"] == "usage"), "{ev1:#?}");
+    assert!(all.iter().any(|(k, _, _)| k == "output"));
+
+    // Turn 2's model request carried turn 1's history.
+    let reqs = models.requests();
+    let last = reqs.last().unwrap().to_string();
+    assert!(last.contains("made-by-"), "turn 2 saw turn 1: {last}");
+    // The fake saw the real key on every model call, never the placeholder.
+    for r in &reqs {
+        let auth = format!("{} {}", r["x-api-key"], r["authorization"]);
+        assert!(auth.contains(REAL_KEY), "{auth}");
+        assert!(!auth.contains(PLACEHOLDER), "{auth}");
+    }
+    // Nothing the sandbox holds or the events carry has the real key.
+    assert!(files_holding(&work, REAL_KEY).is_empty());
+    for (_, _, raw) in &all {
+        assert!(
+            !raw.contains(REAL_KEY),
+            "an event holds the real key: {raw}"
+        );
+    }
+    harness::stop_sandboxes(&setup.data()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_two_turns_across_a_sandbox_restart() {
+    two_turns("claude_code_two_turns_across_a_sandbox_restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_two_turns_across_a_sandbox_restart() {
+    two_turns("codex_two_turns_across_a_sandbox_restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pi_two_turns_across_a_sandbox_restart() {
+    two_turns("pi_two_turns_across_a_sandbox_restart").await;
+}
