@@ -52,6 +52,12 @@ pub trait Harness: Sync {
         true
     }
 
+    /// Whether a thread's first turn gets the platform's system message (the date, the
+    /// thread, the platform) before it.
+    fn platform_message(&self) -> bool {
+        true
+    }
+
     /// The session id the thread uses when the CLI lets us name it (else it is read from
     /// the output).
     fn fixed_session(&self) -> Option<&'static str> {

@@ -24,6 +24,11 @@ impl Harness for StreamJson {
         false
     }
 
+    fn platform_message(&self) -> bool {
+        // The caller speaks this protocol's turns itself: they arrive as sent.
+        false
+    }
+
     fn turn_line(&self, turn: &Turn) -> String {
         json!({"type": "user", "message": {"role": "user", "content": turn.blocks()}}).to_string()
     }

@@ -306,6 +306,48 @@ pub(crate) async fn cancel(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SteerBody {
+    message: Value,
+}
+
+/// `POST /agent/executions/{id}/steer`: more input for a running turn, written to its
+/// harness at once (each kind folds it into the turn its own way).
+pub(crate) async fn steer(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    b: Body,
+) -> ApiResult {
+    caller(&app, &headers, Scope::Agent).await?;
+    let b: SteerBody = body(&app, b).await?;
+    let m = new_message(None, None, Some(b.message), None)?;
+    let e = app.store().record_steer(&id, &m.parts).await?;
+    let a = app
+        .store()
+        .assignment(&e.thread_key)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::ExecutionNotRunning, "the thread has no sandbox"))?;
+    let h = app.runtimes.adapter(&a);
+    let content = m.parts.as_array().cloned().unwrap_or_default();
+    let line = h.steer_line(&crate::harness::Turn {
+        content,
+        preamble: None,
+    });
+    let steer_id = crate::store::new_id("steer_");
+    app.runtimes
+        .client(&a.runtime_id)
+        .turn(&steer_id, &line)
+        .await
+        .map_err(|e| ApiError::new(Code::ExecutionNotRunning, e.to_string()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"ok": true, "execution_id": id, "steer_id": steer_id})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct LimitQuery {
     limit: Option<i64>,
 }

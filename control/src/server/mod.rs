@@ -201,6 +201,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/agent/messages", get(api::messages))
         .route("/agent/executions/{id}", get(api::execution))
         .route("/agent/executions/{id}/cancel", post(api::cancel))
+        .route("/agent/executions/{id}/steer", post(api::steer))
         .route("/agent/threads", get(api::threads))
         .route(
             "/agent/threads/{thread_key}/executions",

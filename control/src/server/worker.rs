@@ -204,6 +204,9 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
         (client, a, preamble) = fresh(app, a, &e.execution_id).await?;
     }
     let stored = store.prepare_turn(&e.execution_id).await?;
+    if preamble.is_none() && h.platform_message() && is_first(app, &e).await? {
+        preamble = Some(platform_message(&e.thread_key));
+    }
     let mut retried = false;
     loop {
         let line = h.turn_line(&Turn::parse(&stored, preamble.take()));
@@ -229,6 +232,29 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
             other => return other,
         }
     }
+}
+
+/// Whether this is the thread's first turn (no earlier one reached a harness).
+async fn is_first(app: &Arc<App>, e: &crate::store::Execution) -> Result<bool, Stop> {
+    Ok(!app
+        .store()
+        .thread_executions(&e.thread_key, 50)
+        .await?
+        .iter()
+        .any(|x| x.execution_id != e.execution_id && x.turn_input.is_some()))
+}
+
+/// The platform's system message, put before a thread's first turn: the date, the thread
+/// and where it comes from (its key's namespace).
+pub fn platform_message(thread_key: &str) -> String {
+    let platform = thread_key.split_once(':').map_or("api", |(ns, _)| ns);
+    let today = time::OffsetDateTime::now_utc().date();
+    format!(
+        "[Centaur] Today is {today}. This is thread {thread_key} (platform: {platform}). Your \
+         working directory is this thread's workspace; it and your home are kept between turns. \
+         Your network access goes through a gateway that allows only what the team's policy \
+         names; credentials in your environment are placeholders that work only there."
+    )
 }
 
 /// A new sandbox for the thread, its session resumed (or its transcript to replay).

@@ -29,6 +29,8 @@ pub enum Code {
     ActiveAssignmentMismatch,
     /// Too many executions failed on this thread lately.
     ThreadFailureLoop,
+    /// The execution is not running (queued or ended): there is no turn to steer.
+    ExecutionNotRunning,
     /// No such thing.
     NotFound,
     /// No or an unknown API key.
@@ -43,7 +45,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order docs/api.md lists them.
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 19] = [
         Code::MissingField,
         Code::InvalidField,
         Code::UnknownField,
@@ -57,6 +59,7 @@ impl Code {
         Code::AssignmentGenerationStale,
         Code::ActiveAssignmentMismatch,
         Code::ThreadFailureLoop,
+        Code::ExecutionNotRunning,
         Code::NotFound,
         Code::Unauthorized,
         Code::Forbidden,
@@ -80,6 +83,7 @@ impl Code {
             Code::AssignmentGenerationStale => "ASSIGNMENT_GENERATION_STALE",
             Code::ActiveAssignmentMismatch => "ACTIVE_ASSIGNMENT_MISMATCH",
             Code::ThreadFailureLoop => "THREAD_FAILURE_LOOP",
+            Code::ExecutionNotRunning => "EXECUTION_NOT_RUNNING",
             Code::NotFound => "NOT_FOUND",
             Code::Unauthorized => "UNAUTHORIZED",
             Code::Forbidden => "FORBIDDEN",
@@ -99,7 +103,8 @@ impl Code {
             | Code::NoActiveAssignment
             | Code::AssignmentGenerationStale
             | Code::ActiveAssignmentMismatch
-            | Code::ThreadFailureLoop => 409,
+            | Code::ThreadFailureLoop
+            | Code::ExecutionNotRunning => 409,
             Code::BodyTooLarge => 413,
             Code::MissingField
             | Code::InvalidField

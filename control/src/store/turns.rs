@@ -132,6 +132,40 @@ impl Store {
         Ok(newest)
     }
 
+    /// Records a steer of a running execution (event `steer`, its content) and returns the
+    /// execution; one that is not running is refused (`EXECUTION_NOT_RUNNING`).
+    pub async fn record_steer(
+        &self,
+        execution_id: &str,
+        content: &Value,
+    ) -> Result<Execution, StoreError> {
+        let now = self.now();
+        let e = self.execution(execution_id).await?.ok_or_else(|| {
+            StoreError::reject(Code::NotFound, format!("no execution {execution_id}"))
+        })?;
+        let thread = e.thread_key.clone();
+        write_events!(self, &thread, |tx, ev| {
+            let _ = lock_thread!(tx, &thread);
+            let status: String =
+                sqlx::query_scalar("SELECT status FROM executions WHERE execution_id = $1")
+                    .bind(execution_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if status != "running" {
+                return Err(StoreError::reject(
+                    Code::ExecutionNotRunning,
+                    format!(
+                        "execution {execution_id} is {status}: only a running turn can be steered"
+                    ),
+                ));
+            }
+            let data = json!({"type": "steer", "content": content});
+            let id = append_event!(tx, ev, &thread, Some(execution_id), "steer", data, now);
+            ((), Some(id))
+        });
+        Ok(e)
+    }
+
     /// Ends an execution (no output to commit).
     pub async fn finish(
         &self,

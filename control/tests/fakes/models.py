@@ -7,7 +7,7 @@ CA to DIR/ca.pem, prints {"port": N} once listening. Every request is appended t
 DIR/requests.jsonl as {"method", "path", "x-api-key", "authorization", "body"}. A model
 request without KEY (as `x-api-key` or `Authorization: Bearer`) gets 401.
 
-The script, from the newest user input of the request:
+The script, from the newest user input of the request (its last directive):
 * a tool result → the text `DONE:<its output>`;
 * `RUN:<cmd>` → one call of the request's shell tool (Bash, bash, exec_command or shell)
   running `<cmd>`;
@@ -70,15 +70,11 @@ def decide(items):
             continue
         if "HANG" in text:
             return "hang", None
-        m = re.search(r"AGENT:(.+)", text)
-        if m:
-            return "agent", m.group(1).strip()
-        m = re.search(r"RUN:(.+)", text)
-        if m:
-            return "tool", m.group(1).strip()
-        m = re.search(r"SAY:(.+)", text)
-        if m:
-            return "text", m.group(1).strip()
+        found = list(re.finditer(r"(AGENT|RUN|SAY):(.+)", text))
+        if found:
+            # The last directive wins (a replayed transcript comes before the new message).
+            verb, arg = found[-1].group(1), found[-1].group(2).strip()
+            return {"AGENT": "agent", "RUN": "tool", "SAY": "text"}[verb], arg
     return "text", "OK"
 
 

@@ -50,9 +50,11 @@ async fn python_clients_drive_the_whole_api() {
     for (path, mode) in modes {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let want = match name.as_str() {
-            "data" | "sandboxes" => 0o711,
+            "data" | "sandboxes" | "threads" => 0o711,
             n if n.starts_with("rt_") => 0o711,
-            "work" => 0o700,
+            // A thread's directory (a hash of its key).
+            n if n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()) => 0o711,
+            "work" | "home" => 0o700,
             "centaur.db" | "spool" | "turns" | "spec.json" | "supervisor.log" => 0o600,
             _ => continue,
         };
@@ -60,18 +62,22 @@ async fn python_clients_drive_the_whole_api() {
     }
 }
 
-/// The mode of every file and directory under the data directory (two levels into sandboxes).
+/// The mode of every file and directory under the data directory (two levels into sandboxes
+/// and threads).
 fn file_modes(data: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = vec![
         data.to_path_buf(),
         data.join("centaur.db"),
         data.join("sandboxes"),
+        data.join("threads"),
     ];
-    for rt in std::fs::read_dir(data.join("sandboxes")).unwrap().flatten() {
-        out.push(rt.path());
-        for f in std::fs::read_dir(rt.path()).unwrap().flatten() {
-            out.push(f.path());
+    for parent in ["sandboxes", "threads"] {
+        for rt in std::fs::read_dir(data.join(parent)).unwrap().flatten() {
+            out.push(rt.path());
+            for f in std::fs::read_dir(rt.path()).unwrap().flatten() {
+                out.push(f.path());
+            }
         }
     }
     out.into_iter()

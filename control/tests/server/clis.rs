@@ -346,8 +346,13 @@ async fn two_turns(name: &str) {
     assert!(ev1.iter().any(|e| e["type"] == "usage"), "{ev1:#?}");
     assert!(all.iter().any(|(k, _, _)| k == "output"));
 
-    // Turn 2's model request carried turn 1's history.
+    // Turn 2's model request carried turn 1's history; turn 1's, the platform's message.
     let reqs = models.requests();
+    assert!(
+        reqs[0].to_string().contains("(platform: cli)"),
+        "{}",
+        reqs[0]
+    );
     let last = reqs.last().unwrap().to_string();
     assert!(last.contains("made-by-"), "turn 2 saw turn 1: {last}");
     // The fake saw the real key on every model call, never the placeholder.
@@ -380,4 +385,75 @@ async fn codex_two_turns_across_a_sandbox_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pi_two_turns_across_a_sandbox_restart() {
     two_turns("pi_two_turns_across_a_sandbox_restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_is_replayed_from_the_transcript() {
+    if !harness::root_or_skip("a_lost_session_is_replayed_from_the_transcript") {
+        return;
+    }
+    let models = Models::start().await;
+    let setup = setup(&models, "");
+    let key = setup.key("tester", "agent");
+    let server = setup.start().await;
+    let e1 = turn(
+        &server,
+        &key,
+        "cli:lost",
+        "claude",
+        "RUN:echo lost-and-found",
+    )
+    .await;
+    assert_eq!(e1["result_text"], "DONE:lost-and-found", "{e1}");
+    // The sandbox goes, and with it the thread's home (its session files).
+    kill_sandboxes(&setup.data()).await;
+    for t in std::fs::read_dir(setup.data().join("threads"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::remove_dir_all(t.path().join("home/.claude")).unwrap();
+    }
+    let e2 = turn(&server, &key, "cli:lost", "claude", "SAY:still here").await;
+    assert_eq!(e2["result_text"], "still here", "{e2}\n{}", server.log());
+    assert_ne!(
+        e2["agent_thread_id"], e1["agent_thread_id"],
+        "a new session"
+    );
+    let last = models.requests().last().unwrap().to_string();
+    assert!(last.contains("could not be resumed"), "{last}");
+    assert!(
+        last.contains("DONE:lost-and-found"),
+        "turn 1's answer replayed: {last}"
+    );
+    assert!(
+        last.contains("RUN:echo lost-and-found"),
+        "turn 1's prompt replayed: {last}"
+    );
+    harness::stop_sandboxes(&setup.data()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_is_retried_once_on_a_fresh_sandbox() {
+    if !harness::root_or_skip("a_refused_key_is_retried_once_on_a_fresh_sandbox") {
+        return;
+    }
+    let models = Models::start().await;
+    let setup = setup(&models, "");
+    std::fs::write(
+        setup.dir.path().join("secrets.env"),
+        "ANTHROPIC_API_KEY=sk-revoked\nOPENAI_API_KEY=sk-revoked\n",
+    )
+    .unwrap();
+    let key = setup.key("tester", "agent");
+    let server = setup.start().await;
+    let e = turn(&server, &key, "cli:revoked", "claude", "SAY:hello").await;
+    assert_eq!(e["terminal_reason"], "harness_auth_failed", "{e}");
+    assert!(e["error_text"].as_str().unwrap().contains("401"), "{e}");
+    assert!(server.log().contains("retrying once on a fresh sandbox"));
+    // Two sandboxes ran the turn: one audit log each.
+    let audits = std::fs::read_dir(setup.data().join("audit"))
+        .unwrap()
+        .count();
+    assert_eq!(audits, 2, "{}", server.log());
+    harness::stop_sandboxes(&setup.data()).await;
 }

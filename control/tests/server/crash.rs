@@ -215,7 +215,7 @@ async fn crash(database_url: Option<String>) {
 
     // No turn reached a harness twice: the harnesses' own count.
     let mut turns = Vec::new();
-    for e in std::fs::read_dir(setup.data().join("sandboxes"))
+    for e in std::fs::read_dir(setup.data().join("threads"))
         .unwrap()
         .flatten()
     {

@@ -3,4 +3,5 @@
 mod api;
 mod clis;
 mod crash;
+mod failures;
 mod harness;
