@@ -70,6 +70,12 @@ pub trait Harness: Sync {
     /// The stdin line that steers a running turn with more input.
     fn steer_line(&self, turn: &Turn) -> String;
 
+    /// The stdin line that interrupts the running turn (which then ends), if the kind has
+    /// one; without it a cancel stops the sandbox.
+    fn interrupt_line(&self) -> Option<String> {
+        None
+    }
+
     /// Canonical events for one parsed stdout line.
     fn normalize(&self, line: &Value, out: &mut Vec<Value>);
 

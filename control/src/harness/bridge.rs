@@ -113,19 +113,31 @@ fn command(line: &str, queue: &mut VecDeque<String>, running: Option<&mut Run>) 
         (Some("turn"), _) => queue.push_back(prompt),
         (Some("steer"), Some(r)) if !r.ended => {
             r.stopped = Some(Stopped::Steered);
-            let _ = r.child.start_kill();
+            kill_group(&r.child);
             queue.push_front(prompt);
         }
         (Some("steer"), _) => queue.push_back(prompt),
         (Some("interrupt"), Some(r)) => {
             r.stopped = Some(Stopped::Interrupted);
-            let _ = r.child.start_kill();
+            kill_group(&r.child);
         }
         (Some("interrupt"), None) => {}
         (t, _) => emit(
             &json!({"type": "error", "message": format!("codex-bridge: unknown command {t:?}")})
                 .to_string(),
         ),
+    }
+}
+
+/// Kills the turn's process group: `codex` is a Node wrapper around the native binary, and
+/// both hold the output pipe.
+fn kill_group(child: &Child) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
 }
 
@@ -139,6 +151,7 @@ async fn start(argv: &[String], thread: Option<&str>, prompt: &str) -> anyhow::R
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = c
         .spawn()

@@ -50,6 +50,14 @@ impl Harness for ClaudeCode {
         self.turn_line(turn)
     }
 
+    fn interrupt_line(&self) -> Option<String> {
+        // The Agent SDK's control request: the turn ends with an error result.
+        Some(
+            json!({"type": "control_request", "request_id": "centaur-interrupt", "request": {"subtype": "interrupt"}})
+                .to_string(),
+        )
+    }
+
     fn normalize(&self, line: &Value, out: &mut Vec<Value>) {
         anthropic_family(line, out);
     }
@@ -93,6 +101,8 @@ pub fn anthropic_family(v: &Value, out: &mut Vec<Value>) {
             }
         }
         "error" => out.push(json!({"type": "error", "error": error_text(v)})),
+        // The answer to a control request (an interrupt): nothing for the stream.
+        "control_response" => {}
         _ => out.push(v.clone()),
     }
 }

@@ -70,6 +70,10 @@ impl Harness for Codex {
         json!({"type": "steer", "prompt": turn.plain()}).to_string()
     }
 
+    fn interrupt_line(&self) -> Option<String> {
+        Some(json!({"type": "interrupt"}).to_string())
+    }
+
     fn normalize(&self, v: &Value, out: &mut Vec<Value>) {
         let item = &v["item"];
         match (v["type"].as_str().unwrap_or(""), item["type"].as_str()) {

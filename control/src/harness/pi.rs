@@ -41,6 +41,10 @@ impl Harness for Pi {
         json!({"type": "steer", "message": turn.plain()}).to_string()
     }
 
+    fn interrupt_line(&self) -> Option<String> {
+        Some(json!({"type": "abort"}).to_string())
+    }
+
     fn normalize(&self, v: &Value, out: &mut Vec<Value>) {
         match v["type"].as_str().unwrap_or("") {
             "session" => {

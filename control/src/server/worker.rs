@@ -145,6 +145,8 @@ impl From<crate::store::StoreError> for Stop {
 struct Tracker {
     answer: Option<String>,
     thread: Option<String>,
+    /// The turn was interrupted for a cancel: its end is a cancellation.
+    cancelling: bool,
 }
 
 impl Tracker {
@@ -162,6 +164,12 @@ impl Tracker {
             .thread
             .clone()
             .or_else(|| h.fixed_session().map(str::to_string));
+        if self.cancelling {
+            return Finish {
+                agent_thread_id: thread,
+                ..cancelled()
+            };
+        }
         match end {
             End::Completed(text) => Finish {
                 status: Status::Completed,
@@ -343,7 +351,9 @@ async fn follow(
     let mut silence = Instant::now() + app.settings.silence;
     let mut beat = tokio::time::interval(app.settings.lease / 3);
     beat.tick().await;
+    let mut cancel_by: Option<Instant> = None;
     loop {
+        tracker.cancelling = cancel_by.is_some();
         tokio::select! {
             first = att.next() => {
                 let Some(first) = first else {
@@ -352,7 +362,7 @@ async fn follow(
                 let (lines, exit) = batch(first, &mut att).await;
                 if !lines.is_empty() {
                     silence = Instant::now() + app.settings.silence;
-                    let hold = if retry_auth { Hold::AuthFailure } else { Hold::Nothing };
+                    let hold = if retry_auth && cancel_by.is_none() { Hold::AuthFailure } else { Hold::Nothing };
                     match commit(app, h, &mut tracker, &e.execution_id, a, from, lines, hold).await? {
                         Committed::Ended => return Ok(()),
                         Committed::AuthFailed(msg) => return Err(Stop::AuthFailed(msg)),
@@ -368,8 +378,12 @@ async fn follow(
                     )));
                 }
             }
-            _ = beat.tick() => check(app, &e.execution_id, client).await?,
-            _ = wake.notified() => check(app, &e.execution_id, client).await?,
+            _ = beat.tick() => check(app, h, &e.execution_id, client, &mut cancel_by).await?,
+            _ = wake.notified() => check(app, h, &e.execution_id, client, &mut cancel_by).await?,
+            _ = tokio::time::sleep_until(cancel_by.unwrap_or(hard)), if cancel_by.is_some() => {
+                app.runtimes.stop(&a.runtime_id).await;
+                return Err(Stop::Finish(cancelled()));
+            }
             _ = tokio::time::sleep_until(silence) => {
                 app.runtimes.stop(&a.runtime_id).await;
                 return Err(Stop::Finish(fail(
@@ -398,14 +412,31 @@ fn cancelled() -> Finish {
     }
 }
 
-/// Renews the lease and acts on a cancel.
-async fn check(app: &Arc<App>, id: &str, client: &Client) -> Result<(), Stop> {
+/// How long an interrupted harness has to end its turn before its sandbox is stopped.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// Renews the lease and acts on a cancel: the harness is interrupted (its turn ends, its
+/// sandbox and session stay) where its kind can be, else its sandbox is stopped.
+async fn check(
+    app: &Arc<App>,
+    h: &dyn Harness,
+    id: &str,
+    client: &Client,
+    cancel_by: &mut Option<Instant>,
+) -> Result<(), Stop> {
     match app
         .store()
         .heartbeat(id, &app.worker_id, app.lease_ms())
         .await?
     {
+        Some(Status::CancelRequested) if cancel_by.is_some() => Ok(()),
         Some(Status::CancelRequested) => {
+            if let Some(line) = h.interrupt_line()
+                && client.turn(&format!("{id}-interrupt"), &line).await.is_ok()
+            {
+                *cancel_by = Some(Instant::now() + INTERRUPT_GRACE);
+                return Ok(());
+            }
             let _ = client.stop().await;
             let _ = std::fs::remove_dir_all(client.dir());
             Err(Stop::Finish(cancelled()))

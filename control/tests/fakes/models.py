@@ -68,12 +68,14 @@ def decide(items):
             return "text", "OK"
         if role != "user":
             continue
-        if "HANG" in text:
-            return "hang", None
-        found = list(re.finditer(r"(AGENT|RUN|SAY):(.+)", text))
+        found = list(re.finditer(r"(AGENT|RUN|SAY):(.+)|\bHANG\b", text))
         if found:
-            # The last directive wins (a replayed transcript comes before the new message).
-            verb, arg = found[-1].group(1), found[-1].group(2).strip()
+            # The last directive wins (a replayed transcript, or a turn the user interrupted,
+            # comes before the new message).
+            last = found[-1]
+            if last.group(0) == "HANG":
+                return "hang", None
+            verb, arg = last.group(1), last.group(2).strip()
             return {"AGENT": "agent", "RUN": "tool", "SAY": "text"}[verb], arg
     return "text", "OK"
 

@@ -176,8 +176,9 @@ pub async fn turn(server: &Server, key: &str, thread: &str, harness: &str, text:
         .as_str()
         .unwrap_or_else(|| panic!("{v}"))
         .to_string();
+    let mut e = Value::Null;
     for _ in 0..1200 {
-        let e = call(server, key, "GET", &format!("/agent/executions/{id}"), None).await;
+        e = call(server, key, "GET", &format!("/agent/executions/{id}"), None).await;
         if matches!(
             e["status"].as_str(),
             Some("completed" | "failed" | "cancelled")
@@ -186,7 +187,9 @@ pub async fn turn(server: &Server, key: &str, thread: &str, harness: &str, text:
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{id} did not end: {}", server.log());
+    let all = events(server, key, thread, None).await;
+    let raw: Vec<&String> = all.iter().map(|(_, _, r)| r).collect();
+    panic!("{id} did not end: {e}\n{raw:#?}\n{}", server.log());
 }
 
 /// The thread's events (all of them, or one execution's), replayed.
@@ -455,5 +458,91 @@ async fn a_refused_key_is_retried_once_on_a_fresh_sandbox() {
         .unwrap()
         .count();
     assert_eq!(audits, 2, "{}", server.log());
+    harness::stop_sandboxes(&setup.data()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_interrupts_the_cli_and_its_sandbox_and_session_stay() {
+    if !harness::root_or_skip("a_cancel_interrupts_the_cli") {
+        return;
+    }
+    let models = Models::start().await;
+    let setup = setup(&models, "");
+    let key = setup.key("tester", "agent");
+    let server = setup.start().await;
+    for (n, which) in ["pi", "codex", "claude"].into_iter().enumerate() {
+        let thread = format!("cancel:{which}");
+        let first = turn(&server, &key, &thread, which, "SAY:before").await;
+        assert_eq!(first["result_text"], "before", "{first}");
+        // A turn whose model call never answers, cancelled once the model was asked.
+        let asked = models.requests().len();
+        let v = call(
+            &server,
+            &key,
+            "POST",
+            "/agent/execute",
+            Some(json!({"thread_key": thread, "harness": which, "message": "HANG"})),
+        )
+        .await;
+        let id = v["execution_id"].as_str().unwrap().to_string();
+        for _ in 0..300 {
+            if models.requests().len() > asked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            models.requests().len() > asked,
+            "{which} never asked the model"
+        );
+        let r = call(
+            &server,
+            &key,
+            "POST",
+            &format!("/agent/executions/{id}/cancel"),
+            None,
+        )
+        .await;
+        assert_eq!(r["ok"], true, "{r}");
+        let mut e = json!(null);
+        for _ in 0..200 {
+            e = call(
+                &server,
+                &key,
+                "GET",
+                &format!("/agent/executions/{id}"),
+                None,
+            )
+            .await;
+            if e["status"] == "cancelled" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(e["status"], "cancelled", "{which}: {e}");
+        let after = turn(&server, &key, &thread, which, "SAY:after").await;
+        assert_eq!(after["result_text"], "after", "{which}: {after}");
+        assert_eq!(
+            after["agent_thread_id"], first["agent_thread_id"],
+            "{which}: same session"
+        );
+        // Interrupted, not stopped: one sandbox ran the thread (one audit log each).
+        let audits = std::fs::read_dir(setup.data().join("audit"))
+            .unwrap()
+            .count();
+        if audits != n + 1 {
+            let all = events(&server, &key, &thread, None).await;
+            let raw: Vec<&String> = all.iter().map(|(_, _, r)| r).collect();
+            panic!(
+                "{which}: {audits} sandboxes ran: {raw:#?}\n{}",
+                server.log()
+            );
+        }
+    }
+    // Interrupted, not stopped: one sandbox per thread ran it all (one audit log each).
+    let audits = std::fs::read_dir(setup.data().join("audit"))
+        .unwrap()
+        .count();
+    assert_eq!(audits, 3, "{}", server.log());
     harness::stop_sandboxes(&setup.data()).await;
 }
