@@ -546,3 +546,38 @@ async fn a_cancel_interrupts_the_cli_and_its_sandbox_and_session_stay() {
     assert_eq!(audits, 3, "{}", server.log());
     harness::stop_sandboxes(&setup.data()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn centaur_ask_shows_the_tool_calls_then_the_answer() {
+    if !harness::root_or_skip("centaur_ask_shows_the_tool_calls_then_the_answer") {
+        return;
+    }
+    let models = Models::start().await;
+    let setup = setup(&models, "");
+    let key = setup.key("tester", "agent");
+    let server = setup.start().await;
+    for which in ["claude", "codex", "pi"] {
+        let out = Command::new(harness::CENTAUR)
+            .args(["ask", "--server", &server.base, "--harness", which])
+            .arg(format!("RUN:echo asked-{which}"))
+            .env("CENTAUR_API_KEY", &key)
+            .output()
+            .await
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{which}: {stdout}\n{stderr}");
+        assert_eq!(stdout.trim(), format!("DONE:asked-{which}"), "{stderr}");
+        // The tool call, then its result, before the answer.
+        let call = stderr
+            .find(&format!("echo asked-{which}"))
+            .unwrap_or_else(|| panic!("{which}: no tool call shown: {stderr}"));
+        let result = stderr[call..]
+            .find(&format!("< asked-{which}"))
+            .unwrap_or_else(|| panic!("{which}: no tool result shown: {stderr}"));
+        assert!(result > 0);
+    }
+    harness::stop_sandboxes(&setup.data()).await;
+}
