@@ -160,7 +160,14 @@ fn new_message(
             Some("text") if p["text"].as_str().is_some_and(|t| t.trim().is_empty()) => {
                 return Err(bad(&format!("parts[{i}] is empty text")));
             }
-            Some(_) => {}
+            Some(_) => {
+                if let Some(Err(e)) = crate::server::attachments::decode(p) {
+                    return Err(ApiError::new(
+                        Code::InvalidField,
+                        format!("parts[{i}]: {e}"),
+                    ));
+                }
+            }
         }
     }
     let role = role.unwrap_or_else(|| "user".into());

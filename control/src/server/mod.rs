@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod attachments;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -217,7 +217,12 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
     }
     let mut retried = false;
     loop {
-        let line = h.turn_line(&Turn::parse(&stored, preamble.take()));
+        let mut turn = Turn::parse(&stored, preamble.take());
+        let work = app.runtimes.thread_dir(&a.thread_key).join("work");
+        let (uid, gid) = (app.settings.uid, app.settings.gid);
+        crate::server::attachments::materialize(&mut turn.content, &work, uid, gid)
+            .map_err(|err| Stop::Finish(fail("attachment_failed", err)))?;
+        let line = h.turn_line(&turn);
         let from = match client.turn(&e.execution_id, &line).await {
             Ok(from) => from,
             Err(supervisor::SupervisorError::Gone { .. }) => {

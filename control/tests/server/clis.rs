@@ -581,3 +581,64 @@ async fn centaur_ask_shows_the_tool_calls_then_the_answer() {
     }
     harness::stop_sandboxes(&setup.data()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_is_a_file_in_the_workspace() {
+    if !harness::root_or_skip("an_attachment_is_a_file_in_the_workspace") {
+        return;
+    }
+    let models = Models::start().await;
+    let setup = setup(&models, "");
+    let key = setup.key("tester", "agent");
+    let server = setup.start().await;
+    // "attached words\n", base64.
+    let doc = json!({"type": "document", "name": "notes.txt",
+        "source": {"type": "base64", "media_type": "text/plain", "data": "YXR0YWNoZWQgd29yZHMK"}});
+    let parts = json!([{"type": "text", "text": "RUN:cat attachments/1-notes.txt"}, doc]);
+    let v = call(
+        &server,
+        &key,
+        "POST",
+        "/agent/execute",
+        Some(json!({"thread_key": "att:1", "harness": "pi", "message": {"parts": parts}})),
+    )
+    .await;
+    let id = v["execution_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let mut e = json!(null);
+    for _ in 0..600 {
+        e = call(
+            &server,
+            &key,
+            "GET",
+            &format!("/agent/executions/{id}"),
+            None,
+        )
+        .await;
+        if e["status"] != "queued" && e["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(e["result_text"], "DONE:attached words", "{e}");
+    // The model was told where the file is.
+    let first = models.requests()[0].to_string();
+    assert!(
+        first.contains("[Attachment: attachments/1-notes.txt"),
+        "{first}"
+    );
+    // Data that is not base64 is refused.
+    let bad = json!([{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "!!"}}]);
+    let r = call(
+        &server,
+        &key,
+        "POST",
+        "/agent/execute",
+        Some(json!({"thread_key": "att:2", "message": {"parts": bad}})),
+    )
+    .await;
+    assert_eq!(r["code"], "INVALID_FIELD", "{r}");
+    harness::stop_sandboxes(&setup.data()).await;
+}
