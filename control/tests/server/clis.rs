@@ -121,6 +121,10 @@ harnesses:
     command: ["{bin}/codex"]
     args: ["-m", "fake-model"]
     env: {{OPENAI_BASE_URL: "https://model.test/v1"}}
+  claude-chatty:
+    kind: claude-code
+    command: ["{bin}/claude"]
+    env: {{ANTHROPIC_BASE_URL: "https://model.test", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: ""}}
   pi:
     kind: pi
     command: ["{bin}/pi"]
@@ -256,6 +260,20 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Every audit record of the data directory's sandboxes.
+fn audit_records(data: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(data.join("audit")).unwrap().flatten() {
+        let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+        out.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v.get("host").is_some()),
+        );
+    }
+    out
+}
+
 /// Kills every supervisor of the data directory (`kill -9`): the thread's sandboxes are gone.
 async fn kill_sandboxes(data: &Path) {
     for e in std::fs::read_dir(data.join("sandboxes"))
@@ -363,6 +381,13 @@ async fn two_turns(name: &str) {
         let auth = format!("{} {}", r["x-api-key"], r["authorization"]);
         assert!(auth.contains(REAL_KEY), "{auth}");
         assert!(!auth.contains(PLACEHOLDER), "{auth}");
+    }
+    // No side traffic: every request the gateway saw went to the model API, allowed.
+    let audit = audit_records(&setup.data());
+    assert!(!audit.is_empty());
+    for r in &audit {
+        assert_eq!(r["host"], "model.test", "{r}");
+        assert_eq!(r["action"], "allow", "{r}");
     }
     // Nothing the sandbox holds or the events carry has the real key.
     assert!(files_holding(&work, REAL_KEY).is_empty());
@@ -640,5 +665,36 @@ async fn an_attachment_is_a_file_in_the_workspace() {
     )
     .await;
     assert_eq!(r["code"], "INVALID_FIELD", "{r}");
+    harness::stop_sandboxes(&setup.data()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_traffic_left_on_is_refused_and_audited() {
+    if !harness::root_or_skip("side_traffic_left_on_is_refused_and_audited") {
+        return;
+    }
+    let models = Models::start().await;
+    let setup = setup(&models, "");
+    let key = setup.key("tester", "agent");
+    let server = setup.start().await;
+    // Claude Code with its side calls switched back on (the config overrides the adapter).
+    let e = turn(&server, &key, "side:1", "claude-chatty", "SAY:chatty").await;
+    assert_eq!(e["result_text"], "chatty", "{e}");
+    let audit = audit_records(&setup.data());
+    let side: Vec<&Value> = audit.iter().filter(|r| r["host"] != "model.test").collect();
+    assert!(!side.is_empty(), "no side call was seen: {audit:#?}");
+    for r in &side {
+        assert_ne!(r["action"], "allow", "{r}");
+    }
+    assert!(
+        side.iter().any(|r| r["host"] == "api.anthropic.com"),
+        "{side:#?}"
+    );
+    for r in models.requests() {
+        assert!(
+            !r["path"].as_str().unwrap_or("").starts_with("/api/"),
+            "{r}"
+        );
+    }
     harness::stop_sandboxes(&setup.data()).await;
 }
