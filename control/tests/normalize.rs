@@ -230,3 +230,25 @@ fn garbage_and_unknown_types_are_kept() {
     let r = harness::read(h, &long);
     assert!(r.agent[0].len() < 5000);
 }
+
+#[test]
+fn a_session_is_found_by_its_transcript_file() {
+    let home = tempfile::tempdir().unwrap();
+    let id = "197b4d55-234a-4f86-94f0-c253e676494a";
+    assert!(!harness::session_exists(home.path(), id));
+    let todos = home.path().join(".claude/todos");
+    std::fs::create_dir_all(&todos).unwrap();
+    std::fs::write(todos.join(format!("{id}-agent.json")), "[]").unwrap();
+    assert!(!harness::session_exists(home.path(), id), "not a transcript");
+    let p = home.path().join(".claude/projects/-tmp-work");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join(format!("{id}.jsonl")), "{}").unwrap();
+    assert!(harness::session_exists(home.path(), id));
+    assert!(!harness::session_exists(home.path(), "../etc"));
+    // pi's session is a path in the home.
+    let pi = "/tmp/home/.pi/agent/sessions/centaur.jsonl";
+    assert!(!harness::session_exists(home.path(), pi));
+    std::fs::create_dir_all(home.path().join(".pi/agent/sessions")).unwrap();
+    std::fs::write(home.path().join(".pi/agent/sessions/centaur.jsonl"), "").unwrap();
+    assert!(harness::session_exists(home.path(), pi));
+}

@@ -92,7 +92,8 @@ pub fn read(h: &dyn Harness, line: &str) -> Read {
 
 /// Whether the CLI's session `id` is still in the thread's home (`home`, the host side of
 /// the sandbox's `$HOME`): a path inside the sandbox's home is looked up as it is; any other
-/// id is a file name part (Claude Code's and Codex's session files carry it).
+/// id is part of a `.jsonl` file's name (Claude Code's transcript `<id>.jsonl`, Codex's
+/// rollout `rollout-<time>-<id>.jsonl`).
 pub fn session_exists(home: &Path, id: &str) -> bool {
     if let Some(rest) = id.strip_prefix(sandbox::local::bwrap::HOME) {
         return home.join(rest.trim_start_matches('/')).is_file();
@@ -114,8 +115,12 @@ pub fn session_exists(home: &Path, id: &str) -> bool {
             let Ok(t) = e.file_type() else { continue };
             if t.is_dir() && depth < 8 {
                 stack.push((e.path(), depth + 1));
-            } else if t.is_file() && e.file_name().to_string_lossy().contains(id) {
-                return true;
+            } else if t.is_file() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(".jsonl") && name.contains(id) {
+                    return true;
+                }
             }
         }
     }

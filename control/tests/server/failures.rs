@@ -17,7 +17,7 @@ fn misbehaving() -> Setup {
             "bad",
             "[\"python3\", \"/run/centaur/test-agents/misbehaving.py\"]",
         )],
-        "limits: {silence_timeout: 2s, hard_timeout: 6s}\n",
+        "limits: {silence_timeout: 4s, hard_timeout: 9s}\n",
     )
 }
 
