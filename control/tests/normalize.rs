@@ -239,7 +239,10 @@ fn a_session_is_found_by_its_transcript_file() {
     let todos = home.path().join(".claude/todos");
     std::fs::create_dir_all(&todos).unwrap();
     std::fs::write(todos.join(format!("{id}-agent.json")), "[]").unwrap();
-    assert!(!harness::session_exists(home.path(), id), "not a transcript");
+    assert!(
+        !harness::session_exists(home.path(), id),
+        "not a transcript"
+    );
     let p = home.path().join(".claude/projects/-tmp-work");
     std::fs::create_dir_all(&p).unwrap();
     std::fs::write(p.join(format!("{id}.jsonl")), "{}").unwrap();

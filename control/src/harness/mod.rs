@@ -72,7 +72,11 @@ pub fn read(h: &dyn Harness, line: &str) -> Read {
     };
     let mut events = Vec::new();
     h.normalize(&v, &mut events);
-    for e in &events {
+    for e in &mut events {
+        // A field the line did not have is left out, not sent as null.
+        if let Value::Object(m) = e {
+            m.retain(|_, v| !v.is_null());
+        }
         let t = e["type"].as_str().unwrap_or("");
         if !adapter::KNOWN_TYPES.contains(&t) {
             tracing::warn!(
