@@ -680,7 +680,15 @@ async fn side_traffic_left_on_is_refused_and_audited() {
     // Claude Code with its side calls switched back on (the config overrides the adapter).
     let e = turn(&server, &key, "side:1", "claude-chatty", "SAY:chatty").await;
     assert_eq!(e["result_text"], "chatty", "{e}");
-    let audit = audit_records(&setup.data());
+    // Its side calls run beside the turn: give them a few seconds to show up.
+    let mut audit = audit_records(&setup.data());
+    for _ in 0..50 {
+        if audit.iter().any(|r| r["host"] == "api.anthropic.com") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        audit = audit_records(&setup.data());
+    }
     let side: Vec<&Value> = audit.iter().filter(|r| r["host"] != "model.test").collect();
     assert!(!side.is_empty(), "no side call was seen: {audit:#?}");
     for r in &side {
