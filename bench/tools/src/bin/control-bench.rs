@@ -51,6 +51,12 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// One turn whose harness prints `lines` lines as fast as it can: harness output lines
+    /// committed (each with its canonical event) and streamed per second.
+    Output {
+        #[arg(long, default_value_t = 20_000)]
+        lines: usize,
+    },
 }
 
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -282,6 +288,56 @@ async fn cold(api: Arc<Api>, runs: usize) -> anyhow::Result<Value> {
     Ok(json!({"runs": runs, "first_output": summary(ms)}))
 }
 
+async fn output(api: Arc<Api>, lines: usize) -> anyhow::Result<Value> {
+    let thread = format!("bench:output-{:08x}", std::process::id());
+    // A warm sandbox first, so the measure is the output path alone.
+    let warm = api
+        .post(
+            "/agent/execute",
+            &json!({"thread_key": thread, "message": "run: true"}),
+        )
+        .await?;
+    let exe = warm["execution_id"].as_str().context("no execution id")?;
+    api.follow(&thread, &format!("execution_id={exe}"), |kind, data| {
+        !(kind == "execution_state" && data.contains("\"completed\""))
+    })
+    .await?;
+    let v = api
+        .post(
+            "/agent/execute",
+            &json!({"thread_key": thread, "message": format!("lines: {lines} run: true")}),
+        )
+        .await?;
+    let exe = v["execution_id"]
+        .as_str()
+        .context("no execution id")?
+        .to_string();
+    let (mut first, mut outputs, mut agents) = (None, 0usize, 0usize);
+    let mut last = Instant::now();
+    api.follow(&thread, &format!("execution_id={exe}"), |kind, data| {
+        match kind {
+            "output" => {
+                first.get_or_insert_with(Instant::now);
+                outputs += 1;
+            }
+            "agent" => agents += 1,
+            _ => {}
+        }
+        last = Instant::now();
+        !(kind == "execution_state" && data.contains("\"completed\""))
+    })
+    .await?;
+    let secs = last
+        .duration_since(first.context("no output")?)
+        .as_secs_f64();
+    api.post(&format!("/agent/threads/{thread}/release"), &json!({}))
+        .await?;
+    Ok(
+        json!({"lines": outputs, "agent_events": agents, "seconds": secs,
+              "lines_per_s": outputs as f64 / secs}),
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
@@ -303,6 +359,7 @@ async fn main() -> anyhow::Result<()> {
             seconds,
         } => delivery(api, followers, rate, seconds).await?,
         Cmd::Cold { runs } => cold(api, runs).await?,
+        Cmd::Output { lines } => output(api, lines).await?,
     };
     println!("{out}");
     Ok(())

@@ -3,7 +3,8 @@
 here). It speaks Claude Code's stream-json protocol: one user turn per stdin line, JSON lines
 on stdout, a "result" line ends each turn. For each turn it runs one command in its sandbox
 (`run: CMD` in the message, else `uname -sr`) and, if CENTAUR_DEMO_API is set, calls that URL
-with the placeholder in CENTAUR_DEMO_KEY (the gateway swaps in the real key). `sleep: N` in
+with the placeholder in CENTAUR_DEMO_KEY (the gateway swaps in the real key). `lines: N` in
+the message prints N progress lines first, as fast as it can; `sleep: N` in
 the message waits N seconds first, printing a line each second."""
 
 import json
@@ -26,6 +27,9 @@ out({"type": "system", "subtype": "init", "session_id": session, "tools": ["Bash
 for n, line in enumerate(sys.stdin, 1):
     turn = json.loads(line)
     text = " ".join(b.get("text", "") for b in turn["message"]["content"] if b.get("type") == "text")
+    m = re.search(r"lines:\s*(\d+)", text)
+    for i in range(int(m.group(1)) if m else 0):
+        out({"type": "system", "subtype": "progress", "line": i + 1})
     m = re.search(r"sleep:\s*(\d+)", text)
     for i in range(int(m.group(1)) if m else 0):
         out({"type": "system", "subtype": "heartbeat", "second": i + 1})
