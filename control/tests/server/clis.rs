@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::harness::{self, Server, Setup};
+use crate::calls::{agent_events, call, events, execute, turn, wait_end};
+use crate::harness::{self, Setup};
 
 const REAL_KEY: &str = "sk-real-0b7e51c4d2a9";
 const PLACEHOLDER: &str = "sk-placeholder-centaur";
@@ -136,108 +137,6 @@ default_harness: claude
     );
     std::fs::write(&s.config, yaml).unwrap();
     s
-}
-
-/// `curl` against the API; the JSON answer.
-pub async fn call(
-    server: &Server,
-    key: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Value {
-    let mut c = Command::new("curl");
-    c.args([
-        "-sS",
-        "-X",
-        method,
-        "-H",
-        &format!("Authorization: Bearer {key}"),
-    ]);
-    if let Some(b) = body {
-        c.args(["-H", "Content-Type: application/json", "-d", &b.to_string()]);
-    }
-    let out = c
-        .arg(format!("{}{path}", server.base))
-        .output()
-        .await
-        .unwrap();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{path}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-/// Sends a message as a turn of the thread and waits for its end; the execution.
-pub async fn turn(server: &Server, key: &str, thread: &str, harness: &str, text: &str) -> Value {
-    let v = call(
-        server,
-        key,
-        "POST",
-        "/agent/execute",
-        Some(json!({"thread_key": thread, "harness": harness, "message": text})),
-    )
-    .await;
-    let id = v["execution_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{v}"))
-        .to_string();
-    let mut e = Value::Null;
-    for _ in 0..1200 {
-        e = call(server, key, "GET", &format!("/agent/executions/{id}"), None).await;
-        if matches!(
-            e["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let all = events(server, key, thread, None).await;
-    let raw: Vec<&String> = all.iter().map(|(_, _, r)| r).collect();
-    panic!("{id} did not end: {e}\n{raw:#?}\n{}", server.log());
-}
-
-/// The thread's events (all of them, or one execution's), replayed.
-pub async fn events(
-    server: &Server,
-    key: &str,
-    thread: &str,
-    execution: Option<&str>,
-) -> Vec<(String, Value, String)> {
-    let filter = execution.map_or(String::new(), |e| format!("&execution_id={e}"));
-    let out = Command::new("curl")
-        .args([
-            "-sSN",
-            "--max-time",
-            "20",
-            "-H",
-            &format!("Authorization: Bearer {key}"),
-        ])
-        .arg(format!(
-            "{}/agent/threads/{thread}/events?follow=false{filter}",
-            server.base
-        ))
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut list = Vec::new();
-    for frame in text.split("\n\n") {
-        let kind = frame.lines().find_map(|l| l.strip_prefix("event: "));
-        let data = frame.lines().find_map(|l| l.strip_prefix("data: "));
-        if let (Some(k), Some(d)) = (kind, data) {
-            let v: Value = serde_json::from_str(d).unwrap_or(Value::Null);
-            list.push((k.to_string(), v, d.to_string()));
-        }
-    }
-    list
-}
-
-/// The canonical (`agent`) events.
-pub fn agent_events(all: &[(String, Value, String)]) -> Vec<Value> {
-    all.iter()
-        .filter(|(k, _, _)| k == "agent")
-        .map(|(_, v, _)| v.clone())
-        .collect()
 }
 
 /// Every file under `dir` (recursively) that holds `needle`.
@@ -501,15 +400,8 @@ async fn a_cancel_interrupts_the_cli_and_its_sandbox_and_session_stay() {
         assert_eq!(first["result_text"], "before", "{first}");
         // A turn whose model call never answers, cancelled once the model was asked.
         let asked = models.requests().len();
-        let v = call(
-            &server,
-            &key,
-            "POST",
-            "/agent/execute",
-            Some(json!({"thread_key": thread, "harness": which, "message": "HANG"})),
-        )
-        .await;
-        let id = v["execution_id"].as_str().unwrap().to_string();
+        let body = json!({"thread_key": thread, "harness": which, "message": "HANG"});
+        let id = execute(&server, &key, body).await;
         for _ in 0..300 {
             if models.requests().len() > asked {
                 break;
@@ -529,21 +421,7 @@ async fn a_cancel_interrupts_the_cli_and_its_sandbox_and_session_stay() {
         )
         .await;
         assert_eq!(r["ok"], true, "{r}");
-        let mut e = json!(null);
-        for _ in 0..200 {
-            e = call(
-                &server,
-                &key,
-                "GET",
-                &format!("/agent/executions/{id}"),
-                None,
-            )
-            .await;
-            if e["status"] == "cancelled" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let e = wait_end(&server, &key, &thread, &id).await;
         assert_eq!(e["status"], "cancelled", "{which}: {e}");
         let after = turn(&server, &key, &thread, which, "SAY:after").await;
         assert_eq!(after["result_text"], "after", "{which}: {after}");
@@ -620,33 +498,9 @@ async fn an_attachment_is_a_file_in_the_workspace() {
     let doc = json!({"type": "document", "name": "notes.txt",
         "source": {"type": "base64", "media_type": "text/plain", "data": "YXR0YWNoZWQgd29yZHMK"}});
     let parts = json!([{"type": "text", "text": "RUN:cat attachments/1-notes.txt"}, doc]);
-    let v = call(
-        &server,
-        &key,
-        "POST",
-        "/agent/execute",
-        Some(json!({"thread_key": "att:1", "harness": "pi", "message": {"parts": parts}})),
-    )
-    .await;
-    let id = v["execution_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{v}"))
-        .to_string();
-    let mut e = json!(null);
-    for _ in 0..600 {
-        e = call(
-            &server,
-            &key,
-            "GET",
-            &format!("/agent/executions/{id}"),
-            None,
-        )
-        .await;
-        if e["status"] != "queued" && e["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let body = json!({"thread_key": "att:1", "harness": "pi", "message": {"parts": parts}});
+    let id = execute(&server, &key, body).await;
+    let e = wait_end(&server, &key, "att:1", &id).await;
     assert_eq!(e["result_text"], "DONE:attached words", "{e}");
     // The model was told where the file is.
     let first = models.requests()[0].to_string();

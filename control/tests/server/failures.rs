@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::clis::{agent_events, call, events, turn};
+use crate::calls::{agent_events, call, events, execute, turn, wait_end};
 use crate::harness::{self, Setup};
 
 fn misbehaving() -> Setup {
@@ -84,15 +84,8 @@ async fn a_running_turn_is_steered() {
     let setup = misbehaving();
     let key = setup.key("tester", "agent");
     let server = setup.start().await;
-    let v = call(
-        &server,
-        &key,
-        "POST",
-        "/agent/execute",
-        Some(json!({"thread_key": "steer:1", "message": "steer"})),
-    )
-    .await;
-    let id = v["execution_id"].as_str().unwrap().to_string();
+    let body = json!({"thread_key": "steer:1", "message": "steer"});
+    let id = execute(&server, &key, body).await;
     // Wait until the harness is in its turn.
     let mut waiting = false;
     for _ in 0..300 {
@@ -117,21 +110,7 @@ async fn a_running_turn_is_steered() {
     )
     .await;
     assert_eq!(r["ok"], true, "{r}");
-    let mut e = json!(null);
-    for _ in 0..300 {
-        e = call(
-            &server,
-            &key,
-            "GET",
-            &format!("/agent/executions/{id}"),
-            None,
-        )
-        .await;
-        if e["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let e = wait_end(&server, &key, "steer:1", &id).await;
     assert_eq!(e["result_text"], "steered: go left", "{e}");
     let all = events(&server, &key, "steer:1", Some(&id)).await;
     assert!(

@@ -1,6 +1,7 @@
 //! `centaur server` as a real process: the API with real clients, and crash recovery.
 
 mod api;
+mod calls;
 mod clis;
 mod crash;
 mod failures;
