@@ -9,6 +9,7 @@
 pub mod api;
 pub mod app;
 pub mod attachments;
+pub mod commit;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::harness::{End, Harness, Turn};
+use crate::harness::{Harness, Turn};
 use crate::server::app::App;
-use crate::store::{Claimed, Finish, Line, Status};
-use crate::supervisor::{self, Attached, Client, Output};
-
-/// Lines committed per transaction at most.
-const BATCH: usize = 256;
+use crate::server::commit::{
+    Committed, Hold, Stop, Tracker, batch, cancelled, commit, fail, finish_from_spool,
+};
+use crate::store::{Claimed, Status};
+use crate::supervisor::{self, Client};
 
 /// Claims queued executions and runs them, at most `concurrency` at once, until the
 /// process ends. Woken by `App::kick` (an enqueue here) or once a second (another replica's).
@@ -71,16 +71,6 @@ pub async fn recover(app: &Arc<App>, all: bool) {
     }
 }
 
-fn fail(reason: &str, error: impl Into<String>) -> Finish {
-    Finish {
-        status: Status::Failed,
-        reason: reason.into(),
-        result_text: None,
-        error_text: Some(error.into()),
-        agent_thread_id: None,
-    }
-}
-
 /// Runs one claimed execution to its end; a store failure leaves it to lease recovery.
 async fn execute(app: Arc<App>, c: Claimed) {
     let id = c.execution.execution_id.clone();
@@ -122,67 +112,6 @@ async fn execute(app: Arc<App>, c: Claimed) {
         }
         Err(Stop::Lost) => {}
         Err(Stop::Store(e)) => tracing::error!("execution {id}: store: {e}"),
-    }
-}
-
-enum Stop {
-    Finish(Finish),
-    /// The model API refused the key (the turn may be retried).
-    AuthFailed(String),
-    Lost,
-    Store(crate::store::StoreError),
-}
-
-impl From<crate::store::StoreError> for Stop {
-    fn from(e: crate::store::StoreError) -> Self {
-        Stop::Store(e)
-    }
-}
-
-/// Per-turn knowledge gathered from the harness's lines: its answer so far and its
-/// session id.
-#[derive(Debug, Default)]
-struct Tracker {
-    answer: Option<String>,
-    thread: Option<String>,
-    /// The turn was interrupted for a cancel: its end is a cancellation.
-    cancelling: bool,
-}
-
-impl Tracker {
-    fn feed(&mut self, r: &crate::harness::Read) {
-        if let Some(t) = &r.result {
-            self.answer = Some(t.clone());
-        }
-        if let Some(t) = &r.thread {
-            self.thread = Some(t.clone());
-        }
-    }
-
-    fn finish(&self, h: &dyn Harness, end: &End) -> Finish {
-        let thread = self
-            .thread
-            .clone()
-            .or_else(|| h.fixed_session().map(str::to_string));
-        if self.cancelling {
-            return Finish {
-                agent_thread_id: thread,
-                ..cancelled()
-            };
-        }
-        match end {
-            End::Completed(text) => Finish {
-                status: Status::Completed,
-                reason: "completed".into(),
-                result_text: text.clone().or_else(|| self.answer.clone()),
-                error_text: None,
-                agent_thread_id: thread,
-            },
-            End::Failed { reason, error } => Finish {
-                agent_thread_id: thread,
-                ..fail(reason, error.clone())
-            },
-        }
     }
 }
 
@@ -407,16 +336,6 @@ async fn follow(
     }
 }
 
-fn cancelled() -> Finish {
-    Finish {
-        status: Status::Cancelled,
-        reason: "cancelled".into(),
-        result_text: None,
-        error_text: None,
-        agent_thread_id: None,
-    }
-}
-
 /// How long an interrupted harness has to end its turn before its sandbox is stopped.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
@@ -450,144 +369,4 @@ async fn check(
         // Ended elsewhere (released, cancelled) or taken over: not ours any more.
         None => Err(Stop::Lost),
     }
-}
-
-/// The first message and whatever else is already buffered (up to [`BATCH`] lines).
-async fn batch(first: Output, att: &mut Attached) -> (Vec<Line>, Option<i32>) {
-    let mut lines = Vec::new();
-    let mut next = Some(first);
-    while let Some(m) = next.take() {
-        match m {
-            Output::Line(seq, text) => lines.push(Line {
-                seq,
-                text,
-                agent: Vec::new(),
-            }),
-            Output::Exit(code) => return (lines, Some(code)),
-        }
-        if lines.len() < BATCH && att.buffered() {
-            next = att.next().await;
-        }
-    }
-    (lines, None)
-}
-
-/// What a commit found.
-enum Committed {
-    /// The turn goes on.
-    Open,
-    /// The turn ended (and the execution with it).
-    Ended,
-    /// The model API refused the key; the execution was left running for a retry.
-    AuthFailed(String),
-}
-
-/// Whether an end is held back from the store.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Hold {
-    Nothing,
-    AuthFailure,
-}
-
-/// Commits lines (those before `from` belong to no execution), each with its canonical
-/// events, and ends the execution on its turn's last line.
-#[allow(clippy::too_many_arguments)]
-async fn commit(
-    app: &Arc<App>,
-    h: &dyn Harness,
-    tracker: &mut Tracker,
-    id: &str,
-    a: &mut crate::store::Assignment,
-    from: i64,
-    mut lines: Vec<Line>,
-    hold: Hold,
-) -> Result<Committed, Stop> {
-    let store = app.store();
-    let key = (a.thread_key.as_str(), a.generation);
-    let mut end = None;
-    for (i, l) in lines.iter_mut().enumerate() {
-        let r = crate::harness::read(h, &l.text);
-        l.agent = r.agent.clone();
-        if l.seq >= from {
-            tracker.feed(&r);
-            if end.is_none()
-                && let Some(x) = r.end
-            {
-                end = Some((i, x));
-            }
-        }
-    }
-    if let Some(l) = lines.last() {
-        a.spool_seq = a.spool_seq.max(l.seq);
-    }
-    let split = lines
-        .iter()
-        .position(|l| l.seq >= from)
-        .unwrap_or(lines.len());
-    if split > 0 {
-        store.commit_lines(key, None, &lines[..split], None).await?;
-    }
-    let mine = &lines[split..];
-    let Some((i, x)) = end else {
-        if !mine.is_empty() {
-            store.commit_lines(key, Some(id), mine, None).await?;
-        }
-        return Ok(Committed::Open);
-    };
-    let mine = &mine[..=i - split];
-    if let (
-        Hold::AuthFailure,
-        End::Failed {
-            reason: "harness_auth_failed",
-            error,
-        },
-    ) = (hold, &x)
-    {
-        store.commit_lines(key, Some(id), mine, None).await?;
-        return Ok(Committed::AuthFailed(error.clone()));
-    }
-    let finish = tracker.finish(h, &x);
-    store
-        .commit_lines(key, Some(id), mine, Some(&finish))
-        .await?;
-    Ok(Committed::Ended)
-}
-
-/// The supervisor is gone: commit what its spool holds, and end the execution — normally if
-/// the harness ended its turn in there, else with `sandbox_lost` (the turn is not re-sent).
-async fn finish_from_spool(
-    app: &Arc<App>,
-    h: &dyn Harness,
-    id: &str,
-    a: &crate::store::Assignment,
-    dir: &std::path::Path,
-) -> Result<(), Stop> {
-    let rest = supervisor::read_spool(dir, 1).unwrap_or_default();
-    let from = supervisor::read_turns(dir)
-        .into_iter()
-        .find(|(t, _)| t == id)
-        .map_or(i64::MAX, |(_, f)| f);
-    let mut tracker = Tracker::default();
-    let mut lines = Vec::new();
-    for (seq, text) in rest {
-        if seq > a.spool_seq {
-            lines.push(Line {
-                seq,
-                text,
-                agent: Vec::new(),
-            });
-        } else if seq >= from {
-            tracker.feed(&crate::harness::read(h, &text));
-        }
-    }
-    let mut a = a.clone();
-    if let Committed::Ended =
-        commit(app, h, &mut tracker, id, &mut a, from, lines, Hold::Nothing).await?
-    {
-        return Ok(());
-    }
-    Err(Stop::Finish(fail(
-        "sandbox_lost",
-        "the sandbox's supervisor is gone before the harness ended its turn; the turn was not re-sent",
-    )))
 }
