@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use control::clock::ManualClock;
 use control::store::{
-    Code, EnqueueRequest, Finish, Line, Location, NewMessage, SpawnRequest, Status, Store,
-    StoreError,
+    Code, EnqueueRequest, Finish, InboxEnd, Line, Location, NewDelivery, NewMessage, SpawnRequest,
+    Status, Store, StoreError,
 };
 use serde_json::json;
 
@@ -87,6 +87,7 @@ conformance!(
     the_failure_loop_breaker_opens_and_closes,
     a_newer_database_is_refused,
     commits_are_announced,
+    the_slack_inbox_takes_a_message_once_and_the_outbox_is_leased,
 );
 
 fn spawn_req(thread: &str, spawn_id: Option<&str>, harness: Option<&str>) -> SpawnRequest {
@@ -634,4 +635,109 @@ async fn commits_are_announced(db: Db) {
         );
         listening.abort();
     }
+}
+
+/// Slack: a message key is stored once, a claimed row is held, the outbox is leased to one
+/// worker at a time, progress needs the lease, and a dead letter keeps its reason.
+async fn the_slack_inbox_takes_a_message_once_and_the_outbox_is_leased(db: Db) {
+    let s = db.store;
+    assert!(s.slack_inbox_insert("T:C:1.1", "Ev1", "{}").await.unwrap());
+    assert!(
+        !s.slack_inbox_insert("T:C:1.1", "Ev2", "{}").await.unwrap(),
+        "a duplicate"
+    );
+    let rows = s.slack_inbox_claim(10, 5_000).await.unwrap();
+    assert_eq!((rows.len(), rows[0].attempts), (1, 1));
+    assert!(
+        s.slack_inbox_claim(10, 5_000).await.unwrap().is_empty(),
+        "held"
+    );
+    s.slack_inbox_context("T:C:1.1", "earlier").await.unwrap();
+    db.clock.advance(Duration::from_millis(6_000));
+    let again = s.slack_inbox_claim(10, 5_000).await.unwrap();
+    assert_eq!(
+        again[0].context.as_deref(),
+        Some("earlier"),
+        "a crash re-offers it, context kept"
+    );
+    s.slack_inbox_end("T:C:1.1", InboxEnd::Done, "exe_1")
+        .await
+        .unwrap();
+    db.clock.advance(Duration::from_millis(6_000));
+    assert!(
+        s.slack_inbox_claim(10, 5_000).await.unwrap().is_empty(),
+        "done"
+    );
+
+    let new = NewDelivery {
+        source: "exe_1".into(),
+        execution_id: Some("exe_1".into()),
+        notice: None,
+        thread_key: "slack:T:C:1.1".into(),
+        channel: "C".into(),
+        thread_ts: "1.1".into(),
+    };
+    s.slack_delivery_create(&new).await.unwrap();
+    s.slack_delivery_create(&new).await.unwrap();
+    let d = s.slack_delivery_claim("w1", 1_000, 10).await.unwrap();
+    assert_eq!((d.len(), d[0].attempts), (1, 1), "one row per source");
+    let id = d[0].delivery_id.clone();
+    assert!(
+        s.slack_delivery_claim("w2", 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    assert!(
+        s.slack_delivery_progress(&id, "w1", 1_000, Some("9.9"), Some(1))
+            .await
+            .unwrap()
+    );
+    db.clock.advance(Duration::from_millis(1_500));
+    let taken = s.slack_delivery_claim("w2", 1_000, 10).await.unwrap();
+    assert_eq!(taken[0].attempts, 2, "an expired lease is taken over");
+    assert_eq!(
+        (taken[0].status_ts.as_deref(), taken[0].parts_posted),
+        (Some("9.9"), 1)
+    );
+    assert!(
+        !s.slack_delivery_progress(&id, "w1", 1_000, None, Some(2))
+            .await
+            .unwrap(),
+        "w1 lost it"
+    );
+    s.slack_delivery_settle(
+        &id,
+        "w2",
+        "dead",
+        0,
+        Some("chat.postMessage: channel_not_found"),
+    )
+    .await
+    .unwrap();
+    let dead = s.slack_deliveries(Some("dead"), 10).await.unwrap();
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("chat.postMessage: channel_not_found")
+    );
+    assert_eq!(
+        s.slack_delivery_counts().await.unwrap(),
+        vec![("dead".to_string(), 1)]
+    );
+    assert!(
+        s.slack_deliveries(Some("active"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    db.clock.advance(Duration::from_millis(5_000));
+    assert!(
+        s.slack_delivery_claim("w3", 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "dead stays dead"
+    );
+    assert_eq!(s.slack_release_leases().await.unwrap(), 0);
 }

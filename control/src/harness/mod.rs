@@ -12,6 +12,7 @@ pub mod adapter;
 pub mod bridge;
 pub mod claude;
 pub mod codex;
+pub mod describe;
 pub mod pi;
 pub mod stream_json;
 

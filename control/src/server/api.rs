@@ -27,11 +27,11 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> ApiResult {
     ready(&app)?;
     let counts = app.store().execution_counts().await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(&counts),
-    )
-        .into_response())
+    let mut text = app.metrics.render(&counts);
+    if let Some(slack) = &app.slack {
+        text.push_str(&slack.render(&app.store().slack_delivery_counts().await?));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 fn key_field(name: &str, v: &Option<String>) -> Result<(), ApiError> {

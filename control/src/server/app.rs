@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::server::config::Settings;
 use crate::server::metrics::Metrics;
 use crate::server::runtime::Runtimes;
+use crate::server::slack::state::Slack;
 use crate::store::Store;
 
 /// The server's shared state.
@@ -31,6 +32,8 @@ pub struct App {
     /// Flips to true when the server is shutting down (event streams end).
     pub shutdown: watch::Sender<bool>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Slack, when configured.
+    pub slack: Option<Arc<Slack>>,
 }
 
 impl App {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::server::slack::settings::{EgressConfig, SlackConfig, SlackSettings};
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,11 @@ pub struct ServerConfig {
     /// Limits and timeouts.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Slack: the Events API (and Socket Mode) in, progress and answers out.
+    pub slack: Option<SlackConfig>,
+    /// The control plane's own outbound calls.
+    #[serde(default)]
+    pub egress: EgressConfig,
 }
 
 /// `sandbox:`.
@@ -134,6 +141,10 @@ pub struct Settings {
     pub concurrency: usize,
     /// See [`LimitsConfig`].
     pub lease: Duration,
+    /// Slack, if configured.
+    pub slack: Option<SlackSettings>,
+    /// The control plane's own gateway policy.
+    pub egress_policy: Option<PathBuf>,
 }
 
 /// The built-in scripted agent (a stand-in for an agent CLI; there is no model API here).
@@ -229,6 +240,8 @@ impl ServerConfig {
         if lease < Duration::from_secs(3) {
             errors.push("limits.lease: at least 3s".into());
         }
+        let slack = self.slack.and_then(|s| s.settle(base, &mut errors));
+        let egress_policy = self.egress.policy.map(abs);
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
@@ -250,6 +263,8 @@ impl ServerConfig {
             hard,
             concurrency: self.limits.concurrency.unwrap_or(8).max(1),
             lease,
+            slack,
+            egress_policy,
         })
     }
 

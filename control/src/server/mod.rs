@@ -11,10 +11,12 @@ pub mod app;
 pub mod attachments;
 pub mod commit;
 pub mod config;
+pub mod egress;
 pub mod http;
 pub mod metrics;
 pub mod paths;
 pub mod runtime;
+pub mod slack;
 pub mod sse;
 pub mod worker;
 
@@ -56,6 +58,9 @@ pub enum ServeError {
     /// Another server uses this data directory.
     #[error("{0}")]
     DataDir(String),
+    /// The control plane's own gateway could not start.
+    #[error("{0}")]
+    Egress(String),
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_listen` gets the bound address (the
@@ -72,6 +77,7 @@ pub async fn serve(
         );
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("centaur"));
+    let slack = start_slack(&settings).await?;
     let (shutdown, _) = watch::channel(false);
     let app = Arc::new(App {
         settings: settings.clone(),
@@ -83,6 +89,7 @@ pub async fn serve(
         running: Mutex::new(HashMap::new()),
         shutdown,
         clock: Arc::new(SystemClock),
+        slack,
     });
     let listener = TcpListener::bind(&settings.listen)
         .await
@@ -120,6 +127,23 @@ pub async fn serve(
     store.close().await;
     drop(lock_file);
     Ok(())
+}
+
+/// The control plane's own gateway and, through it, Slack (when configured).
+async fn start_slack(settings: &Settings) -> Result<Option<Arc<slack::state::Slack>>, ServeError> {
+    if settings.slack.is_none() && settings.egress_policy.is_none() {
+        return Ok(None);
+    }
+    let policy = egress::policy(settings.egress_policy.as_deref(), settings.slack.as_ref())
+        .map_err(ServeError::Egress)?;
+    let egress = egress::start(policy, &settings.data_dir)
+        .await
+        .map_err(ServeError::Egress)?;
+    tracing::info!(
+        "egress: the control plane's calls leave through its gateway (audit: {})",
+        egress.audit.display()
+    );
+    Ok(settings.slack.clone().map(|s| slack::new(s, egress)))
 }
 
 /// Makes the data directory (reachable by the sandbox user, listing nothing) and, on
@@ -176,6 +200,7 @@ async fn background(app: &Arc<App>, store: Store, sole: bool) {
     });
     worker::recover(app, sole).await;
     tokio::spawn(worker::run(app.clone()));
+    slack::spawn(app, sole).await;
     let app = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -211,6 +236,9 @@ fn router(app: Arc<App>) -> Router {
         )
         .route("/agent/threads/{thread_key}/events", get(sse::events))
         .route("/agent/threads/{thread_key}/release", post(api::release))
+        .route("/agent/slack/deliveries", get(slack::routes::deliveries))
+        .route("/api/slack/events", post(slack::routes::events))
+        .route("/api/webhooks/slack", post(slack::routes::events))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .with_state(app)
 }

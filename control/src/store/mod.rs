@@ -20,6 +20,7 @@ mod events;
 mod executions;
 mod keys;
 mod queue;
+mod slack;
 mod threads;
 mod turns;
 
@@ -31,4 +32,5 @@ pub use db::{
 pub use event::Event;
 pub use executions::{Claimed, EnqueueRequest, Execution, Finish, Line, Status};
 pub use keys::{Key, Scope};
+pub use slack::{Delivery, InboxEnd, InboxRow, NewDelivery};
 pub use threads::{Assignment, Message, NewMessage, Outcome, SpawnRequest, ThreadSummary};

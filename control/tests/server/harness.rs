@@ -42,6 +42,8 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub database_url: Option<String>,
+    /// Extra environment for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for Setup {
@@ -92,6 +94,7 @@ impl Setup {
             dir,
             config,
             database_url: None,
+            env: Vec::new(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Setup {
         if let Some(u) = &self.database_url {
             c.args(["--database-url", u]);
         }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = c.spawn().unwrap();
         let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut addr = None;

@@ -6,3 +6,4 @@ mod clis;
 mod crash;
 mod failures;
 mod harness;
+mod slack;

@@ -27,7 +27,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the control plane: the agent API over a durable store (SQLite in the data
-    /// directory, or PostgreSQL), every thread in a sandbox of its own behind its own gateway.
+    /// directory, or PostgreSQL), every thread in a sandbox of its own behind its own gateway;
+    /// with a `slack:` section, Slack's Events API at /api/slack/events (or Socket Mode).
     ///
     /// Example:
     ///   centaur server --data-dir ./centaur-data

@@ -8,8 +8,9 @@ use control::server::config::{self, ServerConfig};
 /// `centaur server`.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// The config file (YAML): harnesses, the sandbox policy and secrets, limits. Without
-    /// it: the built-in scripted agent and no policy (every sandbox request is denied).
+    /// The config file (YAML): harnesses, the sandbox policy and secrets, limits, Slack
+    /// (docs/slack.md), the control plane's own egress policy. Without it: the built-in
+    /// scripted agent and no policy (every sandbox request is denied).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the API listens [config: listen; default 127.0.0.1:8700].
