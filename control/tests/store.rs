@@ -668,6 +668,17 @@ async fn the_slack_inbox_takes_a_message_once_and_the_outbox_is_leased(db: Db) {
         s.slack_inbox_claim(10, 5_000).await.unwrap().is_empty(),
         "done"
     );
+    assert!(s.slack_inbox_insert("T:C:2.2", "Ev3", "{}").await.unwrap());
+    let cutoff = i64::try_from(T0).unwrap() + 20_000;
+    assert_eq!(
+        s.slack_inbox_prune(cutoff).await.unwrap(),
+        1,
+        "only the finished row"
+    );
+    assert!(
+        !s.slack_inbox_insert("T:C:2.2", "Ev3", "{}").await.unwrap(),
+        "pending kept"
+    );
 
     let new = NewDelivery {
         source: "exe_1".into(),

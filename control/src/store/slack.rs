@@ -223,6 +223,18 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes finished inbox rows last touched before `before`; how many.
+    pub async fn slack_inbox_prune(&self, before: i64) -> Result<u64, StoreError> {
+        let n = in_tx!(self, |tx| {
+            sqlx::query("DELETE FROM slack_inbox WHERE state <> 'pending' AND updated_at < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        Ok(n)
+    }
+
     /// Whether the store has this thread (the agent joined it).
     pub async fn thread_exists(&self, thread_key: &str) -> Result<bool, StoreError> {
         on_pool!(self, |pool| {

@@ -21,9 +21,26 @@ const CONTEXT_ATTEMPTS: i64 = 5;
 /// The most earlier messages a first turn brings along.
 const MAX_CONTEXT: usize = 50;
 
+/// Finished inbox rows are kept this long (Slack retries for minutes; a week covers any
+/// redelivery), then deleted.
+const KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// Processes the inbox until the process ends.
 pub async fn run(app: Arc<App>, slack: Arc<Slack>) {
+    let mut pruned: Option<std::time::Instant> = None;
     loop {
+        if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+            pruned = Some(std::time::Instant::now());
+            match app
+                .store()
+                .slack_inbox_prune(app.clock_ms() - KEEP_MS)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("slack inbox: deleted {n} rows finished a week ago"),
+                Err(e) => tracing::warn!("slack inbox: {e}"),
+            }
+        }
         match app.store().slack_inbox_claim(16, HOLD_MS).await {
             Ok(rows) => {
                 for row in rows {

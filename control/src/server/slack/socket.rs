@@ -9,10 +9,16 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::server::app::App;
 use crate::server::slack::routes::{Refused, accept};
 use crate::server::slack::state::Slack;
+
+/// The largest frame or message read.
+const MAX_FRAME: usize = 4 << 20;
+/// A connection with no frame this long is pinged.
+const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// Follows Socket Mode until the process ends.
 pub async fn run(app: Arc<App>, slack: Arc<Slack>) {
@@ -53,12 +59,31 @@ async fn session(app: &App, slack: &Slack) -> Result<String, String> {
         .connect(host)
         .await
         .map_err(|e| format!("connecting to {host}: {e}"))?;
-    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tls)
+    // Slack's envelopes are small: a frame over 4 MiB is an error, not a buffer to grow.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME));
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), tls, Some(config))
         .await
         .map_err(|e| format!("WebSocket handshake with {host}: {e}"))?;
     tracing::info!("slack socket mode: connected to {host}");
-    while let Some(msg) = ws.next().await {
-        let text = match msg.map_err(|e| e.to_string())? {
+    let mut quiet = 0;
+    loop {
+        let msg = match tokio::time::timeout(PING_EVERY, ws.next()).await {
+            Ok(Some(msg)) => msg.map_err(|e| e.to_string())?,
+            Ok(None) => break,
+            // Silence: ping; a connection silent through three pings is dead.
+            Err(_) if quiet < 3 => {
+                quiet += 1;
+                ws.send(Message::Ping(Vec::new().into()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+            Err(_) => return Err("the connection went silent".into()),
+        };
+        quiet = 0;
+        let text = match msg {
             Message::Text(t) => t,
             Message::Close(_) => return Ok("the connection was closed".into()),
             _ => continue,
