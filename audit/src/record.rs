@@ -105,6 +105,11 @@ pub enum Annotations {
         /// Occurrences replaced.
         scrubbed: u64,
     },
+    /// `header_allowlist`: the request headers it removed (names, sorted).
+    Stripped {
+        /// Header names.
+        stripped_headers: Vec<String>,
+    },
     /// A token request the gateway answered itself.
     Stubbed {
         /// The endpoint answered.

@@ -28,6 +28,9 @@ pub enum CaError {
     /// Certificate or key material is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// New names arrive faster than the issuance rate.
+    #[error("leaf issuance rate exceeded")]
+    RateLimited,
 }
 
 /// Key algorithm of a new CA.
@@ -201,11 +204,37 @@ impl Authority {
 pub struct LeafCache {
     authority: Authority,
     cache: moka::sync::Cache<String, Arc<CertifiedKey>>,
+    bucket: std::sync::Mutex<Bucket>,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl LeafCache {
-    /// A cache of at most `capacity` leaves.
-    pub fn new(authority: Authority, capacity: u64) -> Self {
+    /// A cache of at most `capacity` leaves, issuing at most `rate` new ones a second after a
+    /// burst of `burst`.
+    pub fn new(authority: Authority, capacity: u64, rate: u32, burst: u32) -> Self {
         // Half the validity: a cached leaf always has at least half its life left.
         let ttl = authority.validity / 2;
         LeafCache {
@@ -214,13 +243,28 @@ impl LeafCache {
                 .max_capacity(capacity)
                 .time_to_live(ttl.max(Duration::from_secs(60)))
                 .build(),
+            bucket: std::sync::Mutex::new(Bucket {
+                tokens: f64::from(burst.max(1)),
+                rate: f64::from(rate.max(1)),
+                burst: f64::from(burst.max(1)),
+                at: std::time::Instant::now(),
+            }),
         }
     }
 
-    /// The leaf for `name` (a normalised DNS name), issuing it on first use.
+    /// The leaf for `name` (a normalised DNS name), issuing it on first use if the issuance
+    /// rate allows.
     pub fn get(&self, name: &str) -> Result<Arc<CertifiedKey>, Arc<CaError>> {
-        self.cache
-            .try_get_with_by_ref(name, || self.authority.issue(name).map(Arc::new))
+        if let Some(leaf) = self.cache.get(name) {
+            return Ok(leaf);
+        }
+        self.cache.try_get_with_by_ref(name, || {
+            let allowed = self.bucket.lock().map(|mut b| b.take()).unwrap_or(false);
+            if !allowed {
+                return Err(CaError::RateLimited);
+            }
+            self.authority.issue(name).map(Arc::new)
+        })
     }
 
     /// Leaves currently cached.
@@ -297,7 +341,7 @@ mod tests {
     #[test]
     fn cache_issues_once_per_name() {
         let (_dir, a) = temp_ca(CaAlgorithm::EcdsaP256);
-        let cache = Arc::new(LeafCache::new(a, 10));
+        let cache = Arc::new(LeafCache::new(a, 10, 20, 100));
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let c = cache.clone();
@@ -306,5 +350,19 @@ mod tests {
             .collect();
         let leaves: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         assert!(leaves.iter().all(|l| Arc::ptr_eq(l, &leaves[0])));
+    }
+
+    #[test]
+    fn new_names_beyond_the_burst_wait_for_the_rate_and_cached_ones_never_do() {
+        let (_dir, a) = temp_ca(CaAlgorithm::EcdsaP256);
+        let cache = LeafCache::new(a, 100, 1, 3);
+        for n in 0..3 {
+            cache.get(&format!("n{n}.test")).unwrap();
+        }
+        let e = cache.get("n3.test").unwrap_err();
+        assert!(matches!(*e, CaError::RateLimited), "{e}");
+        assert!(cache.get("n0.test").is_ok(), "a cached name is served");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(cache.get("n3.test").is_ok(), "the rate refills");
     }
 }

@@ -168,6 +168,9 @@ impl Gateway {
         let (Some(cert), Some(key)) = (&config.tls.ca_cert, &config.tls.ca_key) else {
             return Err(StartError::NoCa);
         };
+        for w in &config.warnings {
+            tracing::warn!("policy: {w}");
+        }
         let authority = Authority::load(Path::new(cert), Path::new(key), config.tls.leaf_validity)?;
         let token = match config.management.listen {
             Some(_) => Some(api_key(&config.management)?),
@@ -179,7 +182,12 @@ impl Gateway {
         let audit = AuditLog::spawn(&config.audit)
             .await
             .map_err(StartError::Audit)?;
-        let leaves = Arc::new(LeafCache::new(authority, config.tls.cert_cache_size));
+        let leaves = Arc::new(LeafCache::new(
+            authority,
+            config.tls.cert_cache_size,
+            config.tls.leaf_issue_rate,
+            config.tls.leaf_issue_burst,
+        ));
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone(), &upstreams, &env)),
             env,

@@ -114,7 +114,7 @@ async fn management_api_auth_status_metrics_and_reload() {
     let good = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        good.replace("domains: ['*.test']", "domains: ['*', 'api.*.test']"),
+        good.replace("domains: ['*.test']", "domains: ['*.', 'api.*.test']"),
     )
     .unwrap();
     let (code, body, _) = curl(&env, &["-X", "POST", "-H", auth, &format!("{m}/v1/reload")]).await;

@@ -48,11 +48,30 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Collects errors while a raw document is turned into validated types.
+/// Collects errors (and warnings: valid but risky choices) while a raw document is turned
+/// into validated types.
 #[derive(Debug, Default)]
-pub(crate) struct Errors(Vec<ConfigError>);
+pub(crate) struct Errors(Vec<ConfigError>, Vec<ConfigError>);
 
 impl Errors {
+    /// A warning: the file is valid, but a reader should know this.
+    pub(crate) fn warn(&mut self, path: impl Into<String>, at: Pos, message: impl fmt::Display) {
+        self.1.push(ConfigError {
+            path: path.into(),
+            line: at.0,
+            column: at.1,
+            message: message.to_string(),
+            hint: None,
+        });
+    }
+
+    /// The warnings so far, in file order.
+    pub(crate) fn take_warnings(&mut self) -> Vec<ConfigError> {
+        let mut w = std::mem::take(&mut self.1);
+        w.sort_by_key(|e| (e.line == 0, e.line, e.column));
+        w
+    }
+
     pub(crate) fn push(&mut self, path: impl Into<String>, at: Pos, message: impl fmt::Display) {
         self.0.push(ConfigError {
             path: path.into(),

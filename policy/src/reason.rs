@@ -140,6 +140,8 @@ reasons! {
     TlsHandshakeFailed = "tls_handshake_failed",
     /// The gateway could not issue a leaf certificate.
     LeafIssueFailed = "leaf_issue_failed",
+    /// New names arrived faster than `tls.leaf_issue_rate`: no leaf was issued.
+    LeafRateLimited = "leaf_rate_limited",
     /// A tunnel carried neither TLS nor HTTP.
     TunnelProtocolUnknown = "tunnel_protocol_unknown",
     /// The SOCKS5 client offers no no-auth method.

@@ -82,6 +82,9 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
 fn check(path: &Path, prog: &str) -> ExitCode {
     match load(path) {
         Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("{}: warning: {w}", path.display());
+            }
             println!("{}: ok", path.display());
             print!("{}", summary(&c, prog));
             ExitCode::SUCCESS
@@ -107,6 +110,15 @@ pub fn summary(c: &Config, prog: &str) -> String {
             let mode = if list.warn { "  (report only)" } else { "" };
             let _ = writeln!(out, "    allow  {r}{mode}");
         }
+    }
+    for h in &p.header_allowlists {
+        let _ = writeln!(
+            out,
+            "  header allowlist ({}): {} names, {} patterns; other request headers are stripped",
+            h.id,
+            h.names.len(),
+            h.patterns.len()
+        );
     }
     let creds = p.secrets.len() + p.gcp_auth.len() + p.oauth.len() + p.hmac.len();
     let _ = writeln!(out, "  credentials: {creds}");

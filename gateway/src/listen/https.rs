@@ -130,8 +130,14 @@ fn admit(shared: &Shared, meta: &ConnMeta, accepted: &Accepted) -> Result<HostNa
         };
         return Err(refuse(alert::ACCESS_DENIED, shown, f));
     }
-    if shared.leaves.get(name.as_str()).is_err() {
-        let f = refused(Reason::LeafIssueFailed, "could not issue a certificate");
+    if let Err(e) = shared.leaves.get(name.as_str()) {
+        let f = match *e {
+            crate::ca::CaError::RateLimited => refused(
+                Reason::LeafRateLimited,
+                "new names arrive faster than tls.leaf_issue_rate",
+            ),
+            _ => refused(Reason::LeafIssueFailed, "could not issue a certificate"),
+        };
         return Err(refuse(alert::INTERNAL_ERROR, shown, f));
     }
     Ok(name)

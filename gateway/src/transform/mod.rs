@@ -12,10 +12,10 @@ mod secrets;
 mod step;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use hyper::body::Incoming;
-use policy::{Plan, Request, Step};
+use policy::{HeaderAllowlist, Plan, Request, Step};
 
 use crate::exchange::failure::Failure;
 use crate::shared::Snapshot;
@@ -51,6 +51,14 @@ pub struct Input<'a> {
 /// A body a step needs is read once, after the `secrets` head swaps and before the rest.
 pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> {
     let Plan { steps, body } = snap.policy.plan(inp.req);
+    let lists: Vec<&HeaderAllowlist> = snap
+        .policy
+        .header_allowlists
+        .iter()
+        .filter(|h| h.applies(inp.req))
+        .collect();
+    // What the client sent, to tell the headers the credential transforms set or changed.
+    let sent = (!lists.is_empty() && !steps.is_empty()).then(|| inp.parts.headers.clone());
     let mut cx = Cx {
         snap,
         req: inp.req,
@@ -70,7 +78,54 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
             Step::HmacSign(i) => hmac_sign::HmacSign(*i).run(&mut cx).await?,
         }
     }
+    if !lists.is_empty() {
+        strip_headers(&lists, sent.as_ref(), cx.parts, cx.audit);
+    }
     Ok(finish(cx))
+}
+
+/// `header_allowlist`: removes every header some applicable list does not allow, unless a
+/// credential transform set or changed it (its values differ from what the client `sent`).
+fn strip_headers(
+    lists: &[&HeaderAllowlist],
+    sent: Option<&HeaderMap>,
+    parts: &mut Parts,
+    audit: &mut Vec<audit::Transform>,
+) {
+    let mut stripped = Vec::new();
+    let names: Vec<HeaderName> = parts.headers.keys().cloned().collect();
+    for name in names {
+        if lists.iter().all(|l| l.allows(name.as_str())) {
+            continue;
+        }
+        let touched = sent.is_some_and(|sent| {
+            !sent
+                .get_all(&name)
+                .iter()
+                .eq(parts.headers.get_all(&name).iter())
+        });
+        if !touched {
+            parts.headers.remove(&name);
+            stripped.push(name.as_str().to_string());
+        }
+    }
+    if !stripped.is_empty() {
+        stripped.sort();
+        audit.push(audit::Transform {
+            name: "header_allowlist".into(),
+            action: "allow".into(),
+            rule: Some(
+                lists
+                    .iter()
+                    .map(|l| l.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            annotations: Some(audit::Annotations::Stripped {
+                stripped_headers: stripped,
+            }),
+        });
+    }
 }
 
 fn finish(cx: Cx<'_>) -> Applied {

@@ -26,13 +26,21 @@ struct Pair {
 }
 
 impl Scrubber {
-    /// A scrubber for these pairs; empty values are ignored.
+    /// A scrubber for these pairs, and for the forms an origin may echo a value in: base64
+    /// (standard and URL-safe) and percent-encoded. Empty values are ignored.
     pub fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
-        let pairs: Vec<Pair> = pairs
-            .into_iter()
-            .filter(|(v, _)| !v.is_empty())
-            .map(|(value, shown)| Pair { value, shown })
-            .collect();
+        let mut all: Vec<Pair> = Vec::with_capacity(pairs.len() * 3);
+        for (value, shown) in pairs.into_iter().filter(|(v, _)| !v.is_empty()) {
+            for (v, s) in encodings(&value, &shown) {
+                if !all.iter().any(|p| p.value == v) {
+                    all.push(Pair { value: v, shown: s });
+                }
+            }
+            if !all.iter().any(|p| p.value == value) {
+                all.push(Pair { value, shown });
+            }
+        }
+        let pairs = all;
         let window = pairs.iter().map(|p| p.value.len() - 1).max();
         Scrubber {
             pairs,
@@ -126,6 +134,34 @@ impl Scrubber {
     }
 }
 
+/// The encoded forms of a value worth scrubbing (those that differ from the value itself),
+/// each with the same encoding of what is shown instead.
+fn encodings(value: &[u8], shown: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
+    const URL: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let mut out = Vec::with_capacity(3);
+    // Shorter than 6 bytes, an encoded form is too likely to occur by chance.
+    if value.len() >= 6 {
+        let b64 = STANDARD.encode(value).into_bytes();
+        let url_b64 = URL_SAFE_NO_PAD.encode(value).into_bytes();
+        if url_b64 != b64 {
+            out.push((url_b64, URL_SAFE_NO_PAD.encode(shown).into_bytes()));
+        }
+        out.push((b64, STANDARD.encode(shown).into_bytes()));
+    }
+    let pct = percent_encode(value, URL).to_string().into_bytes();
+    if pct != value {
+        out.push((pct, percent_encode(shown, URL).to_string().into_bytes()));
+    }
+    out
+}
+
 /// `hay` with every `from` replaced by `to`, or `None` when it holds no `from` (or `from` is
 /// empty).
 pub fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
@@ -187,6 +223,25 @@ mod tests {
         assert_eq!(&s.push(Bytes::from_static(b"s"))[..], b"");
         assert_eq!(&s.finish()[..], b"s");
         assert_eq!(s.hits, 1);
+    }
+
+    #[test]
+    fn base64_and_percent_encoded_forms_are_scrubbed_too() {
+        use base64::Engine as _;
+        let real = b"sk-real/+value=1";
+        let mut s = Scrubber::new(vec![(real.to_vec(), b"[centaur:k]".to_vec())]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(real);
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(real);
+        let echo = format!("std={b64} url={url} pct=sk-real%2F%2Bvalue%3D1 raw=sk-real/+value=1");
+        let out = String::from_utf8(s.scrub_all(echo.as_bytes()).unwrap()).unwrap();
+        let shown_b64 = base64::engine::general_purpose::STANDARD.encode(b"[centaur:k]");
+        assert!(out.contains(&format!("std={shown_b64}")), "{out}");
+        assert!(
+            out.contains("pct=%5Bcentaur%3Ak%5D") && out.ends_with("raw=[centaur:k]"),
+            "{out}"
+        );
+        assert!(!out.contains(&b64) && !out.contains(&url), "{out}");
+        assert_eq!(s.hits, 4);
     }
 
     #[test]

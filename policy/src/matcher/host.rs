@@ -23,7 +23,9 @@ pub enum HostError {
     #[error("host name is not a valid internationalised name")]
     Idna,
     /// A pattern is a bare `*`.
-    #[error("a bare `*` would match every host; list the hosts (or `*.domain`) instead")]
+    #[error(
+        "a bare `*` would match every host; list the hosts (or `*.domain`) instead (only an allowlist's `domains` may be `*`)"
+    )]
     BareWildcard,
     /// A `*` appears anywhere but as the whole first label.
     #[error("`*` is only allowed as the whole first label, as in `*.example.com`")]

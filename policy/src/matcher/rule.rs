@@ -17,6 +17,10 @@ pub enum Target {
     Host(HostPattern),
     /// A CIDR; matches only IP-literal hosts (names are never resolved for this).
     Cidr(Cidr),
+    /// Every host, names and addresses (a bare `*` in an `allowlist`'s `domains`, as in
+    /// iron-proxy: "credentials only where declared, egress open"). The upstream address
+    /// guard still applies.
+    Any,
 }
 
 /// One compiled allow rule.
@@ -52,6 +56,7 @@ impl Rule {
         let host_ok = match &self.target {
             Target::Host(p) => p.matches(req.host),
             Target::Cidr(c) => matches!(req.host, Host::Ip(ip) if c.contains(*ip)),
+            Target::Any => true,
         };
         if !host_ok || !(self.ports.is_empty() || self.ports.contains(&req.port)) {
             return false;
@@ -70,6 +75,7 @@ impl std::fmt::Display for Rule {
         match &self.target {
             Target::Host(h) => write!(f, "{h}")?,
             Target::Cidr(c) => write!(f, "{c}")?,
+            Target::Any => f.write_str("* (every host)")?,
         }
         if !self.ports.is_empty() {
             let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();

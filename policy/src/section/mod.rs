@@ -77,6 +77,8 @@ pub struct Config {
     pub policy: Policy,
     /// Policy test cases written in the file (`tests:`); `centaur-gateway test` runs them.
     pub tests: Vec<crate::explain::cases::Case>,
+    /// Valid but risky choices (`*` in an allowlist), for `check` and the start-up log.
+    pub warnings: Vec<crate::error::ConfigError>,
 }
 
 impl Config {
@@ -110,7 +112,7 @@ impl Config {
             },
             metrics_listen: listen(
                 raw.metrics.listen,
-                Some(":9090"),
+                Some("127.0.0.1:9090"),
                 "metrics.listen",
                 &mut errs,
             ),
@@ -118,6 +120,7 @@ impl Config {
             audit: crate::section::audit::audit(raw.audit, &mut errs),
             policy: Policy::default(),
             tests: Vec::new(),
+            warnings: Vec::new(),
         };
         config.tests = crate::explain::cases::cases(raw.tests, &mut errs);
         for (i, t) in raw.transforms.into_iter().enumerate() {
@@ -141,8 +144,13 @@ impl Config {
                     let h = hmac(i, h, &mut errs, &mut config.policy.sources);
                     config.policy.hmac.extend(h);
                 }
+                RawTransform::HeaderAllowlist(h) => {
+                    let h = crate::transform::header_allowlist::header_allowlist(i, h, &mut errs);
+                    config.policy.header_allowlists.push(h);
+                }
             }
         }
+        config.warnings = errs.take_warnings();
         errs.finish(config)
     }
 }
@@ -185,6 +193,8 @@ mod tests {
         assert_eq!(c.proxy.tunnel_listen, None);
         assert_eq!(c.proxy.deny_cidrs.len(), DEFAULT_DENY_CIDRS.len());
         assert_eq!(c.tls.leaf_validity, Duration::from_secs(24 * 3600));
+        // Ours: the unauthenticated metrics listener stays on loopback unless configured.
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
         assert!(c.policy.allowlists.is_empty());
     }
 
@@ -210,7 +220,7 @@ proxy:
 transforms:
   - name: allowlist
     config:
-      domains: ['*', 'ok.com', 'api.*.com']
+      domains: ['*.', 'ok.com', 'api.*.com']
       cidrs: ['10.0.0.1']
       rules:
         - {host: a.com, cidr: 10.0.0.0/8}
@@ -224,7 +234,6 @@ transforms:
             "dns.proxy_ip",
             "proxy.https_listen",
             "proxy.idle_timeout",
-            "transforms[0].config.domains[0]",
             "transforms[0].config.domains[2]",
             "transforms[0].config.cidrs[0]",
             "transforms[0].config.rules[0]",

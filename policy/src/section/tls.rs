@@ -16,6 +16,8 @@ pub(crate) struct RawTls {
     pub ca_key: Option<String>,
     pub cert_cache_size: Option<u64>,
     pub leaf_cert_expiry_hours: Option<u64>,
+    pub leaf_issue_rate: Option<u32>,
+    pub leaf_issue_burst: Option<u32>,
 }
 
 /// Certificate authority settings.
@@ -29,6 +31,11 @@ pub struct TlsConfig {
     pub cert_cache_size: u64,
     /// Validity of a leaf certificate.
     pub leaf_validity: Duration,
+    /// New leaves issued per second, sustained (ours; default 20): a flood of new names
+    /// under an allowed wildcard costs a signature each.
+    pub leaf_issue_rate: u32,
+    /// New leaves issued at once before the rate applies (default 100).
+    pub leaf_issue_burst: u32,
 }
 
 pub(crate) fn tls(raw: crate::section::tls::RawTls, errs: &mut Errors) -> TlsConfig {
@@ -51,5 +58,7 @@ pub(crate) fn tls(raw: crate::section::tls::RawTls, errs: &mut Errors) -> TlsCon
         leaf_validity: Duration::from_secs(
             3600 * raw.leaf_cert_expiry_hours.filter(|&h| h > 0).unwrap_or(24),
         ),
+        leaf_issue_rate: raw.leaf_issue_rate.filter(|&n| n > 0).unwrap_or(20),
+        leaf_issue_burst: raw.leaf_issue_burst.filter(|&n| n > 0).unwrap_or(100),
     }
 }

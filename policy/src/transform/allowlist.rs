@@ -60,6 +60,15 @@ pub(crate) fn allowlist(i: usize, raw: RawAllowlist, errs: &mut Errors) -> Allow
     let mut rules = Vec::new();
     for (j, d) in raw.domains.iter().enumerate() {
         let id = format!("{base}.domains[{j}]");
+        if d.value.trim() == "*" {
+            errs.warn(
+                id.clone(),
+                pos(d),
+                "`*` allows every host: only the upstream address guard and the credential rules still limit where requests go",
+            );
+            rules.push(simple(id, Target::Any));
+            continue;
+        }
         if let Some(p) = parse(d, &id, errs) {
             rules.push(simple(id, Target::Host(p)));
         }
@@ -101,5 +110,47 @@ pub(crate) fn allowlist(i: usize, raw: RawAllowlist, errs: &mut Errors) -> Allow
     Allowlist {
         rules,
         warn: report,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+    use crate::matcher::host::Host;
+    use crate::matcher::rule::Request;
+
+    /// iron-proxy's `domains: ["*"]` (the seed's base configuration): every host, with a
+    /// warning; a `*` anywhere else in a name stays an error.
+    #[test]
+    fn a_bare_star_allows_every_host_loudly() {
+        let c = Config::parse_placed(
+            "transforms:\n  - name: allowlist\n    config:\n      domains: ['*']\n",
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        let w = c.warnings[0].to_string();
+        assert!(
+            w.starts_with("4:17: transforms[0].config.domains[0]: `*` allows every host"),
+            "{w}"
+        );
+        for h in ["example.com", "a.b.c.d", "10.0.0.1", "[::1]"] {
+            let host = Host::parse(h).unwrap();
+            let req = Request {
+                host: &host,
+                port: 443,
+                http: Some(("GET", "/")),
+            };
+            assert!(c.policy.evaluate(&req).allowed(), "{h}");
+        }
+        for bad in ["'api.*.com'", "'*x.com'", "'a.*'", "'**'"] {
+            let text =
+                format!("transforms:\n  - name: allowlist\n    config:\n      domains: [{bad}]\n");
+            assert!(Config::parse_placed(&text).is_err(), "{bad}");
+        }
+        let secrets = "transforms:\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: K}\n          rules: [{host: '*'}]\n          replace: {proxy_value: P}\n";
+        assert!(
+            Config::parse_placed(secrets).is_err(),
+            "a secret for every host stays refused"
+        );
     }
 }

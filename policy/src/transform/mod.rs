@@ -4,6 +4,7 @@
 
 pub(crate) mod allowlist;
 pub(crate) mod gcp_auth;
+pub(crate) mod header_allowlist;
 pub(crate) mod hmac_sign;
 pub(crate) mod oauth_token;
 pub(crate) mod plan;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 use crate::transform::allowlist::RawAllowlist;
 use crate::transform::gcp_auth::RawGcpAuth;
+use crate::transform::header_allowlist::RawHeaderAllowlist;
 use crate::transform::hmac_sign::RawHmac;
 use crate::transform::oauth_token::RawOAuth;
 use crate::transform::secrets::RawSecrets;
@@ -33,4 +35,6 @@ pub(crate) enum RawTransform {
     OAuthToken(RawOAuth),
     #[serde(rename = "hmac_sign")]
     HmacSign(RawHmac),
+    #[serde(rename = "header_allowlist")]
+    HeaderAllowlist(RawHeaderAllowlist),
 }
