@@ -180,3 +180,69 @@ async fn vault_source_and_body_replacement() {
     );
     env.stop().await;
 }
+
+/// A 1Password Connect source (the seed's `op://…` references), read from a local fake of the
+/// Connect API by titles, cached for its `ttl`; a section-qualified reference picks that
+/// section's field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_password_connect_source_by_titles_and_section() {
+    let fake = Fake::start(3600);
+    let token = fake.path("op-token");
+    std::fs::write(&token, "op-connect-c4n4ry-token\n").unwrap();
+    let src = |r: &str| {
+        format!(
+            "{{type: 1password_connect, secret_ref: '{r}', connect_host: 'https://vault.test:{}', token_file: {token}, ttl: 1m}}",
+            fake.port,
+            token = token
+        )
+    };
+    let t = format!(
+        "{}  - name: secrets
+    config:
+      secrets:
+        - source: {}
+          rules: [{{host: {API}, paths: ['/v1/*']}}]
+          replace: {{proxy_value: ANTHROPIC_API_KEY, match_headers: [x-api-key], require: true}}
+        - source: {}
+          rules: [{{host: {API}, paths: ['/staging/*']}}]
+          replace: {{proxy_value: ANTHROPIC_API_KEY, match_headers: [x-api-key], require: true}}
+",
+        allow_test_domains(),
+        src("op://ai-agents/anthropic/credential"),
+        src("op://ai-agents/anthropic/staging/credential"),
+    );
+    let env = Env::start(fake.opts(t)).await;
+    for _ in 0..2 {
+        let url = format!("https://{API}/v1/messages");
+        let (code, resp) = get(&env, &url, &["-H", "x-api-key: ANTHROPIC_API_KEY"]).await;
+        assert_eq!(code, 200, "{resp}");
+    }
+    let seen = env.origin.seen();
+    assert!(
+        seen.iter()
+            .all(|s| s["headers"]["x-api-key"] == "sk-ant-c4n4ry-from-1password")
+    );
+    let (code, _) = get(
+        &env,
+        &format!("https://{API}/staging/messages"),
+        &["-H", "x-api-key: ANTHROPIC_API_KEY"],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let last = env.origin.seen().pop().unwrap();
+    assert_eq!(last["headers"]["x-api-key"], "sk-ant-c4n4ry-staging");
+    let calls = fake.seen("op_connect");
+    assert_eq!(
+        calls.len(),
+        6,
+        "vault, item, item body per reference; cached after: {calls:#?}"
+    );
+    assert!(calls.iter().all(|c| c["token_ok"] == true));
+    assert_eq!(calls[0]["filter"], "name eq \"ai-agents\"");
+    let r = env.record(|r| r["path"] == "/staging/messages").await;
+    assert_eq!(
+        ann(&r, "secrets")["swapped"][0]["secret"],
+        "op://ai-agents/anthropic/staging/credential"
+    );
+    env.stop().await;
+}

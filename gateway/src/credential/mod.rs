@@ -5,5 +5,6 @@
 
 pub mod crypto;
 pub mod mint;
+pub mod onepassword;
 pub mod store;
 pub mod tokens;

@@ -94,6 +94,9 @@ pub enum SecretError {
     /// Vault answered, but the secret has no such string field.
     #[error("vault secret has no such string field")]
     VaultField,
+    /// 1Password Connect could not be reached, refused, or has no such vault, item or field.
+    #[error("1password connect: {0}")]
+    OnePassword(String),
 }
 
 /// A value and when it was fetched.
@@ -249,6 +252,14 @@ async fn fetch(
             token,
             ..
         } => vault(address.as_deref(), mount, path, field, token, http).await?,
+        Source::OnePasswordConnect {
+            reference,
+            host,
+            token,
+            ..
+        } => super::onepassword::connect(reference, host.as_deref(), token, http)
+            .await
+            .map_err(SecretError::OnePassword)?,
     };
     let bytes = match source.json_key() {
         None => raw,

@@ -1,4 +1,5 @@
-"""Fake authorization server, Google token endpoint and Vault, for the credential tests.
+"""Fake authorization server, Google token endpoint, Vault and 1Password Connect, for the
+credential tests.
 
 Built from libraries nobody here wrote: oauthlib serves RFC 6749 grants (client_credentials,
 password, refresh_token), PyJWT verifies RFC 7523 assertions (Google service accounts and the
@@ -35,6 +36,30 @@ USERS = {"alice": "pw-c4n4ry-alice"}
 REFRESH = {"rt-c4n4ry-1": "client-1"}
 VAULT_TOKEN = "hvs.c4n4ry-vault-token"
 VAULT = {"secret/team/openai": {"api_key": "sk-c4n4ry-from-vault", "owner": "ml"}}
+# 1Password Connect (https://developer.1password.com/docs/connect/connect-api-reference/):
+# vaults and items by id, titles found with `filter=name eq "…"` / `title eq "…"`.
+OP_TOKEN = "op-connect-c4n4ry-token"
+OP_VAULTS = [{"id": "7vqkxqjz4bfn3tt2xwnvodwmbi", "name": "ai-agents"}]
+OP_ITEMS = {
+    "7vqkxqjz4bfn3tt2xwnvodwmbi": [
+        {
+            "id": "j2ovpfxgdxvl5nhbrqyklgzd3m",
+            "title": "anthropic",
+            "category": "API_CREDENTIAL",
+            "sections": [{"id": "s1", "label": "staging"}],
+            "fields": [
+                {"id": "credential", "label": "credential", "type": "CONCEALED", "value": "sk-ant-c4n4ry-from-1password"},
+                {
+                    "id": "f2",
+                    "label": "credential",
+                    "type": "CONCEALED",
+                    "value": "sk-ant-c4n4ry-staging",
+                    "section": {"id": "s1"},
+                },
+            ],
+        }
+    ]
+}
 
 
 def log(entry):
@@ -125,7 +150,10 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length", "0")))
 
     def do_GET(self):
-        path = urllib.parse.urlparse(self.path).path
+        url = urllib.parse.urlparse(self.path)
+        path = url.path
+        if path.startswith("/v1/vaults"):
+            return self.op_connect(path, dict(urllib.parse.parse_qsl(url.query)))
         if path.startswith("/v1/secret/data/"):
             key = "secret/" + path[len("/v1/secret/data/"):]
             log({"kind": "vault", "path": key, "token_ok": self.headers.get("X-Vault-Token") == VAULT_TOKEN})
@@ -136,6 +164,33 @@ class Handler(BaseHTTPRequestHandler):
             doc = {"data": {"data": VAULT[key], "metadata": {"version": 1}}}
             return self.reply(200, json.dumps(doc))
         self.reply(404, "{}")
+
+    def op_connect(self, path, query):
+        ok = self.headers.get("Authorization") == f"Bearer {OP_TOKEN}"
+        log({"kind": "op_connect", "path": path, "filter": query.get("filter"), "token_ok": ok})
+        if not ok:
+            return self.reply(401, json.dumps({"status": 401, "message": "Invalid token signature"}))
+
+        def filtered(rows, key):
+            f = query.get("filter")
+            if not f:
+                return rows
+            want = f.split(" eq ", 1)[1].strip('"')
+            return [r for r in rows if r[key] == want]
+
+        parts = path.strip("/").split("/")  # v1 vaults [id [items [id]]]
+        if len(parts) == 2:
+            return self.reply(200, json.dumps(filtered(OP_VAULTS, "name")))
+        items = OP_ITEMS.get(parts[2])
+        if items is None:
+            return self.reply(404, json.dumps({"status": 404, "message": "vault not found"}))
+        if len(parts) == 4:
+            brief = [{"id": i["id"], "title": i["title"]} for i in items]
+            return self.reply(200, json.dumps(filtered(brief, "title")))
+        for i in items:
+            if len(parts) == 5 and i["id"] == parts[4]:
+                return self.reply(200, json.dumps(i))
+        return self.reply(404, json.dumps({"status": 404, "message": "item not found"}))
 
     def do_POST(self):
         path = urllib.parse.urlparse(self.path).path
