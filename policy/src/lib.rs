@@ -10,6 +10,7 @@ mod matcher;
 mod policy;
 mod reason;
 mod section;
+mod shape;
 mod transform;
 mod value;
 

@@ -95,7 +95,13 @@ impl Config {
     }
 
     fn parse_as(text: &str, placed: bool) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e))?;
+        match serde_saphyr::from_str::<RawConfig>(text) {
+            Ok(raw) => Config::from_raw(raw, placed),
+            Err(e) => Err(structural(text, &e, placed)),
+        }
+    }
+
+    fn from_raw(raw: RawConfig, placed: bool) -> Result<Config, ConfigErrors> {
         let mut errs = Errors::default();
         let mut config = Config {
             dns: dns(raw.dns, placed, &mut errs),
@@ -153,6 +159,32 @@ impl Config {
         config.warnings = errs.take_warnings();
         errs.finish(config)
     }
+}
+
+/// A file the typed parser refused: every structural problem (`shape`), and the semantic
+/// errors of the rest once the entries at fault are cut out; the parser's own error when the
+/// text is not YAML at all.
+fn structural(text: &str, e: &serde_saphyr::Error, placed: bool) -> ConfigErrors {
+    let problems = crate::shape::problems(text, &schema());
+    if problems.is_empty() {
+        return yaml_error(e);
+    }
+    let cuts: Option<Vec<crate::shape::Cut>> = problems.iter().map(|p| p.cut.clone()).collect();
+    let mut errors: Vec<crate::error::ConfigError> =
+        problems.into_iter().map(|p| p.error).collect();
+    let rest = cuts
+        .and_then(|c| crate::shape::without(text, &c))
+        .and_then(|(t, removed)| Some((serde_saphyr::from_str::<RawConfig>(&t).ok()?, removed)));
+    if let Some((raw, removed)) = rest
+        && let Err(more) = Config::from_raw(raw, placed)
+    {
+        errors.extend(more.0.into_iter().map(|mut e| {
+            e.path = crate::shape::original_path(&e.path, &removed);
+            e
+        }));
+    }
+    errors.sort_by_key(|e| (e.line == 0, e.line, e.column));
+    ConfigErrors(errors)
 }
 
 /// The JSON Schema of the policy file, generated from the types the parser reads (so it cannot
@@ -253,9 +285,14 @@ transforms:
     #[test]
     fn unknown_keys_are_errors_with_a_position() {
         let errs = Config::parse("proxy:\n  http_lisen: ':80'\n").unwrap_err();
-        assert_eq!(errs.0.len(), 1);
+        assert_eq!(
+            errs.0.len(),
+            2,
+            "the unknown key and, with it, the missing proxy_ip"
+        );
         assert!(errs.0[0].message.contains("http_lisen"), "{}", errs.0[0]);
         assert_eq!(errs.0[0].line, 2);
+        assert_eq!(errs.0[1].path, "dns.proxy_ip");
         let typo = Config::parse("dns: {enabled: false}\ntransforms:\n  - name: allowlist\n    config: {hosts: [a.com]}\n").unwrap_err();
         assert!(typo.0[0].message.contains("hosts"), "{}", typo.0[0]);
     }
