@@ -77,7 +77,7 @@ fn valid_fixtures_pass_with_a_summary_and_their_test_cases() {
     let (_, out, _) = run(bin().arg("check").arg(&full));
     for line in [
         "secret OPENAI_API_KEY → replace `OPENAI_PH` in listed headers, required → api.openai.com",
-        "gcp_auth key GCP_SA_JSON → Authorization → *.googleapis.com",
+        "gcp_auth key GCP_SA_JSON → authorization → *.googleapis.com",
         "oauth_token client_credentials at https://auth.example.com/oauth/token",
         "hmac_sign sha256 → X-Key, X-Signature, X-Timestamp → exchange.example.com",
         "allow  *.github.com  (report only)",

@@ -371,3 +371,81 @@ async fn endpoint_down_fails_open_by_default_and_closed_with_require() {
     assert_eq!(get(&env, &format!("https://{API}/again"), &[]).await.0, 200);
     env.stop().await;
 }
+
+/// gcp_id_token: the origin receives an ID token for the declared audience, minted from the
+/// real key (PyJWT verified the assertion and its `target_audience` at the fake token
+/// endpoint), and google-auth's own verifier accepts it against the fake's published keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_id_token_is_minted_for_its_audience_and_google_auth_verifies_it() {
+    let fake = Fake::start(3600);
+    let audience = "https://billing-abc123-uc.a.run.app";
+    let t = format!(
+        "{}  - name: gcp_id_token
+    config:
+      keyfile_path: {}
+      audience: {audience}
+      header: X-Serverless-Authorization
+      rules: [{{host: {API}}}]
+",
+        allow_test_domains(),
+        fake.path("sa.json")
+    );
+    let env = Env::start(fake.opts(t)).await;
+    let mut args = env.to_https(API);
+    args.push(format!("https://{API}/invoke"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, body, err) = common::curl(&env, &args).await;
+    assert_eq!(code, 200, "{err}");
+    assert!(
+        body.contains("[centaur:gcp_id_token]"),
+        "scrubbed in the echo: {body}"
+    );
+    let seen = env.origin.seen().pop().unwrap();
+    let token = seen["headers"]["x-serverless-authorization"]
+        .as_str()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_else(|| panic!("{seen}"))
+        .to_string();
+    assert!(seen["headers"]["authorization"].is_null(), "{seen}");
+    let minted = fake.seen("google");
+    assert_eq!(minted[0]["verified"], true);
+    assert_eq!(minted[0]["claims"]["target_audience"], audience);
+    assert!(minted[0]["claims"].get("scope").is_none());
+    let script = "
+import json, sys, requests
+from google.oauth2 import id_token
+from google.auth.transport.requests import Request
+s = requests.Session()
+s.verify = sys.argv[3]
+print(json.dumps(id_token.verify_token(sys.argv[1], Request(session=s), audience=sys.argv[2], certs_url=sys.argv[4])))
+";
+    let certs = format!("https://127.0.0.1:{}/google/certs", fake.port);
+    let out = run(
+        &python(),
+        &[
+            "-c".into(),
+            script.into(),
+            token,
+            audience.into(),
+            fake.path("fake-ca.pem"),
+            certs,
+        ],
+        &[("REQUESTS_CA_BUNDLE", fake.path("fake-ca.pem"))],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claims: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(claims["aud"], audience);
+    assert_eq!(claims["iss"], "https://accounts.google.com");
+    let r = env.record(|r| r["path"] == "/invoke").await;
+    assert_eq!(
+        ann(&r, "gcp_id_token")["injected"],
+        serde_json::json!(["header:x-serverless-authorization"])
+    );
+    env.stop().await;
+}

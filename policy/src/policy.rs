@@ -81,7 +81,7 @@ impl Policy {
         let name = req.host.name().map(|n| n.as_str());
         let path = req.http.map(|(_, p)| p);
         let on = |want: &str| path.is_none_or(|p| p == want);
-        if let Some(g) = self.gcp_auth.first() {
+        if let Some(g) = self.gcp_auth.iter().find(|g| g.id_token.is_none()) {
             let metadata = matches!(name, Some("metadata.google.internal"))
                 || req.host.to_string() == "169.254.169.254";
             if name == Some("oauth2.googleapis.com") && on("/token") {

@@ -155,9 +155,16 @@ fn credentials(p: &policy::Policy, out: &mut String) {
     }
     for g in &p.gcp_auth {
         let key = &p.sources[g.keyfile.0].name;
+        let audience = g
+            .id_token
+            .as_ref()
+            .map(|t| format!(" for {}", t.audience))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "    gcp_auth key {key} → Authorization → {}",
+            "    {} key {key}{audience} → {} → {}",
+            g.name(),
+            g.header(),
             hosts(&g.rules)
         );
     }

@@ -185,11 +185,15 @@ async fn mint_gcp(g: &GcpAuth, creds: &Creds, http: &Upstreams) -> MintResult {
     let iat = now_secs();
     let mut claims = json!({
         "iss": email,
-        "scope": g.scopes.join(" "),
         "aud": token_uri,
         "iat": iat,
         "exp": iat + DEFAULT_LIFETIME.as_secs(),
     });
+    // An access token carries scopes; an ID token names its audience instead.
+    match &g.id_token {
+        None => claims["scope"] = g.scopes.join(" ").into(),
+        Some(t) => claims["target_audience"] = t.audience.as_str().into(),
+    }
     if let Some(sub) = &g.subject {
         claims["sub"] = sub.as_str().into();
     }
@@ -319,10 +323,14 @@ async fn exchange(
         });
     }
     let doc = doc.ok_or(MintError::Response)?;
-    let token = doc
-        .get("access_token")
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
+    // Google's endpoint answers a `target_audience` assertion with `id_token` alone.
+    let token = ["access_token", "id_token"]
+        .iter()
+        .find_map(|k| {
+            doc.get(k)
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty())
+        })
         .ok_or(MintError::Response)?;
     let lifetime = doc
         .get("expires_in")

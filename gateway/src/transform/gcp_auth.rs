@@ -15,21 +15,23 @@ pub(super) struct GcpAuth(pub usize);
 
 impl Transform for GcpAuth {
     async fn run(&self, cx: &mut Cx<'_>) -> Result<(), Failure> {
+        let g = &cx.snap.policy.gcp_auth[self.0];
+        let (name, header) = (g.name(), g.header().to_string());
         match cx.snap.tokens.get(TokenId::Gcp(self.0)).await {
             Ok(m) => {
                 let value = [b"Bearer ", m.token.expose()].concat();
-                set_header(cx.parts, "authorization", &value)?;
-                cx.scrub
-                    .push((m.token.expose().to_vec(), b"[centaur:gcp_auth]".to_vec()));
+                set_header(cx.parts, &header, &value)?;
+                let shown = format!("[centaur:{name}]").into_bytes();
+                cx.scrub.push((m.token.expose().to_vec(), shown));
                 let note = Annotations::Token {
                     error: None,
                     grant: None,
-                    injected: vec!["header:authorization".into()],
+                    injected: vec![format!("header:{header}")],
                     rejected: None,
                     service_account: m.account,
                     skipped: None,
                 };
-                cx.note("gcp_auth", "allow", note);
+                cx.note(name, "allow", note);
                 Ok(())
             }
             Err(e) => {
@@ -41,10 +43,10 @@ impl Transform for GcpAuth {
                     service_account: None,
                     skipped: None,
                 };
-                cx.note("gcp_auth", "reject", note);
+                cx.note(name, "reject", note);
                 Err(Failure::Credential {
                     status: StatusCode::FORBIDDEN,
-                    transform: "gcp_auth",
+                    transform: name,
                     reason: Reason::TokenUnavailable,
                 })
             }

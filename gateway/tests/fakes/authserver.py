@@ -18,6 +18,7 @@ import os
 import ssl
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -154,6 +155,12 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path
         if path.startswith("/v1/vaults"):
             return self.op_connect(path, dict(urllib.parse.parse_qsl(url.query)))
+        if path == "/google/certs":
+            # Like https://www.googleapis.com/oauth2/v1/certs: key id -> PEM.
+            public = KEYS["google"].public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            return self.reply(200, json.dumps({"fake-google-1": public.decode()}))
         if path.startswith("/v1/secret/data/"):
             key = "secret/" + path[len("/v1/secret/data/"):]
             log({"kind": "vault", "path": key, "token_ok": self.headers.get("X-Vault-Token") == VAULT_TOKEN})
@@ -225,6 +232,16 @@ class Handler(BaseHTTPRequestHandler):
             entry.update(verified=False, error=str(e))
             log(entry)
             return self.reply(400, json.dumps({"error": "invalid_grant"}))
+        if "target_audience" in claims:
+            # An ID token, signed by "Google" (our key, published at /google/certs).
+            now = int(time.time())
+            id_claims = {"iss": "https://accounts.google.com", "aud": claims["target_audience"],
+                         "azp": claims["iss"], "email": claims["iss"], "email_verified": True,
+                         "sub": "1" + str(STATE["minted"]).zfill(20), "iat": now, "exp": now + 3600}
+            token = jwt.encode(id_claims, KEYS["google"], algorithm="RS256", headers={"kid": "fake-google-1"})
+            entry["id_token"] = token
+            log(entry)
+            return self.reply(200, json.dumps({"id_token": token}))
         token = next_token("ya29")
         entry["token"] = token
         log(entry)
@@ -249,7 +266,7 @@ class Handler(BaseHTTPRequestHandler):
                                     "token_type": "Bearer"}))
 
 
-KEYS = {"sa": rsa_key(), "dummy": rsa_key(), "jwt": rsa_key()}
+KEYS = {"sa": rsa_key(), "dummy": rsa_key(), "jwt": rsa_key(), "google": rsa_key()}
 httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 PORT = httpd.server_address[1]
 TOKEN_URI = f"https://{NAMES[0]}:{PORT}/google/token"
@@ -257,7 +274,7 @@ TOKEN_URI = f"https://{NAMES[0]}:{PORT}/google/token"
 ca = trustme.CA()
 ca.cert_pem.write_to_path(os.path.join(DIR, "fake-ca.pem"))
 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-ca.issue_cert(*NAMES).configure_cert(ctx)
+ca.issue_cert(*NAMES, "127.0.0.1").configure_cert(ctx)
 httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
 
 

@@ -197,13 +197,19 @@ impl Policy {
     fn gcp_effect(&self, i: usize) -> Effect {
         let g = &self.gcp_auth[i];
         Effect {
-            transform: "gcp_auth",
+            transform: g.name(),
             id: g.id.clone(),
-            what: format!(
-                "access token minted from the service-account key `{}` (scopes {}) set as header:authorization",
-                self.sources[g.keyfile.0].name,
-                g.scopes.join(" ")
-            ),
+            what: match &g.id_token {
+                None => format!(
+                    "access token minted from the service-account key `{}` (scopes {}) set as header:authorization",
+                    self.sources[g.keyfile.0].name,
+                    g.scopes.join(" ")
+                ),
+                Some(t) => format!(
+                    "ID token for audience `{}` minted from the service-account key `{}` set as header:{}",
+                    t.audience, self.sources[g.keyfile.0].name, t.header
+                ),
+            },
         }
     }
 

@@ -150,6 +150,15 @@ impl Config {
                     let h = hmac(i, h, &mut errs, &mut config.policy.sources);
                     config.policy.hmac.extend(h);
                 }
+                RawTransform::GcpIdToken(g) => {
+                    let g = crate::transform::gcp_auth::gcp_id_token(
+                        i,
+                        g,
+                        &mut errs,
+                        &mut config.policy.sources,
+                    );
+                    config.policy.gcp_auth.extend(g);
+                }
                 RawTransform::HeaderAllowlist(h) => {
                     let h = crate::transform::header_allowlist::header_allowlist(i, h, &mut errs);
                     config.policy.header_allowlists.push(h);

@@ -16,7 +16,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::transform::allowlist::RawAllowlist;
-use crate::transform::gcp_auth::RawGcpAuth;
+use crate::transform::gcp_auth::{RawGcpAuth, RawGcpIdToken};
 use crate::transform::header_allowlist::RawHeaderAllowlist;
 use crate::transform::hmac_sign::RawHmac;
 use crate::transform::oauth_token::RawOAuth;
@@ -37,4 +37,6 @@ pub(crate) enum RawTransform {
     HmacSign(RawHmac),
     #[serde(rename = "header_allowlist")]
     HeaderAllowlist(RawHeaderAllowlist),
+    #[serde(rename = "gcp_id_token")]
+    GcpIdToken(RawGcpIdToken),
 }
