@@ -2,6 +2,9 @@
 //! into placeholders in response headers and in streamed bodies, matching across chunk
 //! boundaries without buffering more than the longest value (invariant 3).
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 
@@ -18,11 +21,51 @@ pub struct Scrubber {
 
 /// One value and what replaces it. Searched with `memmem::find`, which handles the short
 /// haystacks of headers and small bodies without building a searcher (building one per value
-/// costs more than a whole small exchange's searching: `bench/profile`).
+/// costs more than a whole small exchange's searching: `bench/profile`). Shared, so that the
+/// forms of a value computed once serve every later exchange.
 #[derive(Debug, Clone)]
 struct Pair {
-    value: Vec<u8>,
-    shown: Vec<u8>,
+    value: Arc<[u8]>,
+    shown: Arc<[u8]>,
+}
+
+/// The forms of recently scrubbed values, per thread: a secret's encodings are computed on
+/// its first exchange, not on every one (`bench/profile`: they cost a tenth of a request).
+const FORMS_CACHED: usize = 32;
+
+thread_local! {
+    static FORMS: RefCell<Vec<Arc<[Pair]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A value and its encoded forms, each with the same form of `shown`; the value itself first.
+fn forms(value: &[u8], shown: &[u8]) -> Arc<[Pair]> {
+    FORMS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(f) = cache
+            .iter()
+            .find(|f| *f[0].value == *value && *f[0].shown == *shown)
+        {
+            return f.clone();
+        }
+        let mut all = vec![Pair {
+            value: value.into(),
+            shown: shown.into(),
+        }];
+        for (v, s) in encodings(value, shown) {
+            if !all.iter().any(|p| *p.value == *v) {
+                all.push(Pair {
+                    value: v.into(),
+                    shown: s.into(),
+                });
+            }
+        }
+        let f: Arc<[Pair]> = all.into();
+        if cache.len() >= FORMS_CACHED {
+            cache.remove(0);
+        }
+        cache.push(f.clone());
+        f
+    })
 }
 
 impl Scrubber {
@@ -30,14 +73,11 @@ impl Scrubber {
     /// (standard and URL-safe) and percent-encoded. Empty values are ignored.
     pub fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
         let mut all: Vec<Pair> = Vec::with_capacity(pairs.len() * 3);
-        for (value, shown) in pairs.into_iter().filter(|(v, _)| !v.is_empty()) {
-            for (v, s) in encodings(&value, &shown) {
-                if !all.iter().any(|p| p.value == v) {
-                    all.push(Pair { value: v, shown: s });
+        for (value, shown) in pairs.iter().filter(|(v, _)| !v.is_empty()) {
+            for p in forms(value, shown).iter() {
+                if !all.iter().any(|q| q.value == p.value) {
+                    all.push(p.clone());
                 }
-            }
-            if !all.iter().any(|p| p.value == value) {
-                all.push(Pair { value, shown });
             }
         }
         let pairs = all;
@@ -155,8 +195,9 @@ fn encodings(value: &[u8], shown: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         }
         out.push((b64, STANDARD.encode(shown).into_bytes()));
     }
-    let pct = percent_encode(value, URL).to_string().into_bytes();
-    if pct != value {
+    let unreserved = |b: &u8| b.is_ascii_alphanumeric() || b"-._~".contains(b);
+    if !value.iter().all(unreserved) {
+        let pct = percent_encode(value, URL).to_string().into_bytes();
         out.push((pct, percent_encode(shown, URL).to_string().into_bytes()));
     }
     out
