@@ -124,6 +124,19 @@ fn authorized(token: &str, req: &Request<Incoming>) -> bool {
             == 0
 }
 
+/// Ready unless the audit trail cannot be written (a full disk): a load balancer then sends
+/// its traffic elsewhere.
+fn readiness(s: &Shared) -> Response<Full<Bytes>> {
+    match s.audit.stats().is_failing() {
+        true => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: the audit trail cannot be written\n",
+        ),
+        false => reply(StatusCode::OK, "text/plain", "ready\n"),
+    }
+}
+
 async fn handle(
     state: Arc<Mgmt>,
     req: Request<Incoming>,
@@ -165,7 +178,7 @@ async fn handle(
     let s = &state.shared;
     Ok(match path {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" => reply(StatusCode::OK, "text/plain", "ready\n"),
+        "/readyz" => readiness(s),
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",

@@ -106,11 +106,24 @@ impl Metrics {
                 "Audit records the OTLP exporter gave up on.",
                 &audit.otlp_dropped,
             ),
+            (
+                "unwritten_total",
+                "Audit records a sink could not take (full disk, closed stdout).",
+                &audit.unwritten,
+            ),
+            (
+                "incidents_total",
+                "Times an audit sink started failing.",
+                &audit.incidents,
+            ),
         ] {
             let name = format!("audit_{name}");
             family(&mut s, &name, "counter", help);
             sample(&mut s, &name, "", v.load(Relaxed));
         }
+        let help = "1 while an audit sink is failing (records are not being written).";
+        family(&mut s, "audit_failing", "gauge", help);
+        sample(&mut s, "audit_failing", "", u64::from(audit.is_failing()));
         s
     }
 

@@ -44,6 +44,14 @@ pub struct Shared {
     pub env: SecretEnv,
 }
 
+impl Shared {
+    /// Whether requests are refused now because the audit cannot be written
+    /// (`audit.on_failure: refuse`, the default with `strict`).
+    pub fn audit_refusing(&self) -> bool {
+        self.config.audit.refuse_when_failing && self.audit.stats().is_failing()
+    }
+}
+
 /// A compiled policy with the caches of its secrets and tokens, swapped together on reload
 /// (so a reload re-reads every source and mints afresh).
 #[derive(Debug)]

@@ -6,131 +6,13 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CANARY, assert_no_canary, json, python};
+use common::{Proc, assert_no_canary, json, python};
 use serde_json::Value;
-use testkit::Origin;
-
-/// A gateway process with its own directory, CA and policy.
-struct Proc {
-    dir: tempfile::TempDir,
-    child: Child,
-    tunnel: String,
-    _origin: Origin,
-}
-
-impl Proc {
-    async fn start(audit: &str, env: &[(&str, String)]) -> Proc {
-        gateway::install_crypto();
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        common::test_ca(d);
-        let origin = Origin::https(&["api.test"], false).await.unwrap();
-        std::fs::write(d.join("origin-ca.pem"), &origin.ca_pem).unwrap();
-        let yaml = format!(
-            "dns: {{listen: '127.0.0.1:0', proxy_ip: 127.0.0.1}}
-proxy:
-  http_listen: 127.0.0.1:0
-  https_listen: 127.0.0.1:0
-  tunnel_listen: 127.0.0.1:0
-  upstream_allow_cidrs: [127.0.0.1/32]
-metrics: {{listen: '127.0.0.1:0'}}
-tls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key}}
-upstream:
-  hosts: {{api.test: '{o}'}}
-  ca_files: [{d}/origin-ca.pem]
-audit: {audit}
-transforms:
-  - name: allowlist
-    config: {{domains: [api.test]}}
-  - name: secrets
-    config:
-      secrets:
-        - source: {{type: env, var: API_KEY}}
-          rules: [{{host: api.test}}]
-          inject: {{header: x-api-key}}
-",
-            d = d.display(),
-            o = origin.addr,
-            audit = audit.replace("DIR", &d.display().to_string()),
-        );
-        std::fs::write(d.join("gateway.yaml"), yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_centaur-gateway"))
-            .args(["run", "--config"])
-            .arg(d.join("gateway.yaml"))
-            .env("API_KEY", format!("sk-{CANARY}-live"))
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = d.join("gateway.log");
-        std::thread::spawn(move || {
-            let mut out = std::fs::File::create(log).unwrap();
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                use std::io::Write;
-                let _ = writeln!(out, "{line}");
-                if !sent && let Some(t) = line.split("tunnel=Some(").nth(1) {
-                    let _ = tx.send(t.split(')').next().unwrap_or("").to_string());
-                    sent = true;
-                }
-            }
-        });
-        let tunnel = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the gateway did not start");
-        Proc {
-            dir,
-            child,
-            tunnel,
-            _origin: origin,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    /// Every audit file of this gateway (live and rotated).
-    fn audit_files(&self) -> Vec<PathBuf> {
-        testkit::audit_files(self.dir.path())
-    }
-
-    fn records(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        for f in self.audit_files() {
-            let text = std::fs::read_to_string(&f).unwrap();
-            assert_no_canary("an audit file", &text);
-            for line in text.lines() {
-                if let Ok(v) = serde_json::from_str::<Value>(line)
-                    && v.get("kind").is_none()
-                {
-                    out.push(v);
-                }
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// Runs the load script against `p` for `for_how_long`, then kills the gateway with SIGKILL
 /// while the load is still running; returns the paths whose responses the clients received.
@@ -175,20 +57,7 @@ async fn strict_kill_9_under_load_loses_no_record_of_a_received_response() {
     .await;
     let received = load_then_kill(&mut p, Duration::from_millis(1500));
     assert!(received.len() > 100, "only {} responses", received.len());
-    let recorded: HashSet<String> = p
-        .records()
-        .iter()
-        .filter(|r| r["status_code"] == 200)
-        .filter_map(|r| r["path"].as_str().map(str::to_string))
-        .collect();
-    let missing: Vec<&String> = received.iter().filter(|p| !recorded.contains(*p)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} received responses have no record, e.g. {:?}",
-        missing.len(),
-        received.len(),
-        &missing[..missing.len().min(5)]
-    );
+    common::assert_recorded(&p.records(), &received);
     assert!(p.audit_files().len() > 1, "no rotation happened under load");
     let v = audit::read::verify::verify(&p.audit_files()).unwrap();
     assert!(v.problem.is_none(), "{:?}", v.problem);

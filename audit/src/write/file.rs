@@ -74,8 +74,24 @@ fn close_file(f: &mut File, head: Link, reason: &str) -> io::Result<()> {
     out.extend_from_slice(&line);
     out.push(b'\n');
     f.seek(SeekFrom::End(0))?;
-    f.write_all(&out)?;
-    f.sync_data()
+    // A footer cut short by a full disk is taken back, so that a later attempt starts clean.
+    f.write_all(&out)
+        .and_then(|()| f.sync_data())
+        .inspect_err(|_| {
+            let _ = f.set_len(len);
+        })
+}
+
+/// How far a rotation got when a step failed (a full disk): the next attempt resumes there,
+/// and nothing is written until it has finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rotation {
+    /// No rotation under way.
+    Idle,
+    /// The live file has its footer; it is still to be renamed.
+    Closed,
+    /// Renamed; the new live file is still to be started.
+    Renamed,
 }
 
 /// The live audit file.
@@ -90,6 +106,7 @@ pub struct FileSink {
     head: Link,
     file_seq: u64,
     maintenance: mpsc::Sender<PathBuf>,
+    rotation: Rotation,
 }
 
 impl FileSink {
@@ -155,33 +172,47 @@ impl FileSink {
                 head,
                 file_seq: head.seq + 1,
                 maintenance: tx,
+                rotation: Rotation::Idle,
             },
             head,
         ))
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        close_file(self.out.get_mut(), self.head, "rotated")?;
-        let to = rotated_name(&self.path, self.file_seq);
-        fs::rename(&self.path, &to)?;
+        if self.rotation == Rotation::Idle {
+            self.out.flush()?;
+            close_file(self.out.get_mut(), self.head, "rotated")?;
+            self.rotation = Rotation::Closed;
+        }
+        if self.rotation == Rotation::Closed {
+            let to = rotated_name(&self.path, self.file_seq);
+            fs::rename(&self.path, &to)?;
+            let _ = self.maintenance.send(to);
+            self.rotation = Rotation::Renamed;
+        }
         self.out = start_file(&self.path, self.head, &self.labels)?;
+        self.rotation = Rotation::Idle;
         self.bytes = self.out.get_ref().metadata()?.len();
         self.records = 0;
         self.first_at = None;
         self.file_seq = self.head.seq + 1;
-        let _ = self.maintenance.send(to);
         Ok(())
     }
 }
 
 impl Sink for FileSink {
     fn write(&mut self, line: &[u8], link: Link) -> io::Result<()> {
-        if let Some(max) = self.cfg.max_bytes
-            && self.records > 0
-            && self.bytes + line.len() as u64 + 1 > max
-        {
+        let rotate = self
+            .cfg
+            .max_bytes
+            .is_some_and(|max| self.records > 0 && self.bytes + line.len() as u64 + 1 > max);
+        if rotate || self.rotation != Rotation::Idle {
             self.rotate()?;
+        }
+        // A record goes into the buffer whole or not at all: when the disk is full the flush
+        // that would make room fails first, and a line is never left half written.
+        if self.out.capacity() - self.out.buffer().len() <= line.len() {
+            self.out.flush()?;
         }
         self.out.write_all(line)?;
         self.out.write_all(b"\n")?;
@@ -207,6 +238,13 @@ impl Sink for FileSink {
             self.rotate()?;
         }
         Ok(())
+    }
+
+    fn probe(&mut self) -> io::Result<()> {
+        if self.rotation != Rotation::Idle {
+            self.rotate()?;
+        }
+        self.commit(true)
     }
 
     fn durable(&self) -> bool {

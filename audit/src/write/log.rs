@@ -172,6 +172,8 @@ impl AuditLog {
             head,
             durability,
             stats: stats.clone(),
+            incident: None,
+            batch_failed: false,
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -234,6 +236,10 @@ struct Writer {
     head: Link,
     durability: Durability,
     stats: Arc<Stats>,
+    /// A sink has been failing since then; `unwritten` counted at its start.
+    incident: Option<(Instant, u64)>,
+    /// A sink failed during the batch being written.
+    batch_failed: bool,
 }
 
 impl Writer {
@@ -278,12 +284,9 @@ impl Writer {
                 let _ = f.send(());
             }
             if tick {
-                for i in 0..self.sinks.len() {
-                    if let Err(e) = self.sinks[i].tick() {
-                        self.failed("rotate", &e);
-                    }
-                }
+                self.tick();
             }
+            self.settle(n > 0 || tick);
             // Batch mode lingers a moment after a small batch so that the next one is larger:
             // one wakeup and one write(2) per batch instead of per record. No response waits
             // on these records; a flush waits at most the linger longer.
@@ -294,21 +297,65 @@ impl Writer {
         self.commit(true);
     }
 
-    /// Seals one serialised record onto the chain and hands it to every sink.
+    /// Seals one serialised record onto the chain and hands it to every sink. A record a
+    /// durable sink (the file) could not take is taken off the chain again, so the file's
+    /// chain stays whole across a full disk: the records lost are counted and logged instead.
     fn write(&mut self, mut line: Vec<u8>) -> bool {
-        let seq = self.head.seq + 1;
-        chain::link(&mut line, seq, &self.head.hash);
-        let hash = chain::seal(&mut line, &self.head.hash);
+        let prev = self.head;
+        let seq = prev.seq + 1;
+        chain::link(&mut line, seq, &prev.hash);
+        let hash = chain::seal(&mut line, &prev.hash);
         self.head = Link { seq, hash };
-        self.stats.written.fetch_add(1, Relaxed);
-        let mut ok = true;
+        let (mut ok, mut taken) = (true, true);
         for i in 0..self.sinks.len() {
             if let Err(e) = self.sinks[i].write(&line, self.head) {
                 ok &= !self.sinks[i].durable();
+                taken = false;
                 self.failed("write", &e);
             }
         }
+        if !ok {
+            self.head = prev;
+        }
+        match taken {
+            true => self.stats.written.fetch_add(1, Relaxed),
+            false => self.stats.unwritten.fetch_add(1, Relaxed),
+        };
         ok
+    }
+
+    /// Time-based work of the sinks; while a sink is failing, a probe of whether it works
+    /// again (records may have stopped coming: a gateway that refuses traffic makes none).
+    fn tick(&mut self) {
+        for i in 0..self.sinks.len() {
+            if let Err(e) = self.sinks[i].tick() {
+                self.failed("rotate", &e);
+            }
+        }
+        if self.incident.is_some() && !self.batch_failed {
+            for i in 0..self.sinks.len() {
+                if let Err(e) = self.sinks[i].probe() {
+                    self.failed("probe", &e);
+                }
+            }
+        }
+    }
+
+    /// After a batch that did some work: a failing sink that took all of it has recovered.
+    fn settle(&mut self, worked: bool) {
+        let failed = std::mem::take(&mut self.batch_failed);
+        if !worked || failed {
+            return;
+        }
+        if let Some((since, unwritten)) = self.incident.take() {
+            self.stats.failing.store(false, Relaxed);
+            let lost = self.stats.unwritten.load(Relaxed) - unwritten;
+            tracing::warn!(
+                unwritten = lost,
+                seconds = since.elapsed().as_secs(),
+                "audit: the sinks write again; records made while they failed are not in the trail"
+            );
+        }
     }
 
     fn commit(&mut self, sync: bool) -> bool {
@@ -328,9 +375,23 @@ impl Writer {
         ok
     }
 
-    fn failed(&self, what: &str, e: &io::Error) {
+    /// Counts a sink failure. The first of an incident is logged (one line per incident,
+    /// however many records it costs); the end of the incident is logged by `settle`.
+    fn failed(&mut self, what: &str, e: &io::Error) {
         self.stats.write_errors.fetch_add(1, Relaxed);
-        tracing::error!(error = %e, "audit {what} failed");
+        self.batch_failed = true;
+        if self.incident.is_some() {
+            tracing::debug!(error = %e, "audit {what} failed");
+            return;
+        }
+        self.incident = Some((Instant::now(), self.stats.unwritten.load(Relaxed)));
+        self.stats.incidents.fetch_add(1, Relaxed);
+        self.stats.failing.store(true, Relaxed);
+        tracing::error!(
+            error = %e,
+            "audit {what} failed: records are not being written until the sink recovers \
+             (the gateway is not ready meanwhile)"
+        );
     }
 }
 

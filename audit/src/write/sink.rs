@@ -2,7 +2,7 @@
 //! of the control plane's (phase 2) implements [`Sink`] too.
 
 use std::io::{self, BufWriter, Stdout, Write};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::chain::Hash;
 
@@ -24,6 +24,11 @@ pub trait Sink: Send {
     /// Called about once a second and on every sync interval, for time-based work.
     fn tick(&mut self) -> io::Result<()> {
         Ok(())
+    }
+    /// While the sink is failing, called about once a second to learn whether it works again
+    /// (for a file: whatever is still buffered can now be written).
+    fn probe(&mut self) -> io::Result<()> {
+        self.commit(true)
     }
     /// Whether `commit(true)` puts records on stable storage (strict mode waits for these).
     fn durable(&self) -> bool {
@@ -73,4 +78,17 @@ pub struct Stats {
     pub otlp_exported: AtomicU64,
     /// Records the OTLP exporter gave up on (receiver down or too slow); each is logged.
     pub otlp_dropped: AtomicU64,
+    /// Records that a sink could not take (a full disk, a closed stdout).
+    pub unwritten: AtomicU64,
+    /// Times a working sink started failing: one log line each.
+    pub incidents: AtomicU64,
+    /// A sink is failing now: records are not being written.
+    pub failing: AtomicBool,
+}
+
+impl Stats {
+    /// Whether a sink is failing now (the gateway is then not ready, and may refuse traffic).
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
 }

@@ -51,6 +51,9 @@ pub async fn serve_request(
         r.method = Some(req.method().to_string());
         r.path = Some(req.uri().path().to_string());
     }
+    if shared.audit_refusing() {
+        return Ok(refuse(ex, Failure::AuditUnavailable).await);
+    }
     if is_connect(&req) {
         let f = Failure::Refused {
             status: StatusCode::METHOD_NOT_ALLOWED,

@@ -51,6 +51,9 @@ pub async fn connect(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let mut ex = Exchange::begin(&shared, &meta).await;
     ex.record().method = Some("CONNECT".into());
+    if shared.audit_refusing() {
+        return Ok(refuse(ex, Failure::AuditUnavailable).await);
+    }
     let target = req
         .uri()
         .authority()

@@ -8,6 +8,7 @@ mod clients;
 mod env;
 mod fakes;
 mod logs;
+mod process;
 
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
@@ -18,3 +19,5 @@ pub use env::*;
 pub use fakes::*;
 #[allow(unused_imports)]
 pub use logs::*;
+#[allow(unused_imports)]
+pub use process::*;

@@ -21,6 +21,9 @@ pub(crate) struct RawAudit {
     pub otlp: Option<RawOtlp>,
     /// `batch` (default) or `strict`.
     pub durability: Option<S>,
+    /// While the audit cannot be written: `refuse` traffic (503 `audit_unavailable`, the
+    /// default with `strict`) or `continue` serving it (the default with `batch`).
+    pub on_failure: Option<S>,
     /// Batch mode: longest time between fsyncs (default 100ms).
     pub sync_interval: Option<S>,
     /// Batch mode: most records between fsyncs (default 1000).
@@ -64,6 +67,8 @@ pub struct AuditConfig {
     pub otlp: Option<OtlpConfig>,
     /// When a record counts as written.
     pub durability: Durability,
+    /// While a sink is failing, refuse requests before they reach an upstream.
+    pub refuse_when_failing: bool,
     /// Identity labels written into every record.
     pub sandbox: BTreeMap<String, String>,
 }
@@ -75,6 +80,7 @@ impl Default for AuditConfig {
             file: None,
             otlp: None,
             durability: Durability::default(),
+            refuse_when_failing: false,
             sandbox: BTreeMap::new(),
         }
     }
@@ -193,6 +199,7 @@ pub(crate) fn audit(raw: RawAudit, errs: &mut Errors) -> AuditConfig {
             Durability::default()
         }
     };
+    let refuse_when_failing = on_failure(raw.on_failure.as_ref(), durability, errs);
     if !stdout && file.is_none() && otlp.is_none() {
         errs.push(
             "audit",
@@ -205,7 +212,27 @@ pub(crate) fn audit(raw: RawAudit, errs: &mut Errors) -> AuditConfig {
         file,
         otlp,
         durability,
+        refuse_when_failing,
         sandbox: raw.sandbox,
+    }
+}
+
+/// `audit.on_failure`: whether to refuse traffic while the audit cannot be written.
+fn on_failure(raw: Option<&S>, durability: Durability, errs: &mut Errors) -> bool {
+    match raw.map(|s| s.value.as_str()) {
+        None => durability == Durability::Strict,
+        Some("refuse") => true,
+        Some("continue") => false,
+        Some(other) => {
+            if let Some(s) = raw {
+                errs.push(
+                    "audit.on_failure",
+                    pos(s),
+                    format!("unknown on_failure `{other}` (use refuse or continue)"),
+                );
+            }
+            false
+        }
     }
 }
 

@@ -1,0 +1,162 @@
+//! A `centaur-gateway` process of its own: its directory, CA, policy (an origin `api.test`
+//! with an injected key) and log, for the tests that kill it, fill its disk or restart it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::Origin;
+
+use crate::common::{CANARY, assert_no_canary};
+
+/// A gateway process with its own directory, CA and policy.
+pub struct Proc {
+    pub dir: tempfile::TempDir,
+    child: Child,
+    /// The CONNECT listener, `host:port`.
+    pub tunnel: String,
+    /// The metrics and probe listener, `host:port`.
+    pub metrics: String,
+    /// The origin behind `api.test`.
+    pub origin: Origin,
+}
+
+impl Proc {
+    pub async fn start(audit: &str, env: &[(&str, String)]) -> Proc {
+        gateway::install_crypto();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        crate::common::test_ca(d);
+        let origin = Origin::https(&["api.test"], false).await.unwrap();
+        std::fs::write(d.join("origin-ca.pem"), &origin.ca_pem).unwrap();
+        let yaml = format!(
+            "dns: {{listen: '127.0.0.1:0', proxy_ip: 127.0.0.1}}
+proxy:
+  http_listen: 127.0.0.1:0
+  https_listen: 127.0.0.1:0
+  tunnel_listen: 127.0.0.1:0
+  upstream_allow_cidrs: [127.0.0.1/32]
+metrics: {{listen: '127.0.0.1:0'}}
+tls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key}}
+upstream:
+  hosts: {{api.test: '{o}'}}
+  ca_files: [{d}/origin-ca.pem]
+audit: {audit}
+transforms:
+  - name: allowlist
+    config: {{domains: [api.test]}}
+  - name: secrets
+    config:
+      secrets:
+        - source: {{type: env, var: API_KEY}}
+          rules: [{{host: api.test}}]
+          inject: {{header: x-api-key}}
+",
+            d = d.display(),
+            o = origin.addr,
+            audit = audit.replace("DIR", &d.display().to_string()),
+        );
+        std::fs::write(d.join("gateway.yaml"), yaml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_centaur-gateway"))
+            .args(["run", "--config"])
+            .arg(d.join("gateway.yaml"))
+            .env("API_KEY", format!("sk-{CANARY}-live"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = d.join("gateway.log");
+        std::thread::spawn(move || {
+            let mut out = std::fs::File::create(log).unwrap();
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                use std::io::Write;
+                let _ = writeln!(out, "{line}");
+                let addr = |name: &str| {
+                    let t = line.split(&format!("{name}=Some(")).nth(1)?;
+                    Some(t.split(')').next().unwrap_or("").to_string())
+                };
+                if !sent && let (Some(t), Some(m)) = (addr("tunnel"), addr("metrics")) {
+                    let _ = tx.send((t, m));
+                    sent = true;
+                }
+            }
+        });
+        let (tunnel, metrics) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the gateway did not start");
+        Proc {
+            dir,
+            child,
+            tunnel,
+            metrics,
+            origin,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// Every audit file of this gateway (live and rotated).
+    pub fn audit_files(&self) -> Vec<PathBuf> {
+        testkit::audit_files(self.dir.path())
+    }
+
+    /// What the gateway logged on standard error so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for f in self.audit_files() {
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert_no_canary("an audit file", &text);
+            for line in text.lines() {
+                if let Ok(v) = serde_json::from_str::<Value>(line)
+                    && v.get("kind").is_none()
+                {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Every response a client received in full (by path) has a 200 record (invariant 4).
+pub fn assert_recorded(records: &[Value], received: &[String]) {
+    let recorded: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r["status_code"] == 200)
+        .filter_map(|r| r["path"].as_str())
+        .collect();
+    let missing: Vec<&String> = received
+        .iter()
+        .filter(|p| !recorded.contains(p.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} responses the client received have no record, e.g. {:?}",
+        missing.len(),
+        received.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
