@@ -95,6 +95,15 @@ pub enum Annotations {
         /// Header names.
         injected: Vec<String>,
     },
+    /// `aws_auth`: the headers it set, for the region and service the client signed for.
+    AwsSigned {
+        /// Header names.
+        injected: Vec<String>,
+        /// The region of the signature's scope.
+        region: String,
+        /// The service of the signature's scope.
+        service: String,
+    },
     /// A refusal with only its reason code (`hmac_sign`).
     Rejected {
         /// The reason code.

@@ -31,6 +31,7 @@ pub use section::proxy::{DEFAULT_DENY_CIDRS, ProxyConfig, Timeouts, UpstreamConf
 pub use section::tls::TlsConfig;
 pub use section::{Config, schema};
 pub use transform::allowlist::Allowlist;
+pub use transform::aws_auth::AwsAuth;
 pub use transform::gcp_auth::{GcpAuth, IdToken, gcp_metadata_token_path};
 pub use transform::header_allowlist::{HeaderAllowlist, MANAGED_HEADERS};
 pub use transform::hmac_sign::{

@@ -49,6 +49,8 @@ pub struct Policy {
     pub oauth: Vec<crate::transform::oauth_token::OAuthToken>,
     /// Every `hmac_sign` transform.
     pub hmac: Vec<crate::transform::hmac_sign::HmacSign>,
+    /// Every `aws_auth` transform.
+    pub aws: Vec<crate::transform::aws_auth::AwsAuth>,
     /// Every `header_allowlist` transform: a header leaves only if each that applies allows it.
     pub header_allowlists: Vec<crate::transform::header_allowlist::HeaderAllowlist>,
 }

@@ -95,6 +95,13 @@ reasons! {
     CredentialUnavailable = "credential_unavailable",
     /// The `hmac_sign` key is not valid in its `key_encoding`.
     KeyDecodeFailed = "key_decode_failed",
+    /// `aws_auth` matched a request that carries no AWS Signature Version 4 (neither an
+    /// `Authorization: AWS4-HMAC-SHA256 …` header nor `X-Amz-Credential` in the query).
+    MissingSigv4 = "missing_sigv4",
+    /// `aws_auth`: the client signed for a region outside `allowed_regions`.
+    RegionNotAllowed = "region_not_allowed",
+    /// `aws_auth`: the client signed for a service outside `allowed_services`.
+    ServiceNotAllowed = "service_not_allowed",
     /// The request's Host is not the TLS server name.
     SniHostMismatch = "sni_host_mismatch",
     /// The request's Host is not the CONNECT/SOCKS target.

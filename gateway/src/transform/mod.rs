@@ -1,8 +1,9 @@
 //! Phase *transform request* for credentials: runs the policy's [`Plan`] for the request, one
-//! step per credential transform (`secrets`, `gcp_auth`, `oauth_token`, `hmac_sign`, each in
+//! step per credential transform (`secrets`, `gcp_auth`, `oauth_token`, `hmac_sign`, `aws_auth`, each in
 //! its own file behind `step::Transform`), and returns the scrubber that turns every value put on
 //! the wire back into a placeholder in the response.
 
+mod aws_auth;
 mod gcp_auth;
 mod hmac_sign;
 mod oauth_token;
@@ -76,6 +77,7 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
             Step::GcpAuth(i) => gcp_auth::GcpAuth(*i).run(&mut cx).await?,
             Step::OAuthToken(i) => oauth_token::OAuthToken(*i).run(&mut cx).await?,
             Step::HmacSign(i) => hmac_sign::HmacSign(*i).run(&mut cx).await?,
+            Step::AwsAuth(i) => aws_auth::AwsAuth(*i).run(&mut cx).await?,
         }
     }
     if !lists.is_empty() {

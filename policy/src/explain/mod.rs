@@ -104,7 +104,7 @@ impl fmt::Display for Sample {
 /// One transform's effect on the sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Effect {
-    /// `secrets`, `gcp_auth`, `oauth_token` or `hmac_sign`.
+    /// `secrets`, `gcp_auth`, `oauth_token`, `hmac_sign` or `aws_auth`.
     pub transform: &'static str,
     /// The entry's path in the policy file.
     pub id: String,
@@ -189,6 +189,7 @@ impl Policy {
                 Step::GcpAuth(i) => out.effects.push(self.gcp_effect(i)),
                 Step::OAuthToken(i) => out.effects.push(self.oauth_effect(i)),
                 Step::HmacSign(i) => out.effects.push(self.hmac_effect(i)),
+                Step::AwsAuth(i) => out.effects.push(self.aws_effect(i)),
             }
         }
         out
@@ -227,6 +228,23 @@ impl Policy {
                     "; no token → 502"
                 } else {
                     "; no token → sent without"
+                }
+            ),
+        }
+    }
+
+    fn aws_effect(&self, i: usize) -> Effect {
+        let a = &self.aws[i];
+        Effect {
+            transform: "aws_auth",
+            id: a.id.clone(),
+            what: format!(
+                "SigV4 signature re-made with the key `{}` for the region and service the client signed for; sets authorization, x-amz-date, x-amz-content-sha256{}",
+                self.sources[a.access_key_id.0].name,
+                if a.session_token.is_some() {
+                    ", x-amz-security-token"
+                } else {
+                    ""
                 }
             ),
         }

@@ -159,6 +159,15 @@ impl Config {
                     );
                     config.policy.gcp_auth.extend(g);
                 }
+                RawTransform::AwsAuth(a) => {
+                    let a = crate::transform::aws_auth::aws_auth(
+                        i,
+                        *a,
+                        &mut errs,
+                        &mut config.policy.sources,
+                    );
+                    config.policy.aws.extend(a);
+                }
                 RawTransform::HeaderAllowlist(h) => {
                     let h = crate::transform::header_allowlist::header_allowlist(i, h, &mut errs);
                     config.policy.header_allowlists.push(h);

@@ -3,6 +3,7 @@
 //! request.
 
 pub(crate) mod allowlist;
+pub(crate) mod aws_auth;
 pub(crate) mod gcp_auth;
 pub(crate) mod header_allowlist;
 pub(crate) mod hmac_sign;
@@ -16,6 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::transform::allowlist::RawAllowlist;
+use crate::transform::aws_auth::RawAwsAuth;
 use crate::transform::gcp_auth::{RawGcpAuth, RawGcpIdToken};
 use crate::transform::header_allowlist::RawHeaderAllowlist;
 use crate::transform::hmac_sign::RawHmac;
@@ -39,4 +41,6 @@ pub(crate) enum RawTransform {
     HeaderAllowlist(RawHeaderAllowlist),
     #[serde(rename = "gcp_id_token")]
     GcpIdToken(RawGcpIdToken),
+    #[serde(rename = "aws_auth")]
+    AwsAuth(Box<RawAwsAuth>),
 }

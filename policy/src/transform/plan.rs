@@ -17,6 +17,9 @@ pub enum Step {
     OAuthToken(usize),
     /// `hmac_sign`: the request signed as it goes out (so it runs last).
     HmacSign(usize),
+    /// `aws_auth`: the client's SigV4 signature replaced by one with the real keys (runs
+    /// last, with the signers).
+    AwsAuth(usize),
 }
 
 impl Step {
@@ -27,6 +30,7 @@ impl Step {
             Step::GcpAuth(_) => "gcp_auth",
             Step::OAuthToken(_) => "oauth_token",
             Step::HmacSign(_) => "hmac_sign",
+            Step::AwsAuth(_) => "aws_auth",
         }
     }
 }
@@ -34,15 +38,16 @@ impl Step {
 /// How the request body must be read before the steps that need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyRead {
-    /// A body of unknown length (chunked) may be read: false when an `hmac_sign` step
-    /// refuses to sign one.
+    /// A body of unknown length (chunked) may be read: false when an `hmac_sign` or
+    /// `aws_auth` step refuses to sign one.
     pub allow_chunked: bool,
 }
 
 /// What the credential transforms do to one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// The steps, in the order they run: secrets, gcp_auth, oauth_token, hmac_sign.
+    /// The steps, in the order they run: secrets, gcp_auth, oauth_token, hmac_sign,
+    /// aws_auth.
     pub steps: Vec<Step>,
     /// Set when a step reads the body (`replace` with `body: true`, `hmac_sign`).
     pub body: Option<BodyRead>,
@@ -77,12 +82,22 @@ impl Policy {
         let signing: Vec<usize> = (0..self.hmac.len())
             .filter(|&i| self.hmac[i].applies(req))
             .collect();
-        if secrets_read_body || !signing.is_empty() {
+        let aws: Vec<usize> = (0..self.aws.len())
+            .filter(|&i| self.aws[i].applies(req))
+            .take(1)
+            .collect();
+        let aws_read_body = aws.iter().any(|&i| self.aws[i].reads_body());
+        if secrets_read_body || aws_read_body || !signing.is_empty() {
+            let hmac_chunked = signing.iter().all(|&i| self.hmac[i].allow_chunked_body);
+            let aws_chunked = aws
+                .iter()
+                .all(|&i| !self.aws[i].reads_body() || self.aws[i].allow_chunked_body);
             plan.body = Some(BodyRead {
-                allow_chunked: signing.iter().all(|&i| self.hmac[i].allow_chunked_body),
+                allow_chunked: hmac_chunked && aws_chunked,
             });
         }
         plan.steps.extend(signing.into_iter().map(Step::HmacSign));
+        plan.steps.extend(aws.into_iter().map(Step::AwsAuth));
         plan
     }
 }
