@@ -163,6 +163,10 @@ pub struct Record {
     /// Client-side TLS parameters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsInfo>,
+    /// `sni-only` for a TLS connection passed through untouched (iron-proxy's `mode`; absent
+    /// when the gateway terminated TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
     /// The upstream address actually connected to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
@@ -220,6 +224,7 @@ impl Record {
             path: None,
             sni: None,
             tls: None,
+            mode: None,
             upstream: None,
             action: Action::Reject,
             status_code: None,

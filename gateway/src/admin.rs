@@ -182,7 +182,7 @@ async fn handle(
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            s.metrics.render(s.leaves.len(), s.audit.stats()),
+            s.metrics.render(s.leaf_count(), s.audit.stats()),
         ),
         "/v1/status" => json(
             StatusCode::OK,
@@ -193,7 +193,7 @@ async fn handle(
                 "listeners": state.addrs,
                 "connections_active": s.metrics.active(),
                 "requests_total": s.metrics.exchanges_total(),
-                "leaf_certificates": s.leaves.len(),
+                "leaf_certificates": s.leaf_count(),
             }),
         ),
         "/v1/policy" => {

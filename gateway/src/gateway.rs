@@ -20,7 +20,7 @@ use crate::ca::{Authority, CaError, LeafCache};
 use crate::credential::store::SecretEnv;
 use crate::listen::{Kind, accept_loop, dns, hello};
 use crate::metrics::Metrics;
-use crate::shared::{Addrs, Shared, Snapshot, http_builder};
+use crate::shared::{Addrs, Mitm, Shared, Snapshot, http_builder};
 use crate::upstream::guard::Guard;
 use crate::upstream::{TrustError, Upstreams, root_store};
 
@@ -149,6 +149,28 @@ fn upstreams(config: &Config, addrs: &Addrs) -> Result<Upstreams, StartError> {
     ))
 }
 
+/// TLS interception from the configured CA; none with `tls.mode: sni-only`.
+fn mitm(config: &Config) -> Result<Option<Mitm>, StartError> {
+    let t = &config.tls;
+    let authority = match (&t.ca_cert, &t.ca_key) {
+        _ if t.sni_only => return Ok(None),
+        (Some(cert), Some(key)) => {
+            Authority::load(Path::new(cert), Path::new(key), t.leaf_validity)?
+        }
+        _ => return Err(StartError::NoCa),
+    };
+    let leaves = Arc::new(LeafCache::new(
+        authority,
+        t.cert_cache_size,
+        t.leaf_issue_rate,
+        t.leaf_issue_burst,
+    ));
+    Ok(Some(Mitm {
+        tls: hello::server_config(leaves.clone()),
+        leaves,
+    }))
+}
+
 impl Gateway {
     /// Binds every listener and builds the shared state.
     pub async fn start(
@@ -165,13 +187,10 @@ impl Gateway {
         config_path: Option<PathBuf>,
         env: SecretEnv,
     ) -> Result<Gateway, StartError> {
-        let (Some(cert), Some(key)) = (&config.tls.ca_cert, &config.tls.ca_key) else {
-            return Err(StartError::NoCa);
-        };
         for w in &config.warnings {
             tracing::warn!("policy: {w}");
         }
-        let authority = Authority::load(Path::new(cert), Path::new(key), config.tls.leaf_validity)?;
+        let mitm = mitm(&config)?;
         let token = match config.management.listen {
             Some(_) => Some(api_key(&config.management)?),
             None => None,
@@ -182,17 +201,10 @@ impl Gateway {
         let audit = AuditLog::spawn(&config.audit)
             .await
             .map_err(StartError::Audit)?;
-        let leaves = Arc::new(LeafCache::new(
-            authority,
-            config.tls.cert_cache_size,
-            config.tls.leaf_issue_rate,
-            config.tls.leaf_issue_burst,
-        ));
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone(), &upstreams, &env)),
             env,
-            tls: hello::server_config(leaves.clone()),
-            leaves,
+            mitm,
             upstreams,
             audit,
             metrics: Metrics::default(),

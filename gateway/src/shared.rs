@@ -28,10 +28,8 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// The policy snapshot; a request loads it once and keeps it.
     pub policy: ArcSwap<Snapshot>,
-    /// Leaf certificates.
-    pub leaves: Arc<LeafCache>,
-    /// TLS server configuration for intercepted connections.
-    pub tls: Arc<ServerConfig>,
+    /// TLS interception; `None` with `tls.mode: sni-only` (HTTPS passes through).
+    pub mitm: Option<Mitm>,
     /// Upstream clients.
     pub upstreams: Upstreams,
     /// Audit records.
@@ -44,7 +42,21 @@ pub struct Shared {
     pub env: SecretEnv,
 }
 
+/// What terminating TLS takes: the leaves signed by the CA and the server configuration.
+#[derive(Debug)]
+pub struct Mitm {
+    /// Leaf certificates.
+    pub leaves: Arc<LeafCache>,
+    /// TLS server configuration for intercepted connections.
+    pub tls: Arc<ServerConfig>,
+}
+
 impl Shared {
+    /// Leaf certificates held now (0 without interception).
+    pub fn leaf_count(&self) -> u64 {
+        self.mitm.as_ref().map_or(0, |m| m.leaves.len())
+    }
+
     /// Whether requests are refused now because the audit cannot be written
     /// (`audit.on_failure: refuse`, the default with `strict`).
     pub fn audit_refusing(&self) -> bool {

@@ -49,22 +49,29 @@ pub enum HelloError {
     Io(#[from] io::Error),
 }
 
-/// Reads until a complete ClientHello is parsed by rustls.
-pub async fn read_client_hello<IO>(io: &mut IO, timeout: Duration) -> Result<Accepted, HelloError>
+/// Reads until a complete ClientHello is parsed by rustls. With `keep`, the bytes read are
+/// returned too (at most [`MAX_HELLO`]), to be replayed to the upstream (`sni-only`).
+pub async fn read_client_hello<IO>(
+    io: &mut IO,
+    timeout: Duration,
+    keep: bool,
+) -> Result<(Accepted, Vec<u8>), HelloError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::time::timeout(timeout, read_hello(io))
+    tokio::time::timeout(timeout, read_hello(io, keep))
         .await
         .map_err(|_| HelloError::Timeout)?
 }
 
 async fn read_hello<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
-) -> Result<Accepted, HelloError> {
+    keep: bool,
+) -> Result<(Accepted, Vec<u8>), HelloError> {
     let mut acceptor = Acceptor::default();
     let mut buf = [0u8; 4096];
     let mut total = 0;
+    let mut kept = Vec::new();
     loop {
         let n = io.read(&mut buf).await?;
         if n == 0 {
@@ -74,6 +81,9 @@ async fn read_hello<IO: AsyncRead + AsyncWrite + Unpin>(
         if total > MAX_HELLO {
             return Err(HelloError::TooLarge);
         }
+        if keep {
+            kept.extend_from_slice(&buf[..n]);
+        }
         let mut chunk = &buf[..n];
         while !chunk.is_empty() {
             if acceptor.read_tls(&mut chunk)? == 0 {
@@ -81,7 +91,7 @@ async fn read_hello<IO: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         match acceptor.accept() {
-            Ok(Some(accepted)) => return Ok(accepted),
+            Ok(Some(accepted)) => return Ok((accepted, kept)),
             Ok(None) => continue,
             Err((_, mut alert)) => {
                 let mut out = Vec::new();

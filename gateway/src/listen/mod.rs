@@ -6,6 +6,7 @@ pub mod dns;
 pub mod hello;
 pub mod https;
 pub mod io;
+pub mod passthrough;
 pub mod serve;
 pub mod socks;
 pub mod tunnel;

@@ -118,6 +118,9 @@ pub struct Upstreams {
     /// every client's requests multiplexed onto one h2 connection and its flow-control
     /// window) and WebSocket upgrades.
     pub h1: Client<Https, CountedBody>,
+    /// The address guard both clients dial through, for connections that are not HTTP
+    /// requests (`sni-only` passthrough).
+    pub guard: Arc<Guard>,
 }
 
 /// Errors building the upstream trust store.
@@ -187,7 +190,9 @@ impl Upstreams {
         let tls = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let connector = GuardConnector { guard };
+        let connector = GuardConnector {
+            guard: guard.clone(),
+        };
         let auto = HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http()
@@ -210,6 +215,7 @@ impl Upstreams {
         Upstreams {
             auto: client(auto),
             h1: client(h1),
+            guard,
         }
     }
 }

@@ -129,53 +129,62 @@ impl Config {
             warnings: Vec::new(),
         };
         config.tests = crate::explain::cases::cases(raw.tests, &mut errs);
-        for (i, t) in raw.transforms.into_iter().enumerate() {
-            match t {
-                RawTransform::Allowlist(a) => {
-                    config.policy.allowlists.push(allowlist(i, a, &mut errs))
-                }
-                RawTransform::Secrets(s) => {
-                    let list = secrets(i, s, &mut errs, &mut config.policy.sources);
-                    config.policy.secrets.extend(list);
-                }
-                RawTransform::GcpAuth(g) => {
-                    let g = gcp_auth(i, g, &mut errs, &mut config.policy.sources);
-                    config.policy.gcp_auth.extend(g);
-                }
-                RawTransform::OAuthToken(o) => {
-                    let list = oauth(i, o, &mut errs, &mut config.policy.sources);
-                    config.policy.oauth.extend(list);
-                }
-                RawTransform::HmacSign(h) => {
-                    let h = hmac(i, h, &mut errs, &mut config.policy.sources);
-                    config.policy.hmac.extend(h);
-                }
-                RawTransform::GcpIdToken(g) => {
-                    let g = crate::transform::gcp_auth::gcp_id_token(
-                        i,
-                        g,
-                        &mut errs,
-                        &mut config.policy.sources,
-                    );
-                    config.policy.gcp_auth.extend(g);
-                }
-                RawTransform::AwsAuth(a) => {
-                    let a = crate::transform::aws_auth::aws_auth(
-                        i,
-                        *a,
-                        &mut errs,
-                        &mut config.policy.sources,
-                    );
-                    config.policy.aws.extend(a);
-                }
-                RawTransform::HeaderAllowlist(h) => {
-                    let h = crate::transform::header_allowlist::header_allowlist(i, h, &mut errs);
-                    config.policy.header_allowlists.push(h);
-                }
-            }
-        }
+        transforms(raw.transforms, &mut config, &mut errs);
         config.warnings = errs.take_warnings();
         errs.finish(config)
+    }
+}
+
+/// The transforms, in file order, into the policy; and what `sni-only` means for them.
+fn transforms(raw: Vec<RawTransform>, config: &mut Config, errs: &mut Errors) {
+    for (i, t) in raw.into_iter().enumerate() {
+        match t {
+            RawTransform::Allowlist(a) => config.policy.allowlists.push(allowlist(i, a, errs)),
+            RawTransform::Secrets(s) => {
+                let list = secrets(i, s, errs, &mut config.policy.sources);
+                config.policy.secrets.extend(list);
+            }
+            RawTransform::GcpAuth(g) => {
+                let g = gcp_auth(i, g, errs, &mut config.policy.sources);
+                config.policy.gcp_auth.extend(g);
+            }
+            RawTransform::OAuthToken(o) => {
+                let list = oauth(i, o, errs, &mut config.policy.sources);
+                config.policy.oauth.extend(list);
+            }
+            RawTransform::HmacSign(h) => {
+                let h = hmac(i, h, errs, &mut config.policy.sources);
+                config.policy.hmac.extend(h);
+            }
+            RawTransform::GcpIdToken(g) => {
+                let g = crate::transform::gcp_auth::gcp_id_token(
+                    i,
+                    g,
+                    errs,
+                    &mut config.policy.sources,
+                );
+                config.policy.gcp_auth.extend(g);
+            }
+            RawTransform::AwsAuth(a) => {
+                let a =
+                    crate::transform::aws_auth::aws_auth(i, *a, errs, &mut config.policy.sources);
+                config.policy.aws.extend(a);
+            }
+            RawTransform::HeaderAllowlist(h) => {
+                let h = crate::transform::header_allowlist::header_allowlist(i, h, errs);
+                config.policy.header_allowlists.push(h);
+            }
+        }
+    }
+    let p = &config.policy;
+    let credentials = p.secrets.len() + p.gcp_auth.len() + p.oauth.len() + p.hmac.len();
+    if config.tls.sni_only && credentials + p.aws.len() > 0 {
+        errs.warn(
+            "tls.mode",
+            (0, 0),
+            "with `sni-only`, HTTPS is passed through untouched: credential transforms (and \
+             rules on methods or paths) apply to plain HTTP only",
+        );
     }
 }
 

@@ -23,6 +23,9 @@ pub(crate) struct RawTls {
 /// Certificate authority settings.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
+    /// `tls.mode: sni-only`: HTTPS passes through untouched, judged by its server name; no
+    /// CA, and nothing but host rules can apply to it.
+    pub sni_only: bool,
     /// CA certificate PEM path.
     pub ca_cert: Option<String>,
     /// CA private key PEM path.
@@ -39,10 +42,27 @@ pub struct TlsConfig {
 }
 
 pub(crate) fn tls(raw: crate::section::tls::RawTls, errs: &mut Errors) -> TlsConfig {
-    if let Some(mode) = &raw.mode
-        && mode.value != "mitm"
-    {
-        errs.hint("tls.mode", pos(mode), format!("mode `{}` is not supported", mode.value), "only `mitm` is supported: SNI-only passthrough cannot enforce paths, methods or credentials");
+    let sni_only = match raw.mode.as_ref().map(|m| m.value.as_str()) {
+        None | Some("mitm") => false,
+        Some("sni-only") => true,
+        Some(other) => {
+            if let Some(m) = &raw.mode {
+                errs.hint(
+                    "tls.mode",
+                    pos(m),
+                    format!("unknown mode `{other}`"),
+                    "use `mitm` (the default) or `sni-only`",
+                );
+            }
+            false
+        }
+    };
+    if sni_only && raw.ca_cert.is_some() {
+        errs.warn(
+            "tls",
+            (0, 0),
+            "`ca_cert`/`ca_key` are not used with `mode: sni-only` (TLS is passed through, never terminated)",
+        );
     }
     if raw.ca_cert.is_some() != raw.ca_key.is_some() {
         errs.push(
@@ -52,6 +72,7 @@ pub(crate) fn tls(raw: crate::section::tls::RawTls, errs: &mut Errors) -> TlsCon
         );
     }
     TlsConfig {
+        sni_only,
         ca_cert: raw.ca_cert,
         ca_key: raw.ca_key,
         cert_cache_size: raw.cert_cache_size.filter(|&n| n > 0).unwrap_or(1000),

@@ -1,0 +1,76 @@
+//! `tls.mode: sni-only`: a TLS connection whose server name the policy allowed goes, untouched,
+//! to that name's port 443 (never the CONNECT port: no port pivoting) through the address
+//! guard. The ClientHello read to judge it is replayed, then bytes flow both ways until either
+//! side ends; the connection's record is written then. Nothing is decrypted, so only host
+//! rules can apply.
+
+use std::sync::Arc;
+
+use policy::{Decision, Host, HostName};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::exchange::failure::Failure;
+use crate::exchange::{ConnMeta, Exchange};
+use crate::listen::hello::{self, alert};
+use crate::shared::Shared;
+use crate::upstream::fault::Fault;
+
+/// A connection the policy let through, with the ClientHello bytes read to judge it.
+pub struct Admitted {
+    /// The validated server name.
+    pub name: HostName,
+    /// The allow decision (its rule goes in the record).
+    pub decision: Decision,
+    /// The ClientHello as the client sent it.
+    pub hello: Vec<u8>,
+}
+
+/// Connects to the server and pipes the connection through.
+pub async fn run<IO>(shared: Arc<Shared>, meta: ConnMeta, pass: Admitted, mut client: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut ex = Exchange::begin(&shared, &meta).await;
+    let record = ex.record();
+    record.host = pass.name.to_string();
+    record.sni = Some(pass.name.to_string());
+    record.mode = Some("sni-only");
+    if shared.audit_refusing() {
+        hello::send_alert(&mut client, alert::INTERNAL_ERROR).await;
+        drop(ex.finish_failure(&Failure::AuditUnavailable, None));
+        return;
+    }
+    ex.allowed(&pass.decision);
+    let host = Host::Name(pass.name);
+    let (mut upstream, addr) = match shared.upstreams.guard.connect(&host, 443).await {
+        Ok(c) => c,
+        Err(e) => {
+            hello::send_alert(&mut client, alert::INTERNAL_ERROR).await;
+            let f = Failure::from(Fault::classify(&e));
+            drop(ex.finish_failure(&f, None));
+            return;
+        }
+    };
+    ex.record().upstream = Some(addr.to_string());
+    ex.set_status(200);
+    if upstream.write_all(&pass.hello).await.is_err() {
+        drop(ex.finish_failure(&Failure::from(Fault::Connect), None));
+        return;
+    }
+    ex.bytes_in.fetch_add(
+        pass.hello.len() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((sent, received)) => {
+            ex.bytes_in
+                .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            ex.add_bytes_out(received);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "sni-only connection ended with an error");
+            ex.record().error = Some("connection ended with an error".into());
+        }
+    }
+    drop(ex.finish_ok());
+}
