@@ -51,6 +51,9 @@ pub enum StartError {
     /// The audit output could not be opened.
     #[error("audit output: {0}")]
     Audit(std::io::Error),
+    /// `HTTP_PROXY`, `HTTPS_PROXY` or `NO_PROXY` is unusable.
+    #[error("proxy.upstream_proxy from the environment: {0}")]
+    UpstreamProxy(String),
     /// The management token is missing.
     #[error("management.listen is set but {0} is empty")]
     NoApiKey(String),
@@ -141,8 +144,19 @@ fn upstreams(config: &Config, addrs: &Addrs) -> Result<Upstreams, StartError> {
         p.timeouts.upstream_connect,
     );
     let roots = root_store(&config.upstream.ca_files)?;
+    let proxy = match &p.upstream_proxy {
+        Some(up) => Some(
+            up.with_env(|k| std::env::var(k).ok())
+                .map_err(StartError::UpstreamProxy)?,
+        ),
+        None => None,
+    };
+    if let Some(up) = &proxy {
+        tracing::info!(http = ?up.http, https = ?up.https, no_proxy = ?up.no_proxy, "upstream connections go through a proxy");
+    }
     Ok(Upstreams::new(
         Arc::new(guard),
+        proxy,
         roots,
         Duration::from_secs(90),
         p.max_connections,

@@ -29,6 +29,7 @@ pub use section::dns::{DnsConfig, DnsRecord, DnsValue};
 pub use section::management::ManagementConfig;
 pub use section::proxy::{DEFAULT_DENY_CIDRS, ProxyConfig, Timeouts, UpstreamConfig};
 pub use section::tls::TlsConfig;
+pub use section::upstream_proxy::{ProxyUrl, UpstreamProxy};
 pub use section::{Config, schema};
 pub use transform::allowlist::Allowlist;
 pub use transform::aws_auth::AwsAuth;

@@ -54,6 +54,9 @@ reasons! {
     /// certificate included), untrusted issuer, or no TLS version and cipher suite in common
     /// (TLS 1.0/1.1 or suites without forward secrecy).
     UpstreamTlsError = "upstream_tls_error",
+    /// The upstream proxy (`proxy.upstream_proxy`) refused the CONNECT tunnel (403, 407 without
+    /// or with wrong credentials, 502 …; the gateway's log has its status line) or broke it.
+    UpstreamProxyError = "upstream_proxy_error",
     /// No response head within `upstream_response_header_timeout`.
     UpstreamResponseTimeout = "upstream_response_timeout",
     /// Another upstream protocol failure.

@@ -374,6 +374,7 @@ mod tests {
         );
         Upstreams::new(
             Arc::new(guard),
+            None,
             rustls::RootCertStore::empty(),
             Duration::from_secs(1),
             1,

@@ -1,6 +1,6 @@
 //! `tls.mode: sni-only`: a TLS connection whose server name the policy allowed goes, untouched,
 //! to that name's port 443 (never the CONNECT port: no port pivoting) through the address
-//! guard. The ClientHello read to judge it is replayed, then bytes flow both ways until either
+//! guard (and the upstream proxy, if one is configured). The ClientHello read to judge it is replayed, then bytes flow both ways until either
 //! side ends; the connection's record is written then. Nothing is decrypted, so only host
 //! rules can apply.
 
@@ -14,6 +14,7 @@ use crate::exchange::{ConnMeta, Exchange};
 use crate::listen::hello::{self, alert};
 use crate::shared::Shared;
 use crate::upstream::fault::Fault;
+use crate::upstream::via;
 
 /// A connection the policy let through, with the ClientHello bytes read to judge it.
 pub struct Admitted {
@@ -42,7 +43,9 @@ where
     }
     ex.allowed(&pass.decision);
     let host = Host::Name(pass.name);
-    let (mut upstream, addr) = match shared.upstreams.guard.connect(&host, 443).await {
+    let up = &shared.upstreams;
+    let dial = via::dial(&up.guard, up.proxy.as_deref(), &host, 443, true);
+    let (mut upstream, addr) = match dial.await {
         Ok(c) => c,
         Err(e) => {
             hello::send_alert(&mut client, alert::INTERNAL_ERROR).await;

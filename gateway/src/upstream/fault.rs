@@ -21,6 +21,9 @@ pub enum Fault {
     /// The connection did not open in time.
     #[error("upstream connection timed out")]
     ConnectTimeout,
+    /// The upstream proxy (`proxy.upstream_proxy`) refused or broke the CONNECT tunnel.
+    #[error("the upstream proxy did not open a tunnel")]
+    Proxy,
     /// Upstream TLS failed (certificate or handshake); the fixed words say which check.
     #[error("upstream TLS failed: {0}")]
     Tls(&'static str),
@@ -40,7 +43,7 @@ impl Fault {
             Fault::AddressDenied => StatusCode::FORBIDDEN,
             Fault::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
             Fault::ClientBody => StatusCode::BAD_REQUEST,
-            Fault::Resolve | Fault::Connect | Fault::Tls(_) | Fault::Protocol => {
+            Fault::Resolve | Fault::Connect | Fault::Proxy | Fault::Tls(_) | Fault::Protocol => {
                 StatusCode::BAD_GATEWAY
             }
         }
@@ -53,6 +56,7 @@ impl Fault {
             Fault::Resolve => Reason::UpstreamResolveFailed,
             Fault::Connect => Reason::UpstreamConnectFailed,
             Fault::ConnectTimeout => Reason::UpstreamConnectTimeout,
+            Fault::Proxy => Reason::UpstreamProxyError,
             Fault::Tls(_) => Reason::UpstreamTlsError,
             Fault::ClientBody => Reason::BodyReadFailed,
             Fault::Protocol => Reason::UpstreamError,
@@ -69,6 +73,7 @@ impl Fault {
                     GuardError::Resolve(_) => Fault::Resolve,
                     GuardError::Connect(..) => Fault::Connect,
                     GuardError::Timeout(_) => Fault::ConnectTimeout,
+                    GuardError::Proxy(_) => Fault::Proxy,
                 };
             }
             if e.is::<ClientBodyError>() {

@@ -26,6 +26,9 @@ pub enum GuardError {
     /// The connection did not open in time.
     #[error("connecting to upstream {0} timed out")]
     Timeout(SocketAddr),
+    /// The upstream proxy did not open the tunnel (its status, or what went wrong).
+    #[error("the upstream proxy did not open a tunnel: {0}")]
+    Proxy(String),
 }
 
 /// The upstream address guard.
@@ -95,6 +98,25 @@ impl Guard {
             self.check(*a)?;
         }
         Ok(addrs)
+    }
+
+    /// The address a target is fixed to without resolving it — an IP literal, or a name
+    /// pinned in `upstream.hosts` — checked; `None` for a name only DNS can answer.
+    pub fn fixed(&self, host: &Host, port: u16) -> Result<Option<SocketAddr>, GuardError> {
+        let addr = match host {
+            Host::Ip(ip) => SocketAddr::new(*ip, port),
+            Host::Name(name) => match self.pins.get(name) {
+                Some((ip, pinned)) => SocketAddr::new(*ip, pinned.unwrap_or(port)),
+                None => return Ok(None),
+            },
+        };
+        self.check(addr)?;
+        Ok(Some(addr))
+    }
+
+    /// How long opening a connection may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// Resolves, checks and connects to the first checked address that answers.

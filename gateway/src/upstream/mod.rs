@@ -4,6 +4,7 @@
 pub mod body;
 pub mod fault;
 pub mod guard;
+pub mod via;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use policy::Host;
+use policy::{Host, UpstreamProxy};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 
@@ -34,6 +35,7 @@ pub struct UpstreamAddr(pub SocketAddr);
 #[derive(Debug, Clone)]
 pub struct GuardConnector {
     guard: Arc<Guard>,
+    proxy: Option<Arc<UpstreamProxy>>,
 }
 
 /// A checked upstream TCP connection.
@@ -85,20 +87,15 @@ impl tower_service::Service<Uri> for GuardConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let guard = self.guard.clone();
+        let (guard, proxy) = (self.guard.clone(), self.proxy.clone());
         Box::pin(async move {
             let host = uri
                 .host()
                 .and_then(|h| Host::parse(h).ok())
                 .ok_or_else(|| GuardError::Resolve("request has no valid host".into()))?;
-            let port = uri
-                .port_u16()
-                .unwrap_or(if uri.scheme_str() == Some("http") {
-                    80
-                } else {
-                    443
-                });
-            let (stream, peer) = guard.connect(&host, port).await?;
+            let https = uri.scheme_str() != Some("http");
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let (stream, peer) = via::dial(&guard, proxy.as_deref(), &host, port, https).await?;
             Ok(GuardedStream {
                 io: TokioIo::new(stream),
                 peer,
@@ -121,6 +118,8 @@ pub struct Upstreams {
     /// The address guard both clients dial through, for connections that are not HTTP
     /// requests (`sni-only` passthrough).
     pub guard: Arc<Guard>,
+    /// The upstream proxy every dial goes through, if configured.
+    pub proxy: Option<Arc<UpstreamProxy>>,
 }
 
 /// Errors building the upstream trust store.
@@ -186,12 +185,20 @@ impl Upstreams {
     /// so `max_idle` should cover the most client connections: a smaller pool closes the
     /// surplus after every burst and pays a new TLS handshake per request (at 256 connections
     /// a pool of 64 cost three times the CPU per request).
-    pub fn new(guard: Arc<Guard>, roots: RootCertStore, idle: Duration, max_idle: usize) -> Self {
+    pub fn new(
+        guard: Arc<Guard>,
+        proxy: Option<UpstreamProxy>,
+        roots: RootCertStore,
+        idle: Duration,
+        max_idle: usize,
+    ) -> Self {
+        let proxy = proxy.map(Arc::new);
         let tls = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
         let connector = GuardConnector {
             guard: guard.clone(),
+            proxy: proxy.clone(),
         };
         let auto = HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
@@ -216,6 +223,7 @@ impl Upstreams {
             auto: client(auto),
             h1: client(h1),
             guard,
+            proxy,
         }
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod dns;
 pub(crate) mod management;
 pub(crate) mod proxy;
 pub(crate) mod tls;
+pub(crate) mod upstream_proxy;
 
 use std::net::SocketAddr;
 

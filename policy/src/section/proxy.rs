@@ -29,8 +29,7 @@ pub(crate) struct RawProxy {
     pub max_response_body_bytes: Option<u64>,
     pub upstream_response_header_timeout: Option<S>,
     pub upstream_deny_cidrs: Option<Vec<S>>,
-    #[schemars(skip)]
-    pub upstream_proxy: Option<serde::de::IgnoredAny>,
+    pub upstream_proxy: Option<crate::section::upstream_proxy::RawUpstreamProxy>,
     #[serde(default)]
     pub upstream_allow_cidrs: Vec<S>,
     pub client_header_timeout: Option<S>,
@@ -99,6 +98,8 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Most headers in one request.
     pub max_headers: usize,
+    /// A proxy the upstream connections go through (`None`: connect directly).
+    pub upstream_proxy: Option<crate::section::upstream_proxy::UpstreamProxy>,
 }
 
 /// Every timeout of the data plane.
@@ -128,9 +129,6 @@ pub struct UpstreamConfig {
 }
 
 pub(crate) fn proxy(raw: RawProxy, errs: &mut Errors) -> ProxyConfig {
-    if raw.upstream_proxy.is_some() {
-        errs.hint("proxy.upstream_proxy", (0, 0), "is not supported", "the gateway connects to upstreams itself so that it can check every address (invariant 2)");
-    }
     let deny_cidrs = match &raw.upstream_deny_cidrs {
         Some(list) => cidrs(list, "proxy.upstream_deny_cidrs", errs),
         None => DEFAULT_DENY_CIDRS
@@ -201,6 +199,9 @@ pub(crate) fn proxy(raw: RawProxy, errs: &mut Errors) -> ProxyConfig {
         )
         .max(8192),
         max_headers: positive(raw.max_headers, 100, "proxy.max_headers", errs),
+        upstream_proxy: raw
+            .upstream_proxy
+            .map(|p| crate::section::upstream_proxy::upstream_proxy(p, errs)),
     }
 }
 
