@@ -246,3 +246,91 @@ async fn one_password_connect_source_by_titles_and_section() {
     );
     env.stop().await;
 }
+
+/// `aws_sm` and `aws_ssm`: the gateway reads a Secrets Manager secret (a JSON key of it) and a
+/// Parameter Store value with its own AWS credentials from its environment; the fake checks
+/// every request's SigV4 signature with botocore's signer. A missing secret refuses the
+/// request that requires it, naming the source and never a value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_secrets_manager_and_parameter_store_sources() {
+    let fake = Fake::start(3600);
+    let src = |kind: &str| {
+        format!(
+            "{kind}, region: eu-west-1, endpoint: 'https://aws.test:{}'",
+            fake.port
+        )
+    };
+    let t = format!(
+        "  - name: allowlist
+    config: {{domains: [{API}]}}
+  - name: secrets
+    config:
+      secrets:
+        - source: {{{}, json_key: api_key}}
+          rules: [{{host: {API}, paths: ['/sm']}}]
+          inject: {{header: x-api-key}}
+        - source: {{{}}}
+          rules: [{{host: {API}, paths: ['/ssm']}}]
+          inject: {{header: x-api-key}}
+        - source: {{{}}}
+          rules: [{{host: {API}, paths: ['/missing']}}]
+          inject: {{header: x-api-key, require: true}}
+",
+        src("type: aws_sm, secret_id: prod/openai"),
+        src("type: aws_ssm, name: /team/anthropic"),
+        src("type: aws_sm, secret_id: prod/nothing-here"),
+    );
+    let policy = common::ProcPolicy {
+        transforms: Some(&t),
+        pins: vec![("aws.test".into(), format!("127.0.0.1:{}", fake.port))],
+        ca_files: vec![fake.path("fake-ca.pem")],
+    };
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIAGATEWAY000000001".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", format!("gw-secret-{CANARY}-aws")),
+        ("AWS_SESSION_TOKEN", format!("gw-session-{CANARY}")),
+    ];
+    let p = common::Proc::start_with("{file: {path: DIR/audit.jsonl}}", policy, &env).await;
+    let proxy = format!("http://{}", p.tunnel);
+    let ca = p.path("ca.crt").display().to_string();
+    let get = |path: &str| {
+        let url = format!("https://{API}{path}");
+        let args = [
+            "-s",
+            "--cacert",
+            &ca,
+            "--proxy",
+            &proxy,
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ]
+        .map(String::from);
+        async move {
+            let out = run("curl", &args, &[]).await;
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    assert!(get("/sm").await.ends_with("200"));
+    assert!(get("/ssm").await.ends_with("200"));
+    let seen = p.origin.seen();
+    assert_eq!(seen[0]["headers"]["x-api-key"], "sk-c4n4ry-from-aws-sm");
+    assert_eq!(seen[1]["headers"]["x-api-key"], "sk-ant-c4n4ry-from-ssm");
+    let missing = get("/missing").await;
+    assert!(missing.ends_with("403"), "{missing}");
+    assert!(missing.contains("secret_unavailable"), "{missing}");
+    assert_eq!(p.origin.seen().len(), 2, "the refused request was not sent");
+    let calls = fake.seen("aws");
+    assert_eq!(calls.len(), 3, "{calls:#?}");
+    assert!(calls.iter().all(|c| c["verified"] == true), "{calls:#?}");
+    assert!(calls.iter().all(|c| c["region"] == "eu-west-1"));
+    assert_eq!(calls[0]["service"], "secretsmanager");
+    assert_eq!(calls[1]["service"], "ssm");
+    assert_eq!(calls[1]["request"]["WithDecryption"], true);
+    // The log names the failing source and the AWS error, never a value.
+    let log = p.log();
+    assert!(log.contains("aws_sm:prod/nothing-here"), "{log}");
+    assert!(log.contains("ResourceNotFoundException"), "{log}");
+    common::assert_no_canary("the gateway's log", &log);
+    p.records();
+}

@@ -43,6 +43,6 @@ pub use transform::plan::{BodyRead, DotSegments, Plan, Step, decode_path};
 pub use transform::secrets::{
     Formatter, HeaderMatch, HeaderScope, Inject, InjectTarget, Mode, Replace, SecretEntry,
 };
-pub use transform::source::{NamedSource, OpRef, Source, SourceId, VaultToken};
+pub use transform::source::{AwsItem, NamedSource, OpRef, Source, SourceId, VaultToken};
 pub use transform::template::Template;
 pub use value::{parse_duration, parse_listen};

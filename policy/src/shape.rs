@@ -278,19 +278,49 @@ impl<'a> Walk<'a> {
                 format!("missing `{tag}` (one of: {})", names.join(", ")),
                 entry,
             ),
-            (Some((_, v)), None) => self.report(
-                &format!("{path}.{tag}"),
-                pos(v),
-                format!(
-                    "unknown {tag} `{}` (one of: {})",
-                    scalar_text(v).unwrap_or("?"),
-                    names.join(", ")
-                ),
-                entry,
-            ),
+            (Some((_, v)), None) => {
+                let given = scalar_text(v).unwrap_or("?");
+                let why = NOT_BUILT
+                    .iter()
+                    .find(|(n, _)| *n == given)
+                    .map(|(_, why)| {
+                        format!(": iron-proxy's `{given}` is not supported here: {why}")
+                    })
+                    .unwrap_or_default();
+                self.report(
+                    &format!("{path}.{tag}"),
+                    pos(v),
+                    format!(
+                        "unknown {tag} `{given}` (one of: {}){why}",
+                        names.join(", ")
+                    ),
+                    entry,
+                )
+            }
         }
     }
 }
+
+/// iron-proxy's transform and source names that are not built here, and why.
+const NOT_BUILT: [(&str, &str); 5] = [
+    (
+        "1password",
+        "1Password documents no HTTP API for service accounts; run a Connect server and use `1password_connect`",
+    ),
+    ("judge", "no LLM judges requests; write allowlist rules"),
+    (
+        "annotate",
+        "not built; the audit record has the request's host, method and path",
+    ),
+    (
+        "body_capture",
+        "not built: request bodies are never written to the audit trail",
+    ),
+    (
+        "grpc",
+        "not built; gRPC over HTTP/2 is judged by host and path like any request",
+    ),
+];
 
 /// A string scalar's text.
 fn scalar_text(n: &Spanned<Node>) -> Option<&str> {
@@ -451,7 +481,7 @@ transforms:
             "11:17: transforms[0].config.domains[0]: `*` is only allowed",
             "12:7: transforms[0].config.hosts: unknown key `hosts`",
             "13:11: transforms[1].name: unknown name `firewall` (one of: allowlist, secrets",
-            "18:26: transforms[2].config.secrets[0].source.type: unknown type `envv` (one of: env, file, vault, 1password_connect)",
+            "18:26: transforms[2].config.secrets[0].source.type: unknown type `envv` (one of: env, file, vault, aws_sm, aws_ssm, 1password_connect)",
             "22:26: transforms[2].config.secrets[1].rules[0].host: `*` is only allowed",
         ];
         for w in want {

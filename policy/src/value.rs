@@ -61,7 +61,7 @@ pub(crate) fn yaml_error(e: &serde_saphyr::Error) -> ConfigErrors {
         .unwrap_or(message)
         .to_string();
     let hint = if message.contains("unknown variant") {
-        Some("supported transforms: allowlist, header_allowlist, secrets, gcp_auth, gcp_id_token, oauth_token, hmac_sign, aws_auth; sources: env, file, vault, 1password_connect")
+        Some("supported transforms: allowlist, header_allowlist, secrets, gcp_auth, gcp_id_token, oauth_token, hmac_sign, aws_auth; sources: env, file, vault, 1password_connect, aws_sm, aws_ssm")
     } else if message.starts_with("invalid u") || message.starts_with("invalid i") {
         Some("expected a whole number")
     } else {

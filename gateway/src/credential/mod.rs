@@ -3,6 +3,7 @@
 //! OAuth grants, AWS SigV4 signatures) and cached until they near expiry. Values never leave this module except to
 //! be put on the wire by a transform.
 
+pub mod aws;
 pub mod crypto;
 pub mod mint;
 pub mod onepassword;

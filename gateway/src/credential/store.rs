@@ -97,6 +97,10 @@ pub enum SecretError {
     /// 1Password Connect could not be reached, refused, or has no such vault, item or field.
     #[error("1password connect: {0}")]
     OnePassword(String),
+    /// AWS Secrets Manager or Parameter Store could not be reached, refused, or has no such
+    /// secret or value.
+    #[error("aws: {0}")]
+    Aws(String),
 }
 
 /// A value and when it was fetched.
@@ -260,6 +264,14 @@ async fn fetch(
         } => super::onepassword::connect(reference, host.as_deref(), token, http)
             .await
             .map_err(SecretError::OnePassword)?,
+        Source::Aws {
+            item,
+            region,
+            endpoint,
+            ..
+        } => super::aws::read(item, region.as_deref(), endpoint.as_deref(), http)
+            .await
+            .map_err(SecretError::Aws)?,
     };
     let bytes = match source.json_key() {
         None => raw,

@@ -17,7 +17,7 @@ pub struct Fake {
 }
 
 /// Names the fake's certificate covers; pin them to `fake.addr()`.
-pub const FAKE_NAMES: [&str; 2] = ["token.test", "vault.test"];
+pub const FAKE_NAMES: [&str; 3] = ["token.test", "vault.test", "aws.test"];
 
 impl Fake {
     /// Starts the fake; tokens it mints live `expires_in` seconds.

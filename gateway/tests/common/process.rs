@@ -23,8 +23,35 @@ pub struct Proc {
     pub origin: Origin,
 }
 
+/// The default transforms: `api.test` allowed, its key injected from `API_KEY`.
+const TRANSFORMS: &str = "  - name: allowlist
+    config: {domains: [api.test]}
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: API_KEY}
+          rules: [{host: api.test}]
+          inject: {header: x-api-key}
+";
+
+/// What a process's policy has beyond the defaults.
+#[derive(Default)]
+pub struct ProcPolicy<'a> {
+    /// `transforms:` list items, replacing the default ones.
+    pub transforms: Option<&'a str>,
+    /// Extra `upstream.hosts` pins.
+    pub pins: Vec<(String, String)>,
+    /// Extra trusted upstream CA files.
+    pub ca_files: Vec<String>,
+}
+
 impl Proc {
     pub async fn start(audit: &str, env: &[(&str, String)]) -> Proc {
+        Proc::start_with(audit, ProcPolicy::default(), env).await
+    }
+
+    /// A gateway with `policy`'s transforms, pins and trust, and `env` in its environment.
+    pub async fn start_with(audit: &str, policy: ProcPolicy<'_>, env: &[(&str, String)]) -> Proc {
         gateway::install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -41,22 +68,25 @@ proxy:
 metrics: {{listen: '127.0.0.1:0'}}
 tls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key}}
 upstream:
-  hosts: {{api.test: '{o}'}}
-  ca_files: [{d}/origin-ca.pem]
+  hosts: {{api.test: '{o}'{pins}}}
+  ca_files: [{d}/origin-ca.pem{cas}]
 audit: {audit}
 transforms:
-  - name: allowlist
-    config: {{domains: [api.test]}}
-  - name: secrets
-    config:
-      secrets:
-        - source: {{type: env, var: API_KEY}}
-          rules: [{{host: api.test}}]
-          inject: {{header: x-api-key}}
-",
+{t}",
             d = d.display(),
             o = origin.addr,
             audit = audit.replace("DIR", &d.display().to_string()),
+            pins = policy
+                .pins
+                .iter()
+                .map(|(h, a)| format!(", {h}: '{a}'"))
+                .collect::<String>(),
+            cas = policy
+                .ca_files
+                .iter()
+                .map(|c| format!(", {c}"))
+                .collect::<String>(),
+            t = policy.transforms.unwrap_or(TRANSFORMS),
         );
         std::fs::write(d.join("gateway.yaml"), yaml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_centaur-gateway"))
@@ -87,9 +117,12 @@ transforms:
                 }
             }
         });
-        let (tunnel, metrics) = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the gateway did not start");
+        let Ok((tunnel, metrics)) = rx.recv_timeout(Duration::from_secs(20)) else {
+            // The reader thread has seen the end of its output: the log is complete.
+            std::thread::sleep(Duration::from_millis(100));
+            let log = std::fs::read_to_string(d.join("gateway.log")).unwrap_or_default();
+            panic!("the gateway did not start:\n{log}");
+        };
         Proc {
             dir,
             child,

@@ -1,9 +1,10 @@
-"""Fake authorization server, Google token endpoint, Vault and 1Password Connect, for the
-credential tests.
+"""Fake authorization server, Google token endpoint, Vault, 1Password Connect and AWS Secrets
+Manager / Parameter Store, for the credential tests.
 
 Built from libraries nobody here wrote: oauthlib serves RFC 6749 grants (client_credentials,
 password, refresh_token), PyJWT verifies RFC 7523 assertions (Google service accounts and the
-jwt_bearer grant) against the real key's public half, trustme makes the TLS certificate.
+jwt_bearer grant) against the real key's public half, botocore's signer checks AWS SigV4
+signatures, trustme makes the TLS certificate.
 
 Usage: authserver.py DIR NAME[,NAME...]. Writes into DIR: fake-ca.pem (trust it), sa.json
 (the real service-account key; its token_uri points here), sa-dummy.json (a dummy key for the
@@ -24,6 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import trustme
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthlib.oauth2 import RequestValidator, Server
@@ -61,6 +65,11 @@ OP_ITEMS = {
         }
     ]
 }
+# AWS Secrets Manager (GetSecretValue) and Parameter Store (GetParameter), JSON protocol 1.1,
+# for the gateway's own credentials below.
+AWS_KEYS = Credentials("AKIAGATEWAY000000001", "gw-secret-c4n4ry-aws", "gw-session-c4n4ry")
+AWS_SM = {"prod/openai": json.dumps({"api_key": "sk-c4n4ry-from-aws-sm", "org": "ml"})}
+AWS_SSM = {"/team/anthropic": "sk-ant-c4n4ry-from-ssm"}
 
 
 def log(entry):
@@ -125,8 +134,7 @@ class Validator(RequestValidator):
             # Rotation: the new refresh token replaces the old one.
             with LOCK:
                 REFRESH[token["refresh_token"]] = request.client.client_id
-        log({"kind": "oauth", "grant": request.grant_type, "token": token["access_token"],
-             "client_id": request.client.client_id})
+        log({"kind": "oauth", "grant": request.grant_type, "token": token["access_token"], "client_id": request.client.client_id})
 
 
 SERVER = Server(Validator(), token_expires_in=EXPIRES_IN)
@@ -157,12 +165,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.op_connect(path, dict(urllib.parse.parse_qsl(url.query)))
         if path == "/google/certs":
             # Like https://www.googleapis.com/oauth2/v1/certs: key id -> PEM.
-            public = KEYS["google"].public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            public = (
+                KEYS["google"]
+                .public_key()
+                .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
             )
             return self.reply(200, json.dumps({"fake-google-1": public.decode()}))
         if path.startswith("/v1/secret/data/"):
-            key = "secret/" + path[len("/v1/secret/data/"):]
+            key = "secret/" + path[len("/v1/secret/data/") :]
             log({"kind": "vault", "path": key, "token_ok": self.headers.get("X-Vault-Token") == VAULT_TOKEN})
             if self.headers.get("X-Vault-Token") != VAULT_TOKEN:
                 return self.reply(403, json.dumps({"errors": ["permission denied"]}))
@@ -207,25 +217,59 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, "{}")
         if STATE["down"]:
             return self.reply(503, "unavailable", {"Content-Type": "text/plain"})
+        if self.headers.get("X-Amz-Target"):
+            return self.aws(body)
         form = dict(urllib.parse.parse_qsl(body.decode()))
         if path == "/google/token":
             return self.google(form)
         if path == "/oauth/token":
             if form.get("grant_type") == "urn:ietf:params:oauth:grant-type:jwt-bearer":
                 return self.jwt_bearer(form)
-            headers, out, status = SERVER.create_token_response(
-                self.path, "POST", body.decode(), dict(self.headers))
-            log({"kind": "oauth_request", "status": status, "form_keys": sorted(form),
-                 "x_tenant": self.headers.get("X-Tenant")})
+            headers, out, status = SERVER.create_token_response(self.path, "POST", body.decode(), dict(self.headers))
+            log({"kind": "oauth_request", "status": status, "form_keys": sorted(form), "x_tenant": self.headers.get("X-Tenant")})
             return self.reply(status, out, headers)
         self.reply(404, "{}")
+
+    def aws(self, body):
+        """Checks the SigV4 signature with botocore's signer at the request's own X-Amz-Date."""
+        target = self.headers["X-Amz-Target"]
+        auth = self.headers.get("Authorization", "")
+        fields = dict(p.strip().split("=", 1) for p in auth.split(" ", 1)[-1].split(",") if "=" in p)
+        try:
+            key, _date, region, service, _ = fields["Credential"].split("/")
+            signed = fields["SignedHeaders"].split(";")
+            req = AWSRequest(
+                method="POST",
+                url=f"https://{self.headers['Host']}{self.path}",
+                data=body,
+                headers={n: self.headers[n] for n in signed if n != "host"},
+            )
+            req.context["timestamp"] = self.headers["X-Amz-Date"]
+            signer = SigV4Auth(AWS_KEYS, service, region)
+            canonical = signer.canonical_request(req)
+            ok = (
+                key == AWS_KEYS.access_key and signer.signature(signer.string_to_sign(req, canonical), req) == fields["Signature"]
+            )
+            ok = ok and self.headers.get("X-Amz-Security-Token") == AWS_KEYS.token
+        except (KeyError, ValueError):
+            ok, region, service = False, None, None
+        doc = json.loads(body or b"{}")
+        log({"kind": "aws", "target": target, "verified": ok, "region": region, "service": service, "request": doc})
+        if not ok:
+            return self.reply(403, json.dumps({"__type": "InvalidSignatureException", "message": "bad signature"}))
+        if target == "secretsmanager.GetSecretValue" and doc.get("SecretId") in AWS_SM:
+            return self.reply(200, json.dumps({"Name": doc["SecretId"], "SecretString": AWS_SM[doc["SecretId"]]}))
+        if target == "AmazonSSM.GetParameter" and doc.get("Name") in AWS_SSM:
+            value = AWS_SSM[doc["Name"]] if doc.get("WithDecryption") else "AQICAHencrypted"
+            return self.reply(200, json.dumps({"Parameter": {"Name": doc["Name"], "Value": value}}))
+        kind = "ParameterNotFound" if target.startswith("AmazonSSM") else "ResourceNotFoundException"
+        self.reply(400, json.dumps({"__type": f"com.amazonaws.{kind}#{kind}", "message": "not found"}))
 
     def google(self, form):
         pub = KEYS["sa"].public_key()
         entry = {"kind": "google", "grant_type": form.get("grant_type")}
         try:
-            claims = jwt.decode(form.get("assertion", ""), pub, algorithms=["RS256"],
-                                audience=TOKEN_URI)
+            claims = jwt.decode(form.get("assertion", ""), pub, algorithms=["RS256"], audience=TOKEN_URI)
             header = jwt.get_unverified_header(form["assertion"])
             entry.update(verified=True, claims=claims, kid=header.get("kid"))
         except Exception as e:  # noqa: BLE001 - any failure is a refusal
@@ -235,9 +279,16 @@ class Handler(BaseHTTPRequestHandler):
         if "target_audience" in claims:
             # An ID token, signed by "Google" (our key, published at /google/certs).
             now = int(time.time())
-            id_claims = {"iss": "https://accounts.google.com", "aud": claims["target_audience"],
-                         "azp": claims["iss"], "email": claims["iss"], "email_verified": True,
-                         "sub": "1" + str(STATE["minted"]).zfill(20), "iat": now, "exp": now + 3600}
+            id_claims = {
+                "iss": "https://accounts.google.com",
+                "aud": claims["target_audience"],
+                "azp": claims["iss"],
+                "email": claims["iss"],
+                "email_verified": True,
+                "sub": "1" + str(STATE["minted"]).zfill(20),
+                "iat": now,
+                "exp": now + 3600,
+            }
             token = jwt.encode(id_claims, KEYS["google"], algorithm="RS256", headers={"kid": "fake-google-1"})
             entry["id_token"] = token
             log(entry)
@@ -245,15 +296,13 @@ class Handler(BaseHTTPRequestHandler):
         token = next_token("ya29")
         entry["token"] = token
         log(entry)
-        self.reply(200, json.dumps({"access_token": token, "expires_in": EXPIRES_IN,
-                                    "token_type": "Bearer"}))
+        self.reply(200, json.dumps({"access_token": token, "expires_in": EXPIRES_IN, "token_type": "Bearer"}))
 
     def jwt_bearer(self, form):
         pub = KEYS["jwt"].public_key()
         entry = {"kind": "jwt_bearer"}
         try:
-            claims = jwt.decode(form.get("assertion", ""), pub, algorithms=["RS256"],
-                                audience="https://api.test/")
+            claims = jwt.decode(form.get("assertion", ""), pub, algorithms=["RS256"], audience="https://api.test/")
             entry.update(verified=True, claims=claims)
         except Exception as e:  # noqa: BLE001
             entry.update(verified=False, error=str(e))
@@ -262,8 +311,7 @@ class Handler(BaseHTTPRequestHandler):
         token = next_token("jwt")
         entry["token"] = token
         log(entry)
-        self.reply(200, json.dumps({"access_token": token, "expires_in": EXPIRES_IN,
-                                    "token_type": "Bearer"}))
+        self.reply(200, json.dumps({"access_token": token, "expires_in": EXPIRES_IN, "token_type": "Bearer"}))
 
 
 KEYS = {"sa": rsa_key(), "dummy": rsa_key(), "jwt": rsa_key(), "google": rsa_key()}
@@ -279,10 +327,15 @@ httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
 
 
 def keyfile(name, key, uri):
-    return {"type": "service_account", "project_id": "centaur-test",
-            "private_key_id": f"kid-{name}", "private_key": pem(key),
-            "client_email": f"{name}@centaur-test.iam.gserviceaccount.com",
-            "client_id": "1234", "token_uri": uri}
+    return {
+        "type": "service_account",
+        "project_id": "centaur-test",
+        "private_key_id": f"kid-{name}",
+        "private_key": pem(key),
+        "client_email": f"{name}@centaur-test.iam.gserviceaccount.com",
+        "client_id": "1234",
+        "token_uri": uri,
+    }
 
 
 with open(os.path.join(DIR, "sa.json"), "w") as f:

@@ -84,7 +84,7 @@ pub(crate) fn aws_auth(
             format!("{base}.credentials_provider"),
             (0, 0),
             "is not supported: the gateway does not read the AWS default credential chain",
-            "give `access_key_id` and `secret_access_key` as sources (env, file, vault, 1password_connect)",
+            "give `access_key_id` and `secret_access_key` as sources (env, file, vault, 1password_connect, aws_sm, aws_ssm)",
         );
     }
     let mut key = |name: &str, raw: Option<RawSource>, required: bool| match raw {

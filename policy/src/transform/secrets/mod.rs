@@ -262,8 +262,11 @@ mod tests {
                 "missing {e:?} in {errs:#?}"
             );
         }
-        let bad_source = Config::parse("dns: {enabled: false}\ntransforms:\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: aws_sm, secret_id: x}\n          rules: [{host: a.test}]\n          replace: {proxy_value: X}\n").unwrap_err();
-        assert!(bad_source.to_string().contains("aws_sm"), "{bad_source}");
+        let bad_source = Config::parse("dns: {enabled: false}\ntransforms:\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: 1password, secret_ref: x}\n          rules: [{host: a.test}]\n          replace: {proxy_value: X}\n").unwrap_err();
+        assert!(
+            bad_source.to_string().contains("1password_connect"),
+            "{bad_source}"
+        );
     }
 
     #[test]
