@@ -2,7 +2,7 @@
 //! crafted frame by frame with Python's `h2` (its own checks off) reach the gateway's TLS
 //! listener bound for an HTTP/1.1-only origin, so any that slipped through would be
 //! re-spoken as HTTP/1.1. A case passes when the gateway refuses it (a 4xx, a stream reset or
-//! a GOAWAY) and the origin never receives it.
+//! a GOAWAY) and the origin never receives it; every refusal is audited.
 
 #![allow(clippy::unwrap_used)]
 
@@ -59,11 +59,25 @@ async fn malformed_http2_requests_are_refused_and_never_forwarded() {
             "{name} reached the origin: {r}"
         );
     }
-    // Connection-level refusals (GOAWAY) are audited; a reset stream is not (the h2 library
-    // resets it before the gateway sees a request).
+    // Connection-level refusals (GOAWAY) are audited, and so is each stream the h2 library
+    // reset before the gateway saw a request, once, naming the stream and the code.
     let goaways = results.iter().filter(|r| !r["goaway"].is_null()).count();
     assert!(goaways > 0, "no case ended in GOAWAY: {stdout}");
     let recorded = env.count_reason("http2_protocol_error", goaways).await;
     assert_eq!(recorded, goaways, "each GOAWAY is recorded once");
+    let resets = results
+        .iter()
+        .filter(|r| r["reset"].as_u64().is_some_and(|c| c != 0 && c != 8))
+        .count();
+    assert!(resets > 0, "no case ended in a stream reset: {stdout}");
+    let recorded = env.count_reason("http2_stream_reset", resets).await;
+    assert_eq!(recorded, resets, "each reset stream is recorded once");
+    for r in env.audit(0).await {
+        if r["reason"] == "http2_stream_reset" {
+            assert_eq!(r["error"], "stream 1 reset: PROTOCOL_ERROR", "{r}");
+            assert_eq!(r["sni"], "h1.test", "{r}");
+            assert_eq!(r["action"], "reject", "{r}");
+        }
+    }
     env.stop().await;
 }

@@ -125,9 +125,12 @@ reasons! {
     HttpMalformed = "http_malformed",
     /// The request head exceeds `max_header_bytes`.
     HttpHeadersTooLarge = "http_headers_too_large",
-    /// The HTTP/2 connection broke the protocol (bad header names or values, invalid frames); a
-    /// single malformed stream is reset by the h2 library and not recorded.
+    /// The HTTP/2 connection broke the protocol (bad header names or values, invalid frames).
     Http2ProtocolError = "http2_protocol_error",
+    /// The h2 library reset one HTTP/2 stream for the client's fault (a malformed request's
+    /// HEADERS, a flow-control or frame-size violation, too many concurrent streams); the
+    /// record's `error` names the stream and the error code. Nothing was forwarded.
+    Http2StreamReset = "http2_stream_reset",
     /// No complete request head within `client_header_timeout` on a new connection.
     ClientHeaderTimeout = "client_header_timeout",
     /// No CONNECT/SOCKS5 handshake in time.

@@ -165,7 +165,7 @@ impl Exchange {
     }
 
     /// Finishes with a failure: the record carries its reason, the status the client was sent
-    /// (`None` for a TLS alert or SOCKS reply) and a short message.
+    /// (`None` for a TLS alert or SOCKS reply) and a short message (unless one is set).
     pub fn finish_failure(mut self, failure: &Failure, status: Option<u16>) -> Option<Durable> {
         let (reason, action) = (failure.reason(), failure.action());
         self.record.status_code = status;
@@ -179,7 +179,10 @@ impl Exchange {
                 annotations: None,
             });
         } else {
-            self.record.error = Some(failure.to_string());
+            // A more specific message set by the caller is kept.
+            if self.record.error.is_none() {
+                self.record.error = Some(failure.to_string());
+            }
             if let Failure::SecretUnavailable { name } | Failure::PlaceholderMissing { name } =
                 failure
             {

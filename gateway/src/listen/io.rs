@@ -12,6 +12,8 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::listen::h2_resets::ResetWatch;
+
 /// Fails reads and writes with `TimedOut` after `idle` without progress in either direction,
 /// unless `busy` says a request is in flight.
 #[derive(Debug)]
@@ -22,6 +24,8 @@ pub struct Idle<IO> {
     timer: Pin<Box<Sleep>>,
     busy: Option<Arc<AtomicUsize>>,
     read: u64,
+    /// HTTP/2 stream resets to report (client connections).
+    resets: Option<ResetWatch>,
 }
 
 impl<IO> Idle<IO> {
@@ -35,7 +39,14 @@ impl<IO> Idle<IO> {
             timer: Box::pin(tokio::time::sleep_until(last + idle)),
             busy,
             read: 0,
+            resets: None,
         }
+    }
+
+    /// Reports the HTTP/2 streams reset for the client's fault in what is written.
+    pub fn watch_resets(mut self, watch: ResetWatch) -> Self {
+        self.resets = Some(watch);
+        self
     }
 
     /// Bytes read so far.
@@ -77,6 +88,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Idle<IO> {
                 let n = buf.filled().len() - before;
                 if n > 0 {
                     self.last = Instant::now();
+                    if self.read == 0
+                        && let Some(w) = &mut self.resets
+                    {
+                        w.read(&buf.filled()[before..]);
+                    }
                     self.read += n as u64;
                 }
                 Poll::Ready(r)
@@ -94,8 +110,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Idle<IO> {
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.io).poll_write(cx, buf) {
             Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
+                if let Ok(n) = r
+                    && n > 0
+                {
                     self.last = Instant::now();
+                    if let Some(w) = &mut self.resets {
+                        w.written(&buf[..n]);
+                    }
                 }
                 Poll::Ready(r)
             }

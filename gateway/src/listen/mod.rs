@@ -3,6 +3,7 @@
 //! request reaches the exchange.
 
 pub mod dns;
+pub mod h2_resets;
 pub mod hello;
 pub mod https;
 pub mod io;

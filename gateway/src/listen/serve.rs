@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::exchange::body::ProxyBody;
 use crate::exchange::failure::Failure;
 use crate::exchange::{ConnMeta, Exchange, proxy};
+use crate::listen::h2_resets::{self, OnReset, ResetWatch};
 use crate::listen::io::Idle;
 use crate::shared::Shared;
 
@@ -44,7 +45,8 @@ where
         io,
         shared.config.proxy.timeouts.idle,
         Some(meta.inflight.clone()),
-    );
+    )
+    .watch_resets(ResetWatch::new(stream_reset_recorder(&shared, &meta)));
     if let Err(e) = shared
         .http
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
@@ -52,6 +54,34 @@ where
     {
         protocol_error(&shared, &meta, &*e).await;
     }
+}
+
+/// Records each HTTP/2 stream the h2 library reset for the client's fault (a malformed
+/// request never reaches the gateway as a request, so this is its only record).
+fn stream_reset_recorder(shared: &Arc<Shared>, meta: &Arc<ConnMeta>) -> OnReset {
+    let (shared, meta) = (shared.clone(), meta.clone());
+    Arc::new(move |stream, code| {
+        let Some(name) = h2_resets::client_fault(code) else {
+            return;
+        };
+        let (shared, meta) = (shared.clone(), meta.clone());
+        tokio::spawn(async move {
+            let mut ex = Exchange::begin(&shared, &meta).await;
+            let r = ex.record();
+            r.host = meta
+                .tls
+                .as_ref()
+                .map(|t| t.sni.to_string())
+                .unwrap_or_default();
+            r.error = Some(format!("stream {stream} reset: {name}"));
+            let f = Failure::Refused {
+                status: StatusCode::BAD_REQUEST,
+                reason: Reason::Http2StreamReset,
+                message: "HTTP/2 stream reset",
+            };
+            drop(ex.finish_failure(&f, None));
+        });
+    })
 }
 
 /// Audits a connection that ended in a protocol error hyper already answered (400/431/408).
@@ -109,7 +139,8 @@ async fn protocol_error(
 
 /// Whether hyper's error is an HTTP/2 connection error the client caused (the h2 library
 /// sent GOAWAY with PROTOCOL_ERROR, COMPRESSION_ERROR or FRAME_SIZE_ERROR). Malformed
-/// single streams are reset by the library without reaching the gateway, and are not recorded.
+/// single streams are reset by the library without reaching the gateway; `h2_resets` records
+/// those.
 fn is_h2_protocol_error(h: &hyper::Error) -> bool {
     let mut cur = std::error::Error::source(h);
     while let Some(e) = cur {
