@@ -10,7 +10,9 @@ pub mod read;
 mod record;
 pub mod write;
 
-pub use record::{Action, Annotations, Placed, Record, TlsInfo, Transform, format_ts, now_rfc3339};
+pub use record::{
+    Action, Annotations, McpMessage, Placed, Record, TlsInfo, Transform, format_ts, now_rfc3339,
+};
 pub use write::file::{Footer, Header, rotated};
 pub use write::log::{AuditLog, Durable, Slot};
 pub use write::otlp::{Protocol, Target};

@@ -48,6 +48,21 @@ pub struct Transform {
     pub annotations: Option<Annotations>,
 }
 
+/// One JSON-RPC message an `mcp` server judged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct McpMessage {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// The method (`tools/call`, `initialize`, …).
+    pub method: String,
+    /// Why it was denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// The tool, for a `tools/call`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+}
+
 /// What a transform did to a request or response, as its audit entry shows it. Names,
 /// locations and codes only: no type here can hold a secret value (invariant 3). Fields are
 /// declared in the order they are written, which is alphabetical.
@@ -94,6 +109,14 @@ pub enum Annotations {
     Signed {
         /// Header names.
         injected: Vec<String>,
+    },
+    /// `mcp`: the server and each JSON-RPC message judged (method and tool names, never
+    /// arguments).
+    Mcp {
+        /// The messages, in order.
+        messages: Vec<McpMessage>,
+        /// The server's name.
+        server: String,
     },
     /// `aws_auth`: the headers it set, for the region and service the client signed for.
     AwsSigned {

@@ -8,31 +8,20 @@
 
 mod common;
 
-use common::{Env, Opts, json, python, run};
+use common::{Env, Opts, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http2_requests_are_refused_and_never_forwarded() {
     let env = Env::start(Opts::default()).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakes/h2_frames.py");
     let https = env.https();
-    let out = run(
-        &python(),
-        &[
-            script.into(),
-            https.ip().to_string(),
-            https.port().to_string(),
-            env.ca(),
-            "h1.test".into(),
-        ],
-        &[],
-    )
-    .await;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        https.ip().to_string(),
+        https.port().to_string(),
+        env.ca(),
+        "h1.test".into(),
+    ];
+    let stdout = common::python_script(script, &args).await;
     let results: Vec<serde_json::Value> = stdout.lines().map(json).collect();
     assert!(results.len() > 25, "{stdout}");
     let seen: Vec<String> = env

@@ -27,6 +27,7 @@ pub use reason::Reason;
 pub use section::audit::{AuditConfig, AuditFile, Durability, OtlpConfig, parse_size};
 pub use section::dns::{DnsConfig, DnsRecord, DnsValue};
 pub use section::management::ManagementConfig;
+pub use section::mcp::{Clause, Judged, Mcp, McpDenial, McpServer, McpTool, Test};
 pub use section::proxy::{DEFAULT_DENY_CIDRS, ProxyConfig, Timeouts, UpstreamConfig};
 pub use section::tls::TlsConfig;
 pub use section::upstream_proxy::{ProxyUrl, UpstreamProxy};

@@ -53,6 +53,8 @@ pub struct Policy {
     pub aws: Vec<crate::transform::aws_auth::AwsAuth>,
     /// Every `header_allowlist` transform: a header leaves only if each that applies allows it.
     pub header_allowlists: Vec<crate::transform::header_allowlist::HeaderAllowlist>,
+    /// The `mcp` block: JSON-RPC to MCP servers judged per tool.
+    pub mcp: Option<crate::section::mcp::Mcp>,
 }
 
 impl Policy {

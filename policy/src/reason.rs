@@ -101,6 +101,13 @@ reasons! {
     /// `aws_auth` matched a request that carries no AWS Signature Version 4 (neither an
     /// `Authorization: AWS4-HMAC-SHA256 …` header nor `X-Amz-Credential` in the query).
     MissingSigv4 = "missing_sigv4",
+    /// `mcp`: a `tools/call` of a tool not on the server's list (answered with a JSON-RPC
+    /// error, HTTP 200; nothing sent).
+    ToolNotAllowed = "tool_not_allowed",
+    /// `mcp`: a `tools/call` whose arguments fail a `when` clause.
+    ArgumentConstraint = "argument_constraint",
+    /// `mcp`: a `POST` to an MCP server whose body is not JSON-RPC.
+    MalformedJsonrpc = "malformed_jsonrpc",
     /// `aws_auth`: the client signed for a region outside `allowed_regions`.
     RegionNotAllowed = "region_not_allowed",
     /// `aws_auth`: the client signed for a service outside `allowed_services`.

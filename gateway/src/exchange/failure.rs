@@ -71,6 +71,15 @@ pub enum Failure {
     /// spite of `Accept-Encoding: identity`: the scrubber cannot read it, so it is withheld.
     #[error("upstream answered with an encoded body that cannot be scrubbed")]
     UnscrubbableEncoding,
+    /// An MCP server's policy denied the JSON-RPC body: answered with JSON-RPC errors and
+    /// HTTP 200, as MCP clients expect.
+    #[error("blocked by the MCP policy")]
+    Mcp {
+        /// Stable reason code (the first denied message's).
+        reason: Reason,
+        /// The JSON-RPC error body.
+        body: String,
+    },
     /// `strict` audit: the exchange's record could not be made durable, so its response is
     /// withheld.
     #[error("the audit record could not be written")]
@@ -87,6 +96,7 @@ impl Failure {
             Failure::Upstream(fault) => fault.status(),
             Failure::SecretTransform => StatusCode::BAD_GATEWAY,
             Failure::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Mcp { .. } => StatusCode::OK,
             Failure::Refused { status, .. } | Failure::Credential { status, .. } => *status,
             Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -98,7 +108,9 @@ impl Failure {
     pub fn reason(&self) -> Reason {
         match self {
             Failure::Policy { decision, .. } => decision.reason,
-            Failure::Refused { reason, .. } | Failure::Credential { reason, .. } => *reason,
+            Failure::Refused { reason, .. }
+            | Failure::Credential { reason, .. }
+            | Failure::Mcp { reason, .. } => *reason,
             Failure::BodyTooLarge => Reason::BodyTooLarge,
             Failure::SecretUnavailable { .. } => Reason::SecretUnavailable,
             Failure::PlaceholderMissing { .. } => Reason::SecretPlaceholderMissing,
@@ -119,6 +131,7 @@ impl Failure {
             | Failure::SecretUnavailable { .. }
             | Failure::PlaceholderMissing { .. }
             | Failure::BodyTooLarge
+            | Failure::Mcp { .. }
             | Failure::Credential { .. } => Action::Reject,
             _ => Action::Error,
         }
@@ -131,6 +144,7 @@ impl Failure {
                 "error": "blocked by policy", "reason": self.reason().code(), "host": host,
             })
             .to_string(),
+            Failure::Mcp { body, .. } => body.clone(),
             _ => serde_json::json!({ "error": self.to_string(), "reason": self.reason().code() })
                 .to_string(),
         };

@@ -202,6 +202,9 @@ impl Exchange {
             if let Failure::Credential { transform, .. } = failure {
                 self.record.rejected_by = Some((*transform).into());
             }
+            if let Failure::Mcp { .. } = failure {
+                self.record.rejected_by = Some("mcp".into());
+            }
         }
         self.emit(action)
     }

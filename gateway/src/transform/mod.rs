@@ -6,6 +6,7 @@
 mod aws_auth;
 mod gcp_auth;
 mod hmac_sign;
+mod mcp;
 mod oauth_token;
 mod request;
 pub mod scrub;
@@ -73,6 +74,7 @@ pub async fn apply(snap: &Snapshot, inp: Input<'_>) -> Result<Applied, Failure> 
             cx.body.read(cx.parts).await?;
         }
         match step {
+            Step::Mcp(i) => mcp::Mcp(*i).run(&mut cx).await?,
             Step::Secrets(entries) => secrets::Secrets(entries).run(&mut cx).await?,
             Step::GcpAuth(i) => gcp_auth::GcpAuth(*i).run(&mut cx).await?,
             Step::OAuthToken(i) => oauth_token::OAuthToken(*i).run(&mut cx).await?,

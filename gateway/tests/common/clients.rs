@@ -69,6 +69,21 @@ pub async fn get(env: &Env, url: &str, extra: &[&str]) -> (u16, String) {
     (code, body)
 }
 
+/// Runs a Python script with `args`; returns its standard output, failing the test (with its
+/// output) when it fails.
+pub async fn python_script(script: &str, args: &[String]) -> String {
+    let mut a = vec![script.to_string()];
+    a.extend_from_slice(args);
+    let out = run(&python(), &a, &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 pub fn python() -> String {
     if let Ok(p) = std::env::var("CENTAUR_PYTHON") {
         return p;

@@ -186,6 +186,7 @@ impl Policy {
                         }
                     }
                 }
+                Step::Mcp(i) => out.effects.push(self.mcp_effect(i)),
                 Step::GcpAuth(i) => out.effects.push(self.gcp_effect(i)),
                 Step::OAuthToken(i) => out.effects.push(self.oauth_effect(i)),
                 Step::HmacSign(i) => out.effects.push(self.hmac_effect(i)),
@@ -228,6 +229,26 @@ impl Policy {
                     "; no token → 502"
                 } else {
                     "; no token → sent without"
+                }
+            ),
+        }
+    }
+
+    fn mcp_effect(&self, i: usize) -> Effect {
+        let s = self.mcp.as_ref().map(|m| &m.servers[i]);
+        let tools: Vec<&str> = s.map_or(vec![], |s| {
+            s.tools.iter().map(|t| t.name.as_str()).collect()
+        });
+        Effect {
+            transform: "mcp",
+            id: format!("mcp.servers[{i}]"),
+            what: format!(
+                "JSON-RPC judged as MCP server `{}`: tools/call allowed only for {}; anything else is answered with a JSON-RPC error (HTTP 200) and not sent",
+                s.map_or("", |s| s.name.as_str()),
+                if tools.is_empty() {
+                    "no tool".to_string()
+                } else {
+                    tools.join(", ")
                 }
             ),
         }

@@ -5,6 +5,7 @@
 pub(crate) mod audit;
 pub(crate) mod dns;
 pub(crate) mod management;
+pub(crate) mod mcp;
 pub(crate) mod proxy;
 pub(crate) mod tls;
 pub(crate) mod upstream_proxy;
@@ -53,6 +54,8 @@ pub(crate) struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub tests: Vec<RawCase>,
+    #[serde(default)]
+    pub mcp: crate::section::mcp::RawMcp,
 }
 
 /// The whole validated file.
@@ -131,6 +134,7 @@ impl Config {
         };
         config.tests = crate::explain::cases::cases(raw.tests, &mut errs);
         transforms(raw.transforms, &mut config, &mut errs);
+        config.policy.mcp = crate::section::mcp::mcp(raw.mcp, &mut errs);
         config.warnings = errs.take_warnings();
         errs.finish(config)
     }

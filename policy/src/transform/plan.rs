@@ -8,6 +8,9 @@ use crate::policy::Policy;
 /// One credential transform to run, naming its entries by index into the [`Policy`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// `mcp`: the JSON-RPC body judged by this MCP server's tool list (first, on the body as
+    /// the client sent it).
+    Mcp(usize),
     /// `secrets`: every matching entry, in file order (replace in the declared places, or
     /// inject). One step, so that its audit annotation covers every entry.
     Secrets(Vec<usize>),
@@ -26,6 +29,7 @@ impl Step {
     /// The transform's name, as in the policy file and the audit record.
     pub fn name(&self) -> &'static str {
         match self {
+            Step::Mcp(_) => "mcp",
             Step::Secrets(_) => "secrets",
             Step::GcpAuth(_) => "gcp_auth",
             Step::OAuthToken(_) => "oauth_token",
@@ -64,6 +68,14 @@ impl Policy {
     /// The plan for an allowed request (`req.http` set; a tunnel has no transforms).
     pub fn plan(&self, req: &Request<'_>) -> Plan {
         let mut plan = Plan::default();
+        let mcp = self
+            .mcp
+            .as_ref()
+            .filter(|_| req.http.is_some_and(|(m, _)| m == "POST"))
+            .and_then(|m| m.server_for(req));
+        if let Some(i) = mcp {
+            plan.steps.push(Step::Mcp(i));
+        }
         let secrets: Vec<usize> = (0..self.secrets.len())
             .filter(|&i| self.secrets[i].applies(req))
             .collect();
@@ -87,7 +99,7 @@ impl Policy {
             .take(1)
             .collect();
         let aws_read_body = aws.iter().any(|&i| self.aws[i].reads_body());
-        if secrets_read_body || aws_read_body || !signing.is_empty() {
+        if mcp.is_some() || secrets_read_body || aws_read_body || !signing.is_empty() {
             let hmac_chunked = signing.iter().all(|&i| self.hmac[i].allow_chunked_body);
             let aws_chunked = aws
                 .iter()
