@@ -124,6 +124,42 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Idle<IO> {
         }
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                if let Ok(n) = r
+                    && n > 0
+                {
+                    self.last = Instant::now();
+                    if let Some(w) = &mut self.resets {
+                        let mut left = n;
+                        for b in bufs {
+                            let take = left.min(b.len());
+                            w.written(&b[..take]);
+                            left -= take;
+                            if left == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_expired(cx).map(Err),
+        }
+    }
+
+    /// Vectored when the connection under it is: hyper then queues a response's head and body
+    /// as they are instead of copying them into one buffer, and TLS records leave in one
+    /// `writev`.
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
@@ -170,6 +206,16 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
