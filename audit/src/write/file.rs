@@ -118,6 +118,15 @@ impl FileSink {
         labels: &std::collections::BTreeMap<String, String>,
     ) -> io::Result<(FileSink, Link)> {
         let path = PathBuf::from(&cfg.path);
+        if let Ok(meta) = fs::metadata(&path)
+            && !meta.is_file()
+        {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file: the audit file is fsynced, rotated and hash-chained \
+                 (to pass records on, use `stdout: true` or `otlp`)",
+                path.display()
+            )));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
@@ -433,4 +442,27 @@ fn read_tail(path: &Path) -> io::Result<Vec<u8>> {
         None => buf.clear(),
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_or_directory_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in ["/dev/null".to_string(), dir.path().display().to_string()] {
+            let cfg = AuditFile {
+                path: path.clone(),
+                max_bytes: None,
+                max_age: None,
+                keep: None,
+                compress: false,
+            };
+            let Err(e) = FileSink::open(&cfg, &Default::default()) else {
+                panic!("{path} was accepted");
+            };
+            assert!(e.to_string().contains("is not a regular file"), "{path}: {e}");
+        }
+    }
 }
