@@ -462,7 +462,10 @@ mod tests {
             let Err(e) = FileSink::open(&cfg, &Default::default()) else {
                 panic!("{path} was accepted");
             };
-            assert!(e.to_string().contains("is not a regular file"), "{path}: {e}");
+            assert!(
+                e.to_string().contains("is not a regular file"),
+                "{path}: {e}"
+            );
         }
     }
 }
