@@ -7,3 +7,4 @@ pub mod log;
 pub mod otlp;
 mod otlp_encode;
 pub mod sink;
+mod writer;
