@@ -376,21 +376,7 @@ mod tests {
     }
 
     fn test_upstreams() -> Upstreams {
-        crate::install_crypto();
-        let guard = crate::upstream::guard::Guard::new(
-            vec![],
-            vec![],
-            vec![],
-            Default::default(),
-            Duration::from_secs(1),
-        );
-        Upstreams::new(
-            Arc::new(guard),
-            None,
-            rustls::RootCertStore::empty(),
-            Duration::from_secs(1),
-            1,
-        )
+        Upstreams::for_tests()
     }
 
     #[tokio::test]

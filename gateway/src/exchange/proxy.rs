@@ -21,9 +21,9 @@ use crate::exchange::{ConnMeta, Exchange};
 use crate::shared::{Shared, Snapshot};
 use crate::transform;
 use crate::transform::scrub::Scrubber;
-use crate::upstream::UpstreamAddr;
 use crate::upstream::body::CountedBody;
 use crate::upstream::fault::Fault;
+use crate::upstream::{UpstreamAddr, Wants};
 
 /// Where a request goes, once decided.
 struct Route {
@@ -74,17 +74,20 @@ pub async fn serve_request(
         return Ok(stub_token(ex, stub).await);
     }
     let upgrade = is_upgrade(req.headers());
-    // An HTTP/1.1 client's request goes upstream as HTTP/1.1: 1 MiB downloads went from 450
-    // to 640 MiB/s against one shared h2 connection; README Known gaps has what it costs at
-    // hundreds of concurrent small requests.
-    let h1 = upgrade || req.version() < Version::HTTP_2;
+    let wants = if upgrade {
+        Wants::Upgrade
+    } else if req.version() < Version::HTTP_2 {
+        Wants::Http1
+    } else {
+        Wants::Http2
+    };
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let limit = shared.config.proxy.max_request_body_bytes;
     let (out, scrubber) = match transform_request(req, &route, upgrade, &mut ex, limit).await {
         Ok(x) => x,
         Err(f) => return Ok(refuse(ex, f).await),
     };
-    let resp = match connect_upstream(&shared, out, h1).await {
+    let resp = match connect_upstream(&shared, out, wants).await {
         Ok(resp) => resp,
         Err(f) => return Ok(refuse(ex, f).await),
     };
@@ -386,13 +389,9 @@ async fn transform_request(
 async fn connect_upstream(
     shared: &Shared,
     req: Request<CountedBody>,
-    h1: bool,
+    wants: Wants,
 ) -> Result<Response<Incoming>, Failure> {
-    let client = if h1 {
-        &shared.upstreams.h1
-    } else {
-        &shared.upstreams.auto
-    };
+    let (client, _waiting) = shared.upstreams.pick(wants);
     let timeout = shared.config.proxy.timeouts.upstream_response_header;
     match tokio::time::timeout(timeout, client.request(req)).await {
         Ok(Ok(resp)) => Ok(resp),

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -126,6 +127,8 @@ pub struct Upstreams {
     /// every client's requests multiplexed onto one h2 connection and its flow-control
     /// window) and WebSocket upgrades.
     pub h1: Client<Https, CountedBody>,
+    /// HTTP/1.1 clients' requests awaiting their response head on `h1` now.
+    h1_waiting: Arc<AtomicUsize>,
     /// The address guard both clients dial through, for connections that are not HTTP
     /// requests (`sni-only` passthrough).
     pub guard: Arc<Guard>,
@@ -233,8 +236,55 @@ impl Upstreams {
         Upstreams {
             auto: client(auto),
             h1: client(h1),
+            h1_waiting: Arc::default(),
             guard,
             proxy,
+        }
+    }
+}
+
+/// How many HTTP/1.1 requests may await their response head on pooled HTTP/1.1 connections
+/// at once; beyond it, further ones multiplex onto the origin's HTTP/2 connection (where the
+/// origin offers h2). A few long transfers keep a connection each, which a single h2
+/// connection's one task and flow-control window would slow (1 MiB downloads: 385 against
+/// 294 MiB/s); hundreds of small concurrent requests share one, which saves an upstream
+/// write and read per request (256 connections: 145 against 103 µs CPU per request).
+pub const MULTIPLEX_ABOVE: usize = 32;
+
+/// What a request needs of its upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wants {
+    /// An HTTP/2 client: h2 where the origin offers it.
+    Http2,
+    /// An HTTP/1.1 client: a pooled HTTP/1.1 connection while few are busy, else h2.
+    Http1,
+    /// A protocol upgrade (WebSocket): HTTP/1.1 only.
+    Upgrade,
+}
+
+/// An HTTP/1.1 request counted as awaiting its head on `h1`; uncounted when dropped.
+#[derive(Debug)]
+pub struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstreams {
+    /// The client for a request that `wants`, and while an HTTP/1.1 client's request holds a
+    /// pooled HTTP/1.1 connection, the count it is part of (drop it once the head arrives).
+    pub fn pick(&self, wants: Wants) -> (&Client<Https, CountedBody>, Option<Waiting<'_>>) {
+        match wants {
+            Wants::Http2 => (&self.auto, None),
+            Wants::Upgrade => (&self.h1, None),
+            // Racing requests may overshoot the bound by a few: it is a cost bound, not a limit.
+            Wants::Http1 if self.h1_waiting.load(Ordering::Relaxed) < MULTIPLEX_ABOVE => {
+                self.h1_waiting.fetch_add(1, Ordering::Relaxed);
+                (&self.h1, Some(Waiting(&self.h1_waiting)))
+            }
+            Wants::Http1 => (&self.auto, None),
         }
     }
 }
@@ -297,5 +347,63 @@ impl Upstreams {
         tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| CallError::Timeout)?
+    }
+}
+
+#[cfg(test)]
+impl Upstreams {
+    /// Clients that trust no root and resolve no name: for tests that need the type.
+    pub(crate) fn for_tests() -> Upstreams {
+        crate::install_crypto();
+        let guard = Guard::new(
+            vec![],
+            vec![],
+            vec![],
+            Default::default(),
+            Duration::from_secs(1),
+        );
+        Upstreams::new(
+            Arc::new(guard),
+            None,
+            RootCertStore::empty(),
+            Duration::from_secs(1),
+            1,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn http1_requests_multiplex_only_beyond_the_bound_and_upgrades_never() {
+        let up = Upstreams::for_tests();
+        let is_h1 = |c: &Client<Https, CountedBody>| std::ptr::eq(c, &up.h1);
+        let mut held = Vec::new();
+        for _ in 0..MULTIPLEX_ABOVE {
+            let (client, waiting) = up.pick(Wants::Http1);
+            assert!(is_h1(client));
+            held.push(waiting.expect("counted while it waits"));
+        }
+        let (client, waiting) = up.pick(Wants::Http1);
+        assert!(
+            !is_h1(client) && waiting.is_none(),
+            "the next one multiplexes"
+        );
+        assert!(
+            is_h1(up.pick(Wants::Upgrade).0),
+            "an upgrade needs HTTP/1.1"
+        );
+        assert!(!is_h1(up.pick(Wants::Http2).0));
+        held.pop();
+        let (client, waiting) = up.pick(Wants::Http1);
+        assert!(
+            is_h1(client) && waiting.is_some(),
+            "a head arrived: room again"
+        );
+        drop(waiting);
+        drop(held);
+        assert_eq!(up.h1_waiting.load(Ordering::Relaxed), 0);
     }
 }
