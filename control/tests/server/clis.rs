@@ -281,12 +281,18 @@ async fn two_turns(name: &str) {
         assert!(auth.contains(REAL_KEY), "{auth}");
         assert!(!auth.contains(PLACEHOLDER), "{auth}");
     }
-    // No side traffic: every request the gateway saw went to the model API, allowed.
+    // No side traffic: every request the gateway saw went to the model API, allowed. A CLI may
+    // hang up on a streamed answer once it has read what it needs (Codex did, once, on a busy
+    // CI machine): that request was allowed and answered 200, and is recorded `client_cancel`.
     let audit = audit_records(&setup.data());
     assert!(!audit.is_empty());
     for r in &audit {
         assert_eq!(r["host"], "model.test", "{r}");
-        assert_eq!(r["action"], "allow", "{r}");
+        match r["action"].as_str() {
+            Some("allow") => {}
+            Some("client_cancel") => assert_eq!(r["status_code"], 200, "{r}"),
+            _ => panic!("not allowed: {r}"),
+        }
     }
     // Nothing the sandbox holds or the events carry has the real key.
     assert!(files_holding(&work, REAL_KEY).is_empty());
