@@ -123,9 +123,9 @@ type Https = HttpsConnector<GuardConnector>;
 pub struct Upstreams {
     /// ALPN h2 and http/1.1: HTTP/2 clients and the gateway's own calls.
     pub auto: Client<Https, CountedBody>,
-    /// ALPN http/1.1 only: HTTP/1.1 clients (a pooled connection per request in flight, not
-    /// every client's requests multiplexed onto one h2 connection and its flow-control
-    /// window) and WebSocket upgrades.
+    /// ALPN http/1.1 only: WebSocket upgrades, and HTTP/1.1 clients' requests (a pooled
+    /// connection per request in flight) up to [`MULTIPLEX_ABOVE`] awaiting heads; see
+    /// [`Upstreams::pick`].
     pub h1: Client<Https, CountedBody>,
     /// HTTP/1.1 clients' requests awaiting their response head on `h1` now.
     h1_waiting: Arc<AtomicUsize>,
