@@ -9,3 +9,4 @@ pub mod runner;
 pub mod server;
 pub mod store;
 pub mod supervisor;
+pub mod tools;

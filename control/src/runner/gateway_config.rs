@@ -128,6 +128,27 @@ pub fn shape(mut c: Config, at: &Placement<'_>) -> Config {
     c
 }
 
+/// Adds `hosts` to the first enforcing allowlist of a policy's `transforms` (as parsed
+/// JSON), or appends a new allowlist with them.
+pub fn allow_hosts(transforms: &mut Vec<serde_json::Value>, hosts: Vec<serde_json::Value>) {
+    let enforcing = transforms.iter_mut().find(|t| {
+        t["name"] == "allowlist" && t["config"]["mode"].as_str().unwrap_or("enforce") == "enforce"
+    });
+    match enforcing {
+        Some(t) => {
+            if !t["config"]["domains"].is_array() {
+                t["config"]["domains"] = serde_json::json!([]);
+            }
+            if let Some(d) = t["config"]["domains"].as_array_mut() {
+                d.extend(hosts);
+            }
+        }
+        None => {
+            transforms.push(serde_json::json!({"name": "allowlist", "config": {"domains": hosts}}))
+        }
+    }
+}
+
 /// The placeholder environment: for every `secrets` entry read from an environment variable,
 /// `VAR=<its proxy_value>` (replace) or `VAR=`[`INJECTED`] (inject). Real values never.
 pub fn placeholders(config: &Config) -> Vec<(String, String)> {

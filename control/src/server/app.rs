@@ -12,6 +12,7 @@ use crate::server::metrics::Metrics;
 use crate::server::runtime::Runtimes;
 use crate::server::slack::state::Slack;
 use crate::store::Store;
+use crate::tools::host::ToolHost;
 
 /// The server's shared state.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub struct App {
     pub(crate) clock: Arc<dyn Clock>,
     /// Slack, when configured.
     pub slack: Option<Arc<Slack>>,
+    /// The tool host, when tools are configured.
+    pub tools: Option<Arc<ToolHost>>,
 }
 
 impl App {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::server::slack::settings::{EgressConfig, SlackConfig, SlackSettings};
+use crate::tools::config::{ToolSettings, ToolsConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -35,6 +36,8 @@ pub struct ServerConfig {
     /// The control plane's own outbound calls.
     #[serde(default)]
     pub egress: EgressConfig,
+    /// Tool plugins (`crate::tools`).
+    pub tools: Option<ToolsConfig>,
 }
 
 /// `sandbox:`.
@@ -145,6 +148,8 @@ pub struct Settings {
     pub slack: Option<SlackSettings>,
     /// The control plane's own gateway policy.
     pub egress_policy: Option<PathBuf>,
+    /// Tool plugins, if configured.
+    pub tools: Option<ToolSettings>,
 }
 
 /// The built-in scripted agent (a stand-in for an agent CLI; there is no model API here).
@@ -242,6 +247,7 @@ impl ServerConfig {
         }
         let slack = self.slack.and_then(|s| s.settle(base, &mut errors));
         let egress_policy = self.egress.policy.map(abs);
+        let tools = self.tools.map(|t| t.settle(base, &mut errors));
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
@@ -265,6 +271,7 @@ impl ServerConfig {
             lease,
             slack,
             egress_policy,
+            tools,
         })
     }
 

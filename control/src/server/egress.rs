@@ -88,20 +88,7 @@ fn add_slack(doc: &mut Value, s: &SlackSettings) {
     }
     let transforms = doc["transforms"].as_array_mut().map(std::mem::take);
     let mut transforms = transforms.unwrap_or_default();
-    let enforcing = transforms.iter_mut().find(|t| {
-        t["name"] == "allowlist" && t["config"]["mode"].as_str().unwrap_or("enforce") == "enforce"
-    });
-    match enforcing {
-        Some(t) => {
-            if !t["config"]["domains"].is_array() {
-                t["config"]["domains"] = json!([]);
-            }
-            if let Some(d) = t["config"]["domains"].as_array_mut() {
-                d.extend(hosts);
-            }
-        }
-        None => transforms.push(json!({"name": "allowlist", "config": {"domains": hosts}})),
-    }
+    crate::runner::gateway_config::allow_hosts(&mut transforms, hosts);
     let rule = |source: &Value, placeholder: &str| {
         json!({"source": source, "rules": [{"host": s.host}],
                "replace": {"proxy_value": placeholder, "match_headers": ["Authorization"]}})

@@ -100,15 +100,19 @@ pub async fn caller(app: &App, headers: &HeaderMap, scope: Scope) -> Result<Key,
 
 /// Reads a JSON body of at most the configured size into `T` (unknown fields refused).
 pub async fn body<T: DeserializeOwned>(app: &App, body: Body) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, app.settings.max_body)
+    parse(&bytes(app, body).await?)
+}
+
+/// Reads a body of at most the configured size.
+pub async fn bytes(app: &App, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, app.settings.max_body)
         .await
         .map_err(|_| {
             ApiError::new(
                 Code::BodyTooLarge,
                 format!("the body is larger than {} bytes", app.settings.max_body),
             )
-        })?;
-    parse(&bytes)
+        })
 }
 
 /// Parses a request body, turning serde's errors into codes.

@@ -18,6 +18,7 @@ pub mod paths;
 pub mod runtime;
 pub mod slack;
 pub mod sse;
+pub mod tools;
 pub mod worker;
 
 pub use app::App;
@@ -40,6 +41,7 @@ use crate::server::metrics::Metrics;
 use crate::server::paths::{private_dir, reachable};
 use crate::server::runtime::Runtimes;
 use crate::store::{Code, Location, Store, StoreError};
+use crate::tools::host::ToolHost;
 
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,7 @@ pub async fn serve(
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("centaur"));
     let slack = start_slack(&settings).await?;
     let (shutdown, _) = watch::channel(false);
+    let tools = start_tools(&settings);
     let app = Arc::new(App {
         settings: settings.clone(),
         store: OnceLock::new(),
@@ -90,6 +93,7 @@ pub async fn serve(
         shutdown,
         clock: Arc::new(SystemClock),
         slack,
+        tools,
     });
     let listener = TcpListener::bind(&settings.listen)
         .await
@@ -124,6 +128,9 @@ pub async fn serve(
     tracing::info!("shutting down: sandboxes keep running under their supervisors");
     app.shutdown.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(25), http).await;
+    if let Some(t) = &app.tools {
+        t.shut_down().await;
+    }
     store.close().await;
     drop(lock_file);
     Ok(())
@@ -144,6 +151,33 @@ async fn start_slack(settings: &Settings) -> Result<Option<Arc<slack::state::Sla
         egress.audit.display()
     );
     Ok(settings.slack.clone().map(|s| slack::new(s, egress)))
+}
+
+/// The tool host, discovering and reloading in the background. Sandboxes a killed
+/// predecessor left (tool workers die with their server) are removed first.
+fn start_tools(settings: &Settings) -> Option<Arc<ToolHost>> {
+    let t = settings.tools.clone()?;
+    let host = match ToolHost::new(t, &settings.data_dir, settings.uid, settings.gid) {
+        Ok(h) => Arc::new(h),
+        Err(e) => {
+            tracing::error!("tools: {e}; no tool is served");
+            return None;
+        }
+    };
+    let run = host.clone();
+    tokio::spawn(async move {
+        match tokio::task::spawn_blocking(sandbox::local::gc).await {
+            Ok(Ok(removed)) => {
+                for (id, _) in removed {
+                    tracing::info!("removed sandbox {id}: its owner is gone");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("tools: sandboxes cannot run here: {e}"),
+            Err(_) => {}
+        }
+        run.run().await;
+    });
+    Some(host)
 }
 
 /// Makes the data directory (reachable by the sandbox user, listing nothing) and, on
@@ -239,6 +273,9 @@ fn router(app: Arc<App>) -> Router {
         .route("/agent/slack/deliveries", get(slack::routes::deliveries))
         .route("/api/slack/events", post(slack::routes::events))
         .route("/api/webhooks/slack", post(slack::routes::events))
+        .route("/tools", get(tools::list))
+        .route("/tools/{tool}", get(tools::describe))
+        .route("/tools/{tool}/{method}", post(tools::call))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .with_state(app)
 }

@@ -11,10 +11,13 @@ pub enum Scope {
     Agent,
     /// Everything, and other threads' listings.
     Admin,
+    /// The tools API (`/tools/*`): some `tools:NAME` or `tools:*` scope; which tools, see
+    /// [`Scope::tool_allowed`].
+    Tools,
 }
 
 impl Scope {
-    /// Parses a comma-separated scope list (`agent`, `admin`; `tools:*` is reserved).
+    /// Parses a comma-separated scope list (`agent`, `admin`, `tools:NAME`, `tools:*`).
     pub fn parse_list(s: &str) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -29,7 +32,7 @@ impl Scope {
             }
         }
         if out.is_empty() {
-            return Err("no scope given (known: agent, admin)".into());
+            return Err("no scope given (known: agent, admin, tools:NAME, tools:*)".into());
         }
         out.sort();
         out.dedup();
@@ -44,7 +47,19 @@ impl Scope {
                 || match self {
                     Scope::Agent => s == "agent" || s.starts_with("agent:"),
                     Scope::Admin => false,
+                    Scope::Tools => s.starts_with("tools:"),
                 }
+        })
+    }
+
+    /// Whether a key with these scopes may list and call the tool `name` (`tools:NAME`,
+    /// `tools:*`, `admin`, `*`).
+    pub fn tool_allowed(scopes: &[String], name: &str) -> bool {
+        scopes.iter().any(|s| {
+            s == "*"
+                || s == "admin"
+                || s == "tools:*"
+                || s.strip_prefix("tools:").is_some_and(|t| t == name)
         })
     }
 }

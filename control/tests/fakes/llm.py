@@ -7,13 +7,12 @@ DIR/requests.jsonl as {"method", "path", "authorization"}. A request whose Autho
 as server-sent events when the request asks for a stream."""
 
 import json
-import ssl
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-import trustme
+from tls_serve import serve
 
 DIR, KEY = sys.argv[1], sys.argv[2]
 ANSWER = "pong from the fake LLM"
@@ -84,15 +83,4 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def main():
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(f"{DIR}/ca.pem")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("api.llm.test").configure_cert(ctx)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
-    server.serve_forever()
-
-
-main()
+serve(Handler, DIR, "api.llm.test")

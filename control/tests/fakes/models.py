@@ -20,14 +20,13 @@ The script, from the newest user input of the request (its last directive):
 
 import json
 import re
-import ssl
 import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-import trustme
+from tls_serve import serve
 
 DIR, KEY = sys.argv[1], sys.argv[2]
 LOCK = threading.Lock()
@@ -317,16 +316,4 @@ class Handler(BaseHTTPRequestHandler):
         self.chunk(b"")
 
 
-def main():
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(f"{DIR}/ca.pem")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("model.test", "127.0.0.1").configure_cert(ctx)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
-    server.serve_forever()
-
-
-main()
+serve(Handler, DIR, "model.test", "127.0.0.1")

@@ -7,3 +7,4 @@ mod crash;
 mod failures;
 mod harness;
 mod slack;
+mod tools;

@@ -20,7 +20,8 @@ pub enum KeysCmd {
         /// A name for the key (shown by `list`, used by `revoke`).
         #[arg(long)]
         name: String,
-        /// What it may do: agent, admin (comma-separated).
+        /// What it may do, comma-separated: agent (the /agent API), tools:NAME or tools:* (the
+        /// /tools API, one tool or all), admin (everything).
         #[arg(long, default_value = "agent")]
         scopes: String,
     },

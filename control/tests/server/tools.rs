@@ -1,0 +1,243 @@
+//! Tools through a real server: the shipped github and http_fetch tools against a fake of
+//! their origins, an author's tools beside them, driven with Python `requests`
+//! (tools_client.py); then the credential boundary scanned for a canary token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::harness::{self, Setup};
+
+/// The real GitHub token: it must reach the fake GitHub and nothing the tool can see.
+const CANARY: &str = "ghp_CANARYrealTOKEN0123456789abcdef";
+
+/// An author's tools: `probe` (concurrency, hangs, crashes, context), `broken` (a syntax
+/// error) and `needs_secret` (a required secret without a value).
+fn author_tools(dir: &Path) {
+    let write = |p: &str, text: &str| {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "probe/pyproject.toml",
+        "[tool.centaur]\ndescription = 'A probe.'\nmodule = 'probe'\ntimeout_s = 2\n",
+    );
+    write(
+        "probe/probe.py",
+        r#"import os
+import threading
+import time
+
+from centaur_sdk import current_session_context
+
+BARRIERS = {}
+LOCK = threading.Lock()
+
+
+class Client:
+    def meet(self, n: int) -> str:
+        """Returns once n calls are here at the same time."""
+        with LOCK:
+            barrier = BARRIERS.setdefault(n, threading.Barrier(n))
+        barrier.wait(timeout=10)
+        return "met"
+
+    def hang(self) -> None:
+        """Never answers in time."""
+        time.sleep(60)
+
+    def crash(self) -> None:
+        """Kills its worker."""
+        os._exit(3)
+
+    def echo(self, text: str) -> str:
+        """Says it back."""
+        return text
+
+    def context(self) -> dict:
+        """What the SDK knows of the call."""
+        return current_session_context()
+"#,
+    );
+    write(
+        "broken/pyproject.toml",
+        "[tool.centaur]\nmodule = 'broken'\n",
+    );
+    write("broken/broken.py", "class Client:\n    def oops(self)\n");
+    write(
+        "needs_secret/pyproject.toml",
+        "[tool.centaur]\nmodule = 'x'\nhosts = ['api.needs.test']\nsecrets = ['NEEDED_KEY']\n",
+    );
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+/// The environments of the running tool workers, by tool name.
+fn worker_environments() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let env = String::from_utf8_lossy(&env).replace('\0', "\n");
+        if let Some(name) = env
+            .lines()
+            .find_map(|l| l.strip_prefix("CENTAUR_TOOL_NAME="))
+        {
+            out.push((name.to_string(), env.clone()));
+        }
+    }
+    out
+}
+
+/// Invariant 1 (no real credential in a sandbox) for tools, and the tools API end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_serve_agents_and_never_hold_a_real_credential() {
+    if !harness::root_or_skip("tools_serve_agents_and_never_hold_a_real_credential") {
+        return;
+    }
+    let fake_dir = tempfile::tempdir().unwrap();
+    let mut fake = tokio::process::Command::new(harness::python())
+        .arg(harness::repo().join("control/tests/fakes/github.py"))
+        .arg(fake_dir.path())
+        .arg(CANARY)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(fake.stdout.take().unwrap())
+        .lines()
+        .next_line()
+        .await
+        .unwrap()
+        .unwrap();
+    let port = serde_json::from_str::<Value>(&first).unwrap()["port"]
+        .as_u64()
+        .unwrap();
+    let setup = Setup::new(
+        &[("unused", "[\"true\"]")],
+        &format!(
+            "tools:\n  dirs: ['{}', author]\n  secrets_from: tools.env\n  base_policy: tools-base.yaml\n",
+            harness::repo().join("tools").display()
+        ),
+    );
+    let d = setup.dir.path();
+    let author = d.join("author");
+    author_tools(&author);
+    harness::chmod(&author, 0o755);
+    std::fs::write(d.join("tools.env"), format!("GITHUB_TOKEN={CANARY}\n")).unwrap();
+    std::fs::write(
+        d.join("tools-base.yaml"),
+        format!(
+            "proxy:\n  upstream_allow_cidrs: [127.0.0.1/32]\nupstream:\n  hosts: {{api.github.com: '127.0.0.1:{port}', example.com: '127.0.0.1:{port}'}}\n  ca_files: ['{}/ca.pem']\n",
+            fake_dir.path().display()
+        ),
+    )
+    .unwrap();
+    let all = setup.key("all-tools", "tools:*");
+    let github = setup.key("github-only", "tools:github");
+    let agent = setup.key("agent-only", "agent");
+    let server = setup.start().await;
+    let run = tokio::process::Command::new(harness::python())
+        .arg(harness::repo().join("control/tests/server/tools_client.py"))
+        .args([&server.base, &all, &github, &agent])
+        .arg(&author)
+        .arg(harness::repo())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .unwrap_or_else(|_| panic!("tools_client.py hung; server log:\n{}", server.log()))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tools_client.py failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+
+    // The tool workers' environments hold placeholders, never the token.
+    let envs = worker_environments();
+    let gh: Vec<&String> = envs
+        .iter()
+        .filter(|(n, _)| n == "github")
+        .map(|(_, e)| e)
+        .collect();
+    assert!(!gh.is_empty(), "the github worker runs: {envs:?}");
+    for e in &gh {
+        assert!(
+            e.contains("GITHUB_TOKEN=centaur-injected-by-gateway"),
+            "{e}"
+        );
+    }
+    for (name, e) in &envs {
+        assert!(
+            !e.contains(CANARY),
+            "tool {name}'s environment holds the real token"
+        );
+    }
+    // The real token reached the fake GitHub, on every request the tool made to it.
+    let requests = std::fs::read_to_string(fake_dir.path().join("requests.jsonl")).unwrap();
+    let to_github: Vec<Value> = requests
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["host"] == "api.github.com")
+        .collect();
+    assert!(to_github.len() >= 5, "{requests}");
+    for r in &to_github {
+        assert_eq!(r["authorization"], format!("Bearer {CANARY}"), "{r}");
+    }
+    // http_fetch's gateway refused api.github.com, and said so in its audit log.
+    let audit = std::fs::read_to_string(setup.data().join("audit/tool-http_fetch.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("api.github.com") && l.contains("\"reject\"")),
+        "{audit}"
+    );
+    let log = server.log();
+    assert_eq!(server.stop().await, 0, "{log}");
+    // Nothing the tools or the server kept holds the token: files (workdirs, audit logs,
+    // the store, the SDK), the author's folder, the server's log (the workers' stderr).
+    assert_eq!(
+        files_containing(&setup.data(), CANARY.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        files_containing(&author, CANARY.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert!(!log.contains(CANARY), "the server log holds the token");
+    assert!(
+        log.contains("tool broken: skipped") && log.contains("SyntaxError"),
+        "{log}"
+    );
+    // The shutdown removed every tool sandbox.
+    assert!(
+        worker_environments().is_empty(),
+        "tool workers outlived the server"
+    );
+}

@@ -1,0 +1,1 @@
+"""Centaur's GitHub tool."""

@@ -1,0 +1,1 @@
+"""Centaur's http_fetch tool."""
