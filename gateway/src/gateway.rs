@@ -142,7 +142,8 @@ fn upstreams(config: &Config, addrs: &Addrs) -> Result<Upstreams, StartError> {
         own,
         config.upstream.hosts.clone(),
         p.timeouts.upstream_connect,
-    );
+    )
+    .with_internal(config.upstream.internal.clone());
     let roots = root_store(&config.upstream.ca_files)?;
     let proxy = match &p.upstream_proxy {
         Some(up) => Some(

@@ -17,6 +17,8 @@ pub struct Launch {
     pub resume: Option<String>,
     /// The `centaur` binary inside the sandbox (for adapters that need its bridge).
     pub centaur: String,
+    /// The control plane's MCP server for the thread's tools, for CLIs that speak MCP.
+    pub mcp: Option<String>,
 }
 
 /// How a line ended the turn.

@@ -31,6 +31,11 @@ impl Harness for ClaudeCode {
         if let Some(id) = &launch.resume {
             c.extend(["--resume".to_string(), id.clone()]);
         }
+        if let Some(url) = &launch.mcp {
+            // The thread's tools, as the MCP server `centaur` (tools mcp__centaur__TOOL__METHOD).
+            let config = json!({"mcpServers": {"centaur": {"type": "http", "url": url}}});
+            c.extend(["--mcp-config".to_string(), config.to_string()]);
+        }
         c.extend(launch.args.iter().cloned());
         c
     }

@@ -128,6 +128,25 @@ pub fn shape(mut c: Config, at: &Placement<'_>) -> Config {
     c
 }
 
+/// A policy's text (or none: the empty policy) as JSON, with its `transforms` taken out for
+/// the caller to extend and put back.
+pub fn open_transforms(
+    text: Option<&str>,
+) -> Result<(serde_json::Value, Vec<serde_json::Value>), String> {
+    let mut doc: serde_json::Value = match text {
+        Some(t) => serde_saphyr::from_str(t).map_err(|e| e.to_string())?,
+        None => serde_json::json!({}),
+    };
+    if doc.is_null() {
+        doc = serde_json::json!({});
+    }
+    let transforms = doc["transforms"]
+        .as_array_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    Ok((doc, transforms))
+}
+
 /// Adds `hosts` to the first enforcing allowlist of a policy's `transforms` (as parsed
 /// JSON), or appends a new allowlist with them.
 pub fn allow_hosts(transforms: &mut Vec<serde_json::Value>, hosts: Vec<serde_json::Value>) {

@@ -7,6 +7,7 @@
 //! local backend ([`local::LocalBackend`]) is the first implementation.
 
 pub mod gateway_config;
+pub mod internal;
 pub mod local;
 pub mod spec;
 

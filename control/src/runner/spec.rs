@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use gateway::credential::store::SecretEnv;
+use std::collections::HashMap;
+
+use gateway::credential::store::{SecretEnv, SecretValue};
 use policy::Config;
 use sandbox::local::{Limits, Mount};
 
@@ -107,19 +109,23 @@ pub fn load_policy(path: Option<&Path>) -> Result<(Config, String), SpecError> {
 
 /// Reads a `.env` file of real values (`NAME=VALUE` lines); none without a file.
 pub fn load_secrets(path: Option<&Path>) -> Result<SecretEnv, SpecError> {
+    load_secret_map(path).map(SecretEnv::new)
+}
+
+/// [`load_secrets`], as a map the caller may add to.
+pub fn load_secret_map(path: Option<&Path>) -> Result<HashMap<String, SecretValue>, SpecError> {
     let Some(p) = path else {
-        return Ok(SecretEnv::default());
+        return Ok(HashMap::new());
     };
     let text = std::fs::read_to_string(p).map_err(|source| SpecError::Read {
         what: "secrets file",
         path: p.to_owned(),
         source,
     })?;
-    let vars = gateway_config::parse_dotenv(&text).map_err(|message| SpecError::Secrets {
+    gateway_config::parse_dotenv(&text).map_err(|message| SpecError::Secrets {
         path: p.to_owned(),
         message,
-    })?;
-    Ok(SecretEnv::new(vars))
+    })
 }
 
 impl SandboxSpec {

@@ -89,6 +89,16 @@ pub async fn caller(app: &App, headers: &HeaderMap, scope: Scope) -> Result<Key,
         .find_key(token)
         .await?
         .ok_or_else(|| ApiError::new(Code::Unauthorized, "unknown or revoked API key"))?;
+    if let (Some(thread), Some(runtime)) = (&key.thread_key, &key.runtime_id) {
+        // A sandbox token lives as long as its sandbox is the thread's active one.
+        let active = app.store().assignment(thread).await?;
+        if active.is_none_or(|a| &a.runtime_id != runtime) {
+            return Err(ApiError::new(
+                Code::Unauthorized,
+                "this sandbox token's sandbox is no longer its thread's",
+            ));
+        }
+    }
     if !scope.allowed(&key.scopes) {
         return Err(ApiError::new(
             Code::Forbidden,

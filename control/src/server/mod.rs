@@ -13,6 +13,7 @@ pub mod commit;
 pub mod config;
 pub mod egress;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod paths;
 pub mod runtime;
@@ -102,6 +103,7 @@ pub async fn serve(
             source,
         })?;
     if let Ok(a) = listener.local_addr() {
+        app.runtimes.set_api(a);
         on_listen(a);
     }
     let router = router(app.clone());
@@ -273,6 +275,12 @@ fn router(app: Arc<App>) -> Router {
         .route("/agent/slack/deliveries", get(slack::routes::deliveries))
         .route("/api/slack/events", post(slack::routes::events))
         .route("/api/webhooks/slack", post(slack::routes::events))
+        .route(
+            "/mcp",
+            post(mcp::post)
+                .get(mcp::not_offered)
+                .delete(mcp::not_offered),
+        )
         .route("/tools", get(tools::list))
         .route("/tools/{tool}", get(tools::describe))
         .route("/tools/{tool}/{method}", post(tools::call))

@@ -5,13 +5,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::harness::{self, Harness, Launch};
+use crate::runner::internal;
 use crate::server::config::Settings;
 use crate::server::paths::private_dir;
 use crate::store::{Assignment, Store, StoreError, new_id};
-use crate::supervisor::{Client, SupervisorSpec};
+use crate::supervisor::{Client, Internal, SupervisorSpec};
 
 /// Where the `centaur` binary appears inside every sandbox (the Codex bridge runs it).
 pub const CENTAUR_INSIDE: &str = "/run/centaur/bin/centaur";
+
+/// The folder of [`CENTAUR_INSIDE`], first on every harness's `PATH`.
+pub const BIN_INSIDE: &str = "/run/centaur/bin";
+
+/// `centaur-tool` (the same binary, named for what it does) inside every sandbox.
+pub const TOOL_INSIDE: &str = "/run/centaur/bin/centaur-tool";
 
 /// How a thread's CLI session goes on in a new sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +36,8 @@ pub struct Runtimes {
     settings: Arc<Settings>,
     exe: PathBuf,
     dir: PathBuf,
+    /// The API's bound address: sandboxes reach it at `centaur.internal`.
+    api: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
     /// Sandboxes being created at once: creation is CPU-bound (namespaces, nftables, a CA
     /// key); a storm of them on a small machine only makes every one late.
     starts: Arc<tokio::sync::Semaphore>,
@@ -45,8 +54,14 @@ impl Runtimes {
             settings,
             exe,
             dir,
+            api: Arc::default(),
             starts: Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS)),
         }
+    }
+
+    /// Records where the API listens (once bound).
+    pub fn set_api(&self, addr: std::net::SocketAddr) {
+        let _ = self.api.set(addr);
     }
 
     /// The supervisor of a runtime.
@@ -139,7 +154,23 @@ impl Runtimes {
             a.runtime_id = id;
             a.spool_seq = 0;
         }
-        let spec = self.spec(&a, resume)?;
+        let internal = match self.api.get() {
+            Some(api) => {
+                let rules = self
+                    .settings
+                    .tools
+                    .as_ref()
+                    .map_or(&[][..], |t| &t.threads[..]);
+                let scopes = crate::tools::config::thread_scopes(rules, &a.thread_key);
+                let token = store
+                    .create_sandbox_token(&a.thread_key, &a.runtime_id, &scopes)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Some(Internal { api: *api, token })
+            }
+            None => None,
+        };
+        let spec = self.spec(&a, resume, internal)?;
         private_dir(&self.dir, 0o711)?;
         let client = self.client(&a.runtime_id);
         let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
@@ -151,7 +182,12 @@ impl Runtimes {
         Ok((client, a))
     }
 
-    fn spec(&self, a: &Assignment, resume: Option<String>) -> Result<SupervisorSpec, String> {
+    fn spec(
+        &self,
+        a: &Assignment,
+        resume: Option<String>,
+        internal: Option<Internal>,
+    ) -> Result<SupervisorSpec, String> {
         let s = &self.settings;
         let h = s
             .harnesses
@@ -172,15 +208,28 @@ impl Runtimes {
             env: merged.clone(),
             resume,
             centaur: CENTAUR_INSIDE.into(),
+            mcp: internal
+                .is_some()
+                .then(|| format!("http://{}/mcp", internal::HOST)),
         };
         let mut env: Vec<(String, String)> = merged.into_iter().collect();
         env.push(("CENTAUR_THREAD_KEY".into(), a.thread_key.clone()));
         env.push(("CENTAUR_RUNTIME_ID".into(), a.runtime_id.clone()));
+        if internal.is_some() {
+            env.push((
+                "CENTAUR_API_URL".into(),
+                format!("http://{}", internal::HOST),
+            ));
+            let path = std::env::var("PATH")
+                .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into());
+            env.push(("PATH".into(), format!("{BIN_INSIDE}:{path}")));
+        }
         let audit_dir = s.data_dir.join("audit");
         private_dir(&audit_dir, 0o700)?;
         let (work, home) = self.thread_dirs(a, h)?;
         let mut mounts = s.mounts.clone();
         mounts.push((self.exe.clone(), CENTAUR_INSIDE.into()));
+        mounts.push((self.exe.clone(), TOOL_INSIDE.into()));
         Ok(SupervisorSpec {
             command: adapter.command(&launch),
             policy: s.policy.clone(),
@@ -197,6 +246,7 @@ impl Runtimes {
             ],
             audit: audit_dir.join(format!("{}.jsonl", a.runtime_id)),
             memory: s.memory,
+            internal,
         })
     }
 

@@ -149,9 +149,12 @@ pub async fn call(
             "the body must be a JSON object of the method's arguments ({} for none)",
         ));
     };
-    let thread_key = headers
-        .get("x-centaur-thread-key")
-        .and_then(|v| v.to_str().ok());
+    // A sandbox token speaks for its own thread; another key may name one.
+    let thread_key = key.thread_key.as_deref().or_else(|| {
+        headers
+            .get("x-centaur-thread-key")
+            .and_then(|v| v.to_str().ok())
+    });
     let reply = host(&app)?.call(&tool, &method, &args, thread_key).await;
     Ok(Json(match reply {
         Reply::Result(result) => json!({"tool": name, "method": method, "result": result}),

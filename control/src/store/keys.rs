@@ -53,14 +53,18 @@ impl Scope {
     }
 
     /// Whether a key with these scopes may list and call the tool `name` (`tools:NAME`,
-    /// `tools:*`, `admin`, `*`).
+    /// `tools:*`, `admin`, `*`), unless a sandbox token's `-tools:NAME` blocks it.
     pub fn tool_allowed(scopes: &[String], name: &str) -> bool {
-        scopes.iter().any(|s| {
-            s == "*"
-                || s == "admin"
-                || s == "tools:*"
-                || s.strip_prefix("tools:").is_some_and(|t| t == name)
-        })
+        let blocked = scopes
+            .iter()
+            .any(|s| s.strip_prefix("-tools:").is_some_and(|t| t == name));
+        !blocked
+            && scopes.iter().any(|s| {
+                s == "*"
+                    || s == "admin"
+                    || s == "tools:*"
+                    || s.strip_prefix("tools:").is_some_and(|t| t == name)
+            })
     }
 }
 
@@ -79,6 +83,10 @@ pub struct Key {
     pub created_at: i64,
     /// When it was revoked.
     pub revoked_at: Option<i64>,
+    /// A sandbox token's thread: calls with it act for this thread only.
+    pub thread_key: Option<String>,
+    /// A sandbox token's runtime: honoured only while it is the thread's active one.
+    pub runtime_id: Option<String>,
 }
 
 /// The SHA-256 hex of a key: what the store keeps.
@@ -98,6 +106,8 @@ macro_rules! key_row {
             scopes: scopes.split(',').map(str::to_string).collect(),
             created_at: r.try_get("created_at")?,
             revoked_at: r.try_get("revoked_at")?,
+            thread_key: r.try_get("thread_key")?,
+            runtime_id: r.try_get("runtime_id")?,
         }
     }};
 }
@@ -115,6 +125,30 @@ impl Store {
                 "a key's name must be 1 to 100 characters",
             ));
         }
+        self.insert_key(name, scopes, None).await
+    }
+
+    /// Makes the token of a thread's sandbox (`runtime_id`), revoking the thread's earlier
+    /// ones: one live token per thread. Returns the token.
+    pub async fn create_sandbox_token(
+        &self,
+        thread_key: &str,
+        runtime_id: &str,
+        scopes: &[String],
+    ) -> Result<String, StoreError> {
+        let name = format!("sandbox:{runtime_id}");
+        let (token, _) = self
+            .insert_key(&name, scopes, Some((thread_key, runtime_id)))
+            .await?;
+        Ok(token)
+    }
+
+    async fn insert_key(
+        &self,
+        name: &str,
+        scopes: &[String],
+        sandbox: Option<(&str, &str)>,
+    ) -> Result<(String, Key), StoreError> {
         let mut raw = [0u8; 32];
         rand::fill(&mut raw);
         use base64::Engine as _;
@@ -129,11 +163,22 @@ impl Store {
             scopes: scopes.to_vec(),
             created_at: self.now(),
             revoked_at: None,
+            thread_key: sandbox.map(|s| s.0.to_string()),
+            runtime_id: sandbox.map(|s| s.1.to_string()),
         };
         let hash = key_hash(&secret);
         in_tx!(self, |tx| {
+            if let Some(thread) = &key.thread_key {
+                sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE thread_key = $2 AND revoked_at IS NULL",
+                )
+                .bind(key.created_at)
+                .bind(thread)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
-                "INSERT INTO api_keys (key_id, name, key_prefix, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO api_keys (key_id, name, key_prefix, key_hash, scopes, created_at, thread_key, runtime_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&key.key_id)
             .bind(&key.name)
@@ -141,6 +186,8 @@ impl Store {
             .bind(&hash)
             .bind(key.scopes.join(","))
             .bind(key.created_at)
+            .bind(&key.thread_key)
+            .bind(&key.runtime_id)
             .execute(&mut *tx)
             .await?;
         });
@@ -163,12 +210,14 @@ impl Store {
         })
     }
 
-    /// Every key, oldest first.
+    /// Every key made with `create_key` (not sandbox tokens), oldest first.
     pub async fn list_keys(&self) -> Result<Vec<Key>, StoreError> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, key_id")
-                .fetch_all(pool)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT * FROM api_keys WHERE thread_key IS NULL ORDER BY created_at, key_id",
+            )
+            .fetch_all(pool)
+            .await?;
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
                 out.push(key_row!(r));

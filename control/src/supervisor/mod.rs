@@ -60,6 +60,29 @@ pub struct SupervisorSpec {
     /// sessions); default a fresh one on the sandbox's private `/tmp`.
     #[serde(default)]
     pub home: Option<PathBuf>,
+    /// The route to the control plane at `centaur.internal`, and the token the gateway
+    /// injects there.
+    #[serde(default)]
+    pub internal: Option<Internal>,
+}
+
+/// The control plane's API as the sandbox's gateway reaches it.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Internal {
+    /// The API's listener.
+    pub api: std::net::SocketAddr,
+    /// The thread's sandbox token (kept by the gateway; never in the sandbox).
+    pub token: String,
+}
+
+impl std::fmt::Debug for Internal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Internal")
+            .field("api", &self.api)
+            .field("token", &"(hidden)")
+            .finish()
+    }
 }
 
 /// The longest harness output line kept whole; longer lines are cut here (and marked).

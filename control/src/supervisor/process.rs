@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::credential::store::{SecretEnv, SecretValue};
 use sandbox::local::{Limits, Mount};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -15,7 +16,7 @@ use tokio::sync::{Mutex, watch};
 
 use super::{MAX_LINE, SupervisorSpec, socket, spool, workdir};
 use crate::runner::local::LocalBackend;
-use crate::runner::{SandboxBackend, SandboxSpec, Stdio, Stopper, spec};
+use crate::runner::{SandboxBackend, SandboxSpec, Stdio, Stopper, internal, spec};
 
 /// Where the harness is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,9 +142,24 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn sandbox_spec(s: &SupervisorSpec, dir: &Path) -> Result<SandboxSpec, String> {
-    let (policy, policy_name) =
+    let (mut policy, policy_name) =
         spec::load_policy(s.policy.as_deref()).map_err(|e| e.to_string())?;
-    let secrets = spec::load_secrets(s.secrets_from.as_deref()).map_err(|e| e.to_string())?;
+    let mut secrets =
+        spec::load_secret_map(s.secrets_from.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(i) = &s.internal {
+        let text = match &s.policy {
+            Some(p) => {
+                Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        policy = internal::route(text.as_deref(), i.api)?;
+        secrets.insert(
+            internal::TOKEN_VAR.to_string(),
+            SecretValue::new(i.token.as_bytes()),
+        );
+    }
+    let secrets = SecretEnv::new(secrets);
     Ok(SandboxSpec {
         command: s.command.iter().map(Into::into).collect(),
         policy,

@@ -30,6 +30,45 @@ pub struct ToolsConfig {
     pub python: Option<String>,
     /// Memory per tool sandbox (default 1GiB).
     pub memory: Option<String>,
+    /// Which tools threads' sandboxes may call: the first rule whose `threads` matches a
+    /// thread's key applies (every tool when none does).
+    #[serde(default)]
+    pub threads: Vec<ThreadRule>,
+}
+
+/// The tools some threads may call from their sandboxes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadRule {
+    /// A thread key, or a prefix ending in `*` (`slack:*`).
+    pub threads: String,
+    /// Only these tools (default: all).
+    pub allow: Option<Vec<String>>,
+    /// Never these.
+    #[serde(default)]
+    pub block: Vec<String>,
+}
+
+/// The scopes of a thread's sandbox token under these rules: `tools:NAME` per allowed tool
+/// (`tools:*` for all) and `-tools:NAME` per blocked one.
+pub fn thread_scopes(rules: &[ThreadRule], thread_key: &str) -> Vec<String> {
+    let rule = rules.iter().find(|r| match r.threads.strip_suffix('*') {
+        Some(prefix) => thread_key.starts_with(prefix),
+        None => thread_key == r.threads,
+    });
+    let Some(rule) = rule else {
+        return vec!["tools:*".into()];
+    };
+    let mut scopes: Vec<String> = match &rule.allow {
+        Some(list) => list.iter().map(|t| format!("tools:{t}")).collect(),
+        None => vec!["tools:*".into()],
+    };
+    scopes.extend(rule.block.iter().map(|t| format!("-tools:{t}")));
+    if scopes.is_empty() {
+        // `allow: []`: no tool; a scope no tool name matches keeps the key well formed.
+        scopes.push("tools:!none".into());
+    }
+    scopes
 }
 
 /// The section, checked, paths absolute.
@@ -45,6 +84,8 @@ pub struct ToolSettings {
     pub python: String,
     /// Bytes of memory per tool sandbox.
     pub memory: u64,
+    /// See [`ToolsConfig::threads`].
+    pub threads: Vec<ThreadRule>,
 }
 
 impl ToolsConfig {
@@ -83,6 +124,37 @@ impl ToolsConfig {
             base_policy,
             python: self.python.unwrap_or_else(|| "python3".into()),
             memory,
+            threads: self.threads,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_matching_rule_gives_a_threads_tools() {
+        let rules = vec![
+            ThreadRule {
+                threads: "slack:*".into(),
+                allow: Some(vec!["github".into()]),
+                block: vec![],
+            },
+            ThreadRule {
+                threads: "api:ops".into(),
+                allow: None,
+                block: vec!["http_fetch".into()],
+            },
+        ];
+        assert_eq!(thread_scopes(&rules, "slack:T1:C1:1.2"), ["tools:github"]);
+        assert_eq!(
+            thread_scopes(&rules, "api:ops"),
+            ["tools:*", "-tools:http_fetch"]
+        );
+        assert_eq!(thread_scopes(&rules, "api:other"), ["tools:*"]);
+        let scopes = thread_scopes(&rules, "api:ops");
+        assert!(crate::store::Scope::tool_allowed(&scopes, "github"));
+        assert!(!crate::store::Scope::tool_allowed(&scopes, "http_fetch"));
     }
 }

@@ -6,7 +6,7 @@
 use policy::Config;
 use serde_json::{Value, json};
 
-use crate::runner::gateway_config::allow_hosts;
+use crate::runner::gateway_config::{allow_hosts, open_transforms};
 use crate::tools::manifest::{Manifest, Mode};
 
 /// What a tool holds for a replace-mode secret; its gateway swaps in the real value.
@@ -24,17 +24,8 @@ pub fn check_base(name: &str, text: &str) -> Result<(), String> {
 /// The tool's policy: `base` (YAML text of a valid policy, or none) extended with the
 /// tool's hosts and secrets.
 pub fn generate(m: &Manifest, base: Option<&str>) -> Result<Config, String> {
-    let mut doc: Value = match base {
-        Some(text) => serde_saphyr::from_str(text).map_err(|e| format!("base policy: {e}"))?,
-        None => json!({}),
-    };
-    if doc.is_null() {
-        doc = json!({});
-    }
-    let mut transforms = doc["transforms"]
-        .as_array_mut()
-        .map(std::mem::take)
-        .unwrap_or_default();
+    let (mut doc, mut transforms) =
+        open_transforms(base).map_err(|e| format!("base policy: {e}"))?;
     let mut hosts: Vec<Value> = m.hosts.iter().map(|h| json!(h)).collect();
     for s in &m.secrets {
         hosts.extend(

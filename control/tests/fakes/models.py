@@ -13,6 +13,9 @@ The script, from the newest user input of the request (its last directive):
   running `<cmd>`;
 * `AGENT:<text>` → one call of the request's subagent tool (Task or Agent) with the prompt
   `<text>` (Anthropic only);
+* `MCP:<tool> <json>` → one call of the request's tool `<tool>` (an MCP tool such as
+  `mcp__centaur__github__search_issues`) with the JSON arguments, or the text
+  `NO_TOOL:<tool> (tools: …)` when the request does not offer it (Anthropic only);
 * `SAY:<text>` → the text `<text>`;
 * `HANG` → the stream opens and then nothing comes, ever;
 * anything else → the text `OK`.
@@ -67,7 +70,7 @@ def decide(items):
             return "text", "OK"
         if role != "user":
             continue
-        found = list(re.finditer(r"(AGENT|RUN|SAY):(.+)|\bHANG\b", text))
+        found = list(re.finditer(r"(AGENT|RUN|SAY|MCP):(.+)|\bHANG\b", text))
         if found:
             # The last directive wins (a replayed transcript, or a turn the user interrupted,
             # comes before the new message).
@@ -75,7 +78,7 @@ def decide(items):
             if last.group(0) == "HANG":
                 return "hang", None
             verb, arg = last.group(1), last.group(2).strip()
-            return {"AGENT": "agent", "RUN": "tool", "SAY": "text"}[verb], arg
+            return {"AGENT": "agent", "RUN": "tool", "SAY": "text", "MCP": "mcp"}[verb], arg
     return "text", "OK"
 
 
@@ -203,8 +206,15 @@ class Handler(BaseHTTPRequestHandler):
             return self.hang()
         model = body.get("model", "fake-model")
         usage = {"input_tokens": 12, "output_tokens": 7}
-        if kind in ("tool", "agent"):
-            if kind == "agent":
+        if kind == "mcp":
+            name, _, raw = value.partition(" ")
+            names = sorted(t.get("name", "") for t in body.get("tools") or [])
+            if name not in names:
+                kind, value = "text", f"NO_TOOL:{name} (tools: {', '.join(n for n in names if n.startswith('mcp__'))})"
+        if kind in ("tool", "agent", "mcp"):
+            if kind == "mcp":
+                name, args = name, json.loads(raw or "{}")
+            elif kind == "agent":
                 names = {t.get("name") for t in body.get("tools") or []}
                 name = "Agent" if "Agent" in names else "Task"
                 args = {"description": "a subagent", "prompt": value,

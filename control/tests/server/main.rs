@@ -8,3 +8,4 @@ mod failures;
 mod harness;
 mod slack;
 mod tools;
+mod tools_sandbox;

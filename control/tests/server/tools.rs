@@ -75,6 +75,56 @@ class Client:
     );
 }
 
+/// The fake GitHub and web page behind the tools' gateways.
+pub struct Origins {
+    dir: tempfile::TempDir,
+    port: u64,
+    _child: tokio::process::Child,
+}
+
+impl Origins {
+    pub async fn start() -> Origins {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new(harness::python())
+            .arg(harness::repo().join("control/tests/fakes/github.py"))
+            .arg(dir.path())
+            .arg(CANARY)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let first = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .next_line()
+            .await
+            .unwrap()
+            .unwrap();
+        let port = serde_json::from_str::<Value>(&first).unwrap()["port"]
+            .as_u64()
+            .unwrap();
+        Origins {
+            dir,
+            port,
+            _child: child,
+        }
+    }
+
+    /// `tools.env` (the canary token) and `tools-base.yaml` (the fake's names pinned, its CA
+    /// trusted) in the server's config folder.
+    pub fn write_files(&self, d: &Path) {
+        std::fs::write(d.join("tools.env"), format!("GITHUB_TOKEN={CANARY}\n")).unwrap();
+        std::fs::write(
+            d.join("tools-base.yaml"),
+            format!(
+                "proxy:\n  upstream_allow_cidrs: [127.0.0.1/32]\nupstream:\n  hosts: {{api.github.com: '127.0.0.1:{p}', example.com: '127.0.0.1:{p}'}}\n  ca_files: ['{}/ca.pem']\n",
+                self.dir.path().display(),
+                p = self.port
+            ),
+        )
+        .unwrap();
+    }
+}
+
 /// Every file under `dir` that contains `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
@@ -117,24 +167,7 @@ async fn tools_serve_agents_and_never_hold_a_real_credential() {
     if !harness::root_or_skip("tools_serve_agents_and_never_hold_a_real_credential") {
         return;
     }
-    let fake_dir = tempfile::tempdir().unwrap();
-    let mut fake = tokio::process::Command::new(harness::python())
-        .arg(harness::repo().join("control/tests/fakes/github.py"))
-        .arg(fake_dir.path())
-        .arg(CANARY)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(fake.stdout.take().unwrap())
-        .lines()
-        .next_line()
-        .await
-        .unwrap()
-        .unwrap();
-    let port = serde_json::from_str::<Value>(&first).unwrap()["port"]
-        .as_u64()
-        .unwrap();
+    let rig = Origins::start().await;
     let setup = Setup::new(
         &[("unused", "[\"true\"]")],
         &format!(
@@ -146,15 +179,7 @@ async fn tools_serve_agents_and_never_hold_a_real_credential() {
     let author = d.join("author");
     author_tools(&author);
     harness::chmod(&author, 0o755);
-    std::fs::write(d.join("tools.env"), format!("GITHUB_TOKEN={CANARY}\n")).unwrap();
-    std::fs::write(
-        d.join("tools-base.yaml"),
-        format!(
-            "proxy:\n  upstream_allow_cidrs: [127.0.0.1/32]\nupstream:\n  hosts: {{api.github.com: '127.0.0.1:{port}', example.com: '127.0.0.1:{port}'}}\n  ca_files: ['{}/ca.pem']\n",
-            fake_dir.path().display()
-        ),
-    )
-    .unwrap();
+    rig.write_files(d);
     let all = setup.key("all-tools", "tools:*");
     let github = setup.key("github-only", "tools:github");
     let agent = setup.key("agent-only", "agent");
@@ -200,7 +225,7 @@ async fn tools_serve_agents_and_never_hold_a_real_credential() {
         );
     }
     // The real token reached the fake GitHub, on every request the tool made to it.
-    let requests = std::fs::read_to_string(fake_dir.path().join("requests.jsonl")).unwrap();
+    let requests = std::fs::read_to_string(rig.dir.path().join("requests.jsonl")).unwrap();
     let to_github: Vec<Value> = requests
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -235,9 +260,9 @@ async fn tools_serve_agents_and_never_hold_a_real_credential() {
         log.contains("tool broken: skipped") && log.contains("SyntaxError"),
         "{log}"
     );
-    // The shutdown removed every tool sandbox.
+    // The shutdown stopped this server's workers (other tests' servers may run their own).
     assert!(
-        worker_environments().is_empty(),
+        !worker_environments().iter().any(|(n, _)| n == "probe"),
         "tool workers outlived the server"
     );
 }

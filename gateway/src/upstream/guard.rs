@@ -38,6 +38,7 @@ pub struct Guard {
     allow: Vec<Cidr>,
     own: Vec<SocketAddr>,
     pins: BTreeMap<HostName, (IpAddr, Option<u16>)>,
+    internal: BTreeMap<HostName, SocketAddr>,
     connect_timeout: Duration,
 }
 
@@ -55,8 +56,30 @@ impl Guard {
             allow,
             own,
             pins,
+            internal: BTreeMap::new(),
             connect_timeout,
         }
+    }
+
+    /// Adds the control plane's routes (`upstream.internal`): each name goes to exactly its
+    /// address, which the deny ranges do not apply to (the gateway's own listeners still do).
+    pub fn with_internal(mut self, routes: BTreeMap<HostName, SocketAddr>) -> Self {
+        self.internal = routes;
+        self
+    }
+
+    /// The control plane's route for this host, checked against the gateway's own listeners.
+    fn internal(&self, host: &Host) -> Result<Option<SocketAddr>, GuardError> {
+        let Host::Name(name) = host else {
+            return Ok(None);
+        };
+        let Some(addr) = self.internal.get(name) else {
+            return Ok(None);
+        };
+        if self.own.contains(addr) {
+            return Err(GuardError::Loop(*addr));
+        }
+        Ok(Some(*addr))
     }
 
     /// Checks one address. IPv4-mapped, NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`)
@@ -81,6 +104,9 @@ impl Guard {
     /// Resolves `host:port` (pins first) and checks every answer. One denied answer denies
     /// the name: a mix of public and private answers is how rebinding attacks look.
     pub async fn resolve(&self, host: &Host, port: u16) -> Result<Vec<SocketAddr>, GuardError> {
+        if let Some(route) = self.internal(host)? {
+            return Ok(vec![route]);
+        }
         let addrs: Vec<SocketAddr> = match host {
             Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
             Host::Name(name) => match self.pins.get(name) {
@@ -103,6 +129,9 @@ impl Guard {
     /// The address a target is fixed to without resolving it — an IP literal, or a name
     /// pinned in `upstream.hosts` — checked; `None` for a name only DNS can answer.
     pub fn fixed(&self, host: &Host, port: u16) -> Result<Option<SocketAddr>, GuardError> {
+        if let Some(route) = self.internal(host)? {
+            return Ok(Some(route));
+        }
         let addr = match host {
             Host::Ip(ip) => SocketAddr::new(*ip, port),
             Host::Name(name) => match self.pins.get(name) {
@@ -234,5 +263,31 @@ mod tests {
             g.resolve(&host, 443).await.unwrap(),
             vec![sa("127.0.0.5:9")]
         );
+    }
+
+    #[tokio::test]
+    async fn an_internal_route_reaches_exactly_its_address_and_never_the_gateway() {
+        let host = Host::parse("centaur.internal").unwrap();
+        let g = guard(&[]).with_internal(BTreeMap::from([(
+            "centaur.internal".parse().unwrap(),
+            sa("127.0.0.1:8700"),
+        )]));
+        // Loopback is denied to every other name, and to this one at any other address.
+        assert_eq!(
+            g.resolve(&host, 80).await.unwrap(),
+            vec![sa("127.0.0.1:8700")]
+        );
+        assert_eq!(g.fixed(&host, 443).unwrap(), Some(sa("127.0.0.1:8700")));
+        assert!(g.check(sa("127.0.0.1:8701")).is_err());
+        let other = Host::parse("other.internal").unwrap();
+        assert_eq!(g.fixed(&other, 80).unwrap(), None);
+        let looped = guard(&[]).with_internal(BTreeMap::from([(
+            "centaur.internal".parse().unwrap(),
+            sa("127.0.0.1:8443"),
+        )]));
+        assert!(matches!(
+            looped.resolve(&host, 80).await,
+            Err(GuardError::Loop(_))
+        ));
     }
 }

@@ -126,6 +126,11 @@ pub struct UpstreamConfig {
     pub hosts: BTreeMap<HostName, (IpAddr, Option<u16>)>,
     /// Extra PEM CA bundles trusted for upstream TLS, beside the system and webpki roots.
     pub ca_files: Vec<String>,
+    /// Routes to the control plane (`centaur.internal` → its API's address): set by the
+    /// control plane's sandbox runner, never by a policy file. Unlike `hosts`, these exact
+    /// addresses are exempt from the deny ranges (the API listens on loopback); a name here
+    /// resolves to its address and nothing else.
+    pub internal: BTreeMap<HostName, SocketAddr>,
 }
 
 pub(crate) fn proxy(raw: RawProxy, errs: &mut Errors) -> ProxyConfig {
@@ -237,5 +242,6 @@ pub(crate) fn upstream(
     UpstreamConfig {
         hosts,
         ca_files: raw.ca_files,
+        internal: BTreeMap::new(),
     }
 }

@@ -10,6 +10,7 @@ mod keys;
 mod platform;
 mod sandbox;
 mod server;
+mod tool;
 
 use std::process::ExitCode;
 
@@ -62,6 +63,12 @@ enum Cmd {
     /// Query, follow, summarise and verify audit logs.
     #[command(subcommand)]
     Audit(Box<audit::AuditCmd>),
+    /// Call tools: list them, describe one, call a method (JSON in and out). Inside every
+    /// sandbox as `centaur-tool`, reaching the control plane through the sandbox's gateway.
+    ///
+    /// Example:
+    ///   centaur tool --server http://127.0.0.1:8700 --key "$KEY" github search_issues --query crash
+    Tool(tool::ToolArgs),
     /// Check a gateway policy, explain what it does with a request, run its test cases (the
     /// same commands as `centaur-gateway check|explain|test|schema`).
     #[command(subcommand)]
@@ -69,7 +76,17 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().cmd {
+    // Inside a sandbox the binary is also `centaur-tool`: `centaur-tool ARGS` is `centaur tool ARGS`.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "centaur-tool");
+    if invoked {
+        argv[0] = "centaur".into();
+        argv.insert(1, "tool".into());
+    }
+    let result = match Cli::parse_from(argv).cmd {
         Cmd::Audit(cmd) => return audit::run(*cmd),
         Cmd::Policy(cmd) => return gateway::cli::policy::run(cmd, "centaur policy"),
         Cmd::Sandbox(cmd) => {
@@ -91,6 +108,7 @@ fn main() -> ExitCode {
         Cmd::Ask(a) => return block(ask::ask(a)),
         Cmd::Threads(c) => return block(ask::threads(c)),
         Cmd::Events(a) => return block(ask::events(a)),
+        Cmd::Tool(a) => return block(tool::run(a)),
         Cmd::Demo { gateway } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
