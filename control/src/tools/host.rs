@@ -416,3 +416,49 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_are_found_in_groups_and_a_later_folder_wins_a_name() {
+        let base = tempfile::tempdir().unwrap();
+        let overlay = tempfile::tempdir().unwrap();
+        let tool = |root: &Path, rel: &str, table: bool| {
+            let d = root.join(rel);
+            std::fs::create_dir_all(&d).unwrap();
+            let text = if table {
+                "[tool.centaur]\n"
+            } else {
+                "[project]\nname = 'x'\n"
+            };
+            std::fs::write(d.join("pyproject.toml"), text).unwrap();
+        };
+        tool(base.path(), "github", true);
+        tool(base.path(), "research/websearch", true);
+        tool(base.path(), "sdk", false);
+        tool(base.path(), ".hidden", true);
+        tool(overlay.path(), "github", true);
+        let found = discover(&[base.path().to_path_buf(), overlay.path().to_path_buf()]);
+        let names: Vec<&str> = found.keys().map(String::as_str).collect();
+        assert_eq!(names, ["github", "websearch"]);
+        assert_eq!(found["github"], overlay.path().join("github"));
+        assert_eq!(found["websearch"], base.path().join("research/websearch"));
+    }
+
+    #[test]
+    fn a_folders_fingerprint_changes_with_its_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.py"), "x = 1\n").unwrap();
+        let before = fingerprint(d.path());
+        assert_eq!(before, fingerprint(d.path()));
+        std::fs::write(d.path().join("a.py"), "x = 12\n").unwrap();
+        assert_ne!(before, fingerprint(d.path()));
+        std::fs::create_dir(d.path().join("__pycache__")).unwrap();
+        std::fs::write(d.path().join("__pycache__/a.pyc"), "junk").unwrap();
+        let now = fingerprint(d.path());
+        std::fs::write(d.path().join("__pycache__/a.pyc"), "more junk").unwrap();
+        assert_eq!(now, fingerprint(d.path()), "caches do not count");
+    }
+}

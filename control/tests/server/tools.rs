@@ -25,15 +25,17 @@ fn author_tools(dir: &Path) {
     };
     write(
         "probe/pyproject.toml",
-        "[tool.centaur]\ndescription = 'A probe.'\nmodule = 'probe'\ntimeout_s = 2\n",
+        "[tool.centaur]\ndescription = 'A probe.'\nmodule = 'probe'\ntimeout_s = 2\nhosts = ['api.github.com']\nsecrets = [{name = 'GITHUB_TOKEN', header = 'Authorization'}]\n",
     );
     write(
         "probe/probe.py",
-        r#"import os
+        r#"import json
+import os
 import threading
 import time
+import urllib.request
 
-from centaur_sdk import current_session_context
+from centaur_sdk import current_session_context, secret
 
 BARRIERS = {}
 LOCK = threading.Lock()
@@ -62,6 +64,17 @@ class Client:
     def context(self) -> dict:
         """What the SDK knows of the call."""
         return current_session_context()
+
+    def replaced(self) -> dict:
+        """Calls GitHub with the placeholder secret() gives; the gateway swaps in the token."""
+        held = secret("GITHUB_TOKEN")
+        req = urllib.request.Request(
+            "https://api.github.com/search/issues?q=probe",
+            headers={"Authorization": f"Bearer {held}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            found = json.loads(r.read())
+        return {"held": held, "title": found["items"][0]["title"]}
 "#,
     );
     write(

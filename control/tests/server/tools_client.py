@@ -149,6 +149,14 @@ check(r.json()["result"] == "after the crash", "the worker is restarted after a 
 r = call("probe", "context", {}, thread="api:probe-1")
 check(r.json()["result"] == {"tool": "probe", "thread_key": "api:probe-1"}, "the session context reaches the tool", r.text)
 
+# A replace-mode secret: the tool holds a placeholder and sends it; its gateway swaps it.
+r = call("probe", "replaced", {})
+check(
+    r.json()["result"] == {"held": "centaur-placeholder-probe-GITHUB_TOKEN", "title": "found: probe"},
+    "replace mode",
+    r.text,
+)
+
 # A tool author's round trip: copy the example, add a method, call it; no restart.
 start = time.monotonic()
 shutil.copytree(f"{REPO}/tools/http_fetch", f"{AUTHOR}/my_fetch")
