@@ -279,3 +279,67 @@ async fn tools_serve_agents_and_never_hold_a_real_credential() {
         "tool workers outlived the server"
     );
 }
+
+/// Waits until the server has loaded github and http_fetch.
+async fn both_ready(server: &crate::harness::Server) {
+    for _ in 0..300 {
+        let log = server.log();
+        if log.contains("tool github: ready") && log.contains("tool http_fetch: ready") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the tools never loaded: {}", server.log());
+}
+
+/// A server killed with `kill -9` leaves its tool workers' sandboxes (their owner is gone);
+/// the next server removes them before it starts its own, and serves the tools again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_servers_tool_sandboxes_are_removed_by_the_next() {
+    if !harness::root_or_skip("a_killed_servers_tool_sandboxes_are_removed_by_the_next") {
+        return;
+    }
+    let rig = Origins::start().await;
+    let setup = Setup::new(
+        &[("unused", "[\"true\"]")],
+        &format!(
+            "tools:\n  dirs: ['{}']\n  secrets_from: tools.env\n  base_policy: tools-base.yaml\n",
+            harness::repo().join("tools").display()
+        ),
+    );
+    rig.write_files(setup.dir.path());
+    let key = setup.key("tools", "tools:*");
+    let server = setup.start().await;
+    both_ready(&server).await;
+    server.kill9().await;
+    // The workers read the end of their stdin and exit; their sandboxes stay, ownerless.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let orphans: Vec<String> = sandbox::local::runs()
+        .into_iter()
+        .filter(|r| !r.alive)
+        .map(|r| r.id)
+        .collect();
+    assert!(
+        orphans.len() >= 2,
+        "the two workers' sandboxes: {orphans:?}"
+    );
+    let server = setup.start().await;
+    both_ready(&server).await;
+    let left: Vec<String> = sandbox::local::runs().into_iter().map(|r| r.id).collect();
+    for id in &orphans {
+        assert!(
+            !left.contains(id),
+            "sandbox {id} outlived its server's restart"
+        );
+    }
+    let out = crate::calls::call(
+        &server,
+        &key,
+        "POST",
+        "/tools/github/search_issues",
+        Some(serde_json::json!({"query": "again"})),
+    )
+    .await;
+    assert_eq!(out["result"][0]["title"], "found: again is:issue", "{out}");
+    assert_eq!(server.stop().await, 0);
+}

@@ -157,6 +157,30 @@ check(
     r.text,
 )
 
+# /mcp's own bad input: JSON-RPC errors, notifications accepted, no server stream.
+mcp = f"{BASE}/mcp"
+r = requests.post(mcp, data="{nope", headers=h(ALL), timeout=10)
+check(r.status_code == 400 and r.json()["error"]["code"] == -32700, "MCP: not JSON", r.text)
+r = requests.post(mcp, json={"jsonrpc": "2.0", "id": 1, "method": "resources/list"}, headers=h(ALL), timeout=10)
+check(r.json()["error"]["code"] == -32601, "MCP: a method not offered", r.text)
+r = requests.post(mcp, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=h(ALL), timeout=10)
+check(r.status_code == 202 and r.text == "", "MCP: a notification", r.text)
+r = requests.post(
+    mcp,
+    json={"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {"protocolVersion": "1999-01-01"}},
+    headers=h(ALL),
+    timeout=10,
+)
+check(r.json()["result"]["protocolVersion"] == "2025-06-18", "MCP: an unknown version gets ours", r.text)
+r = requests.post(mcp, json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, headers=h(GITHUB), timeout=10)
+check(
+    {t["name"].split("__")[0] for t in r.json()["result"]["tools"]} == {"github"}, "MCP: a key's scope filters the list", r.text
+)
+r = requests.get(mcp, headers=h(ALL), timeout=10)
+check(r.status_code == 405, "MCP: no server stream", r.text)
+r = requests.post(mcp, json={"jsonrpc": "2.0", "id": 4, "method": "tools/list"}, headers=h(AGENT), timeout=10)
+check(r.status_code == 403, "MCP: an agent key", r.text)
+
 # A tool author's round trip: copy the example, add a method, call it; no restart.
 start = time.monotonic()
 shutil.copytree(f"{REPO}/tools/http_fetch", f"{AUTHOR}/my_fetch")

@@ -218,6 +218,8 @@ async fn a_sandbox_calls_its_tools_through_its_gateway_by_cli_and_mcp() {
         .collect();
     assert!(said.contains("lacks the scope tools:http_fetch"), "{said}");
     harness::stop_sandboxes(&setup.data()).await;
+    // The tool workers stop with the server (a dropped one is killed, leaving them to the next).
+    assert_eq!(server.stop().await, 0);
 }
 
 /// The harness registers the thread's tools: Claude Code (a real CLI) lists them from the
@@ -252,4 +254,6 @@ async fn claude_code_calls_the_threads_tools_over_mcp() {
         server.log()
     );
     harness::stop_sandboxes(&setup.data()).await;
+    // The tool workers stop with the server (a dropped one is killed, leaving them to the next).
+    assert_eq!(server.stop().await, 0);
 }
