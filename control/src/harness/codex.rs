@@ -58,6 +58,11 @@ impl Harness for Codex {
                 c.extend(["-c".to_string(), kv]);
             }
         }
+        if let Some(url) = &launch.mcp {
+            // The thread's tools, as the MCP server `centaur` (streamable HTTP).
+            let url = Value::from(url.as_str()).to_string();
+            c.extend(["-c".to_string(), format!("mcp_servers.centaur.url={url}")]);
+        }
         c.extend(launch.args.iter().cloned());
         c
     }

@@ -15,7 +15,7 @@ The script, from the newest user input of the request (its last directive):
   `<text>` (Anthropic only);
 * `MCP:<tool> <json>` → one call of the request's tool `<tool>` (an MCP tool such as
   `mcp__centaur__github__search_issues`) with the JSON arguments, or the text
-  `NO_TOOL:<tool> (tools: …)` when the request does not offer it (Anthropic only);
+  `NO_TOOL:<tool> (tools: …)` when the request does not offer it (Anthropic and Responses);
 * `SAY:<text>` → the text `<text>`;
 * `HANG` → the stream opens and then nothing comes, ever;
 * anything else → the text `OK`.
@@ -259,12 +259,33 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "hang":
             return self.hang()
         rid = f"resp_{uuid.uuid4().hex[:20]}"
-        if kind == "tool":
+        namespace = None
+        if kind == "mcp":
+            name, _, raw = value.partition(" ")
+            # Codex offers an MCP server's tools as a namespace (`mcp__SERVER`) of functions; a
+            # call names the namespace and the function.
+            offered = {}
+            for t in body.get("tools") or []:
+                if t.get("type") == "namespace":
+                    for sub in t.get("tools") or []:
+                        offered[f"{t.get('name')}__{sub.get('name')}"] = (t.get("name"), sub.get("name"))
+                else:
+                    n = t.get("name") or (t.get("function") or {}).get("name") or ""
+                    offered[n] = (None, n)
+            if name in offered:
+                kind, args = "tool", json.loads(raw or "{}")
+                namespace, name = offered[name]
+            else:
+                kind, value = "text", f"NO_TOOL:{name} (tools: {', '.join(n for n in sorted(offered) if 'centaur' in n)})"
+        elif kind == "tool":
             name, arg = shell_tool(body.get("tools"))
             args = {arg: ["bash", "-lc", value] if name == "shell" else value}
+        if kind == "tool":
             item = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:16]}",
                     "call_id": f"call_{uuid.uuid4().hex[:16]}", "name": name,
                     "arguments": json.dumps(args), "status": "completed"}
+            if namespace:
+                item["namespace"] = namespace
         else:
             item = {"type": "message", "id": f"msg_{uuid.uuid4().hex[:16]}", "role": "assistant",
                     "status": "completed",

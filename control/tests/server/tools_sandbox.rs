@@ -257,3 +257,40 @@ async fn claude_code_calls_the_threads_tools_over_mcp() {
     // The tool workers stop with the server (a dropped one is killed, leaving them to the next).
     assert_eq!(server.stop().await, 0);
 }
+
+/// Codex (a real CLI) gets the same MCP server registered and calls a tool natively.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_calls_the_threads_tools_over_mcp() {
+    if !harness::root_or_skip("codex_calls_the_threads_tools_over_mcp") {
+        return;
+    }
+    let models = crate::clis::Models::start().await;
+    let rig = Origins::start().await;
+    let setup = crate::clis::setup(
+        &models,
+        &format!(
+            "tools:\n  dirs: ['{}']\n  secrets_from: tools.env\n  base_policy: tools-base.yaml\n",
+            harness::repo().join("tools").display()
+        ),
+    );
+    let (key, server) = start(&setup, &rig).await;
+    let e = turn(
+        &server,
+        &key,
+        "api:codex-mcp",
+        "codex",
+        r#"MCP:mcp__centaur__github__search_issues {"query": "from codex"}"#,
+    )
+    .await;
+    let text = e["result_text"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("DONE:") && text.contains("found: from codex is:issue"),
+        "{e}\n{:?}",
+        models
+            .requests()
+            .last()
+            .map(|r| r["body"]["tools"].to_string())
+    );
+    harness::stop_sandboxes(&setup.data()).await;
+    assert_eq!(server.stop().await, 0);
+}
