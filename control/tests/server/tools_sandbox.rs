@@ -222,11 +222,10 @@ async fn a_sandbox_calls_its_tools_through_its_gateway_by_cli_and_mcp() {
     assert_eq!(server.stop().await, 0);
 }
 
-/// The harness registers the thread's tools: Claude Code (a real CLI) lists them from the
-/// control plane's MCP server through its gateway and calls one natively.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claude_code_calls_the_threads_tools_over_mcp() {
-    if !harness::root_or_skip("claude_code_calls_the_threads_tools_over_mcp") {
+/// A real agent CLI, with the thread's tools registered by its harness as the MCP server
+/// `centaur`, lists them through its gateway and calls one natively when the fake model asks.
+async fn cli_calls_a_tool_over_mcp(name: &str, harness_name: &str) {
+    if !harness::root_or_skip(name) {
         return;
     }
     let models = crate::clis::Models::start().await;
@@ -239,58 +238,36 @@ async fn claude_code_calls_the_threads_tools_over_mcp() {
         ),
     );
     let (key, server) = start(&setup, &rig).await;
+    let query = format!("from {harness_name}");
     let e = turn(
         &server,
         &key,
-        "api:mcp",
-        "claude",
-        r#"MCP:mcp__centaur__github__search_issues {"query": "from claude"}"#,
+        &format!("api:{harness_name}-mcp"),
+        harness_name,
+        &format!(r#"MCP:mcp__centaur__github__search_issues {{"query": "{query}"}}"#),
     )
     .await;
     let text = e["result_text"].as_str().unwrap_or_default();
+    let tools = models
+        .requests()
+        .last()
+        .map(|r| r["body"]["tools"].to_string());
     assert!(
-        text.starts_with("DONE:") && text.contains("found: from claude is:issue"),
-        "{e}\n{}",
+        text.starts_with("DONE:") && text.contains(&format!("found: {query} is:issue")),
+        "{e}\nthe model was offered: {tools:?}\n{}",
         server.log()
     );
     harness::stop_sandboxes(&setup.data()).await;
-    // The tool workers stop with the server (a dropped one is killed, leaving them to the next).
     assert_eq!(server.stop().await, 0);
 }
 
-/// Codex (a real CLI) gets the same MCP server registered and calls a tool natively.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_calls_the_threads_tools_over_mcp() {
+    cli_calls_a_tool_over_mcp("claude_code_calls_the_threads_tools_over_mcp", "claude").await;
+}
+
+/// Codex offers an MCP server's tools to the model as a namespace of functions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_calls_the_threads_tools_over_mcp() {
-    if !harness::root_or_skip("codex_calls_the_threads_tools_over_mcp") {
-        return;
-    }
-    let models = crate::clis::Models::start().await;
-    let rig = Origins::start().await;
-    let setup = crate::clis::setup(
-        &models,
-        &format!(
-            "tools:\n  dirs: ['{}']\n  secrets_from: tools.env\n  base_policy: tools-base.yaml\n",
-            harness::repo().join("tools").display()
-        ),
-    );
-    let (key, server) = start(&setup, &rig).await;
-    let e = turn(
-        &server,
-        &key,
-        "api:codex-mcp",
-        "codex",
-        r#"MCP:mcp__centaur__github__search_issues {"query": "from codex"}"#,
-    )
-    .await;
-    let text = e["result_text"].as_str().unwrap_or_default();
-    assert!(
-        text.starts_with("DONE:") && text.contains("found: from codex is:issue"),
-        "{e}\n{:?}",
-        models
-            .requests()
-            .last()
-            .map(|r| r["body"]["tools"].to_string())
-    );
-    harness::stop_sandboxes(&setup.data()).await;
-    assert_eq!(server.stop().await, 0);
+    cli_calls_a_tool_over_mcp("codex_calls_the_threads_tools_over_mcp", "codex").await;
 }
