@@ -17,16 +17,21 @@ pub const HOST: &str = "centaur.internal";
 pub const TOKEN_VAR: &str = "CENTAUR_THREAD_TOKEN";
 
 /// The sandbox's policy (the file's text, or none) with the route: `centaur.internal` on the
-/// allowlist, the token injected as `Authorization: Bearer` for that host only, and the name
+/// allowlist, the token injected as `Authorization: Bearer` and `X-Api-Key` for that host
+/// only, and the name
 /// routed to `api` (the server's listener) past the deny ranges.
 pub fn route(policy: Option<&str>, api: SocketAddr) -> Result<Config, String> {
     let (mut doc, mut transforms) = open_transforms(policy)?;
     allow_hosts(&mut transforms, vec![json!(HOST)]);
-    transforms.push(json!({"name": "secrets", "config": {"secrets": [{
-        "source": {"type": "env", "var": TOKEN_VAR},
-        "rules": [{"host": HOST}],
-        "inject": {"header": "Authorization", "formatter": "Bearer {{ .Value }}"},
-    }]}}));
+    // Both headers the API reads a key from are set, so a key the sandbox got hold of (a user
+    // pasted one) is overwritten and never used from inside it.
+    let source = json!({"type": "env", "var": TOKEN_VAR});
+    transforms.push(json!({"name": "secrets", "config": {"secrets": [
+        {"source": source, "rules": [{"host": HOST}],
+         "inject": {"header": "Authorization", "formatter": "Bearer {{ .Value }}"}},
+        {"source": source, "rules": [{"host": HOST}],
+         "inject": {"header": "X-Api-Key", "formatter": "{{ .Value }}"}},
+    ]}}));
     doc["transforms"] = Value::Array(transforms);
     let mut config = Config::parse_placed(&doc.to_string())
         .map_err(|e| format!("the policy with the centaur.internal route: {e}"))?;
@@ -66,9 +71,9 @@ mod tests {
         assert_eq!(*internal[0].1, "127.0.0.1:8700".parse().unwrap());
         let text = format!("{c:?}");
         assert!(text.contains("api.example.test") && text.contains(TOKEN_VAR));
-        assert_eq!(c.policy.secrets.len(), 1);
+        assert_eq!(c.policy.secrets.len(), 2);
         // Without a policy, the route is the only way out.
         let bare = route(None, "127.0.0.1:1".parse().unwrap()).unwrap();
-        assert_eq!(bare.policy.secrets.len(), 1);
+        assert_eq!(bare.policy.secrets.len(), 2);
     }
 }

@@ -83,6 +83,8 @@ async fn a_sandbox_calls_its_tools_through_its_gateway_by_cli_and_mcp() {
     );
     std::fs::write(&setup.config, yaml).unwrap();
     let (key, server) = start(&setup, &rig).await;
+    // A key a user might paste into a conversation: from inside, it is overwritten.
+    let admin = setup.key("leaked", "admin");
 
     // centaur-tool, typed flags, through the gateway: the fake GitHub got the real token.
     let e = turn(
@@ -99,13 +101,16 @@ async fn a_sandbox_calls_its_tools_through_its_gateway_by_cli_and_mcp() {
         "{e}\n{}",
         server.log()
     );
-    // What the sandbox sees: the route and a placeholder; and its token reaches tools only.
+    // What the sandbox sees: the route and a placeholder; its token reaches tools only, and
+    // replaces any key the sandbox sends.
     let e = turn(
         &server,
         &key,
         "api:all",
         "scripted",
-        "run: env > env.txt; curl -s -o /dev/null -w '%{http_code}' http://centaur.internal/agent/threads",
+        &format!(
+            "run: env > env.txt; curl -s -o /dev/null -w '%{{http_code}}' -H 'X-Api-Key: {admin}' http://centaur.internal/agent/threads"
+        ),
     )
     .await;
     assert!(e["result_text"].as_str().unwrap().contains(": 403"), "{e}");
