@@ -1,8 +1,9 @@
 """The control plane's benchmark: `centaur server` on embedded SQLite and on PostgreSQL, on this
 machine, in one run. Message appends per second from 16 clients; append → SSE delivery latency
 with 100 followers on one thread; `execute` → first harness output on a cold sandbox (the
-built-in scripted agent). Writes its section of BENCHMARKS.md (between markers, kept when
-bench/run rewrites the gateway's table) and bench/control-results.json. Needs root (sandboxes).
+built-in scripted agent); tool calls, warm and cold (centaur_bench.tool_calls). Writes its
+section of BENCHMARKS.md (between markers, kept when bench/run rewrites the gateway's table)
+and bench/control-results.json. Needs root (sandboxes).
 
   bench/control            release build, the published figures
   bench/control --smoke    debug build, short runs, a table under target/bench/ (a check that it runs)
@@ -17,6 +18,7 @@ import tempfile
 import time
 import urllib.request
 
+from . import tool_calls
 from .common import ROOT, TARGET, free_port, log, sh
 from .report import CONTROL_BEGIN, CONTROL_END
 
@@ -180,6 +182,7 @@ def table(meta, results):
         "`python3` starting the agent, the turn written and the first line spooled, committed and streamed. "
         "Output lines/s: a warm sandbox's agent prints 20,000 lines as fast as it can; from the first `output` "
         "event a follower reads to the execution's end.",
+        *tool_calls.rows(results.get("tools")),
         CONTROL_END,
         "",
     ]
@@ -209,6 +212,7 @@ def main():
     results = {}
     for engine in a.engines.split(","):
         results[engine] = run_engine(engine, centaur, tool, a.smoke)
+    results["tools"] = tool_calls.measure(centaur, a.smoke)
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{os.uname().sysname} {os.uname().release}, {os.cpu_count()} cores",
