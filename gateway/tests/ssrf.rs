@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ fn ssrf_cases_run_in_an_isolated_network_namespace() {
         .args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(std::env::current_exe().unwrap())
         .args([
-            "inside_the_namespace",
+            "ssrf::inside_the_namespace",
             "--exact",
             "--ignored",
             "--nocapture",
