@@ -90,6 +90,9 @@ conformance!(
     the_slack_inbox_takes_a_message_once_and_the_outbox_is_leased,
 );
 
+#[path = "store/workflows.rs"]
+mod workflows;
+
 fn spawn_req(thread: &str, spawn_id: Option<&str>, harness: Option<&str>) -> SpawnRequest {
     SpawnRequest {
         thread_key: thread.into(),

@@ -23,6 +23,7 @@ mod queue;
 mod slack;
 mod threads;
 mod turns;
+mod workflows;
 
 pub use code::{Code, Rejection};
 pub use db::{
@@ -34,3 +35,4 @@ pub use executions::{Claimed, EnqueueRequest, Execution, Finish, Line, Status};
 pub use keys::{Key, Scope};
 pub use slack::{Delivery, InboxEnd, InboxRow, NewDelivery};
 pub use threads::{Assignment, Message, NewMessage, Outcome, SpawnRequest, ThreadSummary};
+pub use workflows::{ClaimedRun, NewRun, RunEnd, RunRecord, RunStatus};

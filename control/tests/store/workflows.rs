@@ -1,0 +1,270 @@
+//! Workflow runs in the store, on both engines: idempotent creation, one claimer per run,
+//! writes fenced by the lease, events that wake waiters and are never lost.
+
+use std::time::Duration;
+
+use control::store::{Code, NewRun, RunEnd, RunStatus, StoreError};
+use control::workflows::core::{Checkpoint, Effect, Kind, Wait};
+use serde_json::json;
+
+use super::Db;
+
+async fn sqlite() -> Db {
+    super::sqlite().await
+}
+
+async fn postgres(name: &str) -> Option<Db> {
+    super::postgres(name).await
+}
+
+conformance!(
+    runs_are_idempotent_on_their_trigger_key,
+    one_claimer_per_run_and_writes_are_fenced_by_the_lease,
+    a_sleeping_run_is_due_at_its_time_and_an_expired_lease_is_taken_over,
+    an_event_wakes_its_waiter_and_one_posted_first_is_not_lost,
+    cancel_stops_a_suspended_run_at_once_and_a_running_one_at_its_next_write,
+);
+
+fn new(name: &str, input: serde_json::Value, trigger: Option<&str>) -> NewRun {
+    NewRun {
+        workflow_name: name.into(),
+        workflow_version: "v1".into(),
+        input,
+        trigger_key: trigger.map(Into::into),
+    }
+}
+
+fn record(seq: i64, name: &str, value: serde_json::Value) -> Effect {
+    Effect::Record(Checkpoint {
+        seq,
+        name: name.into(),
+        kind: Kind::Step,
+        done: true,
+        value,
+    })
+}
+
+async fn runs_are_idempotent_on_their_trigger_key(db: Db) {
+    let s = &db.store;
+    let (a, found) = s
+        .create_run(&new("digest", json!({"id": 1}), Some("k1")))
+        .await
+        .unwrap();
+    assert!(!found);
+    assert!(a.run_id.starts_with("wfr_") && a.run_id.len() == 20);
+    assert_eq!(a.root_run_id, a.run_id);
+    assert_eq!(a.status, RunStatus::Queued);
+    let (b, found) = s
+        .create_run(&new("digest", json!({"id": 1}), Some("k1")))
+        .await
+        .unwrap();
+    assert!(found);
+    assert_eq!(b.run_id, a.run_id);
+    let err = s
+        .create_run(&new("digest", json!({"id": 2}), Some("k1")))
+        .await
+        .unwrap_err();
+    let StoreError::Rejected(r) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(r.code, Code::IdempotencyPayloadMismatch);
+    // The same key on another workflow, or no key, is a new run.
+    let (c, _) = s
+        .create_run(&new("other", json!({"id": 2}), Some("k1")))
+        .await
+        .unwrap();
+    let (d, _) = s
+        .create_run(&new("digest", json!({"id": 1}), None))
+        .await
+        .unwrap();
+    assert!(c.run_id != a.run_id && d.run_id != a.run_id);
+    assert_eq!(
+        s.list_runs(Some("digest"), None, 10).await.unwrap().len(),
+        2
+    );
+}
+
+async fn one_claimer_per_run_and_writes_are_fenced_by_the_lease(db: Db) {
+    let s = &db.store;
+    let (run, _) = s.create_run(&new("w", json!({}), None)).await.unwrap();
+    let (a, b) = tokio::join!(s.claim_run("wa", 30_000), s.claim_run("wb", 30_000));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(
+        a.is_some() != b.is_some(),
+        "exactly one claimer wins: {a:?} {b:?}"
+    );
+    let (winner, loser) = if a.is_some() {
+        ("wa", "wb")
+    } else {
+        ("wb", "wa")
+    };
+    let c = a.or(b).unwrap();
+    assert_eq!(c.run.run_id, run.run_id);
+    assert!(c.checkpoints.is_empty());
+    assert!(
+        !s.commit_run(
+            &run.run_id,
+            loser,
+            &[record(0, "x", json!({"result": 1}))],
+            30_000
+        )
+        .await
+        .unwrap(),
+        "a worker that does not hold the run records nothing"
+    );
+    assert!(
+        s.commit_run(
+            &run.run_id,
+            winner,
+            &[record(0, "x", json!({"result": 1}))],
+            30_000
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !s.end_run(&run.run_id, loser, &RunEnd::Completed(json!(0)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.end_run(&run.run_id, winner, &RunEnd::Completed(json!({"ok": true})))
+            .await
+            .unwrap()
+    );
+    let (r, cps) = s.get_run(&run.run_id).await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.output, Some(json!({"ok": true})));
+    assert_eq!(cps.len(), 1);
+    assert_eq!(cps[0].value, json!({"result": 1}));
+    // Ended: nobody can write to it any more.
+    assert!(
+        !s.commit_run(&run.run_id, winner, &[record(1, "y", json!(2))], 30_000)
+            .await
+            .unwrap()
+    );
+}
+
+async fn a_sleeping_run_is_due_at_its_time_and_an_expired_lease_is_taken_over(db: Db) {
+    let s = &db.store;
+    let (run, _) = s.create_run(&new("w", json!({}), None)).await.unwrap();
+    s.claim_run("wa", 30_000).await.unwrap().unwrap();
+    let until = i64::try_from(super::T0).unwrap() + 60_000;
+    let suspend = Effect::Suspend {
+        wait: Wait::Sleep,
+        until,
+        waiting_on: json!({"type": "sleep", "until": until}),
+    };
+    assert!(
+        s.commit_run(&run.run_id, "wa", &[suspend], 30_000)
+            .await
+            .unwrap()
+    );
+    let (r, _) = s.get_run(&run.run_id).await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Sleeping);
+    assert_eq!(r.waiting_on.unwrap()["type"], "sleep");
+    assert!(s.claim_run("wb", 30_000).await.unwrap().is_none());
+    db.clock.advance(Duration::from_secs(60));
+    let c = s.claim_run("wb", 30_000).await.unwrap().unwrap();
+    assert_eq!(c.run.run_id, run.run_id);
+    assert_eq!(c.run.waiting_on, None);
+    // wb dies; once its lease expires another worker takes the run over.
+    assert!(s.claim_run("wc", 30_000).await.unwrap().is_none());
+    db.clock.advance(Duration::from_secs(31));
+    assert!(!s.renew_run(&run.run_id, "wc", 30_000).await.unwrap());
+    let c = s.claim_run("wc", 30_000).await.unwrap().unwrap();
+    assert_eq!(c.run.run_id, run.run_id);
+    assert!(!s.renew_run(&run.run_id, "wb", 30_000).await.unwrap());
+    assert!(s.renew_run(&run.run_id, "wc", 30_000).await.unwrap());
+}
+
+async fn an_event_wakes_its_waiter_and_one_posted_first_is_not_lost(db: Db) {
+    let s = &db.store;
+    let wait = |t: &str| Effect::Suspend {
+        wait: Wait::Event("approval".into(), t.into()),
+        until: i64::MAX / 4,
+        waiting_on: json!({"type": "event"}),
+    };
+    let (run, _) = s.create_run(&new("w", json!({}), None)).await.unwrap();
+    s.claim_run("wa", 30_000).await.unwrap().unwrap();
+    assert!(
+        s.commit_run(&run.run_id, "wa", &[wait("42")], 30_000)
+            .await
+            .unwrap()
+    );
+    assert!(s.claim_run("wa", 30_000).await.unwrap().is_none());
+    // Another key wakes nobody.
+    let (_, woken) = s
+        .post_workflow_event("approval", "41", &json!(1))
+        .await
+        .unwrap();
+    assert_eq!(woken, 0);
+    let (_, woken) = s
+        .post_workflow_event("approval", "42", &json!({"ok": true}))
+        .await
+        .unwrap();
+    assert_eq!(woken, 1);
+    assert_eq!(
+        s.find_workflow_event("approval", "42").await.unwrap(),
+        Some(json!({"ok": true}))
+    );
+    let c = s.claim_run("wa", 30_000).await.unwrap().unwrap();
+    assert_eq!(c.run.run_id, run.run_id);
+    // An event posted before a run waits for it: the suspend finds it and the run is due.
+    let (run2, _) = s.create_run(&new("w", json!({}), None)).await.unwrap();
+    s.post_workflow_event("approval", "43", &json!(3))
+        .await
+        .unwrap();
+    let c = s.claim_run("wb", 30_000).await.unwrap().unwrap();
+    assert_eq!(c.run.run_id, run2.run_id);
+    assert!(
+        s.commit_run(&run2.run_id, "wb", &[wait("43")], 30_000)
+            .await
+            .unwrap()
+    );
+    let c = s.claim_run("wb", 30_000).await.unwrap().unwrap();
+    assert_eq!(c.run.run_id, run2.run_id);
+}
+
+async fn cancel_stops_a_suspended_run_at_once_and_a_running_one_at_its_next_write(db: Db) {
+    let s = &db.store;
+    let (a, _) = s.create_run(&new("w", json!({}), None)).await.unwrap();
+    let r = s.cancel_run(&a.run_id).await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Cancelled);
+    assert!(r.completed_at.is_some());
+    // Idempotent on an ended run; unknown runs are None.
+    assert_eq!(
+        s.cancel_run(&a.run_id).await.unwrap().unwrap().status,
+        RunStatus::Cancelled
+    );
+    assert!(
+        s.cancel_run("wfr_0000000000000000")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (b, _) = s.create_run(&new("w", json!({}), None)).await.unwrap();
+    s.claim_run("wa", 30_000).await.unwrap().unwrap();
+    let r = s.cancel_run(&b.run_id).await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Running);
+    assert!(r.cancel_requested);
+    assert!(!s.renew_run(&b.run_id, "wa", 30_000).await.unwrap());
+    assert!(
+        !s.commit_run(&b.run_id, "wa", &[record(0, "x", json!(1))], 30_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.end_run(&b.run_id, "wa", &RunEnd::Completed(json!(1)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.end_run(&b.run_id, "wa", &RunEnd::Cancelled)
+            .await
+            .unwrap()
+    );
+    let (r, cps) = s.get_run(&b.run_id).await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Cancelled);
+    assert!(cps.is_empty());
+}
