@@ -37,6 +37,8 @@ pub struct App {
     pub slack: Option<Arc<Slack>>,
     /// The tool host, when tools are configured.
     pub tools: Option<Arc<ToolHost>>,
+    /// The workflow engine, when workflows are configured (set once the store is open).
+    pub workflows: OnceLock<Arc<crate::workflows::executor::Engine>>,
 }
 
 impl App {

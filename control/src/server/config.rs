@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::server::slack::settings::{EgressConfig, SlackConfig, SlackSettings};
 use crate::tools::config::{ToolSettings, ToolsConfig};
+use crate::workflows::config::{WorkflowSettings, WorkflowsConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub egress: EgressConfig,
     /// Tool plugins (`crate::tools`).
     pub tools: Option<ToolsConfig>,
+    /// Durable workflows (`crate::workflows`).
+    pub workflows: Option<WorkflowsConfig>,
 }
 
 /// `sandbox:`.
@@ -150,6 +153,8 @@ pub struct Settings {
     pub egress_policy: Option<PathBuf>,
     /// Tool plugins, if configured.
     pub tools: Option<ToolSettings>,
+    /// Workflows, if configured.
+    pub workflows: Option<WorkflowSettings>,
 }
 
 /// The built-in scripted agent (a stand-in for an agent CLI; there is no model API here).
@@ -248,6 +253,7 @@ impl ServerConfig {
         let slack = self.slack.and_then(|s| s.settle(base, &mut errors));
         let egress_policy = self.egress.policy.map(abs);
         let tools = self.tools.map(|t| t.settle(base, &mut errors));
+        let workflows = self.workflows.map(|w| w.settle(base, &mut errors));
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
@@ -272,6 +278,7 @@ impl ServerConfig {
             slack,
             egress_policy,
             tools,
+            workflows,
         })
     }
 

@@ -21,6 +21,7 @@ pub mod slack;
 pub mod sse;
 pub mod tools;
 pub mod worker;
+pub mod workflows;
 
 pub use app::App;
 
@@ -95,6 +96,7 @@ pub async fn serve(
         clock: Arc::new(SystemClock),
         slack,
         tools,
+        workflows: OnceLock::new(),
     });
     let listener = TcpListener::bind(&settings.listen)
         .await
@@ -182,6 +184,41 @@ fn start_tools(settings: &Settings) -> Option<Arc<ToolHost>> {
     Some(host)
 }
 
+/// The workflow engine: its worker starts in its sandbox, then due runs are claimed.
+fn start_workflows(app: &Arc<App>, store: &Store) {
+    let Some(w) = app.settings.workflows.clone() else {
+        return;
+    };
+    let settings = app.settings.clone();
+    let start: crate::workflows::executor::StartWorker = Box::new(move || {
+        let settings = settings.clone();
+        let w = w.clone();
+        Box::pin(async move {
+            let sdk = crate::tools::spec::write_sdk(&settings.data_dir)?;
+            let cx = crate::workflows::worker::Place {
+                data_dir: &settings.data_dir,
+                sdk: &sdk,
+                uid: settings.uid,
+                gid: settings.gid,
+            };
+            let policy = crate::workflows::worker::policy(w.policy.as_deref())?;
+            let secrets = crate::workflows::worker::secrets(&w)?;
+            let spec = crate::workflows::worker::spec(&w, policy, secrets, &cx)?;
+            crate::workflows::worker::Worker::start(spec, &w.dirs).await
+        })
+    });
+    let concurrency = app.settings.workflows.as_ref().map_or(8, |w| w.concurrency);
+    let engine = Arc::new(crate::workflows::executor::Engine::new(
+        store.clone(),
+        app.clock.clone(),
+        app.worker_id.clone(),
+        concurrency,
+        start,
+    ));
+    let _ = app.workflows.set(engine.clone());
+    tokio::spawn(engine.run(app.shutdown.subscribe()));
+}
+
 /// Makes the data directory (reachable by the sandbox user, listing nothing) and, on
 /// SQLite, takes its lock: one server per store file.
 fn lock_data_dir(settings: &Settings) -> Result<std::fs::File, ServeError> {
@@ -236,6 +273,7 @@ async fn background(app: &Arc<App>, store: Store, sole: bool) {
     });
     worker::recover(app, sole).await;
     tokio::spawn(worker::run(app.clone()));
+    start_workflows(app, &app.store());
     slack::spawn(app, sole).await;
     let app = app.clone();
     tokio::spawn(async move {
@@ -281,6 +319,14 @@ fn router(app: Arc<App>) -> Router {
                 .get(mcp::not_offered)
                 .delete(mcp::not_offered),
         )
+        .route("/workflows", get(workflows::list))
+        .route(
+            "/workflows/runs",
+            post(workflows::create).get(workflows::runs),
+        )
+        .route("/workflows/runs/{id}", get(workflows::show))
+        .route("/workflows/runs/{id}/cancel", post(workflows::cancel))
+        .route("/workflows/events", post(workflows::event))
         .route("/tools", get(tools::list))
         .route("/tools/{tool}", get(tools::describe))
         .route("/tools/{tool}/{method}", post(tools::call))

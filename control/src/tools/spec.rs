@@ -21,7 +21,7 @@ pub const TOOL_INSIDE: &str = "/run/centaur/tool";
 pub const SDK_INSIDE: &str = "/run/centaur/sdk";
 
 /// The SDK, embedded so the worker always matches the server.
-const SDK: [(&str, &str); 3] = [
+const SDK: [(&str, &str); 4] = [
     (
         "__init__.py",
         include_str!("../../../tools/sdk/centaur_sdk/__init__.py"),
@@ -33,6 +33,10 @@ const SDK: [(&str, &str); 3] = [
     (
         "worker.py",
         include_str!("../../../tools/sdk/centaur_sdk/worker.py"),
+    ),
+    (
+        "workflow.py",
+        include_str!("../../../tools/sdk/centaur_sdk/workflow.py"),
     ),
 ];
 

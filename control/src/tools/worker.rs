@@ -281,7 +281,9 @@ async fn read_answers(
 }
 
 /// One line of at most [`MAX_LINE`] bytes, without its newline; `None` at the end.
-async fn next_line(out: &mut BufReader<ChildStdout>) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) async fn next_line(
+    out: &mut BufReader<ChildStdout>,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
     loop {
         let buf = out.fill_buf().await?;

@@ -5,4 +5,7 @@
 //! drives their handlers in a Python worker that runs in a sandbox behind its own gateway,
 //! and commits each decision's effects before the handler goes on.
 
+pub mod config;
 pub mod core;
+pub mod executor;
+pub mod worker;

@@ -9,3 +9,4 @@ mod harness;
 mod slack;
 mod tools;
 mod tools_sandbox;
+mod workflows;

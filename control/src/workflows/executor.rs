@@ -1,0 +1,404 @@
+//! The executor: claims due runs under a lease, replays each run's handler in the worker,
+//! asks the core to decide each call the handler makes, commits the decision's effects
+//! (fenced by the lease) and only then answers the handler. A heartbeat keeps the lease and
+//! notices a cancel; a worker that dies gives its runs back, and the next claim replays them
+//! from their last checkpoint.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, RwLock, Semaphore, watch};
+
+use crate::clock::Clock;
+use crate::store::{ClaimedRun, RunEnd, Store, StoreError};
+use crate::workflows::core::{self, Answer, Call, Checkpoint, Effect, Outcome, Retry};
+use crate::workflows::worker::{Found, Worker};
+
+/// How long a claim lasts without a heartbeat.
+pub const LEASE_MS: i64 = 30_000;
+
+/// How a new worker is started.
+pub type StartWorker = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Worker, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The workflow engine of one server.
+pub struct Engine {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    worker_id: String,
+    start: StartWorker,
+    worker: RwLock<Option<Arc<Worker>>>,
+    slots: Arc<Semaphore>,
+    /// Woken when a run may have become due (created, event posted).
+    pub kick: Notify,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine driving at most `concurrency` runs at once.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        worker_id: String,
+        concurrency: usize,
+        start: StartWorker,
+    ) -> Self {
+        Engine {
+            store,
+            clock,
+            worker_id,
+            start,
+            worker: RwLock::new(None),
+            slots: Arc::new(Semaphore::new(concurrency)),
+            kick: Notify::new(),
+        }
+    }
+
+    /// The workflows the current worker serves.
+    pub async fn workflows(&self) -> BTreeMap<String, Found> {
+        match &*self.worker.read().await {
+            Some(w) => w.workflows.clone(),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// Starts the worker (if it is not running) and returns it.
+    pub async fn ready_worker(&self) -> Result<Arc<Worker>, String> {
+        if let Some(w) = self.worker.read().await.as_ref().filter(|w| w.alive()) {
+            return Ok(w.clone());
+        }
+        let mut slot = self.worker.write().await;
+        if let Some(w) = slot.as_ref().filter(|w| w.alive()) {
+            return Ok(w.clone());
+        }
+        let w = Arc::new((self.start)().await?);
+        *slot = Some(w.clone());
+        Ok(w)
+    }
+
+    /// Claims and drives due runs until shutdown.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let worker = match self.ready_worker().await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!("workflows: {e}; retrying in 5s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                break;
+            };
+            match self.store.claim_run(&self.worker_id, LEASE_MS).await {
+                Ok(Some(claimed)) => {
+                    let engine = self.clone();
+                    tokio::spawn(async move {
+                        let id = claimed.run.run_id.clone();
+                        if let Err(e) = engine.drive(&worker, claimed).await {
+                            tracing::warn!("workflow run {id}: {e}; it is retried after its lease");
+                        }
+                        worker.detach(&id);
+                        drop(permit);
+                        engine.kick.notify_one();
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = self.kick.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!("workflows: claiming a run: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        if let Some(w) = self.worker.read().await.as_ref() {
+            w.stop();
+        }
+    }
+
+    /// Replays one claimed run until it suspends, ends, or is lost.
+    async fn drive(&self, worker: &Worker, claimed: ClaimedRun) -> Result<(), StoreError> {
+        let ClaimedRun {
+            run,
+            checkpoints,
+            attempts,
+        } = claimed;
+        let id = run.run_id.clone();
+        let mut state = core::Run {
+            checkpoints,
+            attempts,
+        };
+        if !worker.workflows.contains_key(&run.workflow_name) {
+            let fail = Effect::Fail {
+                code: "WORKFLOW_NOT_FOUND",
+                message: format!(
+                    "no workflow named {:?} is loaded (its file was removed or does not load; the server log says why)",
+                    run.workflow_name
+                ),
+            };
+            self.store
+                .commit_run(&id, &self.worker_id, &[fail], LEASE_MS)
+                .await?;
+            return Ok(());
+        }
+        let mut rx = worker.attach(&id);
+        let start = json!({
+            "type": "start",
+            "run": id,
+            "workflow": run.workflow_name,
+            "input": run.input,
+            "checkpoints": state.checkpoints.iter().map(checkpoint_json).collect::<Vec<_>>(),
+            "attempts": state.attempts.map(|a| json!({"seq": a.seq, "failed": a.failed})),
+        });
+        if !worker.send(&start).await {
+            return self.give_back(&id).await;
+        }
+        let mut beat = tokio::time::interval(Duration::from_millis(
+            u64::try_from(LEASE_MS / 3).unwrap_or(10_000),
+        ));
+        beat.tick().await;
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = beat.tick() => {
+                    if !self.store.renew_run(&id, &self.worker_id, LEASE_MS).await? {
+                        return self.lost(worker, &id).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else {
+                return self.give_back(&id).await;
+            };
+            if self.on_message(worker, &mut state, &id, &msg).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles one line of the run's handler; `true` when the drive is over.
+    async fn on_message(
+        &self,
+        worker: &Worker,
+        state: &mut core::Run,
+        id: &str,
+        msg: &Value,
+    ) -> Result<bool, StoreError> {
+        match msg["type"].as_str() {
+            Some("call") => {
+                let Some(answer) = self.call(state, id, msg).await? else {
+                    self.lost(worker, id).await?;
+                    return Ok(true);
+                };
+                let stop = answer == Answer::Stop;
+                let mut reply = answer_json(&answer);
+                reply["type"] = "answer".into();
+                reply["run"] = id.into();
+                reply["id"] = msg["id"].clone();
+                if !worker.send(&reply).await {
+                    self.give_back(id).await?;
+                    return Ok(true);
+                }
+                Ok(stop)
+            }
+            Some("return") => {
+                let end = RunEnd::Completed(msg.get("value").cloned().unwrap_or(Value::Null));
+                if !self.store.end_run(id, &self.worker_id, &end).await? {
+                    self.lost(worker, id).await?;
+                }
+                Ok(true)
+            }
+            Some("raise") => {
+                let fail = Effect::Fail {
+                    code: "HANDLER_ERROR",
+                    message: msg["message"]
+                        .as_str()
+                        .unwrap_or("the handler raised")
+                        .into(),
+                };
+                if !self
+                    .store
+                    .commit_run(id, &self.worker_id, &[fail], LEASE_MS)
+                    .await?
+                {
+                    self.lost(worker, id).await?;
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Decides one call and commits its effects; `None` if the run was lost or cancelled.
+    async fn call(
+        &self,
+        state: &mut core::Run,
+        id: &str,
+        msg: &Value,
+    ) -> Result<Option<Answer>, StoreError> {
+        let seq = msg["seq"].as_i64().unwrap_or(-1);
+        let decision = match parse_call(msg) {
+            Ok(mut call) => {
+                if let Call::Wait {
+                    event_type,
+                    correlation_id,
+                    event,
+                    ..
+                } = &mut call
+                {
+                    *event = self
+                        .store
+                        .find_workflow_event(event_type, correlation_id)
+                        .await?;
+                }
+                let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+                core::decide(state, seq, &call, now)
+            }
+            Err(e) => core::Decision {
+                answer: Answer::Stop,
+                effects: vec![Effect::Fail {
+                    code: "WORKER_PROTOCOL",
+                    message: format!("the workflow worker sent a call the engine cannot read: {e}"),
+                }],
+            },
+        };
+        if !decision.effects.is_empty()
+            && !self
+                .store
+                .commit_run(id, &self.worker_id, &decision.effects, LEASE_MS)
+                .await?
+        {
+            return Ok(None);
+        }
+        for e in &decision.effects {
+            match e {
+                Effect::Record(c) => {
+                    let i = usize::try_from(c.seq).unwrap_or(usize::MAX);
+                    if i < state.checkpoints.len() {
+                        state.checkpoints[i] = c.clone();
+                    } else {
+                        state.checkpoints.push(c.clone());
+                    }
+                    state.attempts = None;
+                }
+                Effect::RetryAt { attempts, .. } => state.attempts = Some(*attempts),
+                Effect::Suspend { .. } | Effect::Fail { .. } => {}
+            }
+        }
+        Ok(Some(decision.answer))
+    }
+
+    /// The worker is gone: the run is claimable again in a second.
+    async fn give_back(&self, id: &str) -> Result<(), StoreError> {
+        let at = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX) + 1_000;
+        self.store.release_run(id, &self.worker_id, at).await
+    }
+
+    /// The run's lease was lost, or a cancel was asked for: stop its handler, and end it as
+    /// cancelled if that is why.
+    async fn lost(&self, worker: &Worker, id: &str) -> Result<(), StoreError> {
+        worker.send(&json!({"type": "cancel", "run": id})).await;
+        if let Some((r, _)) = self.store.get_run(id).await?
+            && r.cancel_requested
+        {
+            self.store
+                .end_run(id, &self.worker_id, &RunEnd::Cancelled)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn checkpoint_json(c: &Checkpoint) -> Value {
+    json!({"seq": c.seq, "name": c.name, "kind": c.kind.as_str(), "done": c.done, "value": c.value})
+}
+
+fn answer_json(a: &Answer) -> Value {
+    match a {
+        Answer::Value(v) => json!({"value": v}),
+        Answer::Raise { kind, message } => json!({"raise": {"kind": kind, "message": message}}),
+        Answer::Run { attempt } => json!({"run_step": attempt}),
+        Answer::Stop => json!({"stop": true}),
+    }
+}
+
+/// Reads a worker's call.
+fn parse_call(m: &Value) -> Result<Call, String> {
+    let name = m["name"].as_str().ok_or("no name")?.to_string();
+    let ms = |k: &str| m[k].as_i64();
+    match m["kind"].as_str() {
+        Some("step") => {
+            let outcome = match m.get("outcome").filter(|o| !o.is_null()) {
+                None => None,
+                Some(o) if o.get("result").is_some() => {
+                    Some(Outcome::Returned(o["result"].clone()))
+                }
+                Some(o) => Some(Outcome::Raised {
+                    message: o["error"].as_str().unwrap_or("the step failed").into(),
+                    retryable: o["retryable"].as_bool().unwrap_or(false),
+                    retry: retry(&o["retry"]),
+                }),
+            };
+            Ok(Call::Step { name, outcome })
+        }
+        Some("sleep") => Ok(Call::Sleep {
+            name,
+            until: ms("until"),
+            ms: ms("ms").unwrap_or(0),
+        }),
+        Some("event") => Ok(Call::Wait {
+            name,
+            event_type: m["event_type"].as_str().ok_or("no event_type")?.into(),
+            correlation_id: m["correlation_id"]
+                .as_str()
+                .ok_or("no correlation_id")?
+                .into(),
+            timeout_ms: ms("timeout"),
+            event: None,
+        }),
+        other => Err(format!("unknown kind {other:?}")),
+    }
+}
+
+fn retry(v: &Value) -> Retry {
+    let secs = |k: &str, d: f64| {
+        let s = v[k].as_f64().unwrap_or(d).clamp(0.0, 86_400.0 * 30.0);
+        // Whole milliseconds of a bounded, non-negative number of seconds.
+        (s * 1000.0).round() as i64
+    };
+    Retry {
+        limit: v["limit"]
+            .as_u64()
+            .and_then(|l| u32::try_from(l).ok())
+            .unwrap_or(1)
+            .clamp(1, 100),
+        delay_ms: secs("delay", 1.0),
+        exponential: v["backoff"] != "fixed",
+        max_delay_ms: secs("max_delay", 300.0),
+    }
+}

@@ -1,0 +1,209 @@
+//! Workflows through a real server: a handler with steps (a loop's names de-duplicated), a
+//! real one-second sleep and a wait, in the worker's own sandbox; the server is killed with
+//! `kill -9` while the run waits, and the restarted server finishes it when the event
+//! arrives — the step that ran before the crash is not run again. A handler whose replay
+//! makes other calls fails with NON_DETERMINISTIC_REPLAY. Protects invariant 7 (durable
+//! before acknowledged): a step's result is committed before the handler goes on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{self, Setup};
+
+const PROBE: &str = r#"
+WORKFLOW_NAME = "probe"
+
+
+def effect(name):
+    with open("effects.log", "a") as f:
+        f.write(name + "\n")
+    return name
+
+
+async def handler(inp, ctx):
+    first = await ctx.step("first", lambda: effect("first"))
+    total = 0
+    for i in range(3):
+        total += await ctx.step("loop", lambda i=i: i)
+    await ctx.sleep("nap", seconds=1)
+    approval = await ctx.wait_for_event("approval", correlation_id=inp["id"], timeout=600)
+    last = await ctx.step("last", lambda: effect("last"))
+    return {"first": first, "total": total, "approval": approval, "last": last}
+"#;
+
+const DRIFT: &str = r#"
+import random
+
+WORKFLOW_NAME = "drift"
+
+
+async def handler(inp, ctx):
+    await ctx.step(f"pick-{random.random()}", lambda: 1)
+    await ctx.sleep("nap", seconds=1)
+    return "unreachable"
+"#;
+
+async fn call(method: &str, url: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+    let mut c = tokio::process::Command::new("curl");
+    c.args(["-s", "-w", "\n%{http_code}", "-X", method, url, "-H"])
+        .arg(format!("x-api-key: {key}"));
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
+    }
+    let out = c.output().await.unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+async fn until_status(base: &str, key: &str, run: &str, want: &str) -> Value {
+    for _ in 0..600 {
+        let (_, r) = call("GET", &format!("{base}/workflows/runs/{run}"), key, None).await;
+        if r["status"] == want {
+            return r;
+        }
+        assert!(
+            !(r["status"] == "failed" && want != "failed"),
+            "the run failed: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {run} never became {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once() {
+    if !harness::root_or_skip("a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once") {
+        return;
+    }
+    let setup = Setup::new(
+        &[("unused", "[\"true\"]")],
+        "workflows:\n  dirs: [flows]\n  concurrency: 4\n",
+    );
+    let flows = setup.dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(flows.join("probe.py"), PROBE).unwrap();
+    std::fs::write(flows.join("drift.py"), DRIFT).unwrap();
+    std::fs::write(
+        flows.join("broken.py"),
+        "WORKFLOW_NAME = 'broken'\nhandler = 3\n",
+    )
+    .unwrap();
+    harness::chmod(&flows, 0o755);
+    let key = setup.key("flows", "agent");
+    let server = setup.start().await;
+    let base = server.base.clone();
+    let mut listed = Value::Null;
+    for _ in 0..200 {
+        listed = call("GET", &format!("{base}/workflows"), &key, None)
+            .await
+            .1;
+        if listed["workflows"].as_array().is_some_and(|w| w.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names: Vec<&str> = listed["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["drift", "probe"], "{listed}");
+    assert!(server.log().contains("workflow") && server.log().contains("broken.py"));
+
+    let create = json!({"workflow_name": "probe", "input": {"id": "42"}, "trigger_key": "t1"});
+    let (code, run) = call(
+        "POST",
+        &format!("{base}/workflows/runs"),
+        &key,
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(code, 201, "{run}");
+    let id = run["run_id"].as_str().unwrap().to_string();
+    let (code, again) = call(
+        "POST",
+        &format!("{base}/workflows/runs"),
+        &key,
+        Some(create),
+    )
+    .await;
+    assert_eq!(
+        (code, &again["run_id"], &again["idempotent"]),
+        (200, &run["run_id"], &json!(true))
+    );
+    let (code, err) = call(
+        "POST",
+        &format!("{base}/workflows/runs"),
+        &key,
+        Some(json!({"workflow_name": "nope"})),
+    )
+    .await;
+    assert_eq!(code, 404, "{err}");
+    assert!(err["message"].to_string().contains("drift, probe"), "{err}");
+
+    let waiting = until_status(&base, &key, &id, "waiting").await;
+    let steps: Vec<(&str, bool)> = waiting["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["done"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("first", true),
+            ("loop", true),
+            ("loop#2", true),
+            ("loop#3", true),
+            ("nap", true),
+            ("approval", false)
+        ]
+    );
+    assert_eq!(waiting["waiting_on"]["type"], "event");
+    assert_eq!(waiting["waiting_on"]["correlation_id"], "42");
+
+    // The server dies while the run waits; a new one finishes it when the event comes.
+    server.kill9().await;
+    let server = setup.start().await;
+    let base = server.base.clone();
+    let (code, posted) = call(
+        "POST",
+        &format!("{base}/workflows/events"),
+        &key,
+        Some(json!({"event_type": "approval", "correlation_id": "42", "payload": {"ok": true}})),
+    )
+    .await;
+    assert_eq!(code, 200, "{posted}");
+    let done = until_status(&base, &key, &id, "completed").await;
+    assert_eq!(
+        done["output"],
+        json!({"first": "first", "total": 3, "approval": {"ok": true}, "last": "last"})
+    );
+    let effects = std::fs::read_to_string(setup.data().join("workflows/work/effects.log")).unwrap();
+    assert_eq!(effects, "first\nlast\n", "each step's side effect ran once");
+
+    // A replay that makes other calls than the recorded ones fails, and says why.
+    let (_, drift) = call(
+        "POST",
+        &format!("{base}/workflows/runs"),
+        &key,
+        Some(json!({"workflow_name": "drift"})),
+    )
+    .await;
+    let failed = until_status(&base, &key, drift["run_id"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["error_code"], "NON_DETERMINISTIC_REPLAY", "{failed}");
+    assert!(
+        failed["error_text"].as_str().unwrap().contains("pick-"),
+        "{failed}"
+    );
+    server.stop().await;
+    harness::stop_sandboxes(&setup.data()).await;
+}
