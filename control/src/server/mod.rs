@@ -214,6 +214,17 @@ fn start_workflows(app: &Arc<App>, store: &Store) {
         app.worker_id.clone(),
         concurrency,
         start,
+        crate::workflows::facts::Agents {
+            default_harness: app.settings.default_harness.clone(),
+            kick: {
+                let app = Arc::downgrade(app);
+                Arc::new(move || {
+                    if let Some(app) = app.upgrade() {
+                        app.kick.notify_one();
+                    }
+                })
+            },
+        },
     ));
     let _ = app.workflows.set(engine.clone());
     tokio::spawn(engine.run(app.shutdown.subscribe()));

@@ -235,6 +235,14 @@ macro_rules! finalize {
         .rows_affected()
             == 1;
         if done {
+            // A workflow run waiting on this turn is due now (see workflows::core::Target).
+            sqlx::query(
+                "UPDATE workflow_runs SET available_at = $1, updated_at = $1 WHERE wait_key = $2 AND status = 'waiting'",
+            )
+            .bind($now)
+            .bind(format!("execution\n{}", $id))
+            .execute(&mut *$tx)
+            .await?;
             let row = sqlx::query("SELECT * FROM executions WHERE execution_id = $1")
                 .bind($id)
                 .fetch_one(&mut *$tx)

@@ -13,7 +13,8 @@ use tokio::sync::{Notify, RwLock, Semaphore, watch};
 
 use crate::clock::Clock;
 use crate::store::{ClaimedRun, RunEnd, Store, StoreError};
-use crate::workflows::core::{self, Answer, Call, Checkpoint, Effect, Outcome, Retry};
+use crate::workflows::core::{self, Answer, Checkpoint, Effect};
+use crate::workflows::facts::{self, Agents};
 use crate::workflows::worker::{Found, Worker};
 
 /// How long a claim lasts without a heartbeat.
@@ -32,6 +33,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     worker_id: String,
     start: StartWorker,
+    agents: Agents,
     worker: RwLock<Option<Arc<Worker>>>,
     slots: Arc<Semaphore>,
     /// Woken when a run may have become due (created, event posted).
@@ -54,12 +56,14 @@ impl Engine {
         worker_id: String,
         concurrency: usize,
         start: StartWorker,
+        agents: Agents,
     ) -> Self {
         Engine {
             store,
             clock,
             worker_id,
             start,
+            agents,
             worker: RwLock::new(None),
             slots: Arc::new(Semaphore::new(concurrency)),
             kick: Notify::new(),
@@ -195,7 +199,7 @@ impl Engine {
             let Some(msg) = msg else {
                 return self.give_back(&id).await;
             };
-            if self.on_message(worker, &mut state, &id, &msg).await? {
+            if self.on_message(worker, &run, &mut state, &msg).await? {
                 return Ok(());
             }
         }
@@ -205,13 +209,14 @@ impl Engine {
     async fn on_message(
         &self,
         worker: &Worker,
+        run: &crate::store::RunRecord,
         state: &mut core::Run,
-        id: &str,
         msg: &Value,
     ) -> Result<bool, StoreError> {
+        let id = run.run_id.as_str();
         match msg["type"].as_str() {
             Some("call") => {
-                let Some(answer) = self.call(state, id, msg).await? else {
+                let Some(answer) = self.call(worker, run, state, msg).await? else {
                     self.lost(worker, id).await?;
                     return Ok(true);
                 };
@@ -257,25 +262,39 @@ impl Engine {
     /// Decides one call and commits its effects; `None` if the run was lost or cancelled.
     async fn call(
         &self,
+        worker: &Worker,
+        run: &crate::store::RunRecord,
         state: &mut core::Run,
-        id: &str,
         msg: &Value,
     ) -> Result<Option<Answer>, StoreError> {
+        let id = run.run_id.as_str();
         let seq = msg["seq"].as_i64().unwrap_or(-1);
-        let decision = match parse_call(msg) {
-            Ok(mut call) => {
-                if let Call::Wait {
-                    event_type,
-                    correlation_id,
-                    event,
-                    ..
-                } = &mut call
-                {
-                    *event = self
-                        .store
-                        .find_workflow_event(event_type, correlation_id)
-                        .await?;
-                }
+        let recorded = usize::try_from(seq)
+            .ok()
+            .and_then(|i| state.checkpoints.get(i))
+            .is_some_and(|c| c.done);
+        let call = facts::gather(
+            &self.store,
+            &self.agents,
+            run,
+            &worker.workflows,
+            msg,
+            recorded,
+        )
+        .await?;
+        if matches!(
+            &call,
+            Ok(core::Call::Start {
+                kind: core::Kind::StartWorkflow,
+                started: Ok(_),
+                ..
+            })
+        ) && !recorded
+        {
+            self.kick.notify_one();
+        }
+        let decision = match call {
+            Ok(call) => {
                 let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
                 core::decide(state, seq, &call, now)
             }
@@ -344,61 +363,5 @@ fn answer_json(a: &Answer) -> Value {
         Answer::Raise { kind, message } => json!({"raise": {"kind": kind, "message": message}}),
         Answer::Run { attempt } => json!({"run_step": attempt}),
         Answer::Stop => json!({"stop": true}),
-    }
-}
-
-/// Reads a worker's call.
-fn parse_call(m: &Value) -> Result<Call, String> {
-    let name = m["name"].as_str().ok_or("no name")?.to_string();
-    let ms = |k: &str| m[k].as_i64();
-    match m["kind"].as_str() {
-        Some("step") => {
-            let outcome = match m.get("outcome").filter(|o| !o.is_null()) {
-                None => None,
-                Some(o) if o.get("result").is_some() => {
-                    Some(Outcome::Returned(o["result"].clone()))
-                }
-                Some(o) => Some(Outcome::Raised {
-                    message: o["error"].as_str().unwrap_or("the step failed").into(),
-                    retryable: o["retryable"].as_bool().unwrap_or(false),
-                    retry: retry(&o["retry"]),
-                }),
-            };
-            Ok(Call::Step { name, outcome })
-        }
-        Some("sleep") => Ok(Call::Sleep {
-            name,
-            until: ms("until"),
-            ms: ms("ms").unwrap_or(0),
-        }),
-        Some("event") => Ok(Call::Wait {
-            name,
-            event_type: m["event_type"].as_str().ok_or("no event_type")?.into(),
-            correlation_id: m["correlation_id"]
-                .as_str()
-                .ok_or("no correlation_id")?
-                .into(),
-            timeout_ms: ms("timeout"),
-            event: None,
-        }),
-        other => Err(format!("unknown kind {other:?}")),
-    }
-}
-
-fn retry(v: &Value) -> Retry {
-    let secs = |k: &str, d: f64| {
-        let s = v[k].as_f64().unwrap_or(d).clamp(0.0, 86_400.0 * 30.0);
-        // Whole milliseconds of a bounded, non-negative number of seconds.
-        (s * 1000.0).round() as i64
-    };
-    Retry {
-        limit: v["limit"]
-            .as_u64()
-            .and_then(|l| u32::try_from(l).ok())
-            .unwrap_or(1)
-            .clamp(1, 100),
-        delay_ms: secs("delay", 1.0),
-        exponential: v["backoff"] != "fixed",
-        max_delay_ms: secs("max_delay", 300.0),
     }
 }

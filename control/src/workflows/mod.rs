@@ -8,4 +8,5 @@
 pub mod config;
 pub mod core;
 pub mod executor;
+pub mod facts;
 pub mod worker;

@@ -34,6 +34,38 @@ async def handler(inp, ctx):
     return {"first": first, "total": total, "approval": approval, "last": last}
 "#;
 
+const PARENT: &str = r#"
+WORKFLOW_NAME = "parent"
+
+
+async def handler(inp, ctx):
+    answer = await ctx.run_agent("ask", text="steps=1 pause=0 hello from a workflow")
+    child = await ctx.run_workflow("child", "child", {"n": 21})
+    try:
+        await ctx.run_agent("doomed", text="please fail")
+    except Exception as e:
+        failed = type(e).__name__
+    return {"answer": answer, "child": child, "failed": failed}
+"#;
+
+const CHILD: &str = r#"
+WORKFLOW_NAME = "child"
+
+
+async def handler(inp, ctx):
+    if inp.get("hold"):
+        await ctx.wait_for_event("hold", correlation_id=inp["hold"])
+    return await ctx.step("double", lambda: inp["n"] * 2)
+"#;
+
+const HOLDER: &str = r#"
+WORKFLOW_NAME = "holder"
+
+
+async def handler(inp, ctx):
+    return await ctx.run_workflow("held", "child", {"n": 1, "hold": inp["id"]})
+"#;
+
 const DRIFT: &str = r#"
 import random
 
@@ -83,13 +115,19 @@ async fn a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once() {
         return;
     }
     let setup = Setup::new(
-        &[("unused", "[\"true\"]")],
+        &[(
+            "counting",
+            "[python3, /run/centaur/test-agents/counting.py]",
+        )],
         "workflows:\n  dirs: [flows]\n  concurrency: 4\n",
     );
     let flows = setup.dir.path().join("flows");
     std::fs::create_dir_all(&flows).unwrap();
     std::fs::write(flows.join("probe.py"), PROBE).unwrap();
     std::fs::write(flows.join("drift.py"), DRIFT).unwrap();
+    std::fs::write(flows.join("parent.py"), PARENT).unwrap();
+    std::fs::write(flows.join("child.py"), CHILD).unwrap();
+    std::fs::write(flows.join("holder.py"), HOLDER).unwrap();
     std::fs::write(
         flows.join("broken.py"),
         "WORKFLOW_NAME = 'broken'\nhandler = 3\n",
@@ -104,7 +142,7 @@ async fn a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once() {
         listed = call("GET", &format!("{base}/workflows"), &key, None)
             .await
             .1;
-        if listed["workflows"].as_array().is_some_and(|w| w.len() == 2) {
+        if listed["workflows"].as_array().is_some_and(|w| w.len() == 5) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -115,7 +153,11 @@ async fn a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once() {
         .iter()
         .map(|w| w["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["drift", "probe"], "{listed}");
+    assert_eq!(
+        names,
+        ["child", "drift", "holder", "parent", "probe"],
+        "{listed}"
+    );
     assert!(server.log().contains("workflow") && server.log().contains("broken.py"));
 
     let create = json!({"workflow_name": "probe", "input": {"id": "42"}, "trigger_key": "t1"});
@@ -147,7 +189,12 @@ async fn a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once() {
     )
     .await;
     assert_eq!(code, 404, "{err}");
-    assert!(err["message"].to_string().contains("drift, probe"), "{err}");
+    assert!(
+        err["message"]
+            .to_string()
+            .contains("child, drift, holder, parent, probe"),
+        "{err}"
+    );
 
     let waiting = until_status(&base, &key, &id, "waiting").await;
     let steps: Vec<(&str, bool)> = waiting["steps"]
@@ -204,6 +251,101 @@ async fn a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once() {
         failed["error_text"].as_str().unwrap().contains("pick-"),
         "{failed}"
     );
+    children_and_agents(&base, &key).await;
     server.stop().await;
     harness::stop_sandboxes(&setup.data()).await;
+}
+
+/// A run that runs an agent turn (on the counting harness) and a child run, and one whose
+/// cancel reaches its waiting child.
+async fn children_and_agents(base: &str, key: &str) {
+    let (_, run) = call(
+        "POST",
+        &format!("{base}/workflows/runs"),
+        key,
+        Some(json!({"workflow_name": "parent"})),
+    )
+    .await;
+    let id = run["run_id"].as_str().unwrap();
+    let done = until_status(base, key, id, "completed").await;
+    assert_eq!(
+        done["output"],
+        json!({"answer": "steps=1 pause=0 hello from a workflow", "child": 42, "failed": "AgentFailed"}),
+        "{done}"
+    );
+    let kinds: Vec<&str> = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "start_agent",
+            "wait_agent",
+            "start_workflow",
+            "wait_workflow",
+            "start_agent",
+            "wait_agent"
+        ]
+    );
+    let child_id = done["steps"][2]["value"]["result"].as_str().unwrap();
+    let (_, child) = call(
+        "GET",
+        &format!("{base}/workflows/runs/{child_id}"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            &child["parent_run_id"],
+            &child["root_run_id"],
+            &child["output"]
+        ),
+        (&json!(id), &json!(id), &json!(42)),
+        "{child}"
+    );
+    let (_, turns) = call(
+        "GET",
+        &format!("{base}/agent/threads/workflow:{id}/executions"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        turns["executions"].as_array().map(Vec::len),
+        Some(2),
+        "{turns}"
+    );
+
+    // Cancelling a parent that waits on a child cancels the child too.
+    let (_, run) = call(
+        "POST",
+        &format!("{base}/workflows/runs"),
+        key,
+        Some(json!({"workflow_name": "holder", "input": {"id": "h1"}})),
+    )
+    .await;
+    let id = run["run_id"].as_str().unwrap();
+    let waiting = until_status(base, key, id, "waiting").await;
+    let child_id = waiting["waiting_on"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until_status(base, key, &child_id, "waiting").await;
+    let (code, cancelled) = call(
+        "POST",
+        &format!("{base}/workflows/runs/{id}/cancel"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, &cancelled["status"]),
+        (200, &json!("cancelled")),
+        "{cancelled}"
+    );
+    until_status(base, key, &child_id, "cancelled").await;
 }

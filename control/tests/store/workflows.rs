@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use control::store::{Code, NewRun, RunEnd, RunStatus, StoreError};
-use control::workflows::core::{Checkpoint, Effect, Kind, Wait};
+use control::workflows::core::{Checkpoint, Effect, Kind, Target};
 use serde_json::json;
 
 use super::Db;
@@ -151,7 +151,7 @@ async fn a_sleeping_run_is_due_at_its_time_and_an_expired_lease_is_taken_over(db
     s.claim_run("wa", 30_000).await.unwrap().unwrap();
     let until = i64::try_from(super::T0).unwrap() + 60_000;
     let suspend = Effect::Suspend {
-        wait: Wait::Sleep,
+        wait_key: None,
         until,
         waiting_on: json!({"type": "sleep", "until": until}),
     };
@@ -181,7 +181,13 @@ async fn a_sleeping_run_is_due_at_its_time_and_an_expired_lease_is_taken_over(db
 async fn an_event_wakes_its_waiter_and_one_posted_first_is_not_lost(db: Db) {
     let s = &db.store;
     let wait = |t: &str| Effect::Suspend {
-        wait: Wait::Event("approval".into(), t.into()),
+        wait_key: Some(
+            Target::Event {
+                event_type: "approval".into(),
+                correlation_id: t.into(),
+            }
+            .key(),
+        ),
         until: i64::MAX / 4,
         waiting_on: json!({"type": "event"}),
     };

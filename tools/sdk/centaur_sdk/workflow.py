@@ -46,6 +46,23 @@ class StepFailed(Exception):
     """A step failed (after its retries); its error is recorded and raised again on replay."""
 
 
+class WorkflowFailed(Exception):
+    """A child run failed or was cancelled, or could not start."""
+
+
+class AgentFailed(Exception):
+    """An agent turn failed or was cancelled, or could not start."""
+
+
+_RAISED = {
+    "timeout": TimeoutError,
+    "workflow_failed": WorkflowFailed,
+    "workflow_cancelled": WorkflowFailed,
+    "agent_failed": AgentFailed,
+    "not_found": LookupError,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
     """How a failing step is retried: `limit` attempts in all, `delay` seconds before the
@@ -156,6 +173,56 @@ class Context:
         )
         return self._answered(answer)
 
+    async def start_workflow(self, name: str, workflow: str, input: Any = None) -> str:
+        """Starts a child run of `workflow` with `input` and returns its run id (once: a replay
+        returns the same id). Cancelling this run cancels the child."""
+        name = self._name(name)
+        seq, rec = self._next("start_workflow", name)
+        if rec is not None:
+            return self._answered(_recorded_start(rec["value"]))
+        return self._answered(await self._call(seq, "start_workflow", name, workflow=workflow, input=input))
+
+    async def wait_for_workflow(self, name: str, run_id: str, *, timeout: float | None = None) -> Any:
+        """Waits for run `run_id` to end and returns its output; raises `WorkflowFailed` if it
+        failed or was cancelled, `TimeoutError` after `timeout` seconds."""
+        return await self._wait(name, "wait_workflow", {"run_id": run_id}, timeout)
+
+    async def run_workflow(self, name: str, workflow: str, input: Any = None, *, timeout: float | None = None) -> Any:
+        """`start_workflow` then `wait_for_workflow` (steps `name` and `name.wait`)."""
+        run_id = await self.start_workflow(name, workflow, input)
+        return await self.wait_for_workflow(f"{name}.wait", run_id, timeout=timeout)
+
+    async def start_agent(self, name: str, text: str, *, thread_key: str | None = None, harness: str | None = None) -> str:
+        """Queues an agent turn with `text` on `thread_key` (default `workflow:<run id>`) and
+        returns its execution id (once: a replay returns the same turn)."""
+        name = self._name(name)
+        seq, rec = self._next("start_agent", name)
+        if rec is not None:
+            return self._answered(_recorded_start(rec["value"]))
+        fields = {"text": text, "thread_key": thread_key, "harness": harness}
+        answer = await self._call(seq, "start_agent", name, **{k: v for k, v in fields.items() if v is not None})
+        return self._answered(answer)
+
+    async def wait_for_agent(self, name: str, execution_id: str, *, timeout: float | None = None) -> dict:
+        """Waits for the agent turn to end: `{execution_id, thread_key, result_text}`; raises
+        `AgentFailed` if it failed or was cancelled."""
+        return await self._wait(name, "wait_agent", {"execution_id": execution_id}, timeout)
+
+    async def run_agent(self, name: str, text: str, *, thread_key: str | None = None, harness: str | None = None,
+                        timeout: float | None = None) -> str:
+        """Runs an agent turn and returns its answer's text (steps `name` and `name.wait`)."""
+        execution_id = await self.start_agent(name, text, thread_key=thread_key, harness=harness)
+        done = await self.wait_for_agent(f"{name}.wait", execution_id, timeout=timeout)
+        return done.get("result_text") or ""
+
+    async def _wait(self, name: str, kind: str, fields: dict, timeout: float | None) -> Any:
+        name = self._name(name)
+        seq, rec = self._next(kind, name)
+        if rec is not None:
+            return self._answered(_recorded_wait(name, rec["value"]))
+        ms = None if timeout is None else int(timeout * 1000)
+        return self._answered(await self._call(seq, kind, name, timeout=ms, **fields))
+
     def log(self, message: str) -> None:
         """A line in the server's log, tagged with the run."""
         self._worker.send({"type": "log", "run": self.run_id, "message": str(message)})
@@ -169,16 +236,22 @@ class Context:
             raise _Stop()
         if "raise" in answer:
             r = answer["raise"]
-            if r.get("kind") == "timeout":
-                raise TimeoutError(r.get("message"))
-            raise StepFailed(r.get("message"))
+            raise _RAISED.get(r.get("kind"), StepFailed)(r.get("message"))
         return answer.get("value")
 
 
 def _recorded_wait(name: str, value: dict) -> dict:
     if value.get("timeout"):
-        return {"raise": {"kind": "timeout", "message": f"wait {name!r}: no event before its deadline"}}
+        return {"raise": {"kind": "timeout", "message": f"wait {name!r}: nothing came before its deadline"}}
+    if "error" in value:
+        return {"raise": {"kind": value.get("kind"), "message": value["error"]}}
     return {"value": value.get("payload")}
+
+
+def _recorded_start(value: dict) -> dict:
+    if "error" in value:
+        return {"raise": {"kind": value.get("kind"), "message": value["error"]}}
+    return {"value": value.get("result")}
 
 
 def discover(dirs: list[str]):

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use crate::store::code::Code;
 use crate::store::db::{Store, StoreError, in_tx, new_id, on_pool, request_hash};
-use crate::workflows::core::{Attempts, Checkpoint, Effect, Kind, Wait};
+use crate::workflows::core::{Attempts, Checkpoint, Kind};
 
 /// A run's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,90 +212,7 @@ macro_rules! checkpoint_row {
     }};
 }
 
-/// The fence of every write a worker makes to its run.
-macro_rules! fence {
-    () => {
-        "run_id = $1 AND worker_id = $2 AND status = 'running' AND cancel_requested = 0"
-    };
-}
-
-/// Writes one effect inside `commit_run`'s transaction.
-macro_rules! apply_effect {
-    ($tx:ident, $run_id:expr, $e:expr, $now:expr) => {
-        match $e {
-            Effect::Record(c) => {
-                sqlx::query(
-                    "INSERT INTO workflow_checkpoints (run_id, seq, name, kind, done, value_json, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-                     ON CONFLICT (run_id, seq) DO UPDATE SET done = excluded.done, value_json = excluded.value_json, updated_at = excluded.updated_at",
-                )
-                .bind($run_id)
-                .bind(c.seq)
-                .bind(&c.name)
-                .bind(c.kind.as_str())
-                .bind(i64::from(c.done))
-                .bind(c.value.to_string())
-                .bind($now)
-                .execute(&mut *$tx)
-                .await?;
-                sqlx::query("UPDATE workflow_runs SET retry_json = NULL, error_text = NULL WHERE run_id = $1")
-                    .bind($run_id)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
-            Effect::RetryAt { attempts, at, message } => {
-                sqlx::query(
-                    "UPDATE workflow_runs SET status = 'sleeping', retry_json = $2, error_text = $3, available_at = $4, waiting_on = $5, worker_id = NULL, lease_expires_at = NULL WHERE run_id = $1",
-                )
-                .bind($run_id)
-                .bind(json!({"seq": attempts.seq, "failed": attempts.failed}).to_string())
-                .bind(message)
-                .bind(*at)
-                .bind(json!({"type": "retry", "seq": attempts.seq, "failed_attempts": attempts.failed, "until": at}).to_string())
-                .execute(&mut *$tx)
-                .await?;
-            }
-            Effect::Suspend { wait, until, waiting_on } => {
-                let (status, key, event) = match wait {
-                    Wait::Sleep => ("sleeping", None, None),
-                    Wait::Event(t, c) => ("waiting", Some(format!("{t}\n{c}")), Some((t, c))),
-                };
-                // An event already stored for the key makes the run due at once.
-                sqlx::query(
-                    "UPDATE workflow_runs SET status = $2, wait_key = $3, waiting_on = $4, worker_id = NULL, lease_expires_at = NULL, \
-                     available_at = CASE WHEN EXISTS (SELECT 1 FROM workflow_events e WHERE e.event_type = $7 AND e.correlation_id = $8) THEN $6 ELSE $5 END WHERE run_id = $1",
-                )
-                .bind($run_id)
-                .bind(status)
-                .bind(key)
-                .bind(waiting_on.to_string())
-                .bind(*until)
-                .bind($now)
-                .bind(event.map(|e| e.0.as_str()))
-                .bind(event.map(|e| e.1.as_str()))
-                .execute(&mut *$tx)
-                .await?;
-            }
-            Effect::Fail { code, message } => {
-                sqlx::query(
-                    "UPDATE workflow_runs SET status = 'failed', error_code = $2, error_text = $3, worker_id = NULL, lease_expires_at = NULL, completed_at = $4 WHERE run_id = $1",
-                )
-                .bind($run_id)
-                .bind(*code)
-                .bind(message)
-                .bind($now)
-                .execute(&mut *$tx)
-                .await?;
-            }
-        }
-    };
-}
-
-/// A run a worker may claim at `$1`.
-macro_rules! due {
-    () => {
-        "((status IN ('queued', 'sleeping', 'waiting') AND available_at <= $1) OR (status = 'running' AND lease_expires_at < $1))"
-    };
-}
+mod lease;
 
 impl Store {
     /// Creates a run, or returns the run with the same workflow and trigger key (`true`:
@@ -354,221 +271,100 @@ impl Store {
         Ok((run, found))
     }
 
-    /// Claims the run that has been due longest (queued, or suspended until now, or running
-    /// under an expired lease) for `lease_ms`, with what its replay needs.
-    pub async fn claim_run(
-        &self,
-        worker: &str,
-        lease_ms: i64,
-    ) -> Result<Option<ClaimedRun>, StoreError> {
+    /// Cancels a run and, with it, its children and the agent turns it started: at once if
+    /// no worker holds it, else its worker stops it at its next write or heartbeat. Idempotent
+    /// for a run that has ended. `None`: no such run.
+    pub async fn cancel_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         let now = self.now();
-        loop {
-            let candidate: Option<String> = on_pool!(self, |pool| {
-                sqlx::query_scalar(concat!(
-                    "SELECT run_id FROM workflow_runs WHERE ",
-                    due!(),
-                    " ORDER BY available_at, created_at LIMIT 1"
-                ))
+        let mut todo = vec![run_id.to_string()];
+        let mut executions = Vec::new();
+        let mut seen = 0;
+        while let Some(id) = todo.pop() {
+            seen += 1;
+            if seen > 10_000 {
+                break;
+            }
+            let (children, started) = in_tx!(self, |tx| {
+                let n = sqlx::query(
+                    "UPDATE workflow_runs SET status = 'cancelled', waiting_on = NULL, wait_key = NULL, completed_at = $2, updated_at = $2 WHERE run_id = $1 AND status IN ('queued', 'sleeping', 'waiting')",
+                )
+                .bind(&id)
                 .bind(now)
-                .fetch_optional(pool)
-                .await?
-            });
-            let Some(run_id) = candidate else {
-                return Ok(None);
-            };
-            // Only one claimer's conditional update matches (the row lock re-checks it).
-            let claimed = in_tx!(self, |tx| {
-                let n = sqlx::query(concat!("UPDATE workflow_runs SET status = 'running', worker_id = $2, lease_expires_at = $3, started_at = COALESCE(started_at, $1), waiting_on = NULL, wait_key = NULL, updated_at = $1 WHERE run_id = $4 AND ", due!()))
-                .bind(now)
-                .bind(worker)
-                .bind(now + lease_ms)
-                .bind(&run_id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 if n == 1 {
-                    let row = sqlx::query(concat!(
-                        "SELECT ",
-                        run_columns!(),
-                        ", retry_json FROM workflow_runs WHERE run_id = $1"
-                    ))
-                    .bind(&run_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let retry: Option<String> = row.try_get("retry_json")?;
-                    let run = run_row!(&row);
-                    let mut checkpoints = Vec::new();
-                    for r in sqlx::query(
-                        "SELECT seq, name, kind, done, value_json FROM workflow_checkpoints WHERE run_id = $1 ORDER BY seq",
-                    )
-                    .bind(&run_id)
-                    .fetch_all(&mut *tx)
-                    .await?
-                    {
-                        checkpoints.push(checkpoint_row!(&r));
-                    }
-                    Some(ClaimedRun {
-                        run,
-                        checkpoints,
-                        attempts: retry.as_deref().and_then(attempts),
-                    })
-                } else {
-                    None
+                    lease::wake!(tx, &format!("workflow\n{id}"), now);
                 }
-            });
-            if claimed.is_some() {
-                return Ok(claimed);
-            }
-        }
-    }
-
-    /// Extends the worker's lease; `false` if it lost the run or a cancel was asked for.
-    pub async fn renew_run(
-        &self,
-        run_id: &str,
-        worker: &str,
-        lease_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let now = self.now();
-        let n = on_pool!(self, |pool| {
-            sqlx::query(concat!(
-                "UPDATE workflow_runs SET lease_expires_at = $3 WHERE ",
-                fence!()
-            ))
-            .bind(run_id)
-            .bind(worker)
-            .bind(now + lease_ms)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(n == 1)
-    }
-
-    /// Commits a decision's effects in one transaction, fenced by the worker's lease;
-    /// `false` (nothing written) if it lost the run or a cancel was asked for.
-    pub async fn commit_run(
-        &self,
-        run_id: &str,
-        worker: &str,
-        effects: &[Effect],
-        lease_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let now = self.now();
-        let ok = in_tx!(self, |tx| {
-            let wait_key = effects.iter().find_map(|e| match e {
-                Effect::Suspend {
-                    wait: Wait::Event(t, c),
-                    ..
-                } => Some(format!("{t}\n{c}")),
-                _ => None,
-            });
-            if let (Some(key), crate::store::db::Db::Postgres(_)) = (&wait_key, &self.db) {
-                // Serialises with post_workflow_event on the same key: an event committed
-                // while this run suspends is seen by one side or the other.
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let n = sqlx::query(concat!(
-                "UPDATE workflow_runs SET lease_expires_at = $3, updated_at = $4 WHERE ",
-                fence!()
-            ))
-            .bind(run_id)
-            .bind(worker)
-            .bind(now + lease_ms)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 1 {
-                for e in effects {
-                    apply_effect!(tx, run_id, e, now);
-                }
-            }
-            n == 1
-        });
-        Ok(ok)
-    }
-
-    /// Ends a run the worker holds; `false` if it lost it. `Cancelled` needs only the worker
-    /// (a cancel was asked for); `Completed` also needs no pending cancel.
-    pub async fn end_run(
-        &self,
-        run_id: &str,
-        worker: &str,
-        end: &RunEnd,
-    ) -> Result<bool, StoreError> {
-        let now = self.now();
-        macro_rules! end_query {
-            ($fence:expr) => {
-                concat!(
-                    "UPDATE workflow_runs SET status = $3, output_json = $4, error_code = NULL, error_text = NULL, worker_id = NULL, lease_expires_at = NULL, completed_at = $5, updated_at = $5 WHERE ",
-                    $fence
+                sqlx::query(
+                    "UPDATE workflow_runs SET cancel_requested = 1, updated_at = $2 WHERE run_id = $1 AND status = 'running'",
                 )
-            };
-        }
-        let (status, output, query) = match end {
-            RunEnd::Completed(v) => ("completed", Some(v.to_string()), end_query!(fence!())),
-            RunEnd::Cancelled => (
-                "cancelled",
-                None,
-                end_query!("run_id = $1 AND worker_id = $2 AND status = 'running'"),
-            ),
-        };
-        let n = on_pool!(self, |pool| {
-            sqlx::query(query)
-                .bind(run_id)
-                .bind(worker)
-                .bind(status)
-                .bind(output)
+                .bind(&id)
                 .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(n == 1)
+                .execute(&mut *tx)
+                .await?;
+                let children: Vec<String> = sqlx::query_scalar(
+                    "SELECT run_id FROM workflow_runs WHERE parent_run_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+                )
+                .bind(&id)
+                .fetch_all(&mut *tx)
+                .await?;
+                let started: Vec<String> = sqlx::query_scalar(
+                    "SELECT value_json FROM workflow_checkpoints WHERE run_id = $1 AND kind = 'start_agent'",
+                )
+                .bind(&id)
+                .fetch_all(&mut *tx)
+                .await?;
+                (children, started)
+            });
+            todo.extend(children);
+            executions.extend(started.iter().filter_map(|v| {
+                let v: Value = serde_json::from_str(v).ok()?;
+                v["result"].as_str().map(str::to_string)
+            }));
+        }
+        for e in executions {
+            if let Some(x) = self.execution(&e).await?
+                && matches!(
+                    x.status,
+                    crate::store::Status::Queued | crate::store::Status::Running
+                )
+            {
+                // Already ending is fine: the turn's end wakes nobody who is cancelled.
+                let _ = self.cancel(&e).await;
+            }
+        }
+        Ok(self.get_run(run_id).await?.map(|(r, _)| r))
     }
 
-    /// Gives a run back (its worker died): claimable again at `at`.
-    pub async fn release_run(&self, run_id: &str, worker: &str, at: i64) -> Result<(), StoreError> {
+    /// Creates the child run `child_id` of `parent` (idempotent on the id, which derives from
+    /// the parent and the call).
+    pub async fn create_child_run(
+        &self,
+        parent: &RunRecord,
+        child_id: &str,
+        workflow: (&str, &str),
+        input: &Value,
+    ) -> Result<(), StoreError> {
         let now = self.now();
+        let hash = request_hash(&json!({"workflow": workflow.0, "input": input}));
         on_pool!(self, |pool| {
             sqlx::query(
-                "UPDATE workflow_runs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, available_at = $3, updated_at = $4 WHERE run_id = $1 AND worker_id = $2 AND status = 'running'",
+                "INSERT INTO workflow_runs (run_id, workflow_name, workflow_version, parent_run_id, root_run_id, status, input_json, request_hash, available_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $8, $8) ON CONFLICT (run_id) DO NOTHING",
             )
-            .bind(run_id)
-            .bind(worker)
-            .bind(at)
+            .bind(child_id)
+            .bind(workflow.0)
+            .bind(workflow.1)
+            .bind(&parent.run_id)
+            .bind(&parent.root_run_id)
+            .bind(input.to_string())
+            .bind(&hash)
             .bind(now)
             .execute(pool)
             .await?;
         });
         Ok(())
-    }
-
-    /// Cancels a run: at once if no worker holds it, else its worker stops it at its next
-    /// commit or heartbeat. Idempotent for a run that has ended. `None`: no such run.
-    pub async fn cancel_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let now = self.now();
-        on_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE workflow_runs SET status = 'cancelled', waiting_on = NULL, wait_key = NULL, completed_at = $2, updated_at = $2 WHERE run_id = $1 AND status IN ('queued', 'sleeping', 'waiting')",
-            )
-            .bind(run_id)
-            .bind(now)
-            .execute(pool)
-            .await?;
-            sqlx::query(
-                "UPDATE workflow_runs SET cancel_requested = 1, updated_at = $2 WHERE run_id = $1 AND status = 'running'",
-            )
-            .bind(run_id)
-            .bind(now)
-            .execute(pool)
-            .await?;
-        });
-        Ok(self.get_run(run_id).await?.map(|(r, _)| r))
     }
 
     /// A run and its checkpoints.
@@ -637,7 +433,11 @@ impl Store {
         payload: &Value,
     ) -> Result<(i64, u64), StoreError> {
         let now = self.now();
-        let key = format!("{event_type}\n{correlation_id}");
+        let key = crate::workflows::core::Target::Event {
+            event_type: event_type.into(),
+            correlation_id: correlation_id.into(),
+        }
+        .key();
         let out = in_tx!(self, |tx| {
             if let crate::store::db::Db::Postgres(_) = &self.db {
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
@@ -654,14 +454,7 @@ impl Store {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-            let woken = sqlx::query(
-                "UPDATE workflow_runs SET available_at = $2, updated_at = $2 WHERE wait_key = $1 AND status = 'waiting'",
-            )
-            .bind(&key)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let woken = lease::wake!(tx, &key, now);
             (id, woken)
         });
         Ok(out)
@@ -684,12 +477,4 @@ impl Store {
         });
         Ok(payload.map(|p| serde_json::from_str(&p).unwrap_or(Value::Null)))
     }
-}
-
-fn attempts(s: &str) -> Option<Attempts> {
-    let v: Value = serde_json::from_str(s).ok()?;
-    Some(Attempts {
-        seq: v["seq"].as_i64()?,
-        failed: u32::try_from(v["failed"].as_u64()?).ok()?,
-    })
 }

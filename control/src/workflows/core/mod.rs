@@ -10,6 +10,10 @@
 //! finished call answers with its recorded value; a new one is decided here and recorded
 //! before the handler continues.
 
+mod calls;
+
+use calls::{WaitCall, sleep, start, step, wait};
+pub use calls::{recorded_step, recorded_wait};
 use serde_json::{Value, json};
 
 /// How far in the future "no deadline" is (a waiting run is only woken by its event).
@@ -27,6 +31,14 @@ pub enum Kind {
     Sleep,
     /// `ctx.wait_for_event`.
     Event,
+    /// `ctx.start_workflow`: creates a child run.
+    StartWorkflow,
+    /// `ctx.wait_for_workflow`.
+    WaitWorkflow,
+    /// `ctx.start_agent`: queues an agent turn on a thread.
+    StartAgent,
+    /// `ctx.wait_for_agent`.
+    WaitAgent,
 }
 
 impl Kind {
@@ -36,6 +48,10 @@ impl Kind {
             Kind::Step => "step",
             Kind::Sleep => "sleep",
             Kind::Event => "event",
+            Kind::StartWorkflow => "start_workflow",
+            Kind::WaitWorkflow => "wait_workflow",
+            Kind::StartAgent => "start_agent",
+            Kind::WaitAgent => "wait_agent",
         }
     }
 
@@ -45,6 +61,10 @@ impl Kind {
             "step" => Some(Kind::Step),
             "sleep" => Some(Kind::Sleep),
             "event" => Some(Kind::Event),
+            "start_workflow" => Some(Kind::StartWorkflow),
+            "wait_workflow" => Some(Kind::WaitWorkflow),
+            "start_agent" => Some(Kind::StartAgent),
+            "wait_agent" => Some(Kind::WaitAgent),
             _ => None,
         }
     }
@@ -125,6 +145,66 @@ pub enum Outcome {
     },
 }
 
+/// What a wait waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `POST /workflows/events` with this type and correlation id.
+    Event {
+        /// The event's type.
+        event_type: String,
+        /// Its correlation id.
+        correlation_id: String,
+    },
+    /// A run (a child) to end.
+    Workflow(String),
+    /// An agent execution to end.
+    Execution(String),
+}
+
+impl Target {
+    /// The run's `wait_key` while it waits: what wakes it.
+    pub fn key(&self) -> String {
+        match self {
+            Target::Event {
+                event_type,
+                correlation_id,
+            } => format!("event\n{event_type}\n{correlation_id}"),
+            Target::Workflow(id) => format!("workflow\n{id}"),
+            Target::Execution(id) => format!("execution\n{id}"),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Target::Event { .. } => Kind::Event,
+            Target::Workflow(_) => Kind::WaitWorkflow,
+            Target::Execution(_) => Kind::WaitAgent,
+        }
+    }
+
+    fn waiting_on(&self, name: &str, deadline: i64) -> Value {
+        let deadline = (deadline < NEVER).then_some(deadline);
+        match self {
+            Target::Event {
+                event_type,
+                correlation_id,
+            } => {
+                json!({"type": "event", "name": name, "event_type": event_type, "correlation_id": correlation_id, "deadline": deadline})
+            }
+            Target::Workflow(id) => {
+                json!({"type": "workflow", "name": name, "run_id": id, "deadline": deadline})
+            }
+            Target::Execution(id) => {
+                json!({"type": "execution", "name": name, "execution_id": id, "deadline": deadline})
+            }
+        }
+    }
+}
+
+/// What a wait found: the event's payload or the run's or execution's result (`Ok`), or why
+/// the child or the agent turn did not succeed (`Err(kind, message)`).
+pub type Found = Result<Value, (String, String)>;
+
 /// One `ctx` call from the handler, with the facts the executor looked up for it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
@@ -133,7 +213,7 @@ pub enum Call {
     Step {
         /// Its name.
         name: String,
-        /// How it ended (`None`: the handler asks whether it is recorded).
+        /// How it ended (`None`: the handler asks whether to run it).
         outcome: Option<Outcome>,
     },
     /// A sleep for `ms`, or until `until` (epoch ms).
@@ -145,18 +225,26 @@ pub enum Call {
         /// How long, if the handler said (`sleep`).
         ms: i64,
     },
-    /// A wait for an event.
+    /// A wait.
     Wait {
         /// Its name.
         name: String,
-        /// The event's type.
-        event_type: String,
-        /// Its correlation id.
-        correlation_id: String,
+        /// For what.
+        target: Target,
         /// How long to wait, in ms (`None`: for ever).
         timeout_ms: Option<i64>,
-        /// The first matching event's payload, if one was posted.
-        event: Option<Value>,
+        /// What the executor found, if it is there yet.
+        found: Option<Found>,
+    },
+    /// A child run or an agent turn, started by the executor before asking (idempotently:
+    /// its ids derive from the run and the call): `Ok(id)`, or why it could not start.
+    Start {
+        /// Its name.
+        name: String,
+        /// `StartWorkflow` or `StartAgent`.
+        kind: Kind,
+        /// The child's run id or the execution's id.
+        started: Result<String, String>,
     },
 }
 
@@ -165,13 +253,17 @@ impl Call {
         match self {
             Call::Step { .. } => Kind::Step,
             Call::Sleep { .. } => Kind::Sleep,
-            Call::Wait { .. } => Kind::Event,
+            Call::Wait { target, .. } => target.kind(),
+            Call::Start { kind, .. } => *kind,
         }
     }
 
     fn name(&self) -> &str {
         match self {
-            Call::Step { name, .. } | Call::Sleep { name, .. } | Call::Wait { name, .. } => name,
+            Call::Step { name, .. }
+            | Call::Sleep { name, .. }
+            | Call::Wait { name, .. }
+            | Call::Start { name, .. } => name,
         }
     }
 }
@@ -183,8 +275,9 @@ pub enum Answer {
     Value(Value),
     /// The call raises in the handler: `kind` is `step_failed` or `timeout`.
     Raise {
-        /// Which error.
-        kind: &'static str,
+        /// Which error: `step_failed`, `timeout`, `workflow_failed`, `workflow_cancelled`,
+        /// `agent_failed`, `not_found` or `start_failed`.
+        kind: String,
         /// Its text.
         message: String,
     },
@@ -195,15 +288,6 @@ pub enum Answer {
     },
     /// Stop: the run is suspended or ended; the handler must not go on.
     Stop,
-}
-
-/// Why a run waits.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Wait {
-    /// Until a time.
-    Sleep,
-    /// For an event with this key (type, correlation id).
-    Event(String, String),
 }
 
 /// What to commit.
@@ -220,10 +304,10 @@ pub enum Effect {
         /// The error, shown while the run waits.
         message: String,
     },
-    /// Suspend the run until `until` (or its event).
+    /// Suspend the run until `until` (or until what it waits for).
     Suspend {
-        /// Why.
-        wait: Wait,
+        /// What wakes it early (`Target::key`); none for a sleep.
+        wait_key: Option<String>,
         /// When it is claimed again at the latest.
         until: i64,
         /// `waiting_on`, as the API shows it.
@@ -314,207 +398,27 @@ pub fn decide(run: &Run, seq: i64, call: &Call, now: i64) -> Decision {
         ),
         Call::Wait {
             name,
-            event_type,
-            correlation_id,
+            target,
             timeout_ms,
-            event,
+            found,
         } => {
             let deadline = timeout_ms.map_or(NEVER, |t| now.saturating_add(t.max(0)));
             let w = WaitCall {
                 seq,
                 name,
-                event_type,
-                correlation_id,
+                target,
                 deadline,
-                event: event.as_ref(),
+                found: found.as_ref(),
             };
             wait(&w, recorded, now)
         }
-    }
-}
-
-fn step(
-    run: &Run,
-    seq: i64,
-    name: &str,
-    outcome: Option<&Outcome>,
-    recorded: Option<&Checkpoint>,
-    now: i64,
-) -> Decision {
-    if let Some(r) = recorded {
-        return Decision::answer(recorded_step(&r.value));
-    }
-    let failed = run
-        .attempts
-        .filter(|a| a.seq == seq)
-        .map_or(0, |a| a.failed);
-    match outcome {
-        None => Decision::answer(Answer::Run {
-            attempt: failed + 1,
-        }),
-        Some(Outcome::Returned(v)) => Decision::with(
-            Answer::Value(v.clone()),
-            vec![Effect::Record(Checkpoint {
-                seq,
-                name: name.into(),
-                kind: Kind::Step,
-                done: true,
-                value: json!({"result": v}),
-            })],
-        ),
-        Some(Outcome::Raised {
-            message,
-            retryable,
-            retry,
-        }) => {
-            let failed = failed + 1;
-            if *retryable && failed < retry.limit {
-                return Decision::with(
-                    Answer::Stop,
-                    vec![Effect::RetryAt {
-                        attempts: Attempts { seq, failed },
-                        at: now.saturating_add(retry.delay(failed)),
-                        message: message.clone(),
-                    }],
-                );
-            }
-            let message = if failed > 1 {
-                format!("step {name:?} failed after {failed} attempts: {message}")
-            } else {
-                format!("step {name:?} failed: {message}")
-            };
-            Decision::with(
-                Answer::Raise {
-                    kind: "step_failed",
-                    message: message.clone(),
-                },
-                vec![Effect::Record(Checkpoint {
-                    seq,
-                    name: name.into(),
-                    kind: Kind::Step,
-                    done: true,
-                    value: json!({"error": message}),
-                })],
-            )
-        }
-    }
-}
-
-/// A recorded step's answer: its result, or its error raised again.
-pub fn recorded_step(value: &Value) -> Answer {
-    match value.get("error") {
-        Some(e) => Answer::Raise {
-            kind: "step_failed",
-            message: e.as_str().unwrap_or_default().to_string(),
-        },
-        None => Answer::Value(value.get("result").cloned().unwrap_or(Value::Null)),
-    }
-}
-
-fn sleep(seq: i64, name: &str, until: i64, recorded: Option<&Checkpoint>, now: i64) -> Decision {
-    let until = match recorded {
-        Some(r) if r.done => return Decision::answer(Answer::Value(Value::Null)),
-        // The recorded wake time wins: a replay must not move it.
-        Some(r) => r.value["until"].as_i64().unwrap_or(until),
-        None => until,
-    };
-    let checkpoint = |done| Checkpoint {
-        seq,
-        name: name.into(),
-        kind: Kind::Sleep,
-        done,
-        value: json!({"until": until}),
-    };
-    if until <= now {
-        return Decision::with(
-            Answer::Value(Value::Null),
-            vec![Effect::Record(checkpoint(true))],
-        );
-    }
-    let mut effects = Vec::new();
-    if recorded.is_none() {
-        effects.push(Effect::Record(checkpoint(false)));
-    }
-    effects.push(Effect::Suspend {
-        wait: Wait::Sleep,
-        until,
-        waiting_on: json!({"type": "sleep", "name": name, "until": until}),
-    });
-    Decision::with(Answer::Stop, effects)
-}
-
-struct WaitCall<'a> {
-    seq: i64,
-    name: &'a str,
-    event_type: &'a str,
-    correlation_id: &'a str,
-    deadline: i64,
-    event: Option<&'a Value>,
-}
-
-fn wait(w: &WaitCall<'_>, recorded: Option<&Checkpoint>, now: i64) -> Decision {
-    if let Some(r) = recorded.filter(|r| r.done) {
-        return Decision::answer(recorded_wait(w.name, &r.value));
-    }
-    // The recorded deadline wins: a replay must not extend it.
-    let deadline = recorded
-        .and_then(|r| r.value["deadline"].as_i64())
-        .unwrap_or(w.deadline);
-    let done = |value| {
-        Effect::Record(Checkpoint {
-            seq: w.seq,
-            name: w.name.into(),
-            kind: Kind::Event,
-            done: true,
-            value,
-        })
-    };
-    if let Some(payload) = w.event {
-        return Decision::with(
-            Answer::Value(payload.clone()),
-            vec![done(json!({"payload": payload}))],
-        );
-    }
-    if deadline <= now {
-        let value = json!({"timeout": true});
-        return Decision::with(recorded_wait(w.name, &value), vec![done(value)]);
-    }
-    let mut effects = Vec::new();
-    if recorded.is_none() {
-        effects.push(Effect::Record(Checkpoint {
-            seq: w.seq,
-            name: w.name.into(),
-            kind: Kind::Event,
-            done: false,
-            value: json!({"event_type": w.event_type, "correlation_id": w.correlation_id, "deadline": deadline}),
-        }));
-    }
-    effects.push(Effect::Suspend {
-        wait: Wait::Event(w.event_type.into(), w.correlation_id.into()),
-        until: deadline,
-        waiting_on: json!({
-            "type": "event",
-            "name": w.name,
-            "event_type": w.event_type,
-            "correlation_id": w.correlation_id,
-            "deadline": (deadline < NEVER).then_some(deadline),
-        }),
-    });
-    Decision::with(Answer::Stop, effects)
-}
-
-/// A finished wait's answer: the event's payload, or a timeout raised again.
-pub fn recorded_wait(name: &str, value: &Value) -> Answer {
-    if value["timeout"] == true {
-        Answer::Raise {
-            kind: "timeout",
-            message: format!("wait {name:?}: no event before its deadline"),
-        }
-    } else {
-        Answer::Value(value.get("payload").cloned().unwrap_or(Value::Null))
+        Call::Start {
+            name,
+            kind,
+            started,
+        } => start(seq, name, *kind, started, recorded),
     }
 }
 
 #[cfg(test)]
-#[path = "core_tests.rs"]
 mod tests;

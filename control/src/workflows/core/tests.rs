@@ -113,7 +113,7 @@ fn a_failing_step_is_retried_with_backoff_then_its_error_is_recorded() {
     let Answer::Raise { kind, message } = &d.answer else {
         panic!("{d:?}")
     };
-    assert_eq!(*kind, "step_failed");
+    assert_eq!(kind, "step_failed");
     assert!(message.contains("after 3 attempts"), "{message}");
     apply(&mut run, &d);
     // The failure is recorded: a replay raises it again without running the step.
@@ -169,7 +169,7 @@ fn a_sleep_suspends_until_its_recorded_time_and_a_replay_does_not_move_it() {
     assert!(matches!(
         d.effects.last(),
         Some(Effect::Suspend {
-            wait: Wait::Sleep,
+            wait_key: None,
             until: 61_000,
             ..
         })
@@ -196,10 +196,12 @@ fn a_sleep_suspends_until_its_recorded_time_and_a_replay_does_not_move_it() {
 fn a_wait_takes_an_event_posted_before_or_after_it_and_times_out_at_its_recorded_deadline() {
     let wait = |event: Option<Value>| Call::Wait {
         name: "approval".into(),
-        event_type: "approval".into(),
-        correlation_id: "42".into(),
+        target: Target::Event {
+            event_type: "approval".into(),
+            correlation_id: "42".into(),
+        },
         timeout_ms: Some(10_000),
-        event,
+        found: event.map(Ok),
     };
     // Posted before the wait: taken at once.
     let d = decide(&Run::default(), 0, &wait(Some(json!({"ok": true}))), 0);
@@ -210,7 +212,7 @@ fn a_wait_takes_an_event_posted_before_or_after_it_and_times_out_at_its_recorded
     assert_eq!(d.answer, Answer::Stop);
     assert!(matches!(
         d.effects.as_slice(),
-        [Effect::Record(Checkpoint { done: false, .. }), Effect::Suspend { wait: Wait::Event(t, c), until: 11_000, .. }] if t == "approval" && c == "42"
+        [Effect::Record(Checkpoint { done: false, .. }), Effect::Suspend { wait_key: Some(k), until: 11_000, .. }] if k == "event\napproval\n42"
     ));
     apply(&mut run, &d);
     // Woken by the event.
@@ -218,19 +220,97 @@ fn a_wait_takes_an_event_posted_before_or_after_it_and_times_out_at_its_recorded
     assert_eq!(d.answer, Answer::Value(json!(7)));
     // Or, with none, timed out at the recorded deadline (not 10 s after the replay).
     let d = decide(&run, 0, &wait(None), 11_000);
-    assert!(matches!(
-        d.answer,
-        Answer::Raise {
-            kind: "timeout",
-            ..
-        }
-    ));
+    assert!(matches!(&d.answer, Answer::Raise { kind, .. } if kind == "timeout"));
     apply(&mut run, &d);
     assert!(matches!(
         decide(&run, 0, &wait(Some(json!(7))), 12_000).answer,
-        Answer::Raise {
-            kind: "timeout",
+        Answer::Raise { kind, .. } if kind == "timeout"
+    ));
+}
+
+#[test]
+fn a_start_records_the_started_id_and_a_replay_gets_it_without_starting_again() {
+    let start = |started: Result<String, String>| Call::Start {
+        name: "notify".into(),
+        kind: Kind::StartWorkflow,
+        started,
+    };
+    let mut run = Run::default();
+    let d = decide(&run, 0, &start(Ok("wfr_1".into())), 0);
+    assert_eq!(d.answer, Answer::Value(json!("wfr_1")));
+    apply(&mut run, &d);
+    // The executor starts nothing for a recorded call; the record answers.
+    assert_eq!(
+        decide(&run, 0, &start(Ok(String::new())), 0).answer,
+        Answer::Value(json!("wfr_1"))
+    );
+    // A start that failed raises, and raises again on replay.
+    let mut run = Run::default();
+    let d = decide(&run, 0, &start(Err("no workflow named \"x\"".into())), 0);
+    assert!(matches!(&d.answer, Answer::Raise { kind, .. } if kind == "start_failed"));
+    apply(&mut run, &d);
+    assert_eq!(
+        decide(&run, 0, &start(Ok(String::new())), 0).answer,
+        d.answer
+    );
+    // A start recorded as a workflow is not an agent turn on replay.
+    let agent = Call::Start {
+        name: "notify".into(),
+        kind: Kind::StartAgent,
+        started: Ok("exe_1".into()),
+    };
+    assert!(matches!(
+        decide(&run, 0, &agent, 0).effects.as_slice(),
+        [Effect::Fail {
+            code: NON_DETERMINISTIC,
             ..
+        }]
+    ));
+}
+
+#[test]
+fn a_child_or_agent_wait_ends_with_its_result_or_raises_its_failure() {
+    let wait = |target: Target, found: Option<Found>| Call::Wait {
+        name: "child".into(),
+        target,
+        timeout_ms: None,
+        found,
+    };
+    let child = || Target::Workflow("wfr_1".into());
+    // Not ended: a pending marker, suspended with no deadline, woken by its key.
+    let d = decide(&Run::default(), 0, &wait(child(), None), 0);
+    assert!(matches!(
+        d.effects.as_slice(),
+        [Effect::Record(Checkpoint { done: false, kind: Kind::WaitWorkflow, .. }), Effect::Suspend { wait_key: Some(k), until: NEVER, waiting_on }]
+            if k == "workflow\nwfr_1" && waiting_on["type"] == "workflow" && waiting_on["deadline"].is_null()
+    ));
+    let d = decide(
+        &Run::default(),
+        0,
+        &wait(child(), Some(Ok(json!({"n": 1})))),
+        0,
+    );
+    assert_eq!(d.answer, Answer::Value(json!({"n": 1})));
+    let failed = Some(Err(("workflow_failed".into(), "boom".into())));
+    let mut run = Run::default();
+    let d = decide(&run, 0, &wait(child(), failed), 0);
+    assert_eq!(
+        d.answer,
+        Answer::Raise {
+            kind: "workflow_failed".into(),
+            message: "boom".into()
         }
+    );
+    apply(&mut run, &d);
+    assert_eq!(decide(&run, 0, &wait(child(), None), 0).answer, d.answer);
+    let turn = Target::Execution("exe_1".into());
+    assert_eq!(turn.key(), "execution\nexe_1");
+    let d = decide(&Run::default(), 0, &wait(turn, None), 0);
+    assert!(matches!(
+        d.effects[0],
+        Effect::Record(Checkpoint {
+            kind: Kind::WaitAgent,
+            ..
+        })
     ));
 }
