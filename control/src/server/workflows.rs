@@ -24,13 +24,27 @@ fn engine(app: &App) -> Result<&Arc<Engine>, ApiError> {
     })
 }
 
+/// The workflows the worker serves, once it has started (a request right after the server
+/// starts waits for it rather than finding none).
+async fn loaded(
+    engine: &Engine,
+) -> Result<std::collections::BTreeMap<String, crate::workflows::worker::Found>, ApiError> {
+    match engine.ready_worker().await {
+        Ok(w) => Ok(w.workflows.clone()),
+        Err(e) => Err(ApiError::new(
+            Code::NotReady,
+            format!("the workflow worker is not running: {e}"),
+        )),
+    }
+}
+
 /// `GET /workflows` → `{workflows: [{name, file, version}]}`.
 pub async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     caller(&app, &headers, Scope::Agent).await?;
-    let found = engine(&app)?.workflows().await;
+    let found = loaded(engine(&app)?).await?;
     Ok(Json(
         json!({"workflows": found.values().collect::<Vec<_>>()}),
     ))
@@ -55,7 +69,7 @@ pub async fn create(
     caller(&app, &headers, Scope::Agent).await?;
     let req: CreateRun = parse(&bytes(&app, body).await?)?;
     let engine = engine(&app)?;
-    let found = engine.workflows().await;
+    let found = loaded(engine).await?;
     let Some(wf) = found.get(&req.workflow_name) else {
         let known: Vec<&str> = found.keys().map(String::as_str).collect();
         return Err(ApiError::new(

@@ -4,7 +4,6 @@
 //! notices a cancel; a worker that dies gives its runs back, and the next claim replays them
 //! from their last checkpoint.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use crate::clock::Clock;
 use crate::store::{ClaimedRun, RunEnd, Store, StoreError};
 use crate::workflows::core::{self, Answer, Checkpoint, Effect};
 use crate::workflows::facts::{self, Agents};
-use crate::workflows::worker::{Found, Worker};
+use crate::workflows::worker::Worker;
 
 /// How long a claim lasts without a heartbeat.
 pub const LEASE_MS: i64 = 30_000;
@@ -67,14 +66,6 @@ impl Engine {
             worker: RwLock::new(None),
             slots: Arc::new(Semaphore::new(concurrency)),
             kick: Notify::new(),
-        }
-    }
-
-    /// The workflows the current worker serves.
-    pub async fn workflows(&self) -> BTreeMap<String, Found> {
-        match &*self.worker.read().await {
-            Some(w) => w.workflows.clone(),
-            None => BTreeMap::new(),
         }
     }
 

@@ -114,39 +114,10 @@ async fn a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once() {
     if !harness::root_or_skip("a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once") {
         return;
     }
-    let setup = Setup::new(
-        &[(
-            "counting",
-            "[python3, /run/centaur/test-agents/counting.py]",
-        )],
-        "workflows:\n  dirs: [flows]\n  concurrency: 4\n",
-    );
-    let flows = setup.dir.path().join("flows");
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::write(flows.join("probe.py"), PROBE).unwrap();
-    std::fs::write(flows.join("drift.py"), DRIFT).unwrap();
-    std::fs::write(flows.join("parent.py"), PARENT).unwrap();
-    std::fs::write(flows.join("child.py"), CHILD).unwrap();
-    std::fs::write(flows.join("holder.py"), HOLDER).unwrap();
-    std::fs::write(
-        flows.join("broken.py"),
-        "WORKFLOW_NAME = 'broken'\nhandler = 3\n",
-    )
-    .unwrap();
-    harness::chmod(&flows, 0o755);
-    let key = setup.key("flows", "agent");
+    let (setup, key) = flows();
     let server = setup.start().await;
     let base = server.base.clone();
-    let mut listed = Value::Null;
-    for _ in 0..200 {
-        listed = call("GET", &format!("{base}/workflows"), &key, None)
-            .await
-            .1;
-        if listed["workflows"].as_array().is_some_and(|w| w.len() == 5) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let listed = loaded(&base, &key).await;
     let names: Vec<&str> = listed["workflows"]
         .as_array()
         .unwrap()
@@ -251,9 +222,61 @@ async fn a_run_sleeps_waits_survives_kill_9_and_runs_each_step_once() {
         failed["error_text"].as_str().unwrap().contains("pick-"),
         "{failed}"
     );
-    children_and_agents(&base, &key).await;
     server.stop().await;
     harness::stop_sandboxes(&setup.data()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_agent_turns_cancel_and_the_cli() {
+    if !harness::root_or_skip("children_agent_turns_cancel_and_the_cli") {
+        return;
+    }
+    let (setup, key) = flows();
+    let server = setup.start().await;
+    loaded(&server.base, &key).await;
+    children_and_agents(&server.base, &key).await;
+    cli(&server.base, &key).await;
+    server.stop().await;
+    harness::stop_sandboxes(&setup.data()).await;
+}
+
+/// `GET /workflows` once the worker has loaded the five workflows.
+async fn loaded(base: &str, key: &str) -> Value {
+    let mut listed = Value::Null;
+    for _ in 0..200 {
+        listed = call("GET", &format!("{base}/workflows"), key, None).await.1;
+        if listed["workflows"].as_array().is_some_and(|w| w.len() == 5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    listed
+}
+
+/// A server config with the test's workflows, and an `agent` key.
+fn flows() -> (Setup, String) {
+    let setup = Setup::new(
+        &[(
+            "counting",
+            "[python3, /run/centaur/test-agents/counting.py]",
+        )],
+        "workflows:\n  dirs: [flows]\n  concurrency: 4\n",
+    );
+    let flows = setup.dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(flows.join("probe.py"), PROBE).unwrap();
+    std::fs::write(flows.join("drift.py"), DRIFT).unwrap();
+    std::fs::write(flows.join("parent.py"), PARENT).unwrap();
+    std::fs::write(flows.join("child.py"), CHILD).unwrap();
+    std::fs::write(flows.join("holder.py"), HOLDER).unwrap();
+    std::fs::write(
+        flows.join("broken.py"),
+        "WORKFLOW_NAME = 'broken'\nhandler = 3\n",
+    )
+    .unwrap();
+    harness::chmod(&flows, 0o755);
+    let key = setup.key("flows", "agent");
+    (setup, key)
 }
 
 /// A run that runs an agent turn (on the counting harness) and a child run, and one whose
@@ -348,4 +371,57 @@ async fn children_and_agents(base: &str, key: &str) {
         "{cancelled}"
     );
     until_status(base, key, &child_id, "cancelled").await;
+}
+
+/// `centaur workflows`, as a person uses it.
+async fn cli(base: &str, key: &str) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(harness::CENTAUR)
+            .arg("workflows")
+            .args(args)
+            .env("CENTAUR_SERVER", base)
+            .env("CENTAUR_API_KEY", key)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, out, err) = run(&["run", "child", "--input", r#"{"n": 5}"#, "--follow"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "10");
+    assert!(err.contains("step double"), "{err}");
+    let (code, out, err) = run(&["list", "--workflow", "child", "--status", "completed"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("workflows:") && out.contains("completed  child"),
+        "{out}"
+    );
+    let id = out
+        .lines()
+        .find(|l| l.contains("completed  child"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (code, out, _) = run(&["show", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("✓ step") && out.contains("output 10"), "{out}");
+    let (code, _, err) = run(&["run", "child", "--input", "{nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--input \"{nope\" is not JSON"), "{err}");
+    let (code, _, err) = run(&["show", "wfr_0000000000000000"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404 NOT_FOUND"), "{err}");
+    let (code, _, err) = run(&["list", "--status", "bogus"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("INVALID_FIELD"), "{err}");
+    // A failing run is followed to its end, and the exit code says so.
+    let (code, _, err) = run(&["run", "child", "--input", r#"{"n": null}"#, "--follow"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("failed") && err.contains("HANDLER_ERROR"),
+        "{err}"
+    );
 }

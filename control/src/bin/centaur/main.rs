@@ -11,6 +11,7 @@ mod platform;
 mod sandbox;
 mod server;
 mod tool;
+mod workflows;
 
 use std::process::ExitCode;
 
@@ -69,6 +70,9 @@ enum Cmd {
     /// Example:
     ///   centaur tool --server http://127.0.0.1:8700 --key "$KEY" github search_issues --query crash
     Tool(tool::ToolArgs),
+    /// Durable workflows: list them and their runs, start a run (and follow it), show,
+    /// cancel, post an event.
+    Workflows(workflows::WorkflowsArgs),
     /// Check a gateway policy, explain what it does with a request, run its test cases (the
     /// same commands as `centaur-gateway check|explain|test|schema`).
     #[command(subcommand)]
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
         Cmd::Threads(c) => return block(ask::threads(c)),
         Cmd::Events(a) => return block(ask::events(a)),
         Cmd::Tool(a) => return block(tool::run(a)),
+        Cmd::Workflows(a) => return block(workflows::run(a)),
         Cmd::Demo { gateway } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{ClaimedRun, RunEnd, RunRecord, RunStatus};
+use super::types::{ClaimedRun, RunEnd, RunRecord, RunStatus};
 use crate::store::db::{Store, StoreError, in_tx, on_pool};
 use crate::workflows::core::{Attempts, Checkpoint, Effect, Kind};
 

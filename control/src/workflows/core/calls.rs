@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Answer, Attempts, Checkpoint, Decision, Effect, Found, Kind, Outcome, Run, Target};
+use super::types::{
+    Answer, Attempts, Checkpoint, Decision, Effect, Found, Kind, Outcome, Run, Target,
+};
 
 pub(super) fn step(
     run: &Run,
