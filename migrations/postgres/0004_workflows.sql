@@ -59,3 +59,15 @@ CREATE TABLE workflow_events (
     created_at     BIGINT NOT NULL
 );
 CREATE INDEX workflow_events_key ON workflow_events (event_type, correlation_id, event_id);
+
+-- One schedule per workflow (its SCHEDULE). A slot fires when a replica moves next_fire_at
+-- past it (compare-and-set) and creates the run with the trigger key
+-- schedule:<workflow>:<slot ms>: once per slot across restarts and replicas.
+CREATE TABLE workflow_schedules (
+    workflow_name TEXT PRIMARY KEY,
+    spec_hash     TEXT NOT NULL,
+    -- NULL: the workflow has no schedule any more.
+    next_fire_at  BIGINT,
+    last_slot     BIGINT,
+    updated_at    BIGINT NOT NULL
+);

@@ -35,4 +35,4 @@ pub use executions::{Claimed, EnqueueRequest, Execution, Finish, Line, Status};
 pub use keys::{Key, Scope};
 pub use slack::{Delivery, InboxEnd, InboxRow, NewDelivery};
 pub use threads::{Assignment, Message, NewMessage, Outcome, SpawnRequest, ThreadSummary};
-pub use workflows::{ClaimedRun, NewRun, RunEnd, RunRecord, RunStatus};
+pub use workflows::{ClaimedRun, DueSchedule, NewRun, RunEnd, RunRecord, RunStatus};

@@ -35,6 +35,7 @@ pub struct Engine {
     agents: Agents,
     worker: RwLock<Option<Arc<Worker>>>,
     slots: Arc<Semaphore>,
+    schedules: crate::workflows::scheduler::Schedules,
     /// Woken when a run may have become due (created, event posted).
     pub kick: Notify,
 }
@@ -65,6 +66,7 @@ impl Engine {
             agents,
             worker: RwLock::new(None),
             slots: Arc::new(Semaphore::new(concurrency)),
+            schedules: crate::workflows::scheduler::Schedules::default(),
             kick: Notify::new(),
         }
     }
@@ -80,14 +82,32 @@ impl Engine {
         }
         let w = Arc::new((self.start)().await?);
         *slot = Some(w.clone());
+        if let Err(e) = self
+            .schedules
+            .sync(&self.store, &*self.clock, &w.workflows)
+            .await
+        {
+            tracing::warn!("workflows: recording the schedules: {e}");
+        }
         Ok(w)
     }
 
     /// Claims and drives due runs until shutdown.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut ticked: Option<std::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if ticked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                && self.worker.read().await.is_some()
+            {
+                ticked = Some(std::time::Instant::now());
+                match self.schedules.tick(&self.store, &*self.clock).await {
+                    Ok(0) => {}
+                    Ok(_) => self.kick.notify_one(),
+                    Err(e) => tracing::warn!("workflows: firing schedules: {e}"),
+                }
             }
             let worker = match self.ready_worker().await {
                 Ok(w) => w,

@@ -9,4 +9,6 @@ pub mod config;
 pub mod core;
 pub mod executor;
 pub mod facts;
+pub mod schedule;
+pub mod scheduler;
 pub mod worker;

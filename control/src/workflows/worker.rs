@@ -34,6 +34,9 @@ pub struct Found {
     pub file: String,
     /// A hash of its source.
     pub version: String,
+    /// Its `SCHEDULE`, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Value>,
 }
 
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;

@@ -425,3 +425,77 @@ async fn cli(base: &str, key: &str) {
         "{err}"
     );
 }
+
+/// One server config of the schedule test: a workflow that runs every second.
+fn ticker(url: &str) -> Setup {
+    let mut setup = Setup::new(
+        &[(
+            "counting",
+            "[python3, /run/centaur/test-agents/counting.py]",
+        )],
+        "workflows:\n  dirs: [flows]\n",
+    );
+    setup.database_url = Some(url.to_string());
+    let flows = setup.dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("tick.py"),
+        "WORKFLOW_NAME = 'tick'\nSCHEDULE = {'interval_seconds': 1, 'input': {'from': 'schedule'}}\n\n\nasync def handler(inp, ctx):\n    return inp\n",
+    )
+    .unwrap();
+    harness::chmod(&flows, 0o755);
+    setup
+}
+
+/// Two replicas on one PostgreSQL database, one of them killed with `kill -9` and started
+/// again: every one-second slot fires exactly once (no slot twice, none skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_each_slot_once_across_replicas_and_a_restart() {
+    if !harness::root_or_skip("a_schedule_fires_each_slot_once_across_replicas_and_a_restart") {
+        return;
+    }
+    let Some(url) = testkit::postgres_db("schedule_replicas") else {
+        return;
+    };
+    let (a, b) = (ticker(&url), ticker(&url));
+    let key = a.key("ticks", "agent");
+    let server_a = a.start().await;
+    let server_b = b.start().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    server_a.kill9().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server_a = a.start().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server_b.stop().await;
+    // Let the last run that was fired finish.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, runs) = call(
+        "GET",
+        &format!("{}/workflows/runs?workflow=tick&limit=500", server_a.base),
+        &key,
+        None,
+    )
+    .await;
+    server_a.stop().await;
+    harness::stop_sandboxes(&a.data()).await;
+    harness::stop_sandboxes(&b.data()).await;
+    let runs = runs["runs"].as_array().unwrap();
+    let mut slots: Vec<i64> = runs
+        .iter()
+        .map(|r| {
+            let k = r["trigger_key"].as_str().unwrap();
+            k.strip_prefix("schedule:tick:").unwrap().parse().unwrap()
+        })
+        .collect();
+    slots.sort_unstable();
+    assert!(slots.len() >= 7, "{} runs: {runs:?}", slots.len());
+    for w in slots.windows(2) {
+        assert_eq!(w[1] - w[0], 1_000, "a slot twice or skipped: {slots:?}");
+    }
+    let done = runs.iter().filter(|r| r["status"] == "completed").count();
+    assert!(done + 1 >= runs.len(), "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["input"] == json!({"from": "schedule"}) || r["status"] != "completed")
+    );
+}

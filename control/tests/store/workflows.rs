@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use control::store::{Code, NewRun, RunEnd, RunStatus, StoreError};
+use control::store::{Code, DueSchedule, NewRun, RunEnd, RunStatus, StoreError};
 use control::workflows::core::{Checkpoint, Effect, Kind, Target};
 use serde_json::json;
 
@@ -23,6 +23,7 @@ conformance!(
     a_sleeping_run_is_due_at_its_time_and_an_expired_lease_is_taken_over,
     an_event_wakes_its_waiter_and_one_posted_first_is_not_lost,
     cancel_stops_a_suspended_run_at_once_and_a_running_one_at_its_next_write,
+    a_schedule_slot_is_fired_by_one_replica_and_survives_a_resync,
 );
 
 fn new(name: &str, input: serde_json::Value, trigger: Option<&str>) -> NewRun {
@@ -273,4 +274,58 @@ async fn cancel_stops_a_suspended_run_at_once_and_a_running_one_at_its_next_writ
     let (r, cps) = s.get_run(&b.run_id).await.unwrap().unwrap();
     assert_eq!(r.status, RunStatus::Cancelled);
     assert!(cps.is_empty());
+}
+
+async fn a_schedule_slot_is_fired_by_one_replica_and_survives_a_resync(db: Db) {
+    let s = &db.store;
+    let t0 = i64::try_from(super::T0).unwrap();
+    s.sync_schedules(&[("tick".into(), "h1".into(), t0 + 1_000)])
+        .await
+        .unwrap();
+    assert!(s.due_schedules().await.unwrap().is_empty());
+    db.clock.advance(Duration::from_secs(1));
+    let due = s.due_schedules().await.unwrap();
+    assert_eq!(
+        due,
+        [DueSchedule {
+            workflow_name: "tick".into(),
+            spec_hash: "h1".into(),
+            due: t0 + 1_000
+        }]
+    );
+    // Two replicas fire the same slot: one creates the run.
+    let fire = || Some((t0 + 1_000, new("tick", json!({}), None)));
+    let (a, b) = tokio::join!(
+        s.advance_schedule(&due[0], Some(t0 + 2_000), fire()),
+        s.advance_schedule(&due[0], Some(t0 + 2_000), fire())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_some() != b.is_some(), "{a:?} {b:?}");
+    let runs = s.list_runs(Some("tick"), None, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0].trigger_key.as_deref(),
+        Some(format!("schedule:tick:{}", t0 + 1_000).as_str())
+    );
+    // A restart syncs the same schedule: its next slot is kept; a changed one starts over;
+    // a removed one stops.
+    s.sync_schedules(&[("tick".into(), "h1".into(), t0 + 9_000)])
+        .await
+        .unwrap();
+    db.clock.advance(Duration::from_secs(1));
+    assert_eq!(s.due_schedules().await.unwrap()[0].due, t0 + 2_000);
+    s.sync_schedules(&[("tick".into(), "h2".into(), t0 + 9_000)])
+        .await
+        .unwrap();
+    assert!(s.due_schedules().await.unwrap().is_empty());
+    s.sync_schedules(&[]).await.unwrap();
+    db.clock.advance(Duration::from_secs(60));
+    assert!(s.due_schedules().await.unwrap().is_empty());
+    // An old replica's version of the schedule does not move it.
+    let stale = DueSchedule {
+        workflow_name: "tick".into(),
+        spec_hash: "h1".into(),
+        due: t0 + 9_000,
+    };
+    assert_eq!(s.advance_schedule(&stale, None, None).await.unwrap(), None);
 }

@@ -281,10 +281,14 @@ def discover(dirs: list[str]):
                         raise ValueError("WORKFLOW_NAME must be a non-empty string")
                     if not inspect.iscoroutinefunction(handler):
                         raise ValueError("handler must be `async def handler(inp, ctx)`")
+                    schedule = getattr(module, "SCHEDULE", None)
+                    if schedule is not None:
+                        json.dumps(schedule)
                     found[name] = {
                         "name": name,
                         "file": path,
                         "version": hashlib.sha256(source).hexdigest()[:16],
+                        "schedule": schedule,
                         "handler": handler,
                     }
                 except Exception:  # noqa: BLE001 - a broken file is reported, the others served
@@ -356,7 +360,7 @@ async def _serve(dirs: list[str]) -> None:
     worker = _Worker(workflows, out)
     worker.send({
         "type": "describe",
-        "workflows": [{k: w[k] for k in ("name", "file", "version")} for w in workflows.values()],
+        "workflows": [{k: w[k] for k in ("name", "file", "version", "schedule")} for w in workflows.values()],
         "errors": errors,
     })
     loop = asyncio.get_running_loop()

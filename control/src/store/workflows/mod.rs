@@ -11,7 +11,9 @@ use crate::workflows::core::{Checkpoint, Kind};
 #[macro_use]
 mod types;
 mod lease;
+mod schedules;
 
+pub use schedules::DueSchedule;
 pub use types::{ClaimedRun, NewRun, RunEnd, RunRecord, RunStatus};
 
 impl Store {
