@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod slack;
 pub mod sse;
 pub mod tools;
+pub mod webhooks;
 pub mod worker;
 pub mod workflows;
 
@@ -208,26 +209,51 @@ fn start_workflows(app: &Arc<App>, store: &Store) {
         })
     });
     let concurrency = app.settings.workflows.as_ref().map_or(8, |w| w.concurrency);
-    let engine = Arc::new(crate::workflows::executor::Engine::new(
-        store.clone(),
-        app.clock.clone(),
-        app.worker_id.clone(),
-        concurrency,
-        start,
-        crate::workflows::facts::Agents {
-            default_harness: app.settings.default_harness.clone(),
-            kick: {
-                let app = Arc::downgrade(app);
-                Arc::new(move || {
-                    if let Some(app) = app.upgrade() {
-                        app.kick.notify_one();
-                    }
-                })
+    let secrets_from = app
+        .settings
+        .workflows
+        .as_ref()
+        .and_then(|w| w.secrets_from.clone());
+    let engine = Arc::new(
+        crate::workflows::executor::Engine::new(
+            store.clone(),
+            app.clock.clone(),
+            app.worker_id.clone(),
+            concurrency,
+            start,
+            crate::workflows::facts::Agents {
+                default_harness: app.settings.default_harness.clone(),
+                kick: {
+                    let app = Arc::downgrade(app);
+                    Arc::new(move || {
+                        if let Some(app) = app.upgrade() {
+                            app.kick.notify_one();
+                        }
+                    })
+                },
             },
-        },
-    ));
+        )
+        .with_webhook_secrets(Arc::new(move |name| {
+            webhook_secret(secrets_from.as_deref(), name)
+        })),
+    );
     let _ = app.workflows.set(engine.clone());
     tokio::spawn(engine.run(app.shutdown.subscribe()));
+}
+
+/// A webhook's secret: from `workflows.secrets_from` (read at each request, so a rotated
+/// value takes effect at once), else the server's environment.
+fn webhook_secret(file: Option<&std::path::Path>, name: &str) -> Option<String> {
+    let from_file = file
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|t| crate::runner::gateway_config::parse_dotenv(&t).ok())
+        .and_then(|m| {
+            m.get(name)
+                .map(|v| String::from_utf8_lossy(v.expose()).into_owned())
+        });
+    from_file
+        .or_else(|| std::env::var(name).ok())
+        .filter(|v| !v.is_empty())
 }
 
 /// Makes the data directory (reachable by the sandbox user, listing nothing) and, on
@@ -324,6 +350,10 @@ fn router(app: Arc<App>) -> Router {
         .route("/agent/slack/deliveries", get(slack::routes::deliveries))
         .route("/api/slack/events", post(slack::routes::events))
         .route("/api/webhooks/slack", post(slack::routes::events))
+        .route(
+            "/api/webhooks/{slug}",
+            axum::routing::any(webhooks::receive),
+        )
         .route(
             "/mcp",
             post(mcp::post)

@@ -102,6 +102,7 @@ pub async fn create(
             workflow_version: wf.version.clone(),
             input: req.input,
             trigger_key: req.trigger_key,
+            idempotency: None,
         })
         .await?;
     engine.kick.notify_one();

@@ -26,6 +26,9 @@ pub type StartWorker = Box<
         + Sync,
 >;
 
+/// Looks up the value of a webhook's secret.
+pub type SecretLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The workflow engine of one server.
 pub struct Engine {
     store: Store,
@@ -36,6 +39,10 @@ pub struct Engine {
     worker: RwLock<Option<Arc<Worker>>>,
     slots: Arc<Semaphore>,
     schedules: crate::workflows::scheduler::Schedules,
+    /// The loaded workflows' webhooks.
+    pub webhooks: crate::workflows::webhooks::Webhooks,
+    /// The values of webhooks' secrets (none by default).
+    pub webhook_secret: SecretLookup,
     /// Woken when a run may have become due (created, event posted).
     pub kick: Notify,
 }
@@ -67,8 +74,16 @@ impl Engine {
             worker: RwLock::new(None),
             slots: Arc::new(Semaphore::new(concurrency)),
             schedules: crate::workflows::scheduler::Schedules::default(),
+            webhooks: crate::workflows::webhooks::Webhooks::default(),
+            webhook_secret: Arc::new(|_| None),
             kick: Notify::new(),
         }
+    }
+
+    /// Where webhooks' secrets come from.
+    pub fn with_webhook_secrets(mut self, lookup: SecretLookup) -> Self {
+        self.webhook_secret = lookup;
+        self
     }
 
     /// Starts the worker (if it is not running) and returns it.
@@ -82,6 +97,7 @@ impl Engine {
         }
         let w = Arc::new((self.start)().await?);
         *slot = Some(w.clone());
+        self.webhooks.sync(&w.workflows);
         if let Err(e) = self
             .schedules
             .sync(&self.store, &*self.clock, &w.workflows)

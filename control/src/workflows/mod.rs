@@ -11,4 +11,5 @@ pub mod executor;
 pub mod facts;
 pub mod schedule;
 pub mod scheduler;
+pub mod webhooks;
 pub mod worker;

@@ -90,6 +90,7 @@ impl Schedules {
                                     workflow_version: e.version.clone(),
                                     input: e.schedule.input.clone(),
                                     trigger_key: None,
+                                    idempotency: None,
                                 },
                             )
                         });

@@ -37,6 +37,9 @@ pub struct Found {
     /// Its `SCHEDULE`, as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Value>,
+    /// Its `WEBHOOKS`, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Value>,
 }
 
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;

@@ -32,6 +32,7 @@ fn new(name: &str, input: serde_json::Value, trigger: Option<&str>) -> NewRun {
         workflow_version: "v1".into(),
         input,
         trigger_key: trigger.map(Into::into),
+        idempotency: None,
     }
 }
 

@@ -282,13 +282,14 @@ def discover(dirs: list[str]):
                     if not inspect.iscoroutinefunction(handler):
                         raise ValueError("handler must be `async def handler(inp, ctx)`")
                     schedule = getattr(module, "SCHEDULE", None)
-                    if schedule is not None:
-                        json.dumps(schedule)
+                    webhooks = getattr(module, "WEBHOOKS", None)
+                    json.dumps([schedule, webhooks])
                     found[name] = {
                         "name": name,
                         "file": path,
                         "version": hashlib.sha256(source).hexdigest()[:16],
                         "schedule": schedule,
+                        "webhooks": webhooks,
                         "handler": handler,
                     }
                 except Exception:  # noqa: BLE001 - a broken file is reported, the others served
@@ -360,7 +361,7 @@ async def _serve(dirs: list[str]) -> None:
     worker = _Worker(workflows, out)
     worker.send({
         "type": "describe",
-        "workflows": [{k: w[k] for k in ("name", "file", "version", "schedule")} for w in workflows.values()],
+        "workflows": [{k: w[k] for k in ("name", "file", "version", "schedule", "webhooks")} for w in workflows.values()],
         "errors": errors,
     })
     loop = asyncio.get_running_loop()

@@ -21,7 +21,10 @@ impl Store {
     /// found) if its input is the same; a different input is `IDEMPOTENCY_PAYLOAD_MISMATCH`.
     pub async fn create_run(&self, new: &NewRun) -> Result<(RunRecord, bool), StoreError> {
         let now = self.now();
-        let hash = request_hash(&json!({"workflow": new.workflow_name, "input": new.input}));
+        let hash = request_hash(&json!({
+            "workflow": new.workflow_name,
+            "input": new.idempotency.as_ref().unwrap_or(&new.input),
+        }));
         let run_id = new_id("wfr_");
         let input = new.input.to_string();
         let out = in_tx!(self, |tx| {

@@ -72,6 +72,9 @@ pub struct NewRun {
     pub input: Value,
     /// Runs are idempotent on (workflow, trigger key).
     pub trigger_key: Option<String>,
+    /// What a reused trigger key must match (default: the input). A webhook's run matches on
+    /// the body alone: a redelivery's headers differ.
+    pub idempotency: Option<Value>,
 }
 
 /// A run.
