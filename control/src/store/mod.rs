@@ -28,7 +28,7 @@ mod workflows;
 pub use code::{Code, Rejection};
 pub use db::{
     Announcement, Location, MAX_THREAD_KEY, Store, StoreError, check_thread_key, hex, new_id,
-    request_hash,
+    request_hash, unhex,
 };
 pub use event::Event;
 pub use executions::{Claimed, EnqueueRequest, Execution, Finish, Line, Status};

@@ -357,7 +357,7 @@ fn authenticate(
             let bytes = if *base64 {
                 base64::engine::general_purpose::STANDARD.decode(sig).ok()
             } else {
-                hex(sig)
+                crate::store::unhex(sig)
             }
             .ok_or_else(|| {
                 (
@@ -451,16 +451,6 @@ impl Webhooks {
             .get(slug)
             .cloned()
     }
-}
-
-fn hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

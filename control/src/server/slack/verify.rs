@@ -63,7 +63,7 @@ pub fn verify(
     let Some(hex) = sig.strip_prefix("v0=") else {
         return Err(Refusal::BadSignature);
     };
-    let Some(tag) = unhex(hex) else {
+    let Some(tag) = crate::store::unhex(hex) else {
         return Err(Refusal::BadSignature);
     };
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
@@ -74,16 +74,6 @@ pub fn verify(
     msg.extend_from_slice(body);
     // hmac::verify compares in constant time.
     hmac::verify(&key, &msg, &tag).map_err(|_| Refusal::BadSignature)
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
