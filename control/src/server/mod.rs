@@ -186,7 +186,7 @@ fn start_tools(settings: &Settings) -> Option<Arc<ToolHost>> {
 }
 
 /// The workflow engine: its worker starts in its sandbox, then due runs are claimed.
-fn start_workflows(app: &Arc<App>, store: &Store) {
+fn start_workflows(app: &Arc<App>, store: &Store, sole: bool) {
     let Some(w) = app.settings.workflows.clone() else {
         return;
     };
@@ -214,6 +214,11 @@ fn start_workflows(app: &Arc<App>, store: &Store) {
         .workflows
         .as_ref()
         .and_then(|w| w.secrets_from.clone());
+    let lease = app
+        .settings
+        .workflows
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(30), |w| w.lease);
     let engine = Arc::new(
         crate::workflows::executor::Engine::new(
             store.clone(),
@@ -235,10 +240,24 @@ fn start_workflows(app: &Arc<App>, store: &Store) {
         )
         .with_webhook_secrets(Arc::new(move |name| {
             webhook_secret(secrets_from.as_deref(), name)
-        })),
+        }))
+        .with_lease(lease),
     );
     let _ = app.workflows.set(engine.clone());
-    tokio::spawn(engine.run(app.shutdown.subscribe()));
+    let shutdown = app.shutdown.subscribe();
+    let store = store.clone();
+    tokio::spawn(async move {
+        // The only server on this SQLite file: runs a killed predecessor held resume now
+        // rather than after their lease.
+        if sole {
+            match store.release_orphaned_runs().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("workflows: {n} run(s) a previous server held resume"),
+                Err(e) => tracing::warn!("workflows: releasing a previous server's runs: {e}"),
+            }
+        }
+        engine.run(shutdown).await;
+    });
 }
 
 /// A webhook's secret: from `workflows.secrets_from` (read at each request, so a rotated
@@ -310,7 +329,7 @@ async fn background(app: &Arc<App>, store: Store, sole: bool) {
     });
     worker::recover(app, sole).await;
     tokio::spawn(worker::run(app.clone()));
-    start_workflows(app, &app.store());
+    start_workflows(app, &app.store(), sole);
     slack::spawn(app, sole).await;
     let app = app.clone();
     tokio::spawn(async move {

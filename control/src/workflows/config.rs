@@ -8,6 +8,7 @@
 //!   python: python3                # the interpreter in the worker's sandbox (default)
 //!   memory: 1GiB                   # the worker's sandbox (default)
 //!   concurrency: 8                 # runs driven at once (default)
+//!   lease: 30s                     # a claim without a heartbeat lasts this long (default)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub struct WorkflowsConfig {
     pub memory: Option<String>,
     /// Runs driven at once (default 8).
     pub concurrency: Option<usize>,
+    /// How long a claim on a run lasts without a heartbeat (default 30s, at least 3s): how
+    /// soon another replica resumes a run whose server died.
+    pub lease: Option<String>,
 }
 
 /// The section, checked, paths absolute.
@@ -48,6 +52,8 @@ pub struct WorkflowSettings {
     pub memory: u64,
     /// See [`WorkflowsConfig::concurrency`].
     pub concurrency: usize,
+    /// See [`WorkflowsConfig::lease`].
+    pub lease: std::time::Duration,
 }
 
 impl WorkflowsConfig {
@@ -83,6 +89,18 @@ impl WorkflowsConfig {
                 "workflows.concurrency: {concurrency} is not between 1 and 256"
             ));
         }
+        let lease = match self.lease.as_deref().map(crate::server::config::duration) {
+            None => std::time::Duration::from_secs(30),
+            Some(Ok(d)) if d >= std::time::Duration::from_secs(3) => d,
+            Some(Ok(_)) => {
+                errors.push("workflows.lease: at least 3s".into());
+                std::time::Duration::from_secs(30)
+            }
+            Some(Err(e)) => {
+                errors.push(format!("workflows.lease: {e}"));
+                std::time::Duration::from_secs(30)
+            }
+        };
         WorkflowSettings {
             dirs,
             policy,
@@ -90,6 +108,7 @@ impl WorkflowsConfig {
             python: self.python.unwrap_or_else(|| "python3".into()),
             memory,
             concurrency,
+            lease,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::workflows::core::{self, Answer, Checkpoint, Effect};
 use crate::workflows::facts::{self, Agents};
 use crate::workflows::worker::Worker;
 
-/// How long a claim lasts without a heartbeat.
+/// How long a claim lasts without a heartbeat, unless `workflows.lease` says.
 pub const LEASE_MS: i64 = 30_000;
 
 /// How a new worker is started.
@@ -38,6 +38,7 @@ pub struct Engine {
     agents: Agents,
     worker: RwLock<Option<Arc<Worker>>>,
     slots: Arc<Semaphore>,
+    lease_ms: i64,
     schedules: crate::workflows::scheduler::Schedules,
     /// The loaded workflows' webhooks.
     pub webhooks: crate::workflows::webhooks::Webhooks,
@@ -73,11 +74,20 @@ impl Engine {
             agents,
             worker: RwLock::new(None),
             slots: Arc::new(Semaphore::new(concurrency)),
+            lease_ms: LEASE_MS,
             schedules: crate::workflows::scheduler::Schedules::default(),
             webhooks: crate::workflows::webhooks::Webhooks::default(),
             webhook_secret: Arc::new(|_| None),
             kick: Notify::new(),
         }
+    }
+
+    /// How long a claim lasts without a heartbeat (heartbeats come three times as often).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease_ms = i64::try_from(lease.as_millis())
+            .unwrap_or(LEASE_MS)
+            .max(1_000);
+        self
     }
 
     /// Where webhooks' secrets come from.
@@ -139,7 +149,7 @@ impl Engine {
             let Ok(permit) = self.slots.clone().acquire_owned().await else {
                 break;
             };
-            match self.store.claim_run(&self.worker_id, LEASE_MS).await {
+            match self.store.claim_run(&self.worker_id, self.lease_ms).await {
                 Ok(Some(claimed)) => {
                     let engine = self.clone();
                     tokio::spawn(async move {
@@ -193,7 +203,7 @@ impl Engine {
                 ),
             };
             self.store
-                .commit_run(&id, &self.worker_id, &[fail], LEASE_MS)
+                .commit_run(&id, &self.worker_id, &[fail], self.lease_ms)
                 .await?;
             return Ok(());
         }
@@ -210,14 +220,14 @@ impl Engine {
             return self.give_back(&id).await;
         }
         let mut beat = tokio::time::interval(Duration::from_millis(
-            u64::try_from(LEASE_MS / 3).unwrap_or(10_000),
+            u64::try_from(self.lease_ms / 3).unwrap_or(10_000),
         ));
         beat.tick().await;
         loop {
             let msg = tokio::select! {
                 m = rx.recv() => m,
                 _ = beat.tick() => {
-                    if !self.store.renew_run(&id, &self.worker_id, LEASE_MS).await? {
+                    if !self.store.renew_run(&id, &self.worker_id, self.lease_ms).await? {
                         return self.lost(worker, &id).await;
                     }
                     continue;
@@ -275,7 +285,7 @@ impl Engine {
                 };
                 if !self
                     .store
-                    .commit_run(id, &self.worker_id, &[fail], LEASE_MS)
+                    .commit_run(id, &self.worker_id, &[fail], self.lease_ms)
                     .await?
                 {
                     self.lost(worker, id).await?;
@@ -336,7 +346,7 @@ impl Engine {
         if !decision.effects.is_empty()
             && !self
                 .store
-                .commit_run(id, &self.worker_id, &decision.effects, LEASE_MS)
+                .commit_run(id, &self.worker_id, &decision.effects, self.lease_ms)
                 .await?
         {
             return Ok(None);

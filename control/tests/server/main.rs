@@ -10,3 +10,4 @@ mod slack;
 mod tools;
 mod tools_sandbox;
 mod workflows;
+mod workflows_crash;

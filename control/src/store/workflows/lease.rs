@@ -325,6 +325,32 @@ impl Store {
         Ok(ended)
     }
 
+    /// Gives back every run a worker holds (call it only when no other server can hold
+    /// one: the sole server on a SQLite file, at start). Returns how many.
+    pub async fn release_orphaned_runs(&self) -> Result<u64, StoreError> {
+        let now = self.now();
+        let n = in_tx!(self, |tx| {
+            let cancelled = sqlx::query(
+                "UPDATE workflow_runs SET status = 'cancelled', worker_id = NULL, lease_expires_at = NULL, completed_at = $1, updated_at = $1 WHERE status = 'running' AND cancel_requested = 1 RETURNING run_id",
+            )
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &cancelled {
+                let id: String = row.try_get("run_id")?;
+                wake!(tx, &format!("workflow\n{id}"), now);
+            }
+            sqlx::query(
+                "UPDATE workflow_runs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, available_at = $1, updated_at = $1 WHERE status = 'running'",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(n)
+    }
+
     /// Gives a run back (its worker died): claimable again at `at`.
     pub async fn release_run(&self, run_id: &str, worker: &str, at: i64) -> Result<(), StoreError> {
         let now = self.now();
