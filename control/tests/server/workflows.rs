@@ -78,7 +78,7 @@ async def handler(inp, ctx):
     return "unreachable"
 "#;
 
-async fn call(method: &str, url: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+pub async fn call(method: &str, url: &str, key: &str, body: Option<Value>) -> (u16, Value) {
     let mut c = tokio::process::Command::new("curl");
     c.args(["-s", "-w", "\n%{http_code}", "-X", method, url, "-H"])
         .arg(format!("x-api-key: {key}"));

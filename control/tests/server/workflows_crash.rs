@@ -81,13 +81,7 @@ const ALL: [Boundary; 6] = [
 ];
 
 async fn api(method: &str, url: &str, key: &str, body: Option<Value>) -> Value {
-    let mut c = tokio::process::Command::new("curl");
-    c.args(["-s", "-X", method, url, "-H"])
-        .arg(format!("x-api-key: {key}"));
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
-    }
-    serde_json::from_slice(&c.output().await.unwrap().stdout).unwrap_or(Value::Null)
+    crate::workflows::call(method, url, key, body).await.1
 }
 
 fn effects(work: &Path) -> Vec<String> {
