@@ -701,3 +701,100 @@ async fn webhooks_verify_github_signatures_and_bearer_tokens() {
     server.stop().await;
     harness::stop_sandboxes(&setup.data()).await;
 }
+
+/// The shipped examples (workflows/): the digest through its sleep, its approval, an agent
+/// turn and its child; the GitHub webhook with a signed pull request event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_workflows_run() {
+    if !harness::root_or_skip("the_example_workflows_run") {
+        return;
+    }
+    let setup = Setup::new(
+        &[(
+            "counting",
+            "[python3, /run/centaur/test-agents/counting.py]",
+        )],
+        &format!(
+            "workflows:\n  dirs: ['{}']\n  secrets_from: flows.env\n",
+            harness::repo().join("workflows").display()
+        ),
+    );
+    std::fs::write(
+        setup.dir.path().join("flows.env"),
+        "GITHUB_WEBHOOK_SECRET=s3cret\n",
+    )
+    .unwrap();
+    let key = setup.key("examples", "agent");
+    let server = setup.start().await;
+    let base = server.base.clone();
+    let (_, listed) = call("GET", &format!("{base}/workflows"), &key, None).await;
+    let names: Vec<&str> = listed["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["daily_digest", "github_pull_requests", "notify"],
+        "{listed}"
+    );
+    assert!(
+        !server.log().contains("not valid") && !server.log().contains("not served"),
+        "{}",
+        server.log()
+    );
+
+    let input = json!({"items": ["build is green", "2 PRs open"], "cool_down": 1});
+    let (_, run) = call(
+        "POST",
+        &format!("{base}/workflows/runs"),
+        &key,
+        Some(json!({"workflow_name": "daily_digest", "input": input})),
+    )
+    .await;
+    let id = run["run_id"].as_str().unwrap();
+    let waiting = until_status(&base, &key, id, "waiting").await;
+    let day = waiting["steps"][0]["value"]["result"]["day"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(waiting["waiting_on"]["correlation_id"], day);
+    call(
+        "POST",
+        &format!("{base}/workflows/events"),
+        &key,
+        Some(json!({"event_type": "approval", "correlation_id": day, "payload": {"approved_by": "ana"}})),
+    )
+    .await;
+    let done = until_status(&base, &key, id, "completed").await;
+    let out = &done["output"];
+    assert_eq!(out["approval"], json!({"approved_by": "ana"}));
+    assert_eq!(
+        out["summary"],
+        "Summarize this for the team:\n- build is green\n- 2 PRs open"
+    );
+    assert_eq!(out["notified"]["delivered"], true);
+
+    let hook = format!("{base}/api/webhooks/github-pull-requests");
+    let body = r#"{"action":"opened","number":7,"pull_request":{"number":7,"title":"Fix it","html_url":"https://github.com/o/r/pull/7"},"repository":{"full_name":"o/r"}}"#;
+    let sig = format!("sha256={}", openssl_hmac("s3cret", body));
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-GitHub-Event", "pull_request"),
+        ("X-GitHub-Delivery", "delivery-1"),
+        ("X-Hub-Signature-256", sig.as_str()),
+    ];
+    let (code, r) = post(&hook, &headers, body, "POST").await;
+    assert_eq!(code, 202, "{r}");
+    let done = until_status(&base, &key, r["run_id"].as_str().unwrap(), "completed").await;
+    assert_eq!(done["output"]["pull_request"], 7);
+    assert!(
+        done["output"]["first_look"]
+            .as_str()
+            .unwrap()
+            .contains("pull request #7 (Fix it)")
+    );
+    server.stop().await;
+    harness::stop_sandboxes(&setup.data()).await;
+}
