@@ -89,7 +89,7 @@ impl WorkflowsConfig {
                 "workflows.concurrency: {concurrency} is not between 1 and 256"
             ));
         }
-        let lease = match self.lease.as_deref().map(crate::server::config::duration) {
+        let lease = match self.lease.as_deref().map(policy::parse_duration) {
             None => std::time::Duration::from_secs(30),
             Some(Ok(d)) if d >= std::time::Duration::from_secs(3) => d,
             Some(Ok(_)) => {

@@ -408,6 +408,37 @@ async fn cli(base: &str, key: &str) {
     let (code, out, _) = run(&["show", &id]);
     assert_eq!(code, Some(0));
     assert!(out.contains("✓ step") && out.contains("output 10"), "{out}");
+    // The run's progress is on its thread's event stream.
+    let events = std::process::Command::new(harness::CENTAUR)
+        .args(["events", &format!("workflow:{id}")])
+        .env("CENTAUR_SERVER", base)
+        .env("CENTAUR_API_KEY", key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(events.stdout).unwrap();
+    let kinds: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(&l[l.find('{')?..]).ok())
+        .map(|v| {
+            (
+                v["type"].as_str().unwrap_or("").to_string(),
+                v["status"]
+                    .as_str()
+                    .or(v["name"].as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("workflow.run".to_string(), "running".to_string()),
+            ("workflow.step".to_string(), "double".to_string()),
+            ("workflow.run".to_string(), "completed".to_string())
+        ],
+        "{text}"
+    );
     let (code, _, err) = run(&["run", "child", "--input", "{nope"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("--input \"{nope\" is not JSON"), "{err}");

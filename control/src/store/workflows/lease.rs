@@ -6,6 +6,8 @@ use sqlx::Row;
 
 use super::types::{ClaimedRun, RunEnd, RunRecord, RunStatus};
 use crate::store::db::{Store, StoreError, in_tx, on_pool};
+use crate::store::events::{append_event, lock_thread, write_events};
+use crate::store::threads::ensure_thread;
 use crate::workflows::core::{Attempts, Checkpoint, Effect, Kind};
 
 /// The fence of every write a worker makes to its run.
@@ -80,7 +82,7 @@ macro_rules! resolved {
 
 /// Writes one effect inside `commit_run`'s transaction.
 macro_rules! apply_effect {
-    ($tx:ident, $run_id:expr, $e:expr, $now:expr) => {
+    ($tx:ident, $run_id:expr, $e:expr, $now:expr, $resolved:expr) => {
         match $e {
             Effect::Record(c) => {
                 sqlx::query(
@@ -121,7 +123,7 @@ macro_rules! apply_effect {
                 let (status, due) = match wait_key {
                     None => ("sleeping", *until),
                     // Already there (an event posted first, a child that ended): due at once.
-                    Some(key) if resolved!($tx, key) => ("waiting", $now),
+                    Some(_) if $resolved => ("waiting", $now),
                     Some(_) => ("waiting", *until),
                 };
                 sqlx::query(
@@ -182,7 +184,11 @@ impl Store {
                 return Ok(None);
             };
             // Only one claimer's conditional update matches (the row lock re-checks it).
-            let claimed = in_tx!(self, |tx| {
+            let thread = run_thread(&run_id);
+            let thread = thread.as_str();
+            let claimed = write_events!(self, thread, |tx, ev| {
+                ensure_thread!(tx, thread, now);
+                let _ = lock_thread!(tx, thread);
                 let n = sqlx::query(concat!("UPDATE workflow_runs SET status = 'running', worker_id = $2, lease_expires_at = $3, started_at = COALESCE(started_at, $1), waiting_on = NULL, wait_key = NULL, updated_at = $1 WHERE run_id = $4 AND ", due!()))
                 .bind(now)
                 .bind(worker)
@@ -212,13 +218,18 @@ impl Store {
                     {
                         checkpoints.push(checkpoint_row!(&r));
                     }
-                    Some(ClaimedRun {
-                        run,
-                        checkpoints,
-                        attempts: retry.as_deref().and_then(attempts),
-                    })
+                    let data = json!({"type": "workflow.run", "run_id": run_id, "status": "running", "workflow_name": run.workflow_name, "recorded": checkpoints.len()});
+                    let id = append_event!(tx, ev, thread, None, "workflow", data, now);
+                    (
+                        Some(ClaimedRun {
+                            run,
+                            checkpoints,
+                            attempts: retry.as_deref().and_then(attempts),
+                        }),
+                        Some(id),
+                    )
                 } else {
-                    None
+                    (None, None)
                 }
             });
             if claimed.is_some() {
@@ -260,7 +271,24 @@ impl Store {
         lease_ms: i64,
     ) -> Result<bool, StoreError> {
         let now = self.now();
-        let ok = in_tx!(self, |tx| {
+        let thread = run_thread(run_id);
+        let thread = thread.as_str();
+        let ok = write_events!(self, thread, |tx, ev| {
+            // Lock order, as everywhere: the run's thread, then what it waits on (the child
+            // run, the execution: the side that ends it takes that row first too), then the
+            // run itself.
+            ensure_thread!(tx, thread, now);
+            let _ = lock_thread!(tx, thread);
+            let wait_key = effects.iter().find_map(|e| match e {
+                Effect::Suspend {
+                    wait_key: Some(k), ..
+                } => Some(k.as_str()),
+                _ => None,
+            });
+            let resolved = match wait_key {
+                Some(k) => resolved!(tx, k),
+                None => false,
+            };
             let n = sqlx::query(concat!(
                 "UPDATE workflow_runs SET lease_expires_at = $3, updated_at = $4 WHERE ",
                 fence!()
@@ -272,12 +300,15 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            let mut newest = None;
             if n == 1 {
                 for e in effects {
-                    apply_effect!(tx, run_id, e, now);
+                    apply_effect!(tx, run_id, e, now, resolved);
+                    let data = progress(run_id, e);
+                    newest = Some(append_event!(tx, ev, thread, None, "workflow", data, now));
                 }
             }
-            n == 1
+            (n == 1, newest)
         });
         Ok(ok)
     }
@@ -307,7 +338,11 @@ impl Store {
                 end_query!("run_id = $1 AND worker_id = $2 AND status = 'running'"),
             ),
         };
-        let ended = in_tx!(self, |tx| {
+        let thread = run_thread(run_id);
+        let thread = thread.as_str();
+        let ended = write_events!(self, thread, |tx, ev| {
+            ensure_thread!(tx, thread, now);
+            let _ = lock_thread!(tx, thread);
             let n = sqlx::query(query)
                 .bind(run_id)
                 .bind(worker)
@@ -317,10 +352,13 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            let mut newest = None;
             if n == 1 {
                 wake!(tx, &format!("workflow\n{run_id}"), now);
+                let data = json!({"type": "workflow.run", "run_id": run_id, "status": status});
+                newest = Some(append_event!(tx, ev, thread, None, "workflow", data, now));
             }
-            n == 1
+            (n == 1, newest)
         });
         Ok(ended)
     }
@@ -380,4 +418,40 @@ fn attempts(s: &str) -> Option<Attempts> {
 /// The engine a transaction runs on (`PostgreSQL`, `SQLite`).
 fn engine<DB: sqlx::Database>(_: &sqlx::Transaction<'_, DB>) -> &'static str {
     DB::NAME
+}
+
+/// The thread a run's progress is appended to (and its agent turns run on by default).
+pub fn run_thread(run_id: &str) -> String {
+    format!("workflow:{run_id}")
+}
+
+/// The event a committed effect appends to the run's thread.
+fn progress(run_id: &str, e: &Effect) -> Value {
+    match e {
+        Effect::Record(c) => json!({
+            "type": "workflow.step", "run_id": run_id, "seq": c.seq, "name": c.name,
+            "kind": c.kind.as_str(), "done": c.done,
+        }),
+        Effect::RetryAt {
+            attempts,
+            at,
+            message,
+        } => json!({
+            "type": "workflow.run", "run_id": run_id, "status": "sleeping",
+            "retry": {"seq": attempts.seq, "failed_attempts": attempts.failed, "at": at, "error": message},
+        }),
+        Effect::Suspend {
+            wait_key,
+            waiting_on,
+            ..
+        } => json!({
+            "type": "workflow.run", "run_id": run_id,
+            "status": if wait_key.is_some() { "waiting" } else { "sleeping" },
+            "waiting_on": waiting_on,
+        }),
+        Effect::Fail { code, message } => json!({
+            "type": "workflow.run", "run_id": run_id, "status": "failed",
+            "error_code": code, "error_text": message,
+        }),
+    }
 }
