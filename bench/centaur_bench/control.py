@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.request
 
-from . import tool_calls
+from . import tool_calls, workflow_steps
 from .common import ROOT, TARGET, free_port, log, sh
 from .report import CONTROL_BEGIN, CONTROL_END
 
@@ -183,6 +183,7 @@ def table(meta, results):
         "Output lines/s: a warm sandbox's agent prints 20,000 lines as fast as it can; from the first `output` "
         "event a follower reads to the execution's end.",
         *tool_calls.rows(results.get("tools")),
+        *workflow_steps.rows(results.get("workflows")),
         CONTROL_END,
         "",
     ]
@@ -207,12 +208,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="debug build, short runs, output under target/bench/")
     ap.add_argument("--engines", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    ap.add_argument("--parts", default="api,tools,workflows",
+                    help="comma-separated: api, tools, workflows (the others keep their last published figures)")
     a = ap.parse_args()
+    parts = a.parts.split(",")
     centaur, tool = build(not a.smoke)
     results = {}
-    for engine in a.engines.split(","):
-        results[engine] = run_engine(engine, centaur, tool, a.smoke)
-    results["tools"] = tool_calls.measure(centaur, a.smoke)
+    published = os.path.join(ROOT, "bench", "control-results.json")
+    if not a.smoke and os.path.exists(published):
+        results = json.load(open(published)).get("results", {})
+    if "api" in parts:
+        for engine in a.engines.split(","):
+            results[engine] = run_engine(engine, centaur, tool, a.smoke)
+    if "tools" in parts:
+        results["tools"] = tool_calls.measure(centaur, a.smoke)
+    if "workflows" in parts:
+        pg = postgres_db() if "postgres" in a.engines.split(",") else None
+        results["workflows"] = workflow_steps.measure(centaur, a.smoke, pg)
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{os.uname().sysname} {os.uname().release}, {os.cpu_count()} cores",

@@ -214,7 +214,6 @@ impl Engine {
             "workflow": run.workflow_name,
             "input": run.input,
             "checkpoints": state.checkpoints.iter().map(checkpoint_json).collect::<Vec<_>>(),
-            "attempts": state.attempts.map(|a| json!({"seq": a.seq, "failed": a.failed})),
         });
         if !worker.send(&start).await {
             return self.give_back(&id).await;

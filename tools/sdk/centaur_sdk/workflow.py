@@ -14,7 +14,7 @@ Protocol (JSON lines; stdout is the protocol, anything printed goes to stderr):
 * worker -> engine, first: `{"type": "describe", "workflows": [{name, file, version}],
   "errors": [{file, error}]}`;
 * engine -> worker: `{"type": "start", "run", "workflow", "input", "checkpoints": [{seq,
-  name, kind, done, value}], "attempts": {seq, failed} | null}`; `{"type": "answer", "run",
+  name, kind, done, value}]}`; `{"type": "answer", "run",
   "id", ...}` with `value`, `raise: {kind, message}`, `run_step: attempt` or `stop: true`;
   `{"type": "cancel", "run"}`;
 * worker -> engine: `{"type": "call", "run", "id", "seq", "kind", "name", ...}`;
@@ -83,11 +83,10 @@ class _Stop(BaseException):
 class Context:
     """What a handler gets as `ctx`."""
 
-    def __init__(self, worker: "_Worker", run_id: str, checkpoints: list, attempts):
+    def __init__(self, worker: "_Worker", run_id: str, checkpoints: list):
         self.run_id = run_id
         self._worker = worker
         self._recorded = {c["seq"]: c for c in checkpoints}
-        self._attempts = attempts
         self._seq = 0
         self._names: dict[str, int] = {}
 
@@ -115,9 +114,9 @@ class Context:
             if "error" in rec["value"]:
                 raise StepFailed(rec["value"]["error"])
             return rec["value"].get("result")
-        answer = await self._call(seq, "step", name, outcome=None)
-        if "value" in answer or "raise" in answer:
-            return self._answered(answer)
+        if seq in self._recorded:
+            # Another call is recorded here: the engine fails the run before anything runs.
+            return self._answered(await self._call(seq, "step", name, outcome=None))
         try:
             # A plain function runs on a thread, so other runs go on meanwhile.
             result = fn() if inspect.iscoroutinefunction(fn) else await asyncio.to_thread(fn)
@@ -326,7 +325,7 @@ class _Worker:
         try:
             if wf is None:
                 raise LookupError(f"no workflow named {msg['workflow']!r} in this worker")
-            ctx = Context(self, run_id, msg.get("checkpoints") or [], msg.get("attempts"))
+            ctx = Context(self, run_id, msg.get("checkpoints") or [])
             value = await wf["handler"](msg.get("input"), ctx)
             json.dumps(value)
             self.send({"type": "return", "run": run_id, "value": value})
