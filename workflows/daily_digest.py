@@ -30,6 +30,5 @@ async def handler(inp, ctx):
     approval = await ctx.wait_for_event("approval", correlation_id=data["day"], timeout=24 * 3600)
     bullet_list = "\n".join(f"- {i}" for i in data["items"])
     summary = await ctx.run_agent("summarize", text=f"Summarize this for the team:\n{bullet_list}")
-    child = await ctx.start_workflow("notify", "notify", {"summary": summary, "day": data["day"]})
-    notified = await ctx.wait_for_workflow("notified", child, timeout=3600)
-    return {"day": data["day"], "approval": approval, "summary": summary, "notified": notified}
+    child = await ctx.start_workflow("notify", {"summary": summary, "day": data["day"]})
+    return {"day": data["day"], "approval": approval, "summary": summary, "notified": await ctx.wait_for_workflow(child)}

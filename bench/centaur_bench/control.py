@@ -213,20 +213,25 @@ def main():
     a = ap.parse_args()
     parts = a.parts.split(",")
     centaur, tool = build(not a.smoke)
-    results = {}
+    results, before = {}, {}
     published = os.path.join(ROOT, "bench", "control-results.json")
     if not a.smoke and os.path.exists(published):
-        results = json.load(open(published)).get("results", {})
+        kept = json.load(open(published))
+        results, before = kept.get("results", {}), kept.get("meta", {})
     if "api" in parts:
         for engine in a.engines.split(","):
             results[engine] = run_engine(engine, centaur, tool, a.smoke)
     if "tools" in parts:
         results["tools"] = tool_calls.measure(centaur, a.smoke)
+        results["tools"]["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if "workflows" in parts:
         pg = postgres_db() if "postgres" in a.engines.split(",") else None
         results["workflows"] = workflow_steps.measure(centaur, a.smoke, pg)
+        results["workflows"]["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     meta = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        # The header's date is the API part's; the other parts carry their own.
+        "when": now if "api" in parts or not before else before["when"],
         "machine": f"{os.uname().sysname} {os.uname().release}, {os.cpu_count()} cores",
         "build": "debug" if a.smoke else "release",
         "smoke": a.smoke,

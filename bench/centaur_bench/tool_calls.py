@@ -146,7 +146,8 @@ def rows(t):
         return []
     return [
         "",
-        "Tool calls (`POST /tools/{tool}/{method}`, SQLite server, one tool whose worker runs in its own sandbox "
+        f"Tool calls (measured {t.get('when', 'with the rest')}; `POST /tools/{{tool}}/{{method}}`, SQLite server, "
+        "one tool whose worker runs in its own sandbox "
         "behind its own gateway; a keep-alive HTTP/1.1 client per caller):",
         "",
         "| measure | value |",

@@ -146,8 +146,10 @@ def rows(w):
     runs = s.get("concurrent_runs", 8)
     return [
         "",
-        "Workflow steps (`ctx.step`, the worker in its own sandbox; each new step is a round trip to the engine "
-        "before and after the function, and its result committed before the handler goes on):",
+        f"Workflow steps (measured {w.get('when', 'with the rest')}; `ctx.step`, the worker in its own sandbox: each "
+        "new step's result goes to the engine and is committed, with its progress event, before the handler goes on; "
+        "SQLite commits one at a time, PostgreSQL's commits of concurrent runs share fsyncs). Resuming replays the "
+        "handler from the top past the recorded steps (the worker answers them from the checkpoints it is sent):",
         "",
         "| measure | SQLite | PostgreSQL |",
         "|---|---|---|",

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::harness::{self, Setup};
 
 /// The real GitHub token: it must reach the fake GitHub and nothing the tool can see.
-const CANARY: &str = "ghp_CANARYrealTOKEN0123456789abcdef";
+pub const CANARY: &str = "ghp_CANARYrealTOKEN0123456789abcdef";
 
 /// An author's tools: `probe` (concurrency, hangs, crashes, context), `broken` (a syntax
 /// error) and `needs_secret` (a required secret without a value).
@@ -139,7 +139,7 @@ impl Origins {
 }
 
 /// Every file under `dir` that contains `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

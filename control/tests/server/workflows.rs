@@ -40,7 +40,7 @@ WORKFLOW_NAME = "parent"
 
 async def handler(inp, ctx):
     answer = await ctx.run_agent("ask", text="steps=1 pause=0 hello from a workflow")
-    child = await ctx.run_workflow("child", "child", {"n": 21})
+    child = await ctx.run_workflow("child", {"n": 21})
     try:
         await ctx.run_agent("doomed", text="please fail")
     except Exception as e:
@@ -63,7 +63,7 @@ WORKFLOW_NAME = "holder"
 
 
 async def handler(inp, ctx):
-    return await ctx.run_workflow("held", "child", {"n": 1, "hold": inp["id"]})
+    return await ctx.run_workflow("child", {"n": 1, "hold": inp["id"]}, name="held")
 "#;
 
 const DRIFT: &str = r#"
@@ -825,6 +825,102 @@ async fn the_example_workflows_run() {
             .as_str()
             .unwrap()
             .contains("pull request #7 (Fix it)")
+    );
+    server.stop().await;
+    harness::stop_sandboxes(&setup.data()).await;
+}
+
+const CALLER: &str = r#"
+import json
+import urllib.request
+
+WORKFLOW_NAME = "caller"
+PLACEHOLDER = "centaur-placeholder-github-token"
+
+
+def search():
+    req = urllib.request.Request(
+        "https://api.github.com/search/issues?q=workflow",
+        headers={"Authorization": f"Bearer {PLACEHOLDER}"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["items"][0]["title"]
+
+
+def elsewhere():
+    try:
+        with urllib.request.urlopen("https://example.com/page", timeout=10) as r:
+            return f"reached: {r.status}"
+    except Exception as e:
+        return f"refused: {type(e).__name__}"
+
+
+async def handler(inp, ctx):
+    return {"title": await ctx.step("search", search), "elsewhere": await ctx.step("elsewhere", elsewhere)}
+"#;
+
+/// A workflow's step calls an API with the placeholder its code holds; the worker's own
+/// gateway (`workflows.policy`) puts the real token on the wire for that host only, and
+/// refuses a host the policy does not allow. The token is nowhere the worker can read.
+/// Protects invariants 3 and 4 (placeholders only; credentials only where the policy says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_calls_apis_with_placeholders_through_its_own_gateway() {
+    if !harness::root_or_skip("a_workflow_calls_apis_with_placeholders_through_its_own_gateway") {
+        return;
+    }
+    let origins = crate::tools::Origins::start().await;
+    let setup = Setup::new(
+        &[(
+            "counting",
+            "[python3, /run/centaur/test-agents/counting.py]",
+        )],
+        "workflows:\n  dirs: [flows]\n  policy: flows-policy.yaml\n  secrets_from: flows.env\n",
+    );
+    let d = setup.dir.path();
+    origins.write_files(d);
+    std::fs::rename(d.join("tools.env"), d.join("flows.env")).unwrap();
+    let base_policy = std::fs::read_to_string(d.join("tools-base.yaml")).unwrap();
+    std::fs::write(
+        d.join("flows-policy.yaml"),
+        format!(
+            "{base_policy}transforms:\n  - name: allowlist\n    config: {{domains: [api.github.com]}}\n  - name: secrets\n    config:\n      secrets:\n        - source: {{type: env, var: GITHUB_TOKEN}}\n          rules: [{{host: api.github.com}}]\n          replace: {{proxy_value: centaur-placeholder-github-token, match_headers: [Authorization]}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("flows")).unwrap();
+    std::fs::write(d.join("flows/caller.py"), CALLER).unwrap();
+    harness::chmod(&d.join("flows"), 0o755);
+    let key = setup.key("caller", "agent");
+    let server = setup.start().await;
+    let (_, run) = call(
+        "POST",
+        &format!("{}/workflows/runs", server.base),
+        &key,
+        Some(json!({"workflow_name": "caller"})),
+    )
+    .await;
+    let done = until_status(
+        &server.base,
+        &key,
+        run["run_id"].as_str().unwrap(),
+        "completed",
+    )
+    .await;
+    let title = done["output"]["title"].as_str().unwrap();
+    assert!(!title.is_empty(), "{done}");
+    assert!(
+        done["output"]["elsewhere"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused"),
+        "{done}"
+    );
+    let canary = crate::tools::CANARY;
+    assert!(!done.to_string().contains(canary));
+    let seen = crate::tools::files_containing(&setup.data().join("workflows"), canary.as_bytes());
+    assert!(
+        seen.is_empty(),
+        "the token is in the worker's files: {seen:?}"
     );
     server.stop().await;
     harness::stop_sandboxes(&setup.data()).await;

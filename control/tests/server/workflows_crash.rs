@@ -39,7 +39,7 @@ async def handler(inp, ctx):
     s = await ctx.step("slow", lambda: slow(f"{tag}:slow"))
     await ctx.sleep("nap", seconds=1.5)
     ev = await ctx.wait_for_event("go", correlation_id=tag, timeout=600)
-    child = await ctx.run_workflow("child", "matrix_child", {"tag": tag})
+    child = await ctx.run_workflow("matrix_child", {"tag": tag}, name="child")
     answer = await ctx.run_agent("ask", text=f"steps=4 pause=0.5 {tag}", thread_key=f"api:matrix-{tag}")
     b = await ctx.step("b", lambda: effect(f"{tag}:b"))
     return {"a": a, "slow": s, "event": ev, "child": child, "answer": answer, "b": b}

@@ -172,24 +172,28 @@ class Context:
         )
         return self._answered(answer)
 
-    async def start_workflow(self, name: str, workflow: str, input: Any = None) -> str:
+    async def start_workflow(self, workflow: str, input: Any = None, *, name: str | None = None) -> str:
         """Starts a child run of `workflow` with `input` and returns its run id (once: a replay
-        returns the same id). Cancelling this run cancels the child."""
-        name = self._name(name)
+        returns the same id). The call's name defaults to the workflow's. Cancelling this run
+        cancels the child."""
+        name = self._name(name or workflow)
         seq, rec = self._next("start_workflow", name)
         if rec is not None:
             return self._answered(_recorded_start(rec["value"]))
         return self._answered(await self._call(seq, "start_workflow", name, workflow=workflow, input=input))
 
-    async def wait_for_workflow(self, name: str, run_id: str, *, timeout: float | None = None) -> Any:
+    async def wait_for_workflow(self, run_id: str, *, name: str | None = None, timeout: float | None = None) -> Any:
         """Waits for run `run_id` to end and returns its output; raises `WorkflowFailed` if it
         failed or was cancelled, `TimeoutError` after `timeout` seconds."""
-        return await self._wait(name, "wait_workflow", {"run_id": run_id}, timeout)
+        return await self._wait(name or "wait_for_workflow", "wait_workflow", {"run_id": run_id}, timeout)
 
-    async def run_workflow(self, name: str, workflow: str, input: Any = None, *, timeout: float | None = None) -> Any:
-        """`start_workflow` then `wait_for_workflow` (steps `name` and `name.wait`)."""
-        run_id = await self.start_workflow(name, workflow, input)
-        return await self.wait_for_workflow(f"{name}.wait", run_id, timeout=timeout)
+    async def run_workflow(self, workflow: str, input: Any = None, *, name: str | None = None,
+                           timeout: float | None = None) -> Any:
+        """`start_workflow` then `wait_for_workflow` (calls `name` and `name.wait`; `name`
+        defaults to the workflow's)."""
+        name = name or workflow
+        run_id = await self.start_workflow(workflow, input, name=name)
+        return await self.wait_for_workflow(run_id, name=f"{name}.wait", timeout=timeout)
 
     async def start_agent(self, name: str, text: str, *, thread_key: str | None = None, harness: str | None = None) -> str:
         """Queues an agent turn with `text` on `thread_key` (default `workflow:<run id>`) and
