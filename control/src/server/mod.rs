@@ -219,6 +219,12 @@ fn start_workflows(app: &Arc<App>, store: &Store, sole: bool) {
         .workflows
         .as_ref()
         .map_or(std::time::Duration::from_secs(30), |w| w.lease);
+    let dirs = app
+        .settings
+        .workflows
+        .as_ref()
+        .map(|w| w.dirs.clone())
+        .unwrap_or_default();
     let engine = Arc::new(
         crate::workflows::executor::Engine::new(
             store.clone(),
@@ -241,7 +247,8 @@ fn start_workflows(app: &Arc<App>, store: &Store, sole: bool) {
         .with_webhook_secrets(Arc::new(move |name| {
             webhook_secret(secrets_from.as_deref(), name)
         }))
-        .with_lease(lease),
+        .with_lease(lease)
+        .with_reload(dirs),
     );
     let _ = app.workflows.set(engine.clone());
     let shutdown = app.shutdown.subscribe();

@@ -39,6 +39,9 @@ pub struct Engine {
     worker: RwLock<Option<Arc<Worker>>>,
     slots: Arc<Semaphore>,
     lease_ms: i64,
+    concurrency: usize,
+    dirs: Vec<std::path::PathBuf>,
+    reload: std::sync::Mutex<crate::workflows::reload::Reload>,
     schedules: crate::workflows::scheduler::Schedules,
     /// The loaded workflows' webhooks.
     pub webhooks: crate::workflows::webhooks::Webhooks,
@@ -75,6 +78,9 @@ impl Engine {
             worker: RwLock::new(None),
             slots: Arc::new(Semaphore::new(concurrency)),
             lease_ms: LEASE_MS,
+            concurrency,
+            dirs: Vec::new(),
+            reload: std::sync::Mutex::default(),
             schedules: crate::workflows::scheduler::Schedules::default(),
             webhooks: crate::workflows::webhooks::Webhooks::default(),
             webhook_secret: Arc::new(|_| None),
@@ -87,6 +93,13 @@ impl Engine {
         self.lease_ms = i64::try_from(lease.as_millis())
             .unwrap_or(LEASE_MS)
             .max(1_000);
+        self
+    }
+
+    /// Watches these folders: a changed workflow file restarts the worker (see
+    /// `workflows::reload`).
+    pub fn with_reload(mut self, dirs: Vec<std::path::PathBuf>) -> Self {
+        self.dirs = dirs;
         self
     }
 
@@ -105,8 +118,13 @@ impl Engine {
         if let Some(w) = slot.as_ref().filter(|w| w.alive()) {
             return Ok(w.clone());
         }
+        let fingerprint = crate::workflows::reload::fingerprint(&self.dirs);
         let w = Arc::new((self.start)().await?);
         *slot = Some(w.clone());
+        *lock(&self.reload) = crate::workflows::reload::Reload {
+            loaded: Some(fingerprint),
+            pending: None,
+        };
         self.webhooks.sync(&w.workflows);
         if let Err(e) = self
             .schedules
@@ -129,11 +147,15 @@ impl Engine {
                 && self.worker.read().await.is_some()
             {
                 ticked = Some(std::time::Instant::now());
-                match self.schedules.tick(&self.store, &*self.clock).await {
-                    Ok(0) => {}
-                    Ok(_) => self.kick.notify_one(),
-                    Err(e) => tracing::warn!("workflows: firing schedules: {e}"),
+                self.every_second().await;
+            }
+            if lock(&self.reload).pending.is_some() {
+                // Draining for a reload: claim nothing new.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.changed() => {}
                 }
+                continue;
             }
             let worker = match self.ready_worker().await {
                 Ok(w) => w,
@@ -179,6 +201,31 @@ impl Engine {
         }
         if let Some(w) = self.worker.read().await.as_ref() {
             w.stop();
+        }
+    }
+
+    /// Fires due schedules; notices changed workflow files and, once the runs in flight
+    /// pause, restarts the worker so that it loads them.
+    async fn every_second(&self) {
+        match self.schedules.tick(&self.store, &*self.clock).await {
+            Ok(0) => {}
+            Ok(_) => self.kick.notify_one(),
+            Err(e) => tracing::warn!("workflows: firing schedules: {e}"),
+        }
+        let dirs = self.dirs.clone();
+        let now = tokio::task::spawn_blocking(move || crate::workflows::reload::fingerprint(&dirs))
+            .await
+            .unwrap_or_default();
+        let idle = self.slots.available_permits() == self.concurrency;
+        let restart = {
+            let mut r = lock(&self.reload);
+            r.check(now) && r.due(idle)
+        };
+        if restart {
+            if let Some(w) = self.worker.write().await.take() {
+                w.stop();
+            }
+            lock(&self.reload).pending = None;
         }
     }
 
@@ -400,4 +447,8 @@ fn answer_json(a: &Answer) -> Value {
         Answer::Run { attempt } => json!({"run_step": attempt}),
         Answer::Stop => json!({"stop": true}),
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod core;
 pub mod executor;
 pub mod facts;
+pub mod reload;
 pub mod schedule;
 pub mod scheduler;
 pub mod webhooks;

@@ -925,3 +925,68 @@ async fn a_workflow_calls_apis_with_placeholders_through_its_own_gateway() {
     server.stop().await;
     harness::stop_sandboxes(&setup.data()).await;
 }
+
+/// A file added or changed under `workflows.dirs` is loaded without a restart, once the
+/// runs in flight pause; a run waiting across the reload finishes on the new worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_workflow_file_is_loaded_without_a_restart() {
+    if !harness::root_or_skip("a_changed_workflow_file_is_loaded_without_a_restart") {
+        return;
+    }
+    let (setup, key) = flows();
+    let server = setup.start().await;
+    let base = server.base.clone();
+    loaded(&base, &key).await;
+    // A run waiting on an event while the worker is replaced.
+    let (_, held) = call(
+        "POST",
+        &format!("{base}/workflows/runs"),
+        &key,
+        Some(json!({"workflow_name": "child", "input": {"n": 4, "hold": "r1"}})),
+    )
+    .await;
+    let held = held["run_id"].as_str().unwrap().to_string();
+    until_status(&base, &key, &held, "waiting").await;
+    let flows = setup.dir.path().join("flows");
+    std::fs::write(
+        flows.join("late.py"),
+        "WORKFLOW_NAME = 'late'\n\n\nasync def handler(inp, ctx):\n    return 'new code'\n",
+    )
+    .unwrap();
+    let mut listed = Value::Null;
+    for _ in 0..200 {
+        listed = call("GET", &format!("{base}/workflows"), &key, None)
+            .await
+            .1;
+        if listed.to_string().contains("\"late\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listed.to_string().contains("\"late\""), "{listed}");
+    assert!(
+        server.log().contains("the workflow files changed"),
+        "{}",
+        server.log()
+    );
+    let (_, run) = call(
+        "POST",
+        &format!("{base}/workflows/runs"),
+        &key,
+        Some(json!({"workflow_name": "late"})),
+    )
+    .await;
+    let done = until_status(&base, &key, run["run_id"].as_str().unwrap(), "completed").await;
+    assert_eq!(done["output"], "new code");
+    call(
+        "POST",
+        &format!("{base}/workflows/events"),
+        &key,
+        Some(json!({"event_type": "hold", "correlation_id": "r1"})),
+    )
+    .await;
+    let done = until_status(&base, &key, &held, "completed").await;
+    assert_eq!(done["output"], 8);
+    server.stop().await;
+    harness::stop_sandboxes(&setup.data()).await;
+}
