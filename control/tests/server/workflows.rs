@@ -862,7 +862,8 @@ async def handler(inp, ctx):
 /// A workflow's step calls an API with the placeholder its code holds; the worker's own
 /// gateway (`workflows.policy`) puts the real token on the wire for that host only, and
 /// refuses a host the policy does not allow. The token is nowhere the worker can read.
-/// Protects invariants 3 and 4 (placeholders only; credentials only where the policy says).
+/// Protects invariants 1 (default deny: a host the policy does not allow is refused) and 3
+/// (secret confinement: the real token only on the wire to its host).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_calls_apis_with_placeholders_through_its_own_gateway() {
     if !harness::root_or_skip("a_workflow_calls_apis_with_placeholders_through_its_own_gateway") {
