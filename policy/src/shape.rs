@@ -507,4 +507,18 @@ transforms:
         let e = Config::parse_placed("proxy: [unclosed\n").unwrap_err();
         assert_eq!(e.0.len(), 1, "the YAML error alone: {e}");
     }
+
+    /// `upstream.internal` (the route to the control plane that only the runner sets, past
+    /// the deny ranges) has no YAML form: a policy file that tries it is refused (invariant 2).
+    #[test]
+    fn a_policy_file_cannot_route_a_name_past_the_deny_ranges() {
+        let e =
+            Config::parse_placed("upstream:\n  internal: {centaur.internal: '127.0.0.1:8700'}\n")
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("2:3: upstream.internal: unknown key"),
+            "{e}"
+        );
+    }
 }

@@ -180,19 +180,29 @@ impl Worker {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
         let line = json!({"id": id, "method": method, "args": args, "context": {"thread_key": thread_key}});
-        let sent = {
+        // One deadline for writing the call and for its answer: a worker that stops reading
+        // its stdin (frozen) cannot hold a caller past its timeout either.
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let write = async {
             let mut stdin = self.stdin.lock().await;
             let mut bytes = line.to_string().into_bytes();
             bytes.push(b'\n');
             stdin.write_all(&bytes).await
         };
-        if sent.is_err() || !self.alive() {
-            lock(&self.pending).remove(&id);
-            return crashed();
-        }
-        let answer = match timeout {
-            Some(t) => tokio::time::timeout(t, rx).await,
-            None => Ok(rx.await),
+        let sent = match deadline {
+            Some(d) => tokio::time::timeout_at(d, write).await,
+            None => Ok(write.await),
+        };
+        let answer = match sent {
+            Ok(Ok(())) if self.alive() => match deadline {
+                Some(d) => tokio::time::timeout_at(d, rx).await,
+                None => Ok(rx.await),
+            },
+            Ok(_) => {
+                lock(&self.pending).remove(&id);
+                return crashed();
+            }
+            Err(elapsed) => Err(elapsed),
         };
         match answer {
             Ok(Ok(reply)) => reply,

@@ -11,3 +11,4 @@ mod tools;
 mod tools_sandbox;
 mod workflows;
 mod workflows_crash;
+mod workflows_triggers;
