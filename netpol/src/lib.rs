@@ -162,6 +162,18 @@ pub struct Cluster {
     pub sandbox_labels: BTreeMap<String, String>,
     /// Labels of its gateway pod.
     pub gateway_labels: BTreeMap<String, String>,
+    /// The control plane's pods, which alone may call the gateway's management API.
+    pub control_plane: Option<ControlPlane>,
+}
+
+/// Who may call a gateway's management API (`PUT /v1/policy` when a warm sandbox is
+/// claimed, `GET /v1/status`) in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlane {
+    /// Labels of the control plane's pods (same namespace).
+    pub labels: BTreeMap<String, String>,
+    /// The gateway's management port.
+    pub management_port: u16,
 }
 
 /// The `networking.k8s.io/v1` NetworkPolicy objects for a sandbox in a cluster:
@@ -169,7 +181,9 @@ pub struct Cluster {
 /// 1. `centaur-sandbox-<id>`: the sandbox pod gets default-deny ingress and egress only to its
 ///    gateway pod's ports (DNS over UDP and TCP, HTTP, HTTPS, tunnel).
 /// 2. `centaur-gateway-<id>`: the gateway pod accepts connections only from its own sandbox,
-///    on those ports. Its egress is left open: the gateway's own policy decides it.
+///    on those ports, and (with [`Cluster::control_plane`]) from the control plane's pods on
+///    its management port. Its egress is left open: the gateway's own policy decides it (and
+///    its upstream address guard refuses internal ranges).
 pub fn network_policies(model: &Model, cluster: &Cluster) -> [Value; 2] {
     let p = model.ports;
     let mut ports: Vec<Value> = p
@@ -199,6 +213,16 @@ pub fn network_policies(model: &Model, cluster: &Cluster) -> [Value; 2] {
             }],
         },
     });
+    let mut ingress = vec![json!({
+        "from": [{"podSelector": {"matchLabels": cluster.sandbox_labels}}],
+        "ports": ports,
+    })];
+    if let Some(cp) = &cluster.control_plane {
+        ingress.push(json!({
+            "from": [{"podSelector": {"matchLabels": cp.labels}}],
+            "ports": [{"protocol": "TCP", "port": cp.management_port}],
+        }));
+    }
     let gateway = json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -206,10 +230,7 @@ pub fn network_policies(model: &Model, cluster: &Cluster) -> [Value; 2] {
         "spec": {
             "podSelector": {"matchLabels": cluster.gateway_labels},
             "policyTypes": ["Ingress"],
-            "ingress": [{
-                "from": [{"podSelector": {"matchLabels": cluster.sandbox_labels}}],
-                "ports": ports,
-            }],
+            "ingress": ingress,
         },
     });
     [sandbox, gateway]

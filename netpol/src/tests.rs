@@ -84,6 +84,7 @@ fn cluster() -> Cluster {
         namespace: "agents".into(),
         sandbox_labels: [("centaur.dev/sandbox".to_string(), "ab12cd34".to_string())].into(),
         gateway_labels: [("centaur.dev/gateway".to_string(), "ab12cd34".to_string())].into(),
+        control_plane: None,
     }
 }
 
@@ -140,5 +141,27 @@ fn gateway_policy_admits_only_its_own_sandbox() {
     assert!(
         spec.get("egress").is_none(),
         "the gateway's policy decides its egress"
+    );
+}
+
+/// Invariant 6: the management API (which swaps the gateway's grants) is reachable only from
+/// the control plane's pods, and only on its own port; the sandbox's rule does not gain it.
+#[test]
+fn gateway_policy_admits_the_control_plane_only_on_the_management_port() {
+    let mut c = cluster();
+    c.control_plane = Some(ControlPlane {
+        labels: [("app.kubernetes.io/name".to_string(), "centaur".to_string())].into(),
+        management_port: 9092,
+    });
+    let [_, gateway] = network_policies(&model(), &c);
+    let ingress = gateway["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2);
+    assert!(!ingress[0]["ports"].to_string().contains("9092"));
+    assert_eq!(
+        ingress[1],
+        json!({
+            "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "centaur"}}}],
+            "ports": [{"protocol": "TCP", "port": 9092}],
+        })
     );
 }

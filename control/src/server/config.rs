@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::server::backend::Backend;
 use crate::server::slack::settings::{EgressConfig, SlackConfig, SlackSettings};
 use crate::tools::config::{ToolSettings, ToolsConfig};
 use crate::workflows::config::{WorkflowSettings, WorkflowsConfig};
@@ -47,6 +48,11 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
+    /// Where sandboxes run: `local` (the default) or `kubernetes`.
+    #[serde(default)]
+    pub backend: crate::server::backend::BackendKind,
+    /// The Kubernetes backend (`backend: kubernetes`).
+    pub kubernetes: Option<crate::server::backend::KubernetesConfig>,
     /// Every sandbox's gateway policy (the gateway's own format). Without it every request
     /// is denied.
     pub policy: Option<PathBuf>,
@@ -119,6 +125,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The database URL, if not SQLite.
     pub database_url: Option<String>,
+    /// Where sandboxes run.
+    pub backend: crate::server::backend::Backend,
     /// The sandbox policy.
     pub policy: Option<PathBuf>,
     /// The secrets file.
@@ -235,6 +243,12 @@ impl ServerConfig {
             m => Some(size(m, "sandbox.memory", 4 << 30, &mut errors)),
         };
         let mounts = mounts(&self.sandbox.mounts, base, &mut errors);
+        let backend = crate::server::backend::settle(
+            self.sandbox.backend,
+            self.sandbox.kubernetes.clone(),
+            base,
+            &mut errors,
+        );
         let default_harness = self.default_harness(&mut errors);
         let harnesses = harnesses(self.harnesses, base, &mut errors);
         let l = &self.limits;
@@ -261,6 +275,7 @@ impl ServerConfig {
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:8700".into()),
             data_dir: abs(self.data_dir.unwrap_or_else(|| "centaur-data".into())),
             database_url: self.database_url,
+            backend,
             policy: self.sandbox.policy.map(abs),
             secrets_from: self.sandbox.secrets_from.map(abs),
             uid,

@@ -28,10 +28,17 @@ pub struct ServerArgs {
         value_name = "URL"
     )]
     pub database_url: Option<String>,
+    /// Check the config (every problem at once) and exit: 0 when it is valid. Nothing is
+    /// started, created or connected to.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(a: ServerArgs) -> anyhow::Result<u8> {
+    if a.check && a.config.is_none() {
+        anyhow::bail!("--check checks a config file: give it with --config FILE");
+    }
     let cwd = std::env::current_dir()?;
     let (mut cfg, base) = match &a.config {
         Some(p) => {
@@ -59,6 +66,35 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<u8> {
     let settings = cfg
         .settle(&base)
         .map_err(|e| anyhow::anyhow!("the config is invalid:\n{e}"))?;
+    if a.check {
+        let backend = match &settings.backend {
+            config::Backend::Local => "local".to_string(),
+            config::Backend::Kubernetes(k) => format!(
+                "kubernetes (namespace {}, image {}, gateway image {})",
+                k.namespace.as_deref().unwrap_or("of the server's pod"),
+                k.image,
+                k.gateway_image
+            ),
+        };
+        println!(
+            "the config is valid: listen {}, data {}, store {}, sandboxes {backend}, harnesses {} (default {})",
+            settings.listen,
+            settings.data_dir.display(),
+            if settings.database_url.is_some() {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            },
+            settings
+                .harnesses
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            settings.default_harness,
+        );
+        return Ok(0);
+    }
     let data = settings.data_dir.clone();
     let harness = settings.default_harness.clone();
     control::server::serve(settings, |addr| {

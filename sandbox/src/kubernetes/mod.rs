@@ -1,0 +1,19 @@
+//! The Kubernetes backend's side of a sandbox that does not need a cluster: the objects one
+//! sandbox is made of, rendered from one description ([`objects::Spec`]) as JSON ready for
+//! server-side apply. Pure: no IO.
+//!
+//! A sandbox is eight objects in one namespace, created in this order so nothing runs
+//! unconfined and nothing is left behind:
+//!
+//! 1. the **parent**, a ConfigMap `centaur-<id>` that owns the rest (ownerReferences), so one
+//!    delete removes them all;
+//! 2. the gateway's **Service** (its cluster IP is the sandbox's only resolver and proxy);
+//! 3. the gateway's **Secrets**: its CA (certificate and key) and its environment (the real
+//!    credentials, the management token), mounted only into the gateway;
+//! 4. the gateway's **ConfigMap**: its policy and the CA certificate the sandbox trusts;
+//! 5. the two **NetworkPolicies** from `netpol`, before any pod starts;
+//! 6. the **gateway pod** (its own pod, never a sidecar: a sidecar would share the sandbox's
+//!    network namespace, and no NetworkPolicy could keep the sandbox from going around it);
+//! 7. the **sandbox pod**.
+
+pub mod objects;

@@ -1,0 +1,565 @@
+//! The objects of one sandbox (see the module above), each a `serde_json::Value` with
+//! `apiVersion`, `kind`, `metadata.name` and `metadata.namespace`: what server-side apply
+//! takes.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use base64::Engine as _;
+use netpol::{Cluster, ControlPlane, Model, Ports};
+use serde_json::{Value, json};
+
+use crate::local::bwrap::{CA_VARS, SYSTEM_BUNDLES};
+
+/// The gateway's management API port (`PUT /v1/policy`, `GET /v1/status`).
+pub const MANAGEMENT_PORT: u16 = 9092;
+/// The gateway's metrics and probe port (`/healthz`, `/readyz`, `/metrics`).
+pub const METRICS_PORT: u16 = 9090;
+/// The gateway's user: not root, and not the sandbox's.
+pub const GATEWAY_UID: i64 = 65532;
+/// Where the gateway's policy is mounted, in the gateway pod.
+pub const POLICY_FILE: &str = "/etc/centaur/gateway/policy.yaml";
+/// Where the gateway's CA (certificate and key) is mounted, in the gateway pod.
+pub const CA_DIR: &str = "/etc/centaur/ca";
+/// The CA certificate the sandbox trusts (every trust variable points here).
+pub const CA_INSIDE: &str = "/etc/centaur/trust/ca.crt";
+/// The sandbox's workspace, its working directory.
+pub const WORKSPACE: &str = "/workspace";
+/// The sandbox's home.
+pub const HOME: &str = "/home/agent";
+/// The label naming the sandbox on every object of it.
+pub const SANDBOX_LABEL: &str = "centaur.dev/sandbox";
+/// The label with the hash of the deploy that made the object.
+pub const DEPLOY_LABEL: &str = "centaur.dev/deploy";
+/// The label with the thread the sandbox serves (a label-safe digest of its key).
+pub const THREAD_LABEL: &str = "centaur.dev/thread";
+/// `sandbox`, `gateway` or `parent`.
+pub const ROLE_LABEL: &str = "centaur.dev/role";
+/// `true` on a warm-pool member no thread has claimed.
+pub const WARM_LABEL: &str = "centaur.dev/warm";
+
+/// CPU, memory and scratch-disk limits of one pod (Kubernetes quantities: `500m`, `2Gi`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU limit (the request is a tenth of it, at least `10m`, in the backend's config).
+    pub cpu: String,
+    /// Memory limit; also the request, so a sandbox is never killed for another's use.
+    pub memory: String,
+    /// Scratch disk (the emptyDir volumes and the container's writable layer).
+    pub ephemeral_storage: String,
+}
+
+/// One sandbox, as the backend wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// Its id: 1-32 of `a-z`, `0-9`, `-` (names every object: `centaur-<id>`).
+    pub id: String,
+    /// The namespace of every object.
+    pub namespace: String,
+    /// The thread it serves, kept in an annotation (thread keys are not label values).
+    pub thread_key: String,
+    /// A label-safe digest of the thread key (`centaur.dev/thread`), empty for a warm member.
+    pub thread_label: String,
+    /// The deploy hash (`centaur.dev/deploy`): a pool member from another deploy is evicted.
+    pub deploy: String,
+    /// A warm-pool member not yet claimed.
+    pub warm: bool,
+    /// The sandbox image (the agent CLIs, a shell, git).
+    pub image: String,
+    /// The gateway image (`centaur-gateway`).
+    pub gateway_image: String,
+    /// The harness command.
+    pub command: Vec<String>,
+    /// Extra environment: placeholders only (the real values are in the gateway's Secret).
+    pub env: Vec<(String, String)>,
+    /// The sandbox's user and group (never 0).
+    pub uid: i64,
+    /// The sandbox's limits.
+    pub resources: Resources,
+    /// The gateway's limits.
+    pub gateway_resources: Resources,
+    /// A RuntimeClass (gVisor, Kata) for the sandbox pod.
+    pub runtime_class: Option<String>,
+    /// Labels of the control plane's pods: they alone may call the gateway's management API.
+    pub control_plane_labels: BTreeMap<String, String>,
+}
+
+/// What the gateway pod is given: its files and its environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GatewayFiles {
+    /// The policy (the gateway's own format, listeners placed for the pod).
+    pub policy: String,
+    /// The CA certificate (PEM); the sandbox trusts it.
+    pub ca_cert: String,
+    /// The CA key (PEM); only the gateway pod mounts it.
+    pub ca_key: String,
+    /// The gateway's environment: the real credentials and the management token.
+    pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for GatewayFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("GatewayFiles")
+            .field("policy", &self.policy.len())
+            .field("ca_key", &"(hidden)")
+            .field("env", &names)
+            .finish()
+    }
+}
+
+/// The object every other one is owned by (its uid is known once it exists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Its name (`centaur-<id>`).
+    pub name: String,
+    /// Its uid, from the API server.
+    pub uid: String,
+}
+
+/// Why a spec cannot be rendered. Every problem is reported, not only the first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the sandbox's objects cannot be made: {}", .0.join("; "))]
+pub struct SpecError(pub Vec<String>);
+
+/// The environment variables the sandbox pod gets from the backend; a spec may not set them.
+pub fn reserved_env() -> Vec<&'static str> {
+    let mut v = vec![
+        "CENTAUR_SANDBOX",
+        "CENTAUR_GATEWAY",
+        "CENTAUR_PROXY",
+        "HOME",
+    ];
+    v.extend(CA_VARS);
+    v
+}
+
+impl Spec {
+    /// Checks everything the objects are made of.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let mut errs = Vec::new();
+        if let Err(e) = Model::new(&self.id, Ports::default()) {
+            errs.push(e.to_string());
+        }
+        let labels = [
+            ("thread label", &self.thread_label),
+            ("deploy hash", &self.deploy),
+        ];
+        for (what, v) in labels {
+            if !label_value(v) {
+                errs.push(format!(
+                    "{what} {v:?} is not a label value (at most 63 of A-Z a-z 0-9 . _ -, starting and ending alphanumeric)"
+                ));
+            }
+        }
+        if !dns_label(&self.namespace) {
+            errs.push(format!("namespace {:?} is not a DNS label", self.namespace));
+        }
+        for (what, image) in [
+            ("image", &self.image),
+            ("gateway image", &self.gateway_image),
+        ] {
+            if image.is_empty() || image.chars().any(char::is_whitespace) {
+                errs.push(format!("{what} {image:?} is not an image reference"));
+            }
+        }
+        if self.command.is_empty() {
+            errs.push("the command is empty".into());
+        }
+        for r in [&self.resources, &self.gateway_resources] {
+            for q in [&r.cpu, &r.memory, &r.ephemeral_storage] {
+                if !quantity(q) {
+                    errs.push(format!("{q:?} is not a Kubernetes quantity"));
+                }
+            }
+        }
+        if self.uid <= 0 {
+            errs.push(format!("uid {} would be root or invalid", self.uid));
+        }
+        let reserved = reserved_env();
+        for (k, _) in &self.env {
+            if !env_name(k) {
+                errs.push(format!("{k:?} is not an environment variable name"));
+            } else if reserved.contains(&k.as_str()) {
+                errs.push(format!("{k} is set by the backend"));
+            }
+        }
+        for (k, v) in &self.control_plane_labels {
+            if !label_value(v) || k.is_empty() {
+                errs.push(format!("control-plane label {k}={v:?} is not a label"));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError(errs))
+        }
+    }
+
+    /// The parent's name, also the sandbox pod's.
+    pub fn name(&self) -> String {
+        format!("centaur-{}", self.id)
+    }
+
+    /// The gateway's objects' name (pod, Service, ConfigMap).
+    pub fn gateway_name(&self) -> String {
+        format!("centaur-{}-gateway", self.id)
+    }
+
+    fn labels(&self, role: &str) -> BTreeMap<String, String> {
+        let mut l: BTreeMap<String, String> = [
+            ("app.kubernetes.io/managed-by", "centaur"),
+            ("app.kubernetes.io/part-of", "centaur"),
+            (SANDBOX_LABEL, self.id.as_str()),
+            (DEPLOY_LABEL, self.deploy.as_str()),
+            (ROLE_LABEL, role),
+            (WARM_LABEL, if self.warm { "true" } else { "false" }),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if !self.thread_label.is_empty() {
+            l.insert(THREAD_LABEL.into(), self.thread_label.clone());
+        }
+        l
+    }
+
+    /// The labels that select the sandbox pod (and nothing else).
+    pub fn sandbox_selector(&self) -> BTreeMap<String, String> {
+        self.selector("sandbox")
+    }
+
+    /// The labels that select the gateway pod (and nothing else).
+    pub fn gateway_selector(&self) -> BTreeMap<String, String> {
+        self.selector("gateway")
+    }
+
+    fn selector(&self, role: &str) -> BTreeMap<String, String> {
+        [(SANDBOX_LABEL, self.id.as_str()), (ROLE_LABEL, role)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn metadata(&self, name: String, role: &str, owner: Option<&Owner>) -> Value {
+        let mut m = json!({
+            "name": name,
+            "namespace": self.namespace,
+            "labels": self.labels(role),
+            "annotations": {"centaur.dev/thread-key": self.thread_key},
+        });
+        if let Some(o) = owner {
+            m["ownerReferences"] = json!([{
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": o.name,
+                "uid": o.uid,
+                "controller": true,
+            }]);
+        }
+        m
+    }
+
+    /// Every object after the parent, in creation order (see the module above).
+    pub fn owned(
+        &self,
+        owner: &Owner,
+        files: &GatewayFiles,
+        gateway_ip: Ipv4Addr,
+    ) -> Result<Vec<Value>, SpecError> {
+        self.check()?;
+        let [ca, env] = self.secrets(owner, files);
+        let [np_sandbox, np_gateway] = self.network_policies(owner)?;
+        Ok(vec![
+            self.service(owner),
+            ca,
+            env,
+            self.gateway_config(owner, files),
+            np_sandbox,
+            np_gateway,
+            self.gateway_pod(owner),
+            self.sandbox_pod(owner, gateway_ip),
+        ])
+    }
+
+    /// 1. The parent ConfigMap: owns every other object, so deleting it removes them all.
+    pub fn parent(&self) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": self.metadata(self.name(), "parent", None),
+            "data": {"thread-key": self.thread_key, "deploy": self.deploy},
+        })
+    }
+
+    /// 2. The gateway's Service: DNS, HTTP, HTTPS and the tunnel for the sandbox, the
+    ///    management API for the control plane.
+    pub fn service(&self, owner: &Owner) -> Value {
+        let p = Ports::default();
+        let port = |name: &str, proto: &str, n: u16| json!({"name": name, "protocol": proto, "port": n, "targetPort": n});
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self.metadata(self.gateway_name(), "gateway", Some(owner)),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": self.gateway_selector(),
+                "ports": [
+                    port("dns-udp", "UDP", p.dns),
+                    port("dns-tcp", "TCP", p.dns),
+                    port("http", "TCP", p.http),
+                    port("https", "TCP", p.https),
+                    port("tunnel", "TCP", p.tunnel),
+                    port("management", "TCP", MANAGEMENT_PORT),
+                ],
+            },
+        })
+    }
+
+    /// 3. The gateway's two Secrets: `<gateway>-ca` (mounted as files) and `<gateway>-env`
+    ///    (its environment). Neither is mounted into the sandbox pod.
+    pub fn secrets(&self, owner: &Owner, files: &GatewayFiles) -> [Value; 2] {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let env: BTreeMap<&str, String> = files
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), b64(v)))
+            .collect();
+        let secret = |suffix: &str, data: Value| {
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": self.metadata(format!("{}-{suffix}", self.gateway_name()), "gateway", Some(owner)),
+                "type": "Opaque",
+                "data": data,
+            })
+        };
+        [
+            secret(
+                "ca",
+                json!({"ca.crt": b64(&files.ca_cert), "ca.key": b64(&files.ca_key)}),
+            ),
+            secret("env", json!(env)),
+        ]
+    }
+
+    /// 4. The gateway's ConfigMap: its policy, and the CA certificate the sandbox trusts.
+    pub fn gateway_config(&self, owner: &Owner, files: &GatewayFiles) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": self.metadata(self.gateway_name(), "gateway", Some(owner)),
+            "data": {"policy.yaml": files.policy, "ca.crt": files.ca_cert},
+        })
+    }
+
+    /// 5. The two NetworkPolicies (`netpol`'s cluster rendering), labelled and owned.
+    pub fn network_policies(&self, owner: &Owner) -> Result<[Value; 2], SpecError> {
+        let model =
+            Model::new(&self.id, Ports::default()).map_err(|e| SpecError(vec![e.to_string()]))?;
+        let cluster = Cluster {
+            namespace: self.namespace.clone(),
+            sandbox_labels: self.sandbox_selector(),
+            gateway_labels: self.gateway_selector(),
+            control_plane: (!self.control_plane_labels.is_empty()).then(|| ControlPlane {
+                labels: self.control_plane_labels.clone(),
+                management_port: MANAGEMENT_PORT,
+            }),
+        };
+        let [mut s, mut g] = netpol::network_policies(&model, &cluster);
+        for (p, role) in [(&mut s, "sandbox"), (&mut g, "gateway")] {
+            let name = p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            p["metadata"] = self.metadata(name, role, Some(owner));
+        }
+        Ok([s, g])
+    }
+
+    /// 6. The gateway pod: `centaur-gateway run` on the mounted policy, not root, nothing
+    ///    writable but its scratch directory, low ports through the namespaced
+    ///    `ip_unprivileged_port_start` sysctl rather than a capability.
+    pub fn gateway_pod(&self, owner: &Owner) -> Value {
+        let p = Ports::default();
+        let cport = |name: &str, proto: &str, n: u16| json!({"name": name, "protocol": proto, "containerPort": n});
+        let gw = self.gateway_name();
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": self.metadata(gw.clone(), "gateway", Some(owner)),
+            "spec": {
+                "restartPolicy": "Always",
+                "automountServiceAccountToken": false,
+                "enableServiceLinks": false,
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": GATEWAY_UID,
+                    "runAsGroup": GATEWAY_UID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                    "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+                },
+                "containers": [{
+                    "name": "gateway",
+                    "image": self.gateway_image,
+                    "args": ["run", "--config", POLICY_FILE],
+                    "envFrom": [{"secretRef": {"name": format!("{gw}-env")}}],
+                    "ports": [
+                        cport("dns-udp", "UDP", p.dns),
+                        cport("dns-tcp", "TCP", p.dns),
+                        cport("http", "TCP", p.http),
+                        cport("https", "TCP", p.https),
+                        cport("tunnel", "TCP", p.tunnel),
+                        cport("management", "TCP", MANAGEMENT_PORT),
+                        cport("metrics", "TCP", METRICS_PORT),
+                    ],
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": METRICS_PORT}, "periodSeconds": 2},
+                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": METRICS_PORT}, "periodSeconds": 10},
+                    "resources": limits(&self.gateway_resources),
+                    "securityContext": container_security(),
+                    "volumeMounts": [
+                        {"name": "policy", "mountPath": "/etc/centaur/gateway", "readOnly": true},
+                        {"name": "ca", "mountPath": CA_DIR, "readOnly": true},
+                        {"name": "scratch", "mountPath": "/var/lib/centaur"},
+                    ],
+                }],
+                "volumes": [
+                    {"name": "policy", "configMap": {"name": gw, "items": [{"key": "policy.yaml", "path": "policy.yaml"}]}},
+                    {"name": "ca", "secret": {"secretName": format!("{gw}-ca"), "defaultMode": 0o400}},
+                    {"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}},
+                ],
+            },
+        })
+    }
+
+    /// 7. The sandbox pod: not root, every capability dropped, `RuntimeDefault` seccomp, no
+    ///    service-account token, no Service variables, a read-only root filesystem except the
+    ///    workspace, the home and `/tmp`; its only resolver is its gateway's Service
+    ///    (`gateway_ip`), and its environment holds the spec's placeholders, the gateway's
+    ///    address and the CA trust variables only. The harness reads stdin (attach).
+    pub fn sandbox_pod(&self, owner: &Owner, gateway_ip: Ipv4Addr) -> Value {
+        let mut env: Vec<Value> = vec![
+            json!({"name": "CENTAUR_SANDBOX", "value": self.id}),
+            json!({"name": "CENTAUR_GATEWAY", "value": gateway_ip.to_string()}),
+            json!({"name": "CENTAUR_PROXY", "value": format!("http://{gateway_ip}:{}", Ports::default().tunnel)}),
+            json!({"name": "HOME", "value": HOME}),
+        ];
+        env.extend(
+            CA_VARS
+                .iter()
+                .map(|v| json!({"name": v, "value": CA_INSIDE})),
+        );
+        env.extend(self.env.iter().map(|(k, v)| json!({"name": k, "value": v})));
+        let mut mounts = vec![
+            json!({"name": "workspace", "mountPath": WORKSPACE}),
+            json!({"name": "home", "mountPath": HOME}),
+            json!({"name": "tmp", "mountPath": "/tmp"}),
+            json!({"name": "trust", "mountPath": "/etc/centaur/trust", "readOnly": true}),
+        ];
+        // The system bundles too, so a tool that reads no variable trusts only the gateway.
+        mounts.extend(SYSTEM_BUNDLES.iter().take(1).map(
+            |b| json!({"name": "trust", "mountPath": b, "subPath": "ca.crt", "readOnly": true}),
+        ));
+        let mut spec = json!({
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "hostname": "sandbox",
+            "dnsPolicy": "None",
+            "dnsConfig": {"nameservers": [gateway_ip.to_string()], "searches": [], "options": [{"name": "ndots", "value": "1"}]},
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": self.uid,
+                "runAsGroup": self.uid,
+                "fsGroup": self.uid,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [{
+                "name": "sandbox",
+                "image": self.image,
+                "command": self.command,
+                "stdin": true,
+                "stdinOnce": false,
+                "tty": false,
+                "workingDir": WORKSPACE,
+                "env": env,
+                "resources": limits(&self.resources),
+                "securityContext": container_security(),
+                "volumeMounts": mounts,
+            }],
+            "volumes": [
+                {"name": "workspace", "emptyDir": {"sizeLimit": self.resources.ephemeral_storage}},
+                {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "trust", "configMap": {"name": self.gateway_name(), "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            ],
+        });
+        if let Some(rc) = &self.runtime_class {
+            spec["runtimeClassName"] = json!(rc);
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": self.metadata(self.name(), "sandbox", Some(owner)),
+            "spec": spec,
+        })
+    }
+}
+
+fn container_security() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "privileged": false,
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "capabilities": {"drop": ["ALL"]},
+    })
+}
+
+fn limits(r: &Resources) -> Value {
+    json!({
+        "limits": {"cpu": r.cpu, "memory": r.memory, "ephemeral-storage": r.ephemeral_storage},
+        "requests": {"cpu": "10m", "memory": r.memory, "ephemeral-storage": "64Mi"},
+    })
+}
+
+/// A label value: empty, or at most 63 of `A-Z a-z 0-9 . _ -` starting and ending
+/// alphanumeric.
+pub fn label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// An RFC 1123 DNS label (namespaces, Service names).
+pub fn dns_label(v: &str) -> bool {
+    (1..=63).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+}
+
+/// A Kubernetes quantity as limits use it: a decimal number and an optional suffix (`500m`,
+/// `2`, `1.5`, `4Gi`, `512M`).
+pub fn quantity(v: &str) -> bool {
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let number = !n.is_empty() && n.parse::<f64>().is_ok_and(|x| x > 0.0);
+    number && ["", "m", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"].contains(&unit)
+}
+
+fn env_name(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+#[path = "objects_tests.rs"]
+mod tests;
