@@ -1,6 +1,6 @@
-//! The Kubernetes backend's side of a sandbox that does not need a cluster: the objects one
-//! sandbox is made of, rendered from one description ([`objects::Spec`]) as JSON ready for
-//! server-side apply. Pure: no IO.
+//! The Kubernetes backend: the objects one sandbox is made of, rendered from one description
+//! ([`objects::Spec`]) as JSON ready for server-side apply (pure, no IO), and [`cluster`],
+//! which creates, repairs, lists, reaps and deletes them through the API server (kube-rs).
 //!
 //! A sandbox is eight objects in one namespace, created in this order so nothing runs
 //! unconfined and nothing is left behind:
@@ -16,4 +16,5 @@
 //!    network namespace, and no NetworkPolicy could keep the sandbox from going around it);
 //! 7. the **sandbox pod**.
 
+pub mod cluster;
 pub mod objects;
