@@ -68,6 +68,12 @@ pub struct SandboxConfig {
     /// Extra environment for every harness (placeholders only, never secrets).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A thread's sandbox unused this long is stopped (suspended; the next turn starts a new
+    /// one and resumes the session): a duration, or `none` (default 30m).
+    pub idle_timeout: Option<String>,
+    /// The most sandboxes running at once; a cold start beyond it first stops the least
+    /// recently used idle one (default: no limit).
+    pub max_running: Option<usize>,
 }
 
 /// One harness.
@@ -141,6 +147,10 @@ pub struct Settings {
     pub mounts: Vec<(PathBuf, PathBuf)>,
     /// Environment for every harness.
     pub env: BTreeMap<String, String>,
+    /// See [`SandboxConfig::idle_timeout`].
+    pub idle_timeout: Option<Duration>,
+    /// See [`SandboxConfig::max_running`].
+    pub max_running: Option<usize>,
     /// Harnesses.
     pub harnesses: BTreeMap<String, HarnessConfig>,
     /// The default harness.
@@ -214,6 +224,25 @@ pub fn parse(text: &str) -> Result<ServerConfig, String> {
     serde_saphyr::from_str(text).map_err(|e| e.to_string())
 }
 
+/// `sandbox.idle_timeout`: a duration of at least 1s, or `none`; 30 minutes when left out.
+pub fn idle_timeout(v: Option<&str>, errors: &mut Vec<String>) -> Option<Duration> {
+    match v {
+        Some("none") => None,
+        Some(d) => match duration(d) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            Ok(_) => {
+                errors.push("sandbox.idle_timeout: at least 1s (or none)".into());
+                None
+            }
+            Err(e) => {
+                errors.push(format!("sandbox.idle_timeout: {e}"));
+                None
+            }
+        },
+        None => Some(Duration::from_secs(30 * 60)),
+    }
+}
+
 /// A duration such as `500ms`, `30s`, `10m`, `1h`.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -255,6 +284,10 @@ impl ServerConfig {
         let silence = duration_or(&l.silence_timeout, "silence_timeout", 600, &mut errors);
         let hard = duration_or(&l.hard_timeout, "hard_timeout", 3600, &mut errors);
         let lease = duration_or(&l.lease, "lease", 30, &mut errors);
+        let idle_timeout = idle_timeout(self.sandbox.idle_timeout.as_deref(), &mut errors);
+        if self.sandbox.max_running == Some(0) {
+            errors.push("sandbox.max_running: at least 1".into());
+        }
         let max_body = size(
             l.max_body.as_deref(),
             "limits.max_body",
@@ -283,6 +316,8 @@ impl ServerConfig {
             memory,
             mounts,
             env: self.sandbox.env,
+            idle_timeout,
+            max_running: self.sandbox.max_running,
             harnesses,
             default_harness,
             max_body: usize::try_from(max_body).unwrap_or(usize::MAX),

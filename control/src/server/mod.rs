@@ -348,12 +348,26 @@ async fn background(app: &Arc<App>, store: Store, sole: bool) {
     start_workflows(app, &app.store(), sole);
     slack::spawn(app, sole).await;
     let app = app.clone();
+    // The reaper, and idle suspension at a quarter of the idle timeout (at most 30 s).
+    let every = app
+        .settings
+        .idle_timeout
+        .map_or(Duration::from_secs(30), |t| {
+            (t / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+        });
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut tick = tokio::time::interval(every);
+        let mut reaped: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
-            for id in app.runtimes.reap(&app.store()).await {
-                tracing::info!("reaped sandbox {id}: no active assignment owns it");
+            if reaped.is_none_or(|r| r.elapsed() >= Duration::from_secs(30)) {
+                reaped = Some(tokio::time::Instant::now());
+                for id in app.runtimes.reap(&app.store()).await {
+                    tracing::info!("reaped sandbox {id}: no active assignment owns it");
+                }
+            }
+            for id in app.runtimes.suspend_idle(&app.store()).await {
+                tracing::info!("suspended sandbox {id}: idle for sandbox.idle_timeout");
             }
         }
     });

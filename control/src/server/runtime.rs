@@ -1,8 +1,10 @@
 //! Sandboxes for assignments: each runs under its own supervisor in
 //! `DATA/sandboxes/<runtime_id>/`; this file starts, finds, stops and reaps them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::harness::{self, Harness, Launch};
 use crate::runner::internal;
@@ -41,7 +43,15 @@ pub struct Runtimes {
     /// Sandboxes being created at once: creation is CPU-bound (namespaces, nftables, a CA
     /// key); a storm of them on a small machine only makes every one late.
     starts: Arc<tokio::sync::Semaphore>,
+    /// One lock per thread: held by the worker while it drives an execution, tried by idle
+    /// suspension and the capacity limit, so a sandbox is never stopped under a turn.
+    holds: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Serialises cold starts while `sandbox.max_running` is set (count, evict, start).
+    capacity: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// A thread's lock (see [`Runtimes::hold`]).
+pub type Hold = tokio::sync::OwnedMutexGuard<()>;
 
 /// Sandboxes created at once.
 const PARALLEL_STARTS: usize = 4;
@@ -56,7 +66,29 @@ impl Runtimes {
             dir,
             api: Arc::default(),
             starts: Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS)),
+            holds: Arc::default(),
+            capacity: Arc::default(),
         }
+    }
+
+    fn hold_of(&self, thread_key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self
+            .holds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Locks nobody holds or waits for are dropped as they go.
+        m.retain(|_, l| Arc::strong_count(l) > 1);
+        m.entry(thread_key.to_string()).or_default().clone()
+    }
+
+    /// Holds the thread's sandbox while an execution uses it: idle suspension and the
+    /// capacity limit leave it alone until the guard is dropped.
+    pub async fn hold(&self, thread_key: &str) -> Hold {
+        self.hold_of(thread_key).lock_owned().await
+    }
+
+    fn try_hold(&self, thread_key: &str) -> Option<Hold> {
+        self.hold_of(thread_key).try_lock_owned().ok()
     }
 
     /// Records where the API listens (once bound).
@@ -173,6 +205,10 @@ impl Runtimes {
         let spec = self.spec(&a, resume, internal)?;
         private_dir(&self.dir, 0o711)?;
         let client = self.client(&a.runtime_id);
+        let _capacity = match self.settings.max_running {
+            Some(max) => Some(self.make_room(store, max, &a.runtime_id).await?),
+            None => None,
+        };
         let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
         if let Err(e) = client.start(&self.exe, &spec).await {
             // Whatever started is stopped and removed: the next execution starts afresh.
@@ -306,6 +342,105 @@ impl Runtimes {
             c.terminate();
         }
         let _ = std::fs::remove_dir_all(c.dir());
+    }
+
+    /// When a runtime's sandbox was last used: the latest change to its spool (output), its
+    /// turns (input) and its directory (start). `None` when it has no directory.
+    fn last_used(&self, runtime_id: &str) -> Option<SystemTime> {
+        let dir = self.dir.join(runtime_id);
+        [dir.clone(), dir.join("spool"), dir.join("turns")]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .max()
+    }
+
+    /// Up to `limit` running sandboxes of active assignments unused for at least `age` that
+    /// may be stopped now (no execution of their thread queued or running, nobody holding
+    /// the thread), least recently used first, each with its thread's hold.
+    async fn idle(&self, store: &Store, age: Duration, limit: usize) -> Vec<(String, Hold)> {
+        let Ok(active) = store.active_runtime_threads().await else {
+            return Vec::new();
+        };
+        let mut candidates: Vec<(SystemTime, String, String)> = active
+            .into_iter()
+            .filter_map(|(runtime, thread)| {
+                let used = self.last_used(&runtime)?;
+                used.elapsed()
+                    .is_ok_and(|a| a >= age)
+                    .then_some((used, runtime, thread))
+            })
+            .collect();
+        candidates.sort();
+        let mut out = Vec::new();
+        for (_, runtime, thread) in candidates {
+            if out.len() >= limit {
+                break;
+            }
+            let Some(hold) = self.try_hold(&thread) else {
+                continue;
+            };
+            if store.thread_busy(&thread).await.unwrap_or(true) {
+                continue;
+            }
+            out.push((runtime, hold));
+        }
+        out
+    }
+
+    /// Stops (suspends) every sandbox unused for `sandbox.idle_timeout`; returns their ids.
+    /// The thread stays: its next turn starts a new sandbox and resumes the session.
+    pub async fn suspend_idle(&self, store: &Store) -> Vec<String> {
+        let Some(timeout) = self.settings.idle_timeout else {
+            return Vec::new();
+        };
+        let mut stopped = Vec::new();
+        for (runtime, _hold) in self.idle(store, timeout, usize::MAX).await {
+            self.stop(&runtime).await;
+            stopped.push(runtime);
+        }
+        stopped
+    }
+
+    /// Before a cold start under `sandbox.max_running`: while `max` sandboxes run, stops the
+    /// least recently used idle one; waits (up to a minute) while none is idle. Returns the
+    /// guard that keeps other starts out until this one is done.
+    async fn make_room(
+        &self,
+        store: &Store,
+        max: usize,
+        own: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
+        let guard = self.capacity.clone().lock_owned().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let running = std::fs::read_dir(&self.dir)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| {
+                            let n = e.file_name();
+                            let n = n.to_string_lossy();
+                            n.starts_with("rt_") && n != own
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if running < max {
+                return Ok(guard);
+            }
+            if let Some((runtime, _hold)) = self.idle(store, Duration::ZERO, 1).await.pop() {
+                tracing::info!(
+                    "stopping idle sandbox {runtime}: {running} of sandbox.max_running {max} run"
+                );
+                self.stop(&runtime).await;
+                continue;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{running} sandboxes run (sandbox.max_running is {max}) and none was idle for a minute"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Stops every sandbox here that no active assignment owns; returns their ids. The

@@ -119,6 +119,7 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
     let store = app.store();
     let e = c.execution;
     let mut a = c.assignment;
+    let _hold = app.runtimes.hold(&e.thread_key).await;
     if e.status == Status::CancelRequested {
         app.runtimes.stop(&a.runtime_id).await;
         return Err(Stop::Finish(cancelled()));

@@ -490,6 +490,31 @@ impl Store {
         })
     }
 
+    /// Every active assignment's `(runtime_id, thread_key)` (idle suspension, capacity).
+    pub async fn active_runtime_threads(&self) -> Result<Vec<(String, String)>, StoreError> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as(
+                "SELECT runtime_id, thread_key FROM assignments WHERE state = 'active'",
+            )
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// Whether the thread has an execution queued, running or being cancelled (its sandbox
+    /// is about to be used, or is used).
+    pub async fn thread_busy(&self, thread_key: &str) -> Result<bool, StoreError> {
+        on_pool!(self, |pool| {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM executions WHERE thread_key = $1 AND status IN ('queued', 'running', 'cancel_requested')",
+            )
+            .bind(thread_key)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
+        })
+    }
+
     /// Gives the assignment a new runtime (its old sandbox is gone): the spool starts over.
     pub async fn replace_runtime(
         &self,

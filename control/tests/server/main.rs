@@ -6,6 +6,7 @@ mod clis;
 mod crash;
 mod failures;
 mod harness;
+mod idle;
 mod slack;
 mod tools;
 mod tools_sandbox;
