@@ -398,7 +398,7 @@ async fn credentials_that_do_not_work_are_refused_clearly() {
     let c = Cluster::connect(Some(&bad), Some("agents")).await.unwrap();
     let err = c.create(&spec("sb-1"), files).await.unwrap_err();
     assert!(
-        err.to_string().contains("apply ConfigMap centaur-sb-1"),
+        err.to_string().contains("get ConfigMap centaur-sb-1"),
         "{err}"
     );
     assert!(err.to_string().contains("Unauthorized"), "{err}");

@@ -4,7 +4,7 @@
 //!
 //! A failure halfway through creation, **or the caller giving up** (the future dropped),
 //! deletes the parent and with it whatever was created: nothing is left behind (the seed's
-//! #365 and #798).
+//! #365). Applying again repairs a sandbox whose objects were deleted (#798).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -169,22 +169,24 @@ impl Cluster {
     /// Creates the sandbox `spec` describes, or brings an existing one back to it (a
     /// missing gateway object is made again, the CA and the credentials unchanged when
     /// `files` gives the same ones). `files` gets the gateway Service's address (the
-    /// policy's DNS answer). Returns once both pods are ready; on any failure, or if this
-    /// future is dropped first, everything created is deleted.
+    /// policy's DNS answer). Returns once both pods are ready. When this call made the
+    /// parent, any failure, or this future being dropped first, deletes everything it made;
+    /// a failed repair of an existing sandbox leaves it for the caller to retry or delete.
     pub async fn create(
         &self,
         spec: &Spec,
         files: impl FnOnce(Ipv4Addr) -> GatewayFiles,
     ) -> Result<Created, ClusterError> {
         spec.check()?;
+        let existed = self.get("ConfigMap", &spec.name()).await?.is_some();
         let parent = self.apply(&spec.parent()).await?;
         let mut undo = Undo {
-            cluster: Some(self.clone()),
+            cluster: (!existed).then(|| self.clone()),
             name: spec.name(),
         };
         let result = self.create_owned(spec, &parent, files).await;
         undo.cluster = None;
-        if result.is_err() {
+        if result.is_err() && !existed {
             let _ = self.delete_object("ConfigMap", &spec.name()).await;
         }
         result
