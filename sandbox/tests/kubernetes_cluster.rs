@@ -407,3 +407,46 @@ async fn credentials_that_do_not_work_are_refused_clearly() {
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
 }
+
+/// The objects are the `centaur` field manager's: kubectl's own server-side apply of a
+/// changed policy conflicts with it (unless forced), and the next repair puts ours back.
+#[tokio::test]
+async fn the_objects_belong_to_the_centaur_field_manager() {
+    let fake = Fake::start();
+    let c = fake.cluster().await;
+    let made = c.create(&spec("sb-1"), files).await.unwrap();
+    let theirs = fake.dir.path().join("theirs.json");
+    std::fs::write(
+        &theirs,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "centaur-sb-1-gateway", "namespace": "agents"},
+               "data": {"policy.yaml": "transforms: [{name: allowlist, config: {domains: ['*']}}]\n"}})
+        .to_string(),
+    )
+    .unwrap();
+    let file = theirs.to_str().unwrap();
+    let (ok, t) = fake.kubectl(&["apply", "--server-side", "--validate=false", "-f", file]);
+    assert!(!ok, "{t}");
+    assert!(t.contains("conflict") && t.contains("centaur"), "{t}");
+    let (ok, t) = fake.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--validate=false",
+        "-f",
+        file,
+    ]);
+    assert!(ok, "{t}");
+    c.create(&spec("sb-1"), files).await.unwrap();
+    let (_, policy) = fake.kubectl(&[
+        "get",
+        "cm",
+        "centaur-sb-1-gateway",
+        "-o",
+        "jsonpath={.data.policy\\.yaml}",
+    ]);
+    assert_eq!(
+        policy.trim(),
+        format!("dns:\n  proxy_ip: {}", made.gateway_ip)
+    );
+}
