@@ -170,8 +170,10 @@ pub struct Cluster {
 /// claimed, `GET /v1/status`) in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlPlane {
-    /// Labels of the control plane's pods (same namespace).
+    /// Labels of the control plane's pods.
     pub labels: BTreeMap<String, String>,
+    /// Their namespace, when it is not the sandbox's.
+    pub namespace: Option<String>,
     /// The gateway's management port.
     pub management_port: u16,
 }
@@ -218,8 +220,12 @@ pub fn network_policies(model: &Model, cluster: &Cluster) -> [Value; 2] {
         "ports": ports,
     })];
     if let Some(cp) = &cluster.control_plane {
+        let mut peer = json!({"podSelector": {"matchLabels": cp.labels}});
+        if let Some(ns) = &cp.namespace {
+            peer["namespaceSelector"] = json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
+        }
         ingress.push(json!({
-            "from": [{"podSelector": {"matchLabels": cp.labels}}],
+            "from": [peer],
             "ports": [{"protocol": "TCP", "port": cp.management_port}],
         }));
     }

@@ -151,6 +151,7 @@ fn gateway_policy_admits_the_control_plane_only_on_the_management_port() {
     let mut c = cluster();
     c.control_plane = Some(ControlPlane {
         labels: [("app.kubernetes.io/name".to_string(), "centaur".to_string())].into(),
+        namespace: None,
         management_port: 9092,
     });
     let [_, gateway] = network_policies(&model(), &c);
@@ -163,5 +164,16 @@ fn gateway_policy_admits_the_control_plane_only_on_the_management_port() {
             "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "centaur"}}}],
             "ports": [{"protocol": "TCP", "port": 9092}],
         })
+    );
+    // From another namespace, the peer names it (a bare podSelector means the policy's own).
+    c.control_plane.as_mut().unwrap().namespace = Some("centaur".into());
+    let [_, gateway] = network_policies(&model(), &c);
+    assert_eq!(
+        gateway["spec"]["ingress"][1]["from"][0]["namespaceSelector"],
+        json!({"matchLabels": {"kubernetes.io/metadata.name": "centaur"}})
+    );
+    assert_eq!(
+        gateway["spec"]["ingress"][1]["from"][0]["podSelector"],
+        json!({"matchLabels": {"app.kubernetes.io/name": "centaur"}})
     );
 }

@@ -63,6 +63,7 @@ fn spec(warm: bool) -> Spec {
         runtime_class: warm.then(|| "gvisor".into()),
         control_plane_labels: [("app.kubernetes.io/name".to_string(), "centaur".to_string())]
             .into(),
+        control_plane_namespace: Some("centaur".into()),
     }
 }
 

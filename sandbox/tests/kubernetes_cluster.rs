@@ -159,6 +159,7 @@ fn spec(id: &str) -> Spec {
         runtime_class: None,
         control_plane_labels: [("app.kubernetes.io/name".to_string(), "centaur".to_string())]
             .into(),
+        control_plane_namespace: None,
     }
 }
 

@@ -57,6 +57,8 @@ pub struct KubernetesConfig {
     /// (default `app.kubernetes.io/name: centaur`).
     #[serde(default)]
     pub control_plane_labels: BTreeMap<String, String>,
+    /// The server's own namespace, when sandboxes go to another (default: the same).
+    pub control_plane_namespace: Option<String>,
 }
 
 /// `sandbox.kubernetes`, checked and defaulted.
@@ -80,6 +82,8 @@ pub struct KubernetesSettings {
     pub runtime_class: Option<String>,
     /// See [`KubernetesConfig::control_plane_labels`].
     pub control_plane_labels: BTreeMap<String, String>,
+    /// See [`KubernetesConfig::control_plane_namespace`].
+    pub control_plane_namespace: Option<String>,
 }
 
 /// Where sandboxes run, checked.
@@ -162,6 +166,15 @@ impl KubernetesConfig {
             memory: q(self.gateway_memory, "gateway_memory", "256Mi"),
             ephemeral_storage: "512Mi".into(),
         };
+        if let Some(ns) = self
+            .control_plane_namespace
+            .as_deref()
+            .filter(|n| !dns_label(n))
+        {
+            errors.push(format!(
+                "{at}.control_plane_namespace: {ns:?} is not a namespace name"
+            ));
+        }
         if let Some(rc) = self.runtime_class.as_deref().filter(|r| !dns_label(r)) {
             errors.push(format!(
                 "{at}.runtime_class: {rc:?} is not a RuntimeClass name"
@@ -190,6 +203,7 @@ impl KubernetesConfig {
             gateway_resources,
             runtime_class: self.runtime_class,
             control_plane_labels: labels,
+            control_plane_namespace: self.control_plane_namespace,
         }
     }
 }

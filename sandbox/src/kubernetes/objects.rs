@@ -82,6 +82,8 @@ pub struct Spec {
     pub runtime_class: Option<String>,
     /// Labels of the control plane's pods: they alone may call the gateway's management API.
     pub control_plane_labels: BTreeMap<String, String>,
+    /// The control plane's namespace, when it is not the sandbox's.
+    pub control_plane_namespace: Option<String>,
 }
 
 /// What the gateway pod is given: its files and its environment.
@@ -154,6 +156,13 @@ impl Spec {
         }
         if !dns_label(&self.namespace) {
             errs.push(format!("namespace {:?} is not a DNS label", self.namespace));
+        }
+        if let Some(ns) = self
+            .control_plane_namespace
+            .as_ref()
+            .filter(|n| !dns_label(n))
+        {
+            errs.push(format!("control-plane namespace {ns:?} is not a DNS label"));
         }
         for (what, image) in [
             ("image", &self.image),
@@ -363,6 +372,10 @@ impl Spec {
             gateway_labels: self.gateway_selector(),
             control_plane: (!self.control_plane_labels.is_empty()).then(|| ControlPlane {
                 labels: self.control_plane_labels.clone(),
+                namespace: self
+                    .control_plane_namespace
+                    .clone()
+                    .filter(|ns| *ns != self.namespace),
                 management_port: MANAGEMENT_PORT,
             }),
         };

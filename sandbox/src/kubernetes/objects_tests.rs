@@ -26,6 +26,7 @@ pub(super) fn spec() -> Spec {
         runtime_class: None,
         control_plane_labels: [("app.kubernetes.io/name".to_string(), "centaur".to_string())]
             .into(),
+        control_plane_namespace: None,
     }
 }
 
