@@ -327,3 +327,49 @@ fn the_gateway_accepts_the_policy_the_chart_renders() {
     assert!(!o.status.success());
     assert!(text(&o).contains("domans"), "{}", text(&o));
 }
+
+/// `centaur server --check` reports every mistake of a config at once, starting nothing.
+#[test]
+fn server_check_reports_every_mistake_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("centaur.yaml");
+    std::fs::write(
+        &file,
+        "data_dir: ./never-made\n\
+         sandbox:\n  idle_timeout: 0s\n  max_running: 0\n  backend: kubernetes\n  kubernetes:\n    namespace: Not_A_Namespace\n    memory: lots\n\
+         harnesses:\n  a: {kind: amp}\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_centaur"))
+        .args(["server", "--check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    for want in [
+        "sandbox.idle_timeout: at least 1s",
+        "sandbox.max_running: at least 1",
+        "sandbox.kubernetes.namespace",
+        "sandbox.kubernetes.image is required",
+        "sandbox.kubernetes.gateway_image is required",
+        "sandbox.kubernetes.memory",
+        "amp is not supported",
+    ] {
+        assert!(t.contains(want), "{want:?} in\n{t}");
+    }
+    assert!(
+        !dir.path().join("never-made").exists(),
+        "--check made the data directory"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_centaur"))
+        .args(["server", "--check"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--check checks a config file"),
+        "{}",
+        text(&o)
+    );
+}
