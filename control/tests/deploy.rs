@@ -2,8 +2,8 @@
 //! package scripts/install-deps unpacks into .k8s): linted strictly, rendered with several
 //! value sets, every rendered object validated against the Kubernetes schemas offline
 //! (`kubernetes-validate --strict`), values the schema forbids refused, and what the charts
-//! hand our binaries (the server's config, the gateway's policy) accepted by those binaries.
-//! No cluster is involved: what a cluster would do with the objects is a known gap (README).
+//! hand our binaries (the server's config, the gateway's policy) accepted by those binaries;
+//! and `centaur server --check`, which the chart's config goes through. No cluster is involved: what a cluster would do with the objects is a known gap (README).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
