@@ -125,8 +125,19 @@ pub fn settle(
 impl KubernetesConfig {
     fn settle(self, base: &Path, errors: &mut Vec<String>) -> KubernetesSettings {
         let at = "sandbox.kubernetes";
-        if let Some(ns) = self.namespace.as_deref().filter(|n| !dns_label(n)) {
-            errors.push(format!("{at}.namespace: {ns:?} is not a namespace name"));
+        let names = [
+            ("namespace", &self.namespace, "a namespace"),
+            (
+                "control_plane_namespace",
+                &self.control_plane_namespace,
+                "a namespace",
+            ),
+            ("runtime_class", &self.runtime_class, "a RuntimeClass"),
+        ];
+        for (key, v, what) in names {
+            if let Some(v) = v.as_deref().filter(|n| !dns_label(n)) {
+                errors.push(format!("{at}.{key}: {v:?} is not {what} name"));
+            }
         }
         let mut image = |v: Option<String>, key: &str| match v {
             Some(i) if !i.is_empty() && !i.contains(char::is_whitespace) => i,
@@ -166,20 +177,6 @@ impl KubernetesConfig {
             memory: q(self.gateway_memory, "gateway_memory", "256Mi"),
             ephemeral_storage: "512Mi".into(),
         };
-        if let Some(ns) = self
-            .control_plane_namespace
-            .as_deref()
-            .filter(|n| !dns_label(n))
-        {
-            errors.push(format!(
-                "{at}.control_plane_namespace: {ns:?} is not a namespace name"
-            ));
-        }
-        if let Some(rc) = self.runtime_class.as_deref().filter(|r| !dns_label(r)) {
-            errors.push(format!(
-                "{at}.runtime_class: {rc:?} is not a RuntimeClass name"
-            ));
-        }
         let mut labels = self.control_plane_labels;
         if labels.is_empty() {
             labels.insert("app.kubernetes.io/name".into(), "centaur".into());
