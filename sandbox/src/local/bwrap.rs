@@ -2,7 +2,11 @@
 //!
 //! 1. `sh` writes its own pid into the run's cgroups, then `exec`s the rest, so the command
 //!    and everything it forks are limited and findable from its first instruction;
-//! 2. `ip netns exec` enters the run's network namespace (and remounts `/sys` for it);
+//! 2. `ip netns exec` enters the run's network namespace (and remounts `/sys` for it, in a
+//!    mount namespace of its own); there `sh` makes every mount private and detaches
+//!    `/run/netns`, so no other run's namespace file is seen inside, and another run's
+//!    namespace deleted meanwhile cannot vanish under `bwrap` while it remounts the
+//!    read-only view (bwrap 0.8 fails the start when a mount it listed is gone);
 //! 3. `setpriv` drops to the sandbox user, clears groups and every capability set, and sets
 //!    `no_new_privs`;
 //! 4. `bwrap`, now unprivileged, makes new user, mount, PID, IPC and UTS namespaces: a
@@ -84,6 +88,12 @@ pub fn argv(l: &Layout, netns: &str, command: &[OsString]) -> Vec<OsString> {
         .to_vec();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     push(&["ip", "netns", "exec", netns]);
+    push(&[
+        "sh",
+        "-c",
+        "mount --make-rprivate / && { umount -l /run/netns 2>/dev/null; exec \"$@\"; }",
+        "centaur-mounts",
+    ]);
     let (uid, gid) = (l.uid.to_string(), l.gid.to_string());
     push(&[
         "setpriv",
@@ -240,6 +250,9 @@ mod tests {
         assert_eq!(after(&a, "--seccomp"), vec!["9"]);
         assert!(a.iter().any(|s| s == "--disable-userns"));
         assert_eq!(&a[4..8], &["ip", "netns", "exec", "centaur-ab12cd34"]);
+        // Private mounts and no /run/netns before bwrap lists what it remounts.
+        assert_eq!(&a[8..10], &["sh", "-c"]);
+        assert!(a[10].starts_with("mount --make-rprivate / && { umount -l /run/netns"));
         assert_eq!(a.last().map(String::as_str), Some("true"));
         assert_eq!(a[a.len() - 2], "--");
     }
