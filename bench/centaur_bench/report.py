@@ -98,7 +98,8 @@ def report(meta, results, contenders, path_md, path_json):
         "# Benchmarks",
         "",
         f"Measured {meta['date']} on {meta['machine']} with `{meta['command']}` "
-        f"({meta['mode']} mode: {meta['rounds']} round(s), {meta['duration']} s per load run). "
+        f"({meta['mode']} mode: {meta['rounds']} round(s), {meta['duration']} s per load run"
+        + ("; built without LTO, figures not comparable" if meta["mode"] == "smoke" else "") + "). "
         "Client, contender and origin share the same cores over loopback: read the ratios, not the absolutes. "
         "Cells are medians with (min–max) over the rounds. How to rerun and what each scenario does: "
         "[bench/README.md](bench/README.md).",
