@@ -389,151 +389,6 @@ impl Spec {
         }
         Ok([s, g])
     }
-
-    /// 6. The gateway pod: `centaur-gateway run` on the mounted policy, not root, nothing
-    ///    writable but its scratch directory, low ports through the namespaced
-    ///    `ip_unprivileged_port_start` sysctl rather than a capability.
-    pub fn gateway_pod(&self, owner: &Owner) -> Value {
-        let p = Ports::default();
-        let cport = |name: &str, proto: &str, n: u16| json!({"name": name, "protocol": proto, "containerPort": n});
-        let gw = self.gateway_name();
-        json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": self.metadata(gw.clone(), "gateway", Some(owner)),
-            "spec": {
-                "restartPolicy": "Always",
-                "automountServiceAccountToken": false,
-                "enableServiceLinks": false,
-                "securityContext": {
-                    "runAsNonRoot": true,
-                    "runAsUser": GATEWAY_UID,
-                    "runAsGroup": GATEWAY_UID,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                    "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
-                },
-                "containers": [{
-                    "name": "gateway",
-                    "image": self.gateway_image,
-                    "args": ["run", "--config", POLICY_FILE],
-                    "envFrom": [{"secretRef": {"name": format!("{gw}-env")}}],
-                    "ports": [
-                        cport("dns-udp", "UDP", p.dns),
-                        cport("dns-tcp", "TCP", p.dns),
-                        cport("http", "TCP", p.http),
-                        cport("https", "TCP", p.https),
-                        cport("tunnel", "TCP", p.tunnel),
-                        cport("management", "TCP", MANAGEMENT_PORT),
-                        cport("metrics", "TCP", METRICS_PORT),
-                    ],
-                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": METRICS_PORT}, "periodSeconds": 2},
-                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": METRICS_PORT}, "periodSeconds": 10},
-                    "resources": limits(&self.gateway_resources),
-                    "securityContext": container_security(),
-                    "volumeMounts": [
-                        {"name": "policy", "mountPath": "/etc/centaur/gateway", "readOnly": true},
-                        {"name": "ca", "mountPath": CA_DIR, "readOnly": true},
-                        {"name": "scratch", "mountPath": "/var/lib/centaur"},
-                    ],
-                }],
-                "volumes": [
-                    {"name": "policy", "configMap": {"name": gw, "items": [{"key": "policy.yaml", "path": "policy.yaml"}]}},
-                    {"name": "ca", "secret": {"secretName": format!("{gw}-ca"), "defaultMode": 0o400}},
-                    {"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}},
-                ],
-            },
-        })
-    }
-
-    /// 7. The sandbox pod: not root, every capability dropped, `RuntimeDefault` seccomp, no
-    ///    service-account token, no Service variables, a read-only root filesystem except the
-    ///    workspace, the home and `/tmp`; its only resolver is its gateway's Service
-    ///    (`gateway_ip`), and its environment holds the spec's placeholders, the gateway's
-    ///    address and the CA trust variables only. The harness reads stdin (attach).
-    pub fn sandbox_pod(&self, owner: &Owner, gateway_ip: Ipv4Addr) -> Value {
-        let mut env: Vec<Value> = vec![
-            json!({"name": "CENTAUR_SANDBOX", "value": self.id}),
-            json!({"name": "CENTAUR_GATEWAY", "value": gateway_ip.to_string()}),
-            json!({"name": "CENTAUR_PROXY", "value": format!("http://{gateway_ip}:{}", Ports::default().tunnel)}),
-            json!({"name": "HOME", "value": HOME}),
-        ];
-        env.extend(
-            CA_VARS
-                .iter()
-                .map(|v| json!({"name": v, "value": CA_INSIDE})),
-        );
-        env.extend(self.env.iter().map(|(k, v)| json!({"name": k, "value": v})));
-        let mut mounts = vec![
-            json!({"name": "workspace", "mountPath": WORKSPACE}),
-            json!({"name": "home", "mountPath": HOME}),
-            json!({"name": "tmp", "mountPath": "/tmp"}),
-            json!({"name": "trust", "mountPath": "/etc/centaur/trust", "readOnly": true}),
-        ];
-        // The system bundles too, so a tool that reads no variable trusts only the gateway.
-        mounts.extend(SYSTEM_BUNDLES.iter().take(1).map(
-            |b| json!({"name": "trust", "mountPath": b, "subPath": "ca.crt", "readOnly": true}),
-        ));
-        let mut spec = json!({
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
-            "enableServiceLinks": false,
-            "hostname": "sandbox",
-            "dnsPolicy": "None",
-            "dnsConfig": {"nameservers": [gateway_ip.to_string()], "searches": [], "options": [{"name": "ndots", "value": "1"}]},
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": self.uid,
-                "runAsGroup": self.uid,
-                "fsGroup": self.uid,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [{
-                "name": "sandbox",
-                "image": self.image,
-                "command": self.command,
-                "stdin": true,
-                "stdinOnce": false,
-                "tty": false,
-                "workingDir": WORKSPACE,
-                "env": env,
-                "resources": limits(&self.resources),
-                "securityContext": container_security(),
-                "volumeMounts": mounts,
-            }],
-            "volumes": [
-                {"name": "workspace", "emptyDir": {"sizeLimit": self.resources.ephemeral_storage}},
-                {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
-                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-                {"name": "trust", "configMap": {"name": self.gateway_name(), "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            ],
-        });
-        if let Some(rc) = &self.runtime_class {
-            spec["runtimeClassName"] = json!(rc);
-        }
-        json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": self.metadata(self.name(), "sandbox", Some(owner)),
-            "spec": spec,
-        })
-    }
-}
-
-fn container_security() -> Value {
-    json!({
-        "allowPrivilegeEscalation": false,
-        "privileged": false,
-        "readOnlyRootFilesystem": true,
-        "runAsNonRoot": true,
-        "capabilities": {"drop": ["ALL"]},
-    })
-}
-
-fn limits(r: &Resources) -> Value {
-    json!({
-        "limits": {"cpu": r.cpu, "memory": r.memory, "ephemeral-storage": r.ephemeral_storage},
-        "requests": {"cpu": "10m", "memory": r.memory, "ephemeral-storage": "64Mi"},
-    })
 }
 
 /// A label value: empty, or at most 63 of `A-Z a-z 0-9 . _ -` starting and ending
@@ -572,6 +427,9 @@ fn env_name(k: &str) -> bool {
         && !k.starts_with(|c: char| c.is_ascii_digit())
         && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
+
+#[path = "pods.rs"]
+mod pods;
 
 #[cfg(test)]
 #[path = "objects_tests.rs"]
