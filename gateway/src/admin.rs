@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use policy::{Config, ConfigErrors};
 use tokio::net::TcpListener;
 
+use crate::credential::store::SecretEnv;
 use crate::shared::{Addrs, Shared};
 
 /// What the management endpoints need.
@@ -63,12 +64,8 @@ pub fn reload(shared: &Shared) -> Result<usize, ReloadError> {
 pub fn install(shared: &Shared, text: &str) -> Result<usize, ReloadError> {
     match Config::parse(text) {
         Ok(cfg) => {
-            let rules = cfg.policy.rule_count();
-            let snap = crate::shared::Snapshot::new(cfg.policy, &shared.upstreams, &shared.env);
-            shared.policy.store(Arc::new(snap));
-            shared.metrics.reloads_ok.fetch_add(1, Relaxed);
-            tracing::info!(rules, "policy installed");
-            Ok(rules)
+            let env = shared.policy.load().env.clone();
+            Ok(install_policy(shared, cfg.policy, env))
         }
         Err(e) => {
             shared.metrics.reloads_failed.fetch_add(1, Relaxed);
@@ -76,6 +73,18 @@ pub fn install(shared: &Shared, text: &str) -> Result<usize, ReloadError> {
             Err(ReloadError::Invalid(e))
         }
     }
+}
+
+/// Swaps in `policy`, with `env` as the values of its `{type: env}` sources from now on;
+/// returns its rule count. For an embedder that already validated the policy (a warm
+/// sandbox's gateway claimed by a thread): the listeners, CA and audit sinks stay.
+pub fn install_policy(shared: &Shared, policy: policy::Policy, env: SecretEnv) -> usize {
+    let rules = policy.rule_count();
+    let snap = crate::shared::Snapshot::new(policy, &shared.upstreams, &env);
+    shared.policy.store(Arc::new(snap));
+    shared.metrics.reloads_ok.fetch_add(1, Relaxed);
+    tracing::info!(rules, "policy installed");
+    rules
 }
 
 /// Serves management requests until the task is dropped.

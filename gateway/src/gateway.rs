@@ -218,7 +218,6 @@ impl Gateway {
             .map_err(StartError::Audit)?;
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(Snapshot::new(config.policy.clone(), &upstreams, &env)),
-            env,
             mitm,
             upstreams,
             audit,
@@ -258,6 +257,12 @@ impl Gateway {
             dns: bound.dns,
             mgmt,
         })
+    }
+
+    /// The state every request shares: an embedder swaps the policy through it
+    /// ([`crate::admin::install_policy`]) while the gateway runs.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// The bound addresses.

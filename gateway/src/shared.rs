@@ -38,8 +38,6 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The HTTP server settings for client connections.
     pub http: auto::Builder<TokioExecutor>,
-    /// Values for `env` sources supplied by the embedder; kept for reloads.
-    pub env: SecretEnv,
 }
 
 /// What terminating TLS takes: the leaves signed by the CA and the server configuration.
@@ -74,6 +72,8 @@ pub struct Snapshot {
     pub secrets: SecretStore,
     /// Its minted tokens (minted lazily).
     pub tokens: TokenCache,
+    /// Values for `env` sources supplied by the embedder; a reload keeps them.
+    pub env: SecretEnv,
 }
 
 impl Snapshot {
@@ -86,6 +86,7 @@ impl Snapshot {
             policy,
             secrets,
             tokens,
+            env: env.clone(),
         }
     }
 }

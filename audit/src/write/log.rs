@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use policy::{AuditConfig, Durability};
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,7 +28,8 @@ use crate::write::writer::{Msg, Writer};
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
-    labels: Arc<BTreeMap<String, String>>,
+    /// Swapped by [`AuditLog::relabel`] (a warm sandbox claimed by a thread).
+    labels: Arc<ArcSwap<BTreeMap<String, String>>>,
     strict: bool,
     stats: Arc<Stats>,
 }
@@ -156,7 +158,7 @@ impl AuditLog {
             .spawn(move || writer.run(rx))?;
         Ok(AuditLog {
             tx,
-            labels: Arc::new(labels),
+            labels: Arc::new(ArcSwap::from_pointee(labels)),
             strict: durability == Durability::Strict,
             stats,
         })
@@ -175,7 +177,7 @@ impl AuditLog {
         };
         Some(Slot {
             permit,
-            labels: self.labels.clone(),
+            labels: self.labels.load_full(),
             strict: self.strict,
             stats: self.stats.clone(),
         })
@@ -191,6 +193,12 @@ impl AuditLog {
             }
             None => tracing::error!("audit writer has stopped; a record could not be written"),
         }
+    }
+
+    /// Gives the records reserved from now on these sandbox labels (every clone of this
+    /// handle included); file headers keep the labels the log was opened with.
+    pub fn relabel(&self, labels: BTreeMap<String, String>) {
+        self.labels.store(Arc::new(labels));
     }
 
     /// Waits until every record emitted before this call is written and synced.
@@ -312,13 +320,22 @@ mod tests {
             r.host = format!("h{i}.test");
             log.emit(r).await;
         }
+        // A slot reserved before a relabel keeps the labels it was reserved with.
+        let early = log.reserve().await.unwrap();
+        log.clone()
+            .relabel([("thread_key".to_string(), "t1".to_string())].into());
+        log.emit(Record::start("http", "127.0.0.1:1".into())).await;
+        early.emit(&mut Record::start("http", "127.0.0.1:1".into()));
         log.flush().await;
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 5001);
+        assert_eq!(lines.len(), 5003);
+        assert_eq!(lines[5001]["sandbox"]["thread_key"], "t1");
+        assert!(lines[5001]["sandbox"].get("sandbox_id").is_none());
+        assert_eq!(lines[5002]["sandbox"]["sandbox_id"], "s1");
         assert_eq!(lines[0]["kind"], "header");
         assert_eq!(lines[1]["sandbox"]["sandbox_id"], "s1");
         assert_eq!(lines[1]["seq"], 1);
