@@ -1,7 +1,7 @@
 """The control plane's benchmark: `centaur server` on embedded SQLite and on PostgreSQL, on this
 machine, in one run. Message appends per second from 16 clients; append → SSE delivery latency
 with 100 followers on one thread; `execute` → first harness output on a cold sandbox (the
-built-in scripted agent); tool calls, warm and cold (centaur_bench.tool_calls). Writes its
+built-in scripted agent), and on a warm pool member; tool calls, warm and cold (centaur_bench.tool_calls). Writes its
 section of BENCHMARKS.md (between markers, kept when bench/run rewrites the gateway's table)
 and bench/control-results.json. Needs root (sandboxes).
 
@@ -38,11 +38,13 @@ def postgres_db():
     return f"{url}/{name}"
 
 
-def ready(base, proc, timeout=60):
+def ready(base, proc, log_path, timeout=60):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
+            with open(log_path) as f:
+                tail = f.read()[-2000:]
+            raise SystemExit(f"the server exited with {proc.returncode}:\n{tail}")
         try:
             with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
                 if r.status == 200:
@@ -53,29 +55,37 @@ def ready(base, proc, timeout=60):
     raise SystemExit("the server never became ready")
 
 
-def run_engine(engine, centaur, tool, smoke):
+def run_engine(engine, centaur, tool, smoke, scenarios=None, config=None):
+    """Starts a server on `engine` (with `config`'s YAML, if any) and runs each scenario
+    (name, control-bench arguments) against it; the default scenarios are the API part's."""
     work = tempfile.mkdtemp(prefix=f"centaur-bench-{engine}-")
     os.chmod(work, 0o711)
     data = os.path.join(work, "data")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [centaur, "server", "--listen", f"127.0.0.1:{port}", "--data-dir", data]
+    if config:
+        path = os.path.join(work, "server.yaml")
+        with open(path, "w") as f:
+            f.write(config)
+        cmd += ["--config", path]
     env = dict(os.environ)
     env.pop("CENTAUR_DATABASE_URL", None)
     if engine == "postgres":
         url = postgres_db()
         cmd += ["--database-url", url]
     log(f"{engine}: starting centaur server on {base}")
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "w"), env=env)
+    server_log = os.path.join(work, "server.log")
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(server_log, "w"), env=env)
     try:
-        ready(base, server)
-        key_cmd = [centaur, "keys", "create", "--name", "bench", "--data-dir", data]
+        ready(base, server, server_log)
+        key_cmd = [centaur, "keys", "create", "--name", "bench", "--scopes", "agent,admin", "--data-dir", data]
         if engine == "postgres":
             key_cmd += ["--database-url", url]
         key = sh(key_cmd).strip()
         secs = "2" if smoke else "5"
         out = {}
-        for name, args in [
+        for name, args in scenarios or [
             ("appends", ["appends", "--clients", "16", "--seconds", secs]),
             ("delivery", ["delivery", "--followers", "100", "--rate", "50", "--seconds", secs]),
             ("cold", ["cold", "--runs", "3" if smoke else "10"]),
@@ -90,6 +100,39 @@ def run_engine(engine, centaur, tool, smoke):
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_pool(centaur, tool, smoke):
+    """A new thread's first output from a cold start and from a warm pool member, one server
+    after the other on SQLite (the warm one with `sandbox.warm_pool: 2`, each run waiting,
+    untimed, for the pool to refill)."""
+    runs = "3" if smoke else "20"
+    cold = run_engine("sqlite", centaur, tool, smoke, [("cold", ["cold", "--runs", runs])])
+    # The built-in config plus the pool: a config file names its harness (the same scripted agent).
+    agents = os.path.join(ROOT, "control", "src", "server", "agents")
+    config = (f"sandbox:\n  warm_pool: 2\n  mounts: ['{agents}:/run/centaur/agents']\n"
+              "harnesses:\n  scripted:\n    command: [python3, /run/centaur/agents/scripted.py]\n")
+    warm = run_engine("sqlite", centaur, tool, smoke, [("warm", ["cold", "--runs", runs, "--warm"])], config=config)
+    return {"cold": cold["cold"], "warm": warm["warm"],
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def pool_rows(r):
+    if not r:
+        return []
+    rows = ["", f"### Warm pool (measured {r['when']}, SQLite)", "",
+            "| `execute` → first harness output, new thread | cold start | warm pool member | cold ÷ warm |",
+            "|---|---|---|---|"]
+    for q in ["p50_ms", "p99_ms"]:
+        c, w = r["cold"]["first_output"][q], r["warm"]["first_output"][q]
+        rows.append(f"| {q[:3]} of {r['cold']['runs']} | {ms(c)} | {ms(w)} | {c / w:.1f}× |")
+    rows += ["", "A warm member's sandbox, CA and gateway already run (neutral policy, no harness): the claim "
+             "is one store transaction, the gateway's policy swap and the harness's start (`python3`). "
+             "Each warm run first waits, untimed, for the pool to refill. On this backend a cold sandbox is "
+             "cheap and the agent's own interpreter start is most of both columns: the pool saves the sandbox "
+             "and gateway (the difference), most at the tail. Where a sandbox takes seconds (a pod scheduled "
+             "on Kubernetes) it would save those; that backend's pool is not built yet."]
+    return rows
 
 
 def server_histogram(base):
@@ -182,6 +225,7 @@ def table(meta, results):
         "`python3` starting the agent, the turn written and the first line spooled, committed and streamed. "
         "Output lines/s: a warm sandbox's agent prints 20,000 lines as fast as it can; from the first `output` "
         "event a follower reads to the execution's end.",
+        *pool_rows(results.get("pool")),
         *tool_calls.rows(results.get("tools")),
         *workflow_steps.rows(results.get("workflows")),
         CONTROL_END,
@@ -208,11 +252,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="debug build, short runs, output under target/bench/")
     ap.add_argument("--engines", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
-    ap.add_argument("--parts", default="api,tools,workflows",
-                    help="comma-separated: api, tools, workflows (the others keep their last published figures)")
+    ap.add_argument("--parts", default="api,pool,tools,workflows",
+                    help="comma-separated: api, pool, tools, workflows (the others keep their last published figures)")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already built (after an unrelated edit)")
     a = ap.parse_args()
     parts = a.parts.split(",")
-    centaur, tool = build(not a.smoke)
+    if a.no_build:
+        d = os.path.join(TARGET, "debug" if a.smoke else "release")
+        centaur, tool = os.path.join(d, "centaur"), os.path.join(d, "control-bench")
+    else:
+        centaur, tool = build(not a.smoke)
     results, before = {}, {}
     published = os.path.join(ROOT, "bench", "control-results.json")
     if not a.smoke and os.path.exists(published):
@@ -221,6 +270,8 @@ def main():
     if "api" in parts:
         for engine in a.engines.split(","):
             results[engine] = run_engine(engine, centaur, tool, a.smoke)
+    if "pool" in parts:
+        results["pool"] = measure_pool(centaur, tool, a.smoke)
     if "tools" in parts:
         results["tools"] = tool_calls.measure(centaur, a.smoke)
         results["tools"]["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

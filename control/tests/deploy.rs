@@ -336,7 +336,7 @@ fn server_check_reports_every_mistake_at_once() {
     std::fs::write(
         &file,
         "data_dir: ./never-made\n\
-         sandbox:\n  idle_timeout: 0s\n  max_running: 0\n  backend: kubernetes\n  kubernetes:\n    namespace: Not_A_Namespace\n    memory: lots\n\
+         sandbox:\n  idle_timeout: 0s\n  max_running: 0\n  warm_pool: 3\n  backend: kubernetes\n  kubernetes:\n    namespace: Not_A_Namespace\n    memory: lots\n\
          harnesses:\n  a: {kind: amp}\n",
     )
     .unwrap();
@@ -350,6 +350,7 @@ fn server_check_reports_every_mistake_at_once() {
     for want in [
         "sandbox.idle_timeout: at least 1s",
         "sandbox.max_running: at least 1",
+        "sandbox.warm_pool (3) must be below sandbox.max_running (0)",
         "sandbox.kubernetes.namespace",
         "sandbox.kubernetes.image is required",
         "sandbox.kubernetes.gateway_image is required",

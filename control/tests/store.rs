@@ -88,6 +88,7 @@ conformance!(
     a_newer_database_is_refused,
     commits_are_announced,
     the_slack_inbox_takes_a_message_once_and_the_outbox_is_leased,
+    a_warm_member_is_claimed_once_and_the_reaper_keeps_members,
 );
 
 #[path = "store/workflows.rs"]
@@ -754,4 +755,54 @@ async fn the_slack_inbox_takes_a_message_once_and_the_outbox_is_leased(db: Db) {
         "dead stays dead"
     );
     assert_eq!(s.slack_release_leases().await.unwrap(), 0);
+}
+
+async fn a_warm_member_is_claimed_once_and_the_reaper_keeps_members(db: Db) {
+    let s = db.store;
+    for t in ["t:a", "t:b", "t:c"] {
+        s.spawn(&spawn_req(t, None, None)).await.unwrap();
+    }
+    s.pool_add("rt_w1", "host:/d", "h1").await.unwrap();
+    db.clock.advance(Duration::from_millis(1));
+    s.pool_add("rt_w2", "host:/d", "h1").await.unwrap();
+    s.pool_add("rt_old", "host:/d", "h0").await.unwrap();
+    s.pool_add("rt_else", "other:/d", "h1").await.unwrap();
+    // Starting members are not claimed; the reaper keeps every member.
+    assert_eq!(s.pool_claim("host:/d", "h1", "t:a", 1).await.unwrap(), None);
+    let keep = s.active_runtimes().await.unwrap();
+    for id in ["rt_w1", "rt_w2", "rt_old", "rt_else"] {
+        assert!(keep.contains(&id.to_string()), "{keep:?}");
+    }
+    for id in ["rt_w1", "rt_w2", "rt_old", "rt_else"] {
+        assert!(s.pool_ready(id).await.unwrap());
+    }
+    assert!(!s.pool_ready("rt_w1").await.unwrap(), "ready once");
+    // Three threads claim at once: two get a member each, oldest first, none the same; the
+    // other deploy's and the other machine's members are never claimed.
+    let claims = ["t:a", "t:b", "t:c"].map(|t| {
+        let s = s.clone();
+        tokio::spawn(async move { (t, s.pool_claim("host:/d", "h1", t, 1).await.unwrap()) })
+    });
+    let mut got = Vec::new();
+    for c in claims {
+        let (t, id) = c.await.unwrap();
+        if let Some(id) = id {
+            let a = s.assignment(t).await.unwrap().unwrap();
+            assert_eq!(a.runtime_id, id, "the member is the thread's runtime now");
+            got.push(id);
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["rt_w1", "rt_w2"]);
+    let left: Vec<_> = s
+        .pool_members(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.runtime_id)
+        .collect();
+    assert_eq!(left, ["rt_else", "rt_old"]);
+    assert_eq!(s.pool_members(Some("other:/d")).await.unwrap().len(), 1);
+    assert!(s.pool_remove("rt_old").await.unwrap());
+    assert!(!s.pool_remove("rt_old").await.unwrap());
 }

@@ -31,6 +31,19 @@ type Events = mpsc::UnboundedSender<SandboxEvent>;
 
 impl SandboxBackend for LocalBackend {
     async fn start(&self, spec: SandboxSpec) -> Result<Running, RunError> {
+        let warm = LocalBackend::prepare(&spec, false).await?;
+        Ok(warm.launch(spec, false))
+    }
+}
+
+impl LocalBackend {
+    /// Creates the sandbox, its CA and its gateway for `spec`, but runs no command yet (a
+    /// warm pool member). With `neutral`, the gateway starts with an empty policy (every
+    /// request denied) and the spec's configuration otherwise: its limits, timeouts, audit
+    /// and pinned upstreams. Without `neutral`, only the sandbox's creation fails here; a
+    /// gateway that could not start is reported by [`Warm::launch`]'s run, after everything
+    /// was removed.
+    pub async fn prepare(spec: &SandboxSpec, neutral: bool) -> Result<Warm, RunError> {
         gateway::install_crypto();
         let (events, rx) = mpsc::unbounded_channel();
         for w in spec.warnings() {
@@ -40,16 +53,79 @@ impl SandboxBackend for LocalBackend {
         let sb =
             tokio::task::spawn_blocking(move || Sandbox::create(&limits, netpol::Ports::default()))
                 .await??;
-        let id = sb.id.clone();
-        let mut launched = launch(&spec, &sb, &events).await;
+        let gateway = serve(spec, &sb, neutral).await;
+        if neutral && let Err(e) = gateway {
+            // A warm member with no gateway is of no use to anyone.
+            let _ = tokio::task::spawn_blocking(move || sb.remove()).await;
+            return Err(e);
+        }
+        Ok(Warm {
+            sb,
+            gateway,
+            events,
+            rx,
+        })
+    }
+}
+
+/// A sandbox with its gateway serving and no command (see [`LocalBackend::prepare`]).
+#[derive(Debug)]
+pub struct Warm {
+    sb: Sandbox,
+    gateway: Result<Serving, RunError>,
+    events: Events,
+    rx: mpsc::UnboundedReceiver<SandboxEvent>,
+}
+
+/// A sandbox's gateway, serving.
+#[derive(Debug)]
+struct Serving {
+    task: JoinHandle<()>,
+    stop: oneshot::Sender<()>,
+    shared: std::sync::Arc<gateway::shared::Shared>,
+    audit: PathBuf,
+}
+
+impl Serving {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+impl Warm {
+    /// The sandbox's id.
+    pub fn id(&self) -> &str {
+        &self.sb.id
+    }
+
+    /// Runs `spec`'s command in the sandbox. With `claim`, the gateway first takes the spec's
+    /// policy, its secret values and its audit labels (the sandbox was prepared for another
+    /// spec, or neutral); the listeners, CA, limits and audit file stay those it started with.
+    pub fn launch(self, spec: SandboxSpec, claim: bool) -> Running {
+        let Warm {
+            sb,
+            gateway,
+            events,
+            rx,
+        } = self;
+        let mut launched = gateway.map_err(|e| (e, None)).and_then(|g| {
+            if claim {
+                let config = placed(spec.policy.clone(), &spec, &sb);
+                gateway::admin::install_policy(&g.shared, config.policy, spec.secrets.clone());
+                g.shared.audit.relabel(config.audit.sandbox);
+            }
+            spawn(&spec, &sb, &events, g).map_err(|(e, g)| (e, Some(g)))
+        });
         let (stdin, stdout) = match &mut launched {
             Ok(l) => (l.child.stdin.take(), l.child.stdout.take()),
             Err(_) => (None, None),
         };
         let (stop, stop_rx) = mpsc::channel(1);
         let (status_tx, status) = watch::channel(Status::Running);
+        let id = sb.id.clone();
         let done = tokio::spawn(supervise(sb, launched, stop_rx, status_tx, events));
-        Ok(Running {
+        Running {
             id,
             events: rx,
             stdin,
@@ -57,56 +133,89 @@ impl SandboxBackend for LocalBackend {
             stop: Stopper(stop),
             status,
             done,
-        })
+        }
+    }
+
+    /// Stops the gateway and removes the sandbox; returns what was removed.
+    pub async fn remove(self) -> Vec<String> {
+        if let Ok(g) = self.gateway {
+            g.stop().await;
+        }
+        let sb = self.sb;
+        tokio::task::spawn_blocking(move || sb.remove())
+            .await
+            .unwrap_or_default()
     }
 }
 
 /// A command running in its sandbox, its gateway serving beside it.
 struct Launched {
     child: Child,
-    gateway: JoinHandle<()>,
-    stop_gateway: oneshot::Sender<()>,
-    audit: PathBuf,
+    gateway: Serving,
 }
 
-/// CA, resolver, gateway, command. If the command cannot start, the gateway is stopped.
-async fn launch(spec: &SandboxSpec, sb: &Sandbox, events: &Events) -> Result<Launched, RunError> {
-    ca(&sb.dir)?;
-    name_files(sb)?;
-    let audit = match &spec.audit {
-        Some(a) => a.clone(),
-        None => {
-            std::fs::create_dir_all(LOG_DIR).map_err(|source| RunError::Io {
-                what: LOG_DIR.to_string(),
-                source,
-            })?;
-            Path::new(LOG_DIR).join(format!("sandbox-{}.jsonl", sb.id))
-        }
-    };
-    let config = gateway_config::shape(
-        spec.policy.clone(),
+/// The gateway's configuration for `policy` in this sandbox.
+fn placed(policy: policy::Config, spec: &SandboxSpec, sb: &Sandbox) -> policy::Config {
+    let default_audit = Path::new(LOG_DIR).join(format!("sandbox-{}.jsonl", sb.id));
+    gateway_config::shape(
+        policy,
         &Placement {
             id: &sb.id,
             gateway: sb.addrs.gateway,
             ports: sb.model().ports,
             ca: (&sb.dir.join("ca.crt"), &sb.dir.join("ca.key")),
-            audit: &audit,
+            audit: spec.audit.as_deref().unwrap_or(&default_audit),
             labels: &spec.labels,
         },
-    );
+    )
+}
+
+/// CA, resolver, gateway.
+async fn serve(spec: &SandboxSpec, sb: &Sandbox, neutral: bool) -> Result<Serving, RunError> {
+    ca(&sb.dir)?;
+    name_files(sb)?;
+    if spec.audit.is_none() {
+        std::fs::create_dir_all(LOG_DIR).map_err(|source| RunError::Io {
+            what: LOG_DIR.to_string(),
+            source,
+        })?;
+    }
+    let mut config = placed(spec.policy.clone(), spec, sb);
+    if neutral {
+        config.policy = policy::Policy::default();
+    }
     let audit = config
         .audit
         .file
         .as_ref()
-        .map_or(audit, |f| PathBuf::from(&f.path));
+        .map_or_else(|| sb.dir.join("audit.jsonl"), |f| PathBuf::from(&f.path));
     let gw = Gateway::start_with_env(config, None, spec.secrets.clone()).await?;
-    let (stop_gateway, stopped) = oneshot::channel::<()>();
-    let gateway = tokio::spawn(gw.run(
+    let shared = gw.shared();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(gw.run(
         async {
             let _ = stopped.await;
         },
         Duration::from_secs(2),
     ));
+    Ok(Serving {
+        task,
+        stop,
+        shared,
+        audit,
+    })
+}
+
+/// A command that did not start, and the gateway to stop.
+type Failed = (RunError, Option<Serving>);
+
+/// Starts the command; if it cannot start, the gateway comes back with the error.
+fn spawn(
+    spec: &SandboxSpec,
+    sb: &Sandbox,
+    events: &Events,
+    gateway: Serving,
+) -> Result<Launched, (RunError, Serving)> {
     let mut command = tokio::process::Command::from(sb.command(layout(spec, sb), &spec.command));
     if spec.stdio == Stdio::Piped {
         command
@@ -120,34 +229,30 @@ async fn launch(spec: &SandboxSpec, sb: &Sandbox, events: &Events) -> Result<Lau
                 sandbox: sb.addrs.sandbox,
                 gateway: sb.addrs.gateway,
                 policy: spec.policy_name.clone(),
-                audit: audit.clone(),
+                audit: gateway.audit.clone(),
             });
-            Ok(Launched {
-                child,
-                gateway,
-                stop_gateway,
-                audit,
-            })
+            Ok(Launched { child, gateway })
         }
-        Err(e) => {
-            let _ = stop_gateway.send(());
-            let _ = gateway.await;
-            Err(RunError::Spawn(e))
-        }
+        Err(e) => Err((RunError::Spawn(e), gateway)),
     }
 }
 
 /// Waits for the command (or a stop request), stops the gateway, removes the sandbox.
 async fn supervise(
     sb: Sandbox,
-    launched: Result<Launched, RunError>,
+    launched: Result<Launched, Failed>,
     stop: mpsc::Receiver<Duration>,
     status: watch::Sender<Status>,
     events: Events,
 ) -> Result<u8, RunError> {
     let result = match launched {
         Ok(l) => finish(l, &sb, stop, &status, &events).await,
-        Err(e) => Err(e),
+        Err((e, gateway)) => {
+            if let Some(g) = gateway {
+                g.stop().await;
+            }
+            Err(e)
+        }
     };
     let id = sb.id.clone();
     let removed = tokio::task::spawn_blocking(move || sb.remove()).await?;
@@ -164,8 +269,8 @@ async fn finish(
     events: &Events,
 ) -> Result<u8, RunError> {
     let exit = wait(&mut l.child, sb, stop, status).await;
-    let _ = l.stop_gateway.send(());
-    l.gateway.await?;
+    let audit = l.gateway.audit.clone();
+    l.gateway.stop().await;
     let exit = exit.map_err(RunError::Spawn)?;
     let code = exit
         .code()
@@ -175,7 +280,7 @@ async fn finish(
     let _ = events.send(SandboxEvent::Exited {
         id: sb.id.clone(),
         code,
-        audit: summary(&l.audit),
+        audit: summary(&audit),
     });
     Ok(code)
 }

@@ -1,5 +1,5 @@
-//! The agent API's handlers: spawn, message, execute, executions, threads, release (the
-//! event stream is in `sse.rs`).
+//! The agent API's handlers: spawn, message, execute, executions, threads, release, the warm
+//! pool (the event stream is in `sse.rs`).
 
 use std::sync::Arc;
 
@@ -375,6 +375,13 @@ pub(crate) async fn threads(
         .map(|t| json!({"thread_key": t.thread_key, "created_at": t.created_at, "last_event_id": t.last_event_id, "executions": t.executions, "harness": t.harness}))
         .collect();
     Ok(axum::Json(json!({"threads": threads})).into_response())
+}
+
+/// `GET /agent/pool` (admin): the warm pool's target, its ready members and every member.
+pub(crate) async fn pool(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    caller(&app, &headers, Scope::Admin).await?;
+    let view = app.runtimes.pool_view(&app.store()).await?;
+    Ok(axum::Json(view).into_response())
 }
 
 pub(crate) async fn thread_executions(

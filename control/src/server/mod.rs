@@ -333,6 +333,8 @@ async fn open_store(settings: &Settings, app: &App) -> Result<Store, ServeError>
 /// PostgreSQL notifications, the executions a previous process left (all of them with
 /// `sole`: the only server on a SQLite file), the worker and the reaper.
 async fn background(app: &Arc<App>, store: Store, sole: bool) {
+    let pool = app.clone();
+    tokio::spawn(async move { pool.runtimes.keep_pool(pool.store()).await });
     tokio::spawn(async move {
         loop {
             if let Err(e) = store.listen().await {
@@ -390,6 +392,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/agent/executions/{id}/cancel", post(api::cancel))
         .route("/agent/executions/{id}/steer", post(api::steer))
         .route("/agent/threads", get(api::threads))
+        .route("/agent/pool", get(api::pool))
         .route(
             "/agent/threads/{thread_key}/executions",
             get(api::thread_executions),

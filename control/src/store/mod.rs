@@ -20,6 +20,7 @@ mod events;
 mod executions;
 mod keys;
 mod queue;
+mod runtimes;
 mod slack;
 mod threads;
 mod turns;
@@ -33,6 +34,7 @@ pub use db::{
 pub use event::Event;
 pub use executions::{Claimed, EnqueueRequest, Execution, Finish, Line, Status};
 pub use keys::{Key, Scope};
+pub use runtimes::PoolMember;
 pub use slack::{Delivery, InboxEnd, InboxRow, NewDelivery};
 pub use threads::{Assignment, Message, NewMessage, Outcome, SpawnRequest, ThreadSummary};
 pub use workflows::{ClaimedRun, DueSchedule, NewRun, RunEnd, RunRecord, RunStatus};

@@ -479,60 +479,6 @@ impl Store {
         })
     }
 
-    /// Every runtime an active assignment owns (the reaper keeps these).
-    pub async fn active_runtimes(&self) -> Result<Vec<String>, StoreError> {
-        on_pool!(self, |pool| {
-            Ok(
-                sqlx::query_scalar("SELECT runtime_id FROM assignments WHERE state = 'active'")
-                    .fetch_all(pool)
-                    .await?,
-            )
-        })
-    }
-
-    /// Every active assignment's `(runtime_id, thread_key)` (idle suspension, capacity).
-    pub async fn active_runtime_threads(&self) -> Result<Vec<(String, String)>, StoreError> {
-        on_pool!(self, |pool| {
-            Ok(sqlx::query_as(
-                "SELECT runtime_id, thread_key FROM assignments WHERE state = 'active'",
-            )
-            .fetch_all(pool)
-            .await?)
-        })
-    }
-
-    /// Whether the thread has an execution queued, running or being cancelled (its sandbox
-    /// is about to be used, or is used).
-    pub async fn thread_busy(&self, thread_key: &str) -> Result<bool, StoreError> {
-        on_pool!(self, |pool| {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM executions WHERE thread_key = $1 AND status IN ('queued', 'running', 'cancel_requested')",
-            )
-            .bind(thread_key)
-            .fetch_one(pool)
-            .await?;
-            Ok(n > 0)
-        })
-    }
-
-    /// Gives the assignment a new runtime (its old sandbox is gone): the spool starts over.
-    pub async fn replace_runtime(
-        &self,
-        thread_key: &str,
-        generation: i64,
-        runtime_id: &str,
-    ) -> Result<(), StoreError> {
-        in_tx!(self, |tx| {
-            sqlx::query("UPDATE assignments SET runtime_id = $1, spool_seq = 0 WHERE thread_key = $2 AND generation = $3")
-                .bind(runtime_id)
-                .bind(thread_key)
-                .bind(generation)
-                .execute(&mut *tx)
-                .await?;
-        });
-        Ok(())
-    }
-
     /// Up to `limit` messages after the one with id `cursor`, oldest first, and whether
     /// there are more.
     pub async fn messages(

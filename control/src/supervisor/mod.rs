@@ -6,11 +6,15 @@
 //! so a repeated turn id is never written twice), and answers on the Unix socket `DIR/sock`,
 //! one JSON request per line:
 //!
-//! * `{"op":"status"}` → `{"state":"starting"|"running"|"exited"|"failed", "lines":N, "code"?, "error"?}`
+//! * `{"op":"status"}` → `{"state":"starting"|"warm"|"running"|"exited"|"failed", "lines":N, "code"?, "error"?}`
 //! * `{"op":"turn","id":ID,"line":LINE}` → `{"ok":true,"from":SEQ,"new":BOOL}`: the turn's
 //!   output starts at spool line `from`; `new` is false when the turn was written before.
 //! * `{"op":"attach","from":SEQ}` → a stream of `{"seq":N,"line":"…"}` from `from` on, live,
 //!   then `{"exit":CODE}` when the harness has ended and every line was sent.
+//! * `{"op":"launch","spec":SPEC}` → `{"ok":true}` once the harness runs: claims a warm
+//!   pool member (started from a spec without a command, state `warm`: its sandbox and
+//!   gateway up with a neutral policy); the gateway takes SPEC's policy, secrets and audit
+//!   labels, and SPEC's command starts.
 //! * `{"op":"stop"}` → stops the sandbox (namespace, nftables table, cgroup, run dir gone),
 //!   answers `{"ok":true}` and exits.
 //!
@@ -150,7 +154,8 @@ impl Client {
 
     /// Writes `spec`, starts `exe sandbox supervise DIR` in a process group of its own
     /// (a signal to the server's group does not reach it; the server's death does not end
-    /// it) and waits until the harness runs.
+    /// it) and waits until the harness runs, or, for a spec without a command (a warm pool
+    /// member), until the sandbox is ready for [`Client::launch`].
     pub async fn start(&self, exe: &Path, spec: &SupervisorSpec) -> Result<(), SupervisorError> {
         use std::os::unix::fs::PermissionsExt;
         let fail = |e: String| SupervisorError::Start(e);
@@ -196,6 +201,7 @@ impl Client {
             if let Ok(s) = self.status().await {
                 match s["state"].as_str() {
                     Some("running") => break,
+                    Some("warm") if spec.command.is_empty() => break,
                     Some("failed") => {
                         return Err(fail(
                             s["error"].as_str().unwrap_or("unknown error").to_string(),
@@ -272,6 +278,17 @@ impl Client {
         match (v["ok"].as_bool(), v["from"].as_i64()) {
             (Some(true), Some(from)) => Ok(from),
             _ => Err(SupervisorError::Refused(
+                v["error"].as_str().unwrap_or("no answer").to_string(),
+            )),
+        }
+    }
+
+    /// Claims a warm member: its harness runs `spec` from now on (see the module).
+    pub async fn launch(&self, spec: &SupervisorSpec) -> Result<(), SupervisorError> {
+        let v = self.call(json!({"op": "launch", "spec": spec})).await?;
+        match v["ok"].as_bool() {
+            Some(true) => Ok(()),
+            _ => Err(SupervisorError::Start(
                 v["error"].as_str().unwrap_or("no answer").to_string(),
             )),
         }

@@ -22,6 +22,8 @@ use crate::runner::{SandboxBackend, SandboxSpec, Stdio, Stopper, internal, spec}
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Starting,
+    /// A warm pool member: the sandbox and its gateway are up, no harness yet.
+    Warm,
     Running,
     Exited(i32),
     Failed(String),
@@ -35,6 +37,8 @@ struct State {
     stdin: Mutex<Option<ChildStdin>>,
     turns: Mutex<HashMap<String, i64>>,
     stopper: std::sync::Mutex<Option<Stopper>>,
+    /// A warm member's claim: the spec it runs from now on.
+    claim: tokio::sync::mpsc::Sender<SupervisorSpec>,
 }
 
 /// Runs the supervisor in `dir` until it is told to stop (or, after the harness ended,
@@ -46,6 +50,7 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<u8> {
     let sock = socket(&dir);
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)?;
+    let (claim_tx, mut claim_rx) = tokio::sync::mpsc::channel(1);
     let state = Arc::new(State {
         dir: dir.clone(),
         lines: watch::channel(0).0,
@@ -53,17 +58,32 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<u8> {
         stdin: Mutex::new(None),
         turns: Mutex::new(HashMap::new()),
         stopper: std::sync::Mutex::new(None),
+        claim: claim_tx,
     });
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
     tokio::spawn(serve(listener, state.clone(), stop_tx.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     let running = match sandbox_spec(&s, &dir) {
-        Ok(spec) => LocalBackend.start(spec).await.map_err(|e| e.to_string()),
+        Ok(spec) if s.command.is_empty() => {
+            let stop = async {
+                tokio::select! {
+                    _ = stop_rx.recv() => {}
+                    _ = term.recv() => {}
+                }
+            };
+            warm(spec, &dir, &state, &mut claim_rx, stop).await
+        }
+        Ok(spec) => LocalBackend
+            .start(spec)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     let mut running = match running {
-        Ok(r) => r,
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(0),
         Err(e) => {
             eprintln!("centaur supervisor: {e}");
             state.phase.send_replace(Phase::Failed(e));
@@ -92,6 +112,49 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<u8> {
     });
     until_stopped(&dir, &state, waiter, &mut stop_rx, &mut term).await;
     Ok(0)
+}
+
+/// A warm pool member (a spec without a command): the sandbox and its gateway, with a
+/// neutral policy, wait for a claim, which brings the harness's spec (recorded as
+/// `spec.json`) and its gateway policy; `None` when told to stop first.
+async fn warm(
+    spec: SandboxSpec,
+    dir: &Path,
+    state: &State,
+    claims: &mut tokio::sync::mpsc::Receiver<SupervisorSpec>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Option<crate::runner::Running>, String> {
+    let warm = LocalBackend::prepare(&spec, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    state.phase.send_replace(Phase::Warm);
+    let claim = tokio::select! {
+        c = claims.recv() => c,
+        () = stop => None,
+    };
+    let Some(next) = claim else {
+        warm.remove().await;
+        state.phase.send_replace(Phase::Exited(0));
+        // Let a `stop` caller read its answer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return Ok(None);
+    };
+    let recorded = serde_json::to_string_pretty(&next)
+        .map_err(std::io::Error::other)
+        .and_then(|text| {
+            let mut f = super::private_file(&dir.join("spec.json"), false)?;
+            f.write_all(text.as_bytes())
+        });
+    let spec = recorded
+        .map_err(|e| format!("spec.json: {e}"))
+        .and_then(|()| sandbox_spec(&next, dir));
+    match spec {
+        Ok(spec) => Ok(Some(warm.launch(spec, true))),
+        Err(e) => {
+            warm.remove().await;
+            Err(e)
+        }
+    }
 }
 
 /// Serves until told to stop (or, once the harness ended, ten idle minutes), recording the
@@ -294,6 +357,7 @@ async fn handle(conn: UnixStream, state: Arc<State>, stop: tokio::sync::mpsc::Se
     let reply = match req["op"].as_str() {
         Some("status") => status(&state),
         Some("turn") => turn(&state, &req).await,
+        Some("launch") => launch(&state, &req).await,
         Some("attach") => {
             attach(&state, req["from"].as_i64().unwrap_or(1), &mut w).await;
             return;
@@ -304,7 +368,7 @@ async fn handle(conn: UnixStream, state: Arc<State>, stop: tokio::sync::mpsc::Se
             let mut phase = state.phase.subscribe();
             let _ = tokio::time::timeout(
                 Duration::from_secs(20),
-                phase.wait_for(|p| !matches!(p, Phase::Running | Phase::Starting)),
+                phase.wait_for(|p| matches!(p, Phase::Exited(_) | Phase::Failed(_))),
             )
             .await;
             json!({"ok": true})
@@ -314,10 +378,36 @@ async fn handle(conn: UnixStream, state: Arc<State>, stop: tokio::sync::mpsc::Se
     let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
 }
 
+/// A warm member's claim: answers once the harness runs (or could not start).
+async fn launch(state: &State, req: &Value) -> Value {
+    let spec: SupervisorSpec = match serde_json::from_value(req["spec"].clone()) {
+        Ok(s) => s,
+        Err(e) => return json!({"ok": false, "error": format!("launch: the spec: {e}")}),
+    };
+    if spec.command.is_empty() {
+        return json!({"ok": false, "error": "launch: the spec has no command"});
+    }
+    if *state.phase.borrow() != Phase::Warm || state.claim.try_send(spec).is_err() {
+        return json!({"ok": false, "error": "launch: this sandbox is not a warm one waiting for a claim"});
+    }
+    let mut phase = state.phase.subscribe();
+    let settled = phase
+        .wait_for(|p| !matches!(p, Phase::Warm | Phase::Starting))
+        .await
+        .map(|p| p.clone());
+    match settled {
+        Ok(Phase::Running) => json!({"ok": true}),
+        Ok(Phase::Failed(e)) => json!({"ok": false, "error": e}),
+        Ok(p) => json!({"ok": false, "error": format!("the harness did not start: {p:?}")}),
+        Err(_) => json!({"ok": false, "error": "the supervisor is stopping"}),
+    }
+}
+
 fn status(state: &State) -> Value {
     let lines = *state.lines.borrow();
     match &*state.phase.borrow() {
         Phase::Starting => json!({"state": "starting", "lines": lines}),
+        Phase::Warm => json!({"state": "warm", "lines": lines}),
         Phase::Running => json!({"state": "running", "lines": lines}),
         Phase::Exited(c) => json!({"state": "exited", "lines": lines, "code": c}),
         Phase::Failed(e) => json!({"state": "failed", "lines": lines, "error": e}),

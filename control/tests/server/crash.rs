@@ -14,18 +14,10 @@ use control::clock::SystemClock;
 use control::store::{Location, Status, Store};
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{self, Setup};
+use crate::harness::{self, Setup, free_port};
 
 const THREADS: usize = 20;
 const TURNS: usize = 3;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn replay(base: &str, key: &str, thread: &str, after: i64) -> String {
     let out = tokio::process::Command::new("curl")

@@ -13,7 +13,8 @@ use serde_json::json;
 use crate::calls::{execute, turn, wait_end};
 use crate::harness::{self, Setup};
 
-fn setup(sandbox: &str) -> Setup {
+/// A setup with the counting agent and `sandbox` (YAML lines) added to its sandbox section.
+pub fn setup(sandbox: &str) -> Setup {
     let s = Setup::new(
         &[(
             "counting",
@@ -31,7 +32,7 @@ fn setup(sandbox: &str) -> Setup {
 }
 
 /// The runtimes whose sandboxes run (their supervisor directories).
-fn running(data: &Path) -> Vec<PathBuf> {
+pub fn running(data: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(data.join("sandboxes"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

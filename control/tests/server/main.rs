@@ -7,6 +7,7 @@ mod crash;
 mod failures;
 mod harness;
 mod idle;
+mod pool;
 mod slack;
 mod tools;
 mod tools_sandbox;

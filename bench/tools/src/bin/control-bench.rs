@@ -46,10 +46,14 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
-    /// `runs` times: a new thread, `execute`, time to its first `output` event.
+    /// `runs` times: a new thread, `execute`, time to its first `output` event. With
+    /// `--warm`, each run first waits (untimed) until the server's warm pool is full
+    /// (`GET /agent/pool`; an admin key), so each new thread claims a warm sandbox.
     Cold {
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        #[arg(long)]
+        warm: bool,
     },
     /// One turn whose harness prints `lines` lines as fast as it can: harness output lines
     /// committed (each with its canonical event) and streamed per second.
@@ -70,9 +74,24 @@ struct Api {
 impl Api {
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let req = hyper::Request::post(format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {}", self.key))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))?;
+        self.send(path, req).await
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let req =
+            hyper::Request::get(format!("{}{path}", self.base)).body(Full::new(Bytes::new()))?;
+        self.send(path, req).await
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        mut req: hyper::Request<Full<Bytes>>,
+    ) -> anyhow::Result<Value> {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {}", self.key).parse()?);
         let resp = self.http.request(req).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
@@ -258,9 +277,12 @@ async fn delivery(
     )
 }
 
-async fn cold(api: Arc<Api>, runs: usize) -> anyhow::Result<Value> {
+async fn cold(api: Arc<Api>, runs: usize, warm: bool) -> anyhow::Result<Value> {
     let mut ms = Vec::new();
     for i in 0..runs {
+        if warm {
+            pool_full(&api).await?;
+        }
         let thread = format!("bench:cold-{:08x}-{i}", std::process::id());
         let t = Instant::now();
         let v = api
@@ -286,6 +308,18 @@ async fn cold(api: Arc<Api>, runs: usize) -> anyhow::Result<Value> {
             .await?;
     }
     Ok(json!({"runs": runs, "first_output": summary(ms)}))
+}
+
+/// Waits until the warm pool holds its target (at most a minute).
+async fn pool_full(api: &Api) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        let v = api.get("/agent/pool").await?;
+        if v["target"].as_u64().is_some_and(|t| t > 0) && v["ready"] == v["target"] {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("the warm pool did not fill within a minute")
 }
 
 async fn output(api: Arc<Api>, lines: usize) -> anyhow::Result<Value> {
@@ -358,7 +392,7 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
         } => delivery(api, followers, rate, seconds).await?,
-        Cmd::Cold { runs } => cold(api, runs).await?,
+        Cmd::Cold { runs, warm } => cold(api, runs, warm).await?,
         Cmd::Output { lines } => output(api, lines).await?,
     };
     println!("{out}");

@@ -2,13 +2,27 @@
 """A test harness speaking stream-json. Every turn it receives is appended to turns.log in its
 working directory; a turn it has seen before is an error (the crash test checks that no turn
 reaches a harness twice). Per turn it prints `steps` progress lines, `pause` seconds apart
-(from the message: `steps=N pause=S`), then a result whose text is the turn's text."""
+(from the message: `steps=N pause=S`), then a result whose text is the turn's text; with
+`fetch=PATH`, followed by ` -> STATUS BODY` of a GET of http://centaur.internal/PATH made from
+inside the sandbox."""
 
 import json
 import os
 import re
 import sys
 import time
+import urllib.error
+import urllib.request
+
+
+def fetch(path):
+    try:
+        with urllib.request.urlopen(f"http://centaur.internal{path}", timeout=10) as r:
+            return f"{r.status} {r.read(300).decode(errors='replace')}"
+    except urllib.error.HTTPError as e:
+        return f"{e.code} {e.read(300).decode(errors='replace')}"
+    except OSError as e:
+        return f"error {e}"
 
 
 def out(o):
@@ -42,4 +56,6 @@ for line in sys.stdin:
                 },
             }
         )
-    out({"type": "result", "subtype": "success", "is_error": False, "result": text, "session_id": f"counting-{os.getpid()}"})
+    probe = re.search(r"fetch=(\S+)", text)
+    result = f"{text} -> {fetch(probe[1])}" if probe else text
+    out({"type": "result", "subtype": "success", "is_error": False, "result": result, "session_id": f"counting-{os.getpid()}"})

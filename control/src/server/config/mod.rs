@@ -12,6 +12,11 @@ use crate::server::slack::settings::{EgressConfig, SlackConfig, SlackSettings};
 use crate::tools::config::{ToolSettings, ToolsConfig};
 use crate::workflows::config::{WorkflowSettings, WorkflowsConfig};
 
+mod values;
+
+pub use values::{duration, idle_timeout};
+use values::{duration_or, mounts, size, user};
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +79,9 @@ pub struct SandboxConfig {
     /// The most sandboxes running at once; a cold start beyond it first stops the least
     /// recently used idle one (default: no limit).
     pub max_running: Option<usize>,
+    /// Sandboxes kept ready, with a neutral policy, for new threads to claim (default 0:
+    /// every thread's first turn waits for a cold start).
+    pub warm_pool: Option<usize>,
 }
 
 /// One harness.
@@ -151,6 +159,8 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// See [`SandboxConfig::max_running`].
     pub max_running: Option<usize>,
+    /// See [`SandboxConfig::warm_pool`].
+    pub warm_pool: usize,
     /// Harnesses.
     pub harnesses: BTreeMap<String, HarnessConfig>,
     /// The default harness.
@@ -176,7 +186,7 @@ pub struct Settings {
 }
 
 /// The built-in scripted agent (a stand-in for an agent CLI; there is no model API here).
-pub const SCRIPTED_AGENT: &str = include_str!("agents/scripted.py");
+pub const SCRIPTED_AGENT: &str = include_str!("../agents/scripted.py");
 
 /// Where the built-in agent appears inside every sandbox.
 pub const AGENTS_INSIDE: &str = "/run/centaur/agents";
@@ -224,42 +234,6 @@ pub fn parse(text: &str) -> Result<ServerConfig, String> {
     serde_saphyr::from_str(text).map_err(|e| e.to_string())
 }
 
-/// `sandbox.idle_timeout`: a duration of at least 1s, or `none`; 30 minutes when left out.
-pub fn idle_timeout(v: Option<&str>, errors: &mut Vec<String>) -> Option<Duration> {
-    match v {
-        Some("none") => None,
-        Some(d) => match duration(d) {
-            Ok(d) if d >= Duration::from_secs(1) => Some(d),
-            Ok(_) => {
-                errors.push("sandbox.idle_timeout: at least 1s (or none)".into());
-                None
-            }
-            Err(e) => {
-                errors.push(format!("sandbox.idle_timeout: {e}"));
-                None
-            }
-        },
-        None => Some(Duration::from_secs(30 * 60)),
-    }
-}
-
-/// A duration such as `500ms`, `30s`, `10m`, `1h`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 30s, 10m, 1h)"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    })
-}
-
 impl ServerConfig {
     /// Checks the config and fills in defaults; `base` is the config file's directory.
     /// Every problem is reported at once.
@@ -287,6 +261,13 @@ impl ServerConfig {
         let idle_timeout = idle_timeout(self.sandbox.idle_timeout.as_deref(), &mut errors);
         if self.sandbox.max_running == Some(0) {
             errors.push("sandbox.max_running: at least 1".into());
+        }
+        if let (Some(w), Some(m)) = (self.sandbox.warm_pool, self.sandbox.max_running)
+            && w >= m
+        {
+            errors.push(format!(
+                "sandbox.warm_pool ({w}) must be below sandbox.max_running ({m}): warm sandboxes count as running"
+            ));
         }
         let max_body = size(
             l.max_body.as_deref(),
@@ -318,6 +299,7 @@ impl ServerConfig {
             env: self.sandbox.env,
             idle_timeout,
             max_running: self.sandbox.max_running,
+            warm_pool: self.sandbox.warm_pool.unwrap_or(0),
             harnesses,
             default_harness,
             max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
@@ -409,67 +391,6 @@ fn harnesses(
     out
 }
 
-/// `UID[:GID]`, never 0; nobody by default.
-fn user(spec: Option<&str>, errors: &mut Vec<String>) -> (u32, u32) {
-    let Some(u) = spec else {
-        return (65534, 65534);
-    };
-    let (a, b) = u.split_once(':').unwrap_or((u, u));
-    match (a.parse::<u32>(), b.parse::<u32>()) {
-        (Ok(0), _) | (_, Ok(0)) => {
-            errors.push("sandbox.user: the harness never runs as root".to_string());
-            (65534, 65534)
-        }
-        (Ok(a), Ok(b)) => (a, b),
-        _ => {
-            errors.push(format!("sandbox.user: {u:?} is not UID[:GID]"));
-            (65534, 65534)
-        }
-    }
-}
-
-/// A size (`1MiB`), or the default.
-fn size(v: Option<&str>, what: &str, default: u64, errors: &mut Vec<String>) -> u64 {
-    match v {
-        None => default,
-        Some(s) => policy::parse_size(s).unwrap_or_else(|e| {
-            errors.push(format!("{what}: {e}"));
-            default
-        }),
-    }
-}
-
-/// A duration (`30s`), or the default in seconds.
-fn duration_or(v: &Option<String>, what: &str, default: u64, errors: &mut Vec<String>) -> Duration {
-    match v {
-        None => Duration::from_secs(default),
-        Some(s) => duration(s).unwrap_or_else(|e| {
-            errors.push(format!("limits.{what}: {e}"));
-            Duration::from_secs(default)
-        }),
-    }
-}
-
-/// `SRC[:DEST]` read-only mounts: the source must exist, the destination be absolute.
-fn mounts(list: &[String], base: &Path, errors: &mut Vec<String>) -> Vec<(PathBuf, PathBuf)> {
-    let mut out = Vec::new();
-    for m in list {
-        let (src, dest) = m.split_once(':').unwrap_or((m, m));
-        let src = base.join(src);
-        let dest = PathBuf::from(dest);
-        if !dest.is_absolute() {
-            errors.push(format!(
-                "sandbox.mounts: {m:?}: the destination must be absolute"
-            ));
-        } else if !src.exists() {
-            errors.push(format!("sandbox.mounts: {} does not exist", src.display()));
-        } else {
-            out.push((src, dest));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,13 +470,5 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want}: {e}");
         }
-    }
-
-    #[test]
-    fn durations_have_units() {
-        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(duration("10m").unwrap(), Duration::from_secs(600));
-        assert!(duration("ten").is_err());
-        assert!(duration("5y").is_err());
     }
 }

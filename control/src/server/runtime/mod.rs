@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::harness::{self, Harness, Launch};
@@ -12,6 +12,8 @@ use crate::server::config::Settings;
 use crate::server::paths::private_dir;
 use crate::store::{Assignment, Store, StoreError, new_id};
 use crate::supervisor::{Client, Internal, SupervisorSpec};
+
+mod pool;
 
 /// Where the `centaur` binary appears inside every sandbox (the Codex bridge runs it).
 pub const CENTAUR_INSIDE: &str = "/run/centaur/bin/centaur";
@@ -46,8 +48,36 @@ pub struct Runtimes {
     /// One lock per thread: held by the worker while it drives an execution, tried by idle
     /// suspension and the capacity limit, so a sandbox is never stopped under a turn.
     holds: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    /// Serialises cold starts while `sandbox.max_running` is set (count, evict, start).
+    /// Serialises cold starts and pool refills while `sandbox.max_running` is set (count,
+    /// evict, start).
     capacity: Arc<tokio::sync::Mutex<()>>,
+    /// The warm pool (`sandbox.warm_pool`).
+    pool: Arc<Pool>,
+}
+
+/// The warm pool's settings and wake-up (`pool.rs`).
+#[derive(Debug)]
+struct Pool {
+    target: usize,
+    scope: String,
+    hash: OnceLock<String>,
+    /// Rings after a claim: the refiller makes the next member at once.
+    wake: tokio::sync::Notify,
+    /// One refiller at a time.
+    filling: tokio::sync::Mutex<()>,
+}
+
+impl Pool {
+    fn new(settings: &Settings) -> Pool {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        Pool {
+            target: settings.warm_pool,
+            scope: format!("{}:{}", host.trim(), settings.data_dir.display()),
+            hash: OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
+            filling: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 /// A thread's lock (see [`Runtimes::hold`]).
@@ -61,6 +91,7 @@ impl Runtimes {
     pub fn new(settings: Arc<Settings>, exe: PathBuf) -> Self {
         let dir = settings.data_dir.join("sandboxes");
         Runtimes {
+            pool: Arc::new(Pool::new(&settings)),
             settings,
             exe,
             dir,
@@ -165,8 +196,9 @@ impl Runtimes {
         })
     }
 
-    /// Starts a sandbox for the assignment, resuming `resume`. A runtime that ran before (its sandbox is gone or
-    /// its harness ended) is replaced by a new one, recorded first so the reaper keeps it;
+    /// Starts a sandbox for the assignment, resuming `resume`: a warm pool member when one
+    /// is ready, else a cold start. A runtime that ran before (its sandbox is gone or its
+    /// harness ended) is replaced by a new one, recorded first so the reaper keeps it;
     /// returns the assignment as it now is.
     pub async fn start(
         &self,
@@ -186,22 +218,10 @@ impl Runtimes {
             a.runtime_id = id;
             a.spool_seq = 0;
         }
-        let internal = match self.api.get() {
-            Some(api) => {
-                let rules = self
-                    .settings
-                    .tools
-                    .as_ref()
-                    .map_or(&[][..], |t| &t.threads[..]);
-                let scopes = crate::tools::config::thread_scopes(rules, &a.thread_key);
-                let token = store
-                    .create_sandbox_token(&a.thread_key, &a.runtime_id, &scopes)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Some(Internal { api: *api, token })
-            }
-            None => None,
-        };
+        if let Some(claimed) = self.claim(store, &a, resume.clone()).await {
+            return Ok(claimed);
+        }
+        let internal = self.internal(store, &a).await?;
         let spec = self.spec(&a, resume, internal)?;
         private_dir(&self.dir, 0o711)?;
         let client = self.client(&a.runtime_id);
@@ -216,6 +236,24 @@ impl Runtimes {
             return Err(e.to_string());
         }
         Ok((client, a))
+    }
+
+    /// The route to the API for the assignment's sandbox, with a new token for its runtime.
+    async fn internal(&self, store: &Store, a: &Assignment) -> Result<Option<Internal>, String> {
+        let Some(api) = self.api.get() else {
+            return Ok(None);
+        };
+        let rules = self
+            .settings
+            .tools
+            .as_ref()
+            .map_or(&[][..], |t| &t.threads[..]);
+        let scopes = crate::tools::config::thread_scopes(rules, &a.thread_key);
+        let token = store
+            .create_sandbox_token(&a.thread_key, &a.runtime_id, &scopes)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Internal { api: *api, token }))
     }
 
     fn spec(
@@ -413,19 +451,16 @@ impl Runtimes {
         let guard = self.capacity.clone().lock_owned().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let running = std::fs::read_dir(&self.dir)
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| {
-                            let n = e.file_name();
-                            let n = n.to_string_lossy();
-                            n.starts_with("rt_") && n != own
-                        })
-                        .count()
-                })
-                .unwrap_or(0);
+            let running = self.running(own);
             if running < max {
                 return Ok(guard);
+            }
+            // A warm member goes first: it serves nobody yet.
+            if let Some(runtime) = self.evict_warm(store).await {
+                tracing::info!(
+                    "stopping warm sandbox {runtime}: {running} of sandbox.max_running {max} run"
+                );
+                continue;
             }
             if let Some((runtime, _hold)) = self.idle(store, Duration::ZERO, 1).await.pop() {
                 tracing::info!(
@@ -443,7 +478,22 @@ impl Runtimes {
         }
     }
 
-    /// Stops every sandbox here that no active assignment owns; returns their ids. The
+    /// How many sandboxes run here (their directories), `except` one.
+    fn running(&self, except: &str) -> usize {
+        std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        let n = e.file_name();
+                        let n = n.to_string_lossy();
+                        n.starts_with("rt_") && n != except
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Stops every sandbox here that no active assignment or pool row owns; returns their ids. The
     /// directories are listed before the store is asked (a runtime is recorded before its
     /// directory is made, so one that starts meanwhile is never mistaken for an orphan), and
     /// one younger than a minute is left for the next round.
