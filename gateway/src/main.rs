@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("centaur-gateway: {e:#}");
+            eprintln!("centaur-gateway: {}", gateway::cli::describe(&e));
             ExitCode::FAILURE
         }
     }

@@ -256,3 +256,27 @@ fn hostile_policy_files_are_refused_quickly_within_bounded_memory() {
         );
     }
 }
+
+#[test]
+fn a_start_up_error_names_its_file_and_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("ca.pem");
+    let config = dir.path().join("g.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dns: {{enabled: false}}\ntls: {{ca_cert: {0}, ca_key: {0}}}\ntransforms: []\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run(bin().arg("run").arg("--config").arg(&config));
+    assert!(!ok);
+    let line = err.lines().last().unwrap();
+    assert!(
+        line.starts_with("centaur-gateway: certificate authority: ")
+            && line.matches(missing.to_str().unwrap()).count() == 1
+            && line.matches("No such file").count() == 1,
+        "{err}"
+    );
+}

@@ -66,7 +66,7 @@ pub fn run(cmd: PolicyCmd, prog: &str) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{prog}: {e:#}");
+            eprintln!("{prog}: {}", super::describe(&e));
             ExitCode::FAILURE
         }
     }
@@ -90,7 +90,7 @@ fn check(path: &Path, prog: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e:#}");
+            eprintln!("{}", super::describe(&e));
             ExitCode::FAILURE
         }
     }
@@ -265,7 +265,7 @@ fn test(path: &Path, extra: &[PathBuf]) -> ExitCode {
     let (c, cases) = match result {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("{e:#}");
+            eprintln!("{}", super::describe(&e));
             return ExitCode::FAILURE;
         }
     };

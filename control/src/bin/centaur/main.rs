@@ -99,7 +99,7 @@ fn main() -> ExitCode {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     use std::io::Write as _;
-                    let _ = writeln!(std::io::stderr(), "centaur: {e:#}");
+                    let _ = writeln!(std::io::stderr(), "centaur: {}", gateway::cli::describe(&e));
                     ExitCode::from(125)
                 }
             };
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("centaur: {e:#}");
+            eprintln!("centaur: {}", gateway::cli::describe(&e));
             ExitCode::FAILURE
         }
     }
@@ -141,7 +141,7 @@ fn block(f: impl std::future::Future<Output = anyhow::Result<u8>>) -> ExitCode {
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("centaur: {e:#}");
+            eprintln!("centaur: {}", gateway::cli::describe(&e));
             ExitCode::FAILURE
         }
     }
