@@ -14,7 +14,8 @@ QUICK_BUILD = {"CARGO_PROFILE_RELEASE_LTO": "false", "CARGO_PROFILE_RELEASE_CODE
 
 
 def install(args):
-    env = {**os.environ, **QUICK_BUILD} if args.smoke else None
+    smoke = getattr(args, "smoke", False)  # bench/profile has no smoke mode
+    env = {**os.environ, **QUICK_BUILD} if smoke else None
 
     def missing(what):
         if args.no_install:
@@ -27,10 +28,10 @@ def install(args):
         sh(["apt-get", "install", "-y", "-q", *need_apt], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     oha = shutil.which("oha")
     if oha is None:
-        root = os.path.join(TOOLS, "oha-quick" if args.smoke else "oha")
+        root = os.path.join(TOOLS, "oha-quick" if smoke else "oha")
         oha = os.path.join(root, "bin", "oha")
         if not os.path.exists(oha):
-            missing(f"oha {OHA_VERSION} (cargo install, about {3 if args.smoke else 6} minutes on 2 cores)")
+            missing(f"oha {OHA_VERSION} (cargo install, about {3 if smoke else 6} minutes on 2 cores)")
             sh(["cargo", "install", "--locked", "--quiet", "oha", "--version", OHA_VERSION, "--root", root], env=env)
     mitmdump = None
     if "mitmproxy" in args.contenders:
@@ -40,7 +41,7 @@ def install(args):
             venv = os.path.dirname(os.path.dirname(mitmdump))
             sh([sys.executable, "-m", "venv", venv])
             sh([os.path.join(venv, "bin", "pip"), "install", "-q", f"mitmproxy=={MITMPROXY_VERSION}"])
-    log("cargo build --release (centaur-gateway and the bench tools)" + (", without LTO" if args.smoke else ""))
+    log("cargo build --release (centaur-gateway and the bench tools)" + (", without LTO" if smoke else ""))
     sh(["cargo", "build", "--release", "--quiet", "-p", "gateway", "-p", "bench"], cwd=ROOT, env=env)
     if "audit_query" in args.scenarios:
         log("cargo build --release (centaur and gen_audit, for audit_query)")

@@ -3,11 +3,13 @@
 //! thread's policy, token and audit labels) and the pool refills; a restart of the same
 //! deploy keeps the member; a new deploy evicts and deletes it, leaving nothing behind
 //! (supervisor, namespace, nftables table, cgroup, run directory); the reaper keeps
-//! members; `GET /agent/pool` is for admins.
+//! members; `GET /agent/pool` is for admins; a member half made when the server was killed
+//! (`kill -9`) is deleted at the next start rather than holding a place it can never serve.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -259,6 +261,115 @@ async fn warm_members_count_toward_max_running_and_make_room_first() {
     assert!(
         !now.iter().any(|p| p.ends_with(&w1[0])),
         "a's sandbox stopped: {now:?}"
+    );
+    server.stop().await;
+    harness::stop_sandboxes(&data).await;
+}
+
+/// A pool row's state, read from the store while no server runs.
+async fn row_state(data: &Path, runtime: &str) -> Option<String> {
+    let location = control::store::Location::Sqlite(data.join("centaur.db"));
+    let store = control::store::Store::open(&location, Arc::new(control::clock::SystemClock))
+        .await
+        .unwrap();
+    let members = store.pool_members(None).await.unwrap();
+    members
+        .into_iter()
+        .find(|m| m.runtime_id == runtime)
+        .map(|m| m.state)
+}
+
+/// The id of a member the pool shows as `starting`, polled as fast as the API answers (for
+/// at most 3 s).
+async fn catch_starting(server: &Server, admin: &str) -> Option<String> {
+    let end = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < end {
+        let v = pool(server, admin).await;
+        let starting = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["state"] == "starting");
+        if let Some(m) = starting {
+            return Some(m["runtime_id"].as_str().unwrap().to_string());
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_half_made_when_the_server_was_killed_is_deleted_at_the_next_start() {
+    if !harness::root_or_skip(
+        "a_member_half_made_when_the_server_was_killed_is_deleted_at_the_next_start",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "transforms: []\n").unwrap();
+    let setup = setup(&policy, "");
+    let key = setup.key("tester", "agent");
+    let admin = setup.key("operator", "admin");
+    let data = setup.data();
+    let listen = format!("127.0.0.1:{}", free_port());
+
+    // kill -9 while a member is being made: its row says `starting`, its supervisor goes on
+    // and comes up warm with nobody left to mark it ready. The kill can come a moment too
+    // late (the row says `ready` by then: such a member is rightly kept); then again.
+    let mut half = None;
+    for n in 0..5 {
+        let server = setup.start_on(&listen).await;
+        let mut seen = catch_starting(&server, &admin).await;
+        if seen.is_none() {
+            // Missed at start-up: a claim makes the pool refill.
+            ready(&server, &admin, 1).await;
+            let e = turn(&server, &key, &format!("api:t{n}"), "counting", "hi").await;
+            assert_eq!(e["status"], "completed", "{e}");
+            seen = catch_starting(&server, &admin).await;
+        }
+        server.kill9().await;
+        if let Some(id) = seen
+            && row_state(&data, &id).await.as_deref() == Some("starting")
+        {
+            half = Some(id);
+            break;
+        }
+    }
+    let half = half.expect("the server was killed while a member was starting");
+    let client = control::supervisor::Client::new(data.join("sandboxes").join(&half));
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = client
+            .status()
+            .await
+            .map_or(Value::Null, |s| s["state"].clone());
+        if state == "warm" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "warm", "the half-made member came up after the kill");
+    let sandbox = sandbox_of(&data, &half);
+
+    // The next start deletes it and makes a member that can be claimed.
+    let server = setup.start_on(&listen).await;
+    let v = ready(&server, &admin, 1).await;
+    let now = member_ids(&v);
+    assert_eq!(now.len(), 1, "{v}");
+    assert_ne!(now[0], half, "{v}");
+    assert!(!data.join("sandboxes").join(&half).exists());
+    assert!(
+        sandbox::local::runs().iter().all(|r| r.id != sandbox),
+        "the half-made member's sandbox is gone"
+    );
+    let e = turn(&server, &key, "api:after", "counting", "hi").await;
+    assert_eq!(e["status"], "completed", "{e}");
+    assert!(
+        server
+            .log()
+            .contains(&format!("thread api:after claimed warm sandbox {}", now[0])),
+        "{}",
+        server.log()
     );
     server.stop().await;
     harness::stop_sandboxes(&data).await;

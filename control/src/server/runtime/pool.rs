@@ -88,7 +88,10 @@ impl Runtimes {
             let warm = tokio::time::timeout(Duration::from_secs(5), client.status())
                 .await
                 .is_ok_and(|s| s.is_ok_and(|s| s["state"] == "warm"));
-            if m.deploy_hash == self.deploy_hash() && warm && kept < self.pool.target {
+            // A member still `starting` was being made by a process that died: its row was
+            // never marked ready, so it would never be claimed, yet it fills a place.
+            let ready = m.state == "ready";
+            if m.deploy_hash == self.deploy_hash() && ready && warm && kept < self.pool.target {
                 kept += 1;
                 continue;
             }
