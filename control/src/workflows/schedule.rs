@@ -148,22 +148,29 @@ impl Schedule {
     }
 
     /// At `now`, with the schedule's next slot at `due` (≤ `now`): the slot to fire, if
-    /// any, and the next slot after `now`.
+    /// any, and the slot after it. Every slot late by at most [`GRACE_MS`] is on time and
+    /// fires, the earliest first (invariant 7: a replica that takes over late, or a tick that
+    /// ran late, makes up the slots in between, one per call). Slots missed by more are
+    /// skipped, or with `misfire: run_once` the latest of them fires once.
     pub fn fire(&self, due: i64, now: i64) -> (Option<i64>, Option<i64>) {
-        let mut latest = due;
-        // The latest slot not after now (bounded: a schedule down for years stops counting).
+        let mut slot = due;
+        // The first slot within the grace, else the latest not after now (bounded: a
+        // schedule down for years stops counting).
         for _ in 0..100_000 {
-            match self.next_after(latest) {
-                Some(n) if n <= now => latest = n,
+            if now - slot <= GRACE_MS {
+                break;
+            }
+            match self.next_after(slot) {
+                Some(n) if n <= now => slot = n,
                 _ => break,
             }
         }
-        let fire = if now - latest <= GRACE_MS || self.misfire == Misfire::RunOnce {
-            Some(latest)
+        let fire = if now - slot <= GRACE_MS || self.misfire == Misfire::RunOnce {
+            Some(slot)
         } else {
             None
         };
-        (fire, self.next_after(latest))
+        (fire, self.next_after(slot))
     }
 }
 
@@ -439,6 +446,19 @@ mod tests {
         let t0 = ms("2026-11-30T00:00:00Z");
         // On time (within the grace): fire it; the next slot stays on the grid.
         assert_eq!(skip.fire(t0, t0 + 5_000), (Some(t0), Some(t0 + 60_000)));
+        // Two slots due, both within the grace (a late takeover): the earlier first, then
+        // the other; none is lost.
+        let every = parse(&json!({"interval_seconds": 1})).unwrap();
+        assert_eq!(every.fire(t0, t0 + 2_300), (Some(t0), Some(t0 + 1_000)));
+        assert_eq!(
+            every.fire(t0 + 1_000, t0 + 2_300),
+            (Some(t0 + 1_000), Some(t0 + 2_000))
+        );
+        // Slots older than the grace are skipped up to the first one within it.
+        assert_eq!(
+            every.fire(t0, t0 + 70_000),
+            (Some(t0 + 10_000), Some(t0 + 11_000))
+        );
         // Down for ten minutes: the slots missed are not made up, the latest (10 s ago,
         // within the grace) fires.
         assert_eq!(

@@ -75,6 +75,21 @@ impl Schedules {
     pub async fn tick(&self, store: &Store, clock: &dyn Clock) -> Result<usize, StoreError> {
         let now = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
         let mut fired = 0;
+        // A round fires at most one slot per schedule; slots still due (a tick or a
+        // takeover that came late) fire in the next round, the earliest first.
+        for _ in 0..MAX_ROUNDS {
+            let before = fired;
+            fired += self.round(store, now).await?;
+            if fired == before {
+                break;
+            }
+        }
+        Ok(fired)
+    }
+
+    /// One round of [`Schedules::tick`]: each due schedule fires or skips its next slot.
+    async fn round(&self, store: &Store, now: i64) -> Result<usize, StoreError> {
+        let mut fired = 0;
         for due in store.due_schedules().await? {
             let plan = {
                 let map = lock(&self.map);
@@ -119,6 +134,9 @@ impl Schedules {
         Ok(fired)
     }
 }
+
+/// How many slots of one schedule a tick fires at most (the rest wait for the next tick).
+const MAX_ROUNDS: usize = 60;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
