@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -99,7 +100,22 @@ def run_engine(engine, centaur, tool, smoke, scenarios=None, config=None):
     finally:
         server.terminate()
         server.wait(timeout=30)
+        stop_sandboxes(os.path.join(data, "sandboxes"))
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stop_sandboxes(root):
+    """Stops every sandbox the server left: its supervisors outlive it by design (a warm pool
+    member waits for the next start of the same deploy)."""
+    for rt in os.listdir(root) if os.path.isdir(root) else []:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(30)
+                s.connect(os.path.join(root, rt, "sock"))
+                s.sendall(b'{"op":"stop"}\n')
+                s.recv(4096)
+        except OSError:
+            pass  # already gone
 
 
 def measure_pool(centaur, tool, smoke):
