@@ -328,7 +328,7 @@ async fn aws_secrets_manager_and_parameter_store_sources() {
     assert_eq!(calls[1]["service"], "ssm");
     assert_eq!(calls[1]["request"]["WithDecryption"], true);
     // The log names the failing source and the AWS error, never a value.
-    let log = p.log();
+    let log = p.log_with("ResourceNotFoundException").await;
     assert!(log.contains("aws_sm:prod/nothing-here"), "{log}");
     assert!(log.contains("ResourceNotFoundException"), "{log}");
     common::assert_no_canary("the gateway's log", &log);

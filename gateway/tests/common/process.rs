@@ -151,6 +151,20 @@ transforms:
         std::fs::read_to_string(self.path("gateway.log")).unwrap_or_default()
     }
 
+    /// The log once it holds `needle`, or as it is after 10 s: a thread copies the
+    /// gateway's standard error into the file, so a line written before a response can
+    /// reach the file after the client has the response.
+    pub async fn log_with(&self, needle: &str) -> String {
+        for _ in 0..200 {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.log()
+    }
+
     pub fn records(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for f in self.audit_files() {
