@@ -7,14 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use sandbox::kubernetes::cluster::{Cluster, ClusterError};
 use sandbox::kubernetes::objects::{GatewayFiles, Resources, Spec};
 use serde_json::{Value, json};
+use testkit::kube::FakeApi;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -22,41 +22,18 @@ fn repo() -> PathBuf {
 
 /// The fake API server, killed on drop.
 struct Fake {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    api: FakeApi,
 }
 
 impl Fake {
     fn start() -> Fake {
-        let python = repo().join(".venv/bin/python");
-        assert!(python.exists(), "run scripts/install-deps first (no .venv)");
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(python)
-            .arg(repo().join("sandbox/tests/fakes/kube_api.py"))
-            .args([dir.path().to_str().unwrap(), "t0ken", "0.1"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = serde_json::from_str::<Value>(&line).unwrap()["port"]
-            .as_u64()
-            .unwrap() as u16;
-        Fake { child, dir, port }
+        Fake {
+            api: FakeApi::start(&repo()),
+        }
     }
 
     fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
+        self.api.kubeconfig()
     }
 
     async fn cluster(&self) -> Cluster {
@@ -75,7 +52,7 @@ impl Fake {
         let out = Command::new(kubectl)
             .args(args)
             .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path())
+            .env("HOME", self.api.dir())
             .output()
             .unwrap();
         let text = format!(
@@ -115,21 +92,11 @@ impl Fake {
     }
 
     fn control(&self, what: &str, body: Value) {
-        let out = Command::new("curl")
-            .args(["-sS", "-k", "-H", "Authorization: Bearer t0ken", "-d"])
-            .arg(body.to_string())
-            .arg(format!("https://127.0.0.1:{}/_fake/{what}", self.port))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        self.api.control(what, &body);
     }
 
     fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("requests.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.api.requests()
     }
 }
 
@@ -358,7 +325,7 @@ async fn the_reaper_deletes_what_nothing_owns() {
     warm.thread_label.clear();
     warm.deploy = "deploy-0".into();
     c.create(&warm, files).await.unwrap();
-    let stray = fake.dir.path().join("stray.json");
+    let stray = fake.api.dir().join("stray.json");
     std::fs::write(
         &stray,
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "centaur-gone-gateway", "labels": {
@@ -394,7 +361,7 @@ async fn the_reaper_deletes_what_nothing_owns() {
 async fn credentials_that_do_not_work_are_refused_clearly() {
     let fake = Fake::start();
     let text = std::fs::read_to_string(fake.kubeconfig()).unwrap();
-    let bad = fake.dir.path().join("bad");
+    let bad = fake.api.dir().join("bad");
     std::fs::write(&bad, text.replace("t0ken", "wrong")).unwrap();
     let c = Cluster::connect(Some(&bad), Some("agents")).await.unwrap();
     let err = c.create(&spec("sb-1"), files).await.unwrap_err();
@@ -416,7 +383,7 @@ async fn the_objects_belong_to_the_centaur_field_manager() {
     let fake = Fake::start();
     let c = fake.cluster().await;
     let made = c.create(&spec("sb-1"), files).await.unwrap();
-    let theirs = fake.dir.path().join("theirs.json");
+    let theirs = fake.api.dir().join("theirs.json");
     std::fs::write(
         &theirs,
         json!({"apiVersion": "v1", "kind": "ConfigMap",

@@ -1,8 +1,9 @@
 //! Test support shared by the workspace's tests (and by `centaur demo`, which needs a local
 //! API to call): a real HTTPS origin with its own CA that records every request, the rule for
-//! tests that need root, and helpers for reading audit files. Never a dependency of the
+//! tests that need root, helpers for reading audit files, and the fake Kubernetes API server. Never a dependency of the
 //! gateway or of a library's production code.
 
+pub mod kube;
 pub mod origin;
 
 use std::path::{Path, PathBuf};

@@ -285,33 +285,23 @@ async fn finish(
     Ok(code)
 }
 
-/// Waits for the command. A stop request gives it `grace` to finish on its own; then every
-/// process in the sandbox but the outermost gets SIGTERM, and whatever still runs five seconds
-/// later is killed.
+/// Waits for the command (see [`super::wait_or_stop`]); a stop's TERM goes to every process
+/// in the sandbox but the outermost, its KILL to all of them.
 async fn wait(
     child: &mut Child,
     sb: &Sandbox,
-    mut stop: mpsc::Receiver<Duration>,
+    stop: mpsc::Receiver<Duration>,
     status: &watch::Sender<Status>,
 ) -> std::io::Result<ExitStatus> {
     let outer = child.id();
-    let grace = tokio::select! {
-        exit = child.wait() => return exit,
-        grace = stop.recv() => match grace {
-            Some(g) => g,
-            None => return child.wait().await,
-        },
-    };
-    status.send_replace(Status::Stopping);
-    if let Ok(exit) = tokio::time::timeout(grace, child.wait()).await {
-        return exit;
-    }
-    sb.signal(Signal::TERM, outer);
-    if let Ok(exit) = tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-        return exit;
-    }
-    sb.signal(Signal::KILL, None);
-    child.wait().await
+    super::wait_or_stop(child, stop, status, |kill| {
+        if kill {
+            sb.signal(Signal::KILL, None);
+        } else {
+            sb.signal(Signal::TERM, outer);
+        }
+    })
+    .await
 }
 
 /// The command's environment: a plain base, the CA trust variables, the gateway's address,

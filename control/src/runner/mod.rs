@@ -9,6 +9,7 @@
 pub mod gateway_config;
 pub mod internal;
 pub mod local;
+pub mod pod;
 pub mod spec;
 
 use std::future::Future;
@@ -150,4 +151,32 @@ impl Running {
     pub async fn wait(self) -> Result<u8, RunError> {
         self.done.await?
     }
+}
+
+/// Waits for a sandbox's command. A stop request gives it `grace` to finish on its own; then
+/// `signal(false)` (TERM), and whatever still runs five seconds later gets `signal(true)`
+/// (KILL).
+async fn wait_or_stop(
+    child: &mut tokio::process::Child,
+    mut stop: mpsc::Receiver<Duration>,
+    status: &watch::Sender<Status>,
+    signal: impl Fn(bool),
+) -> std::io::Result<std::process::ExitStatus> {
+    let grace = tokio::select! {
+        exit = child.wait() => return exit,
+        grace = stop.recv() => match grace {
+            Some(g) => g,
+            None => return child.wait().await,
+        },
+    };
+    status.send_replace(Status::Stopping);
+    if let Ok(exit) = tokio::time::timeout(grace, child.wait()).await {
+        return exit;
+    }
+    signal(false);
+    if let Ok(exit) = tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        return exit;
+    }
+    signal(true);
+    child.wait().await
 }

@@ -18,20 +18,29 @@
 //! * `{"op":"stop"}` → stops the sandbox (namespace, nftables table, cgroup, run dir gone),
 //!   answers `{"ok":true}` and exits.
 //!
+//! In a Kubernetes sandbox pod the same supervisor is the pod's command (`--pod`, see
+//! [`process::Mode::Pod`]), and the server reaches its socket through the pod's exec API
+//! ([`pod::PodDialer`], one `centaur sandbox relay` per call).
+//!
 //! It writes its pid to `DIR/pid`. The server ([`Client`]) reattaches after a restart from the last line it committed; if the
 //! supervisor is gone, the spool file is still there to read ([`read_spool`]).
 
+pub mod pod;
 pub mod process;
+mod serve;
 
 use std::io::{BufRead as _, Seek as _};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
+};
 use tokio::net::UnixStream;
-use tokio::net::unix::OwnedReadHalf;
 
 /// What the supervisor runs, written by the server to `DIR/spec.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,16 +144,55 @@ pub enum SupervisorError {
     Start(String),
 }
 
+/// A byte stream to a supervisor's socket.
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// What [`Dialer::dial`] returns.
+pub type Dialing<'a> =
+    Pin<Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Duplex>>> + Send + 'a>>;
+
+/// Opens streams to a supervisor that is not on this machine: a Kubernetes sandbox pod's,
+/// through the pod's exec API ([`pod::PodDialer`]).
+pub trait Dialer: Send + Sync + std::fmt::Debug {
+    /// A new stream to the supervisor's socket, one request per stream.
+    fn dial(&self) -> Dialing<'_>;
+}
+
+/// How the server reaches a supervisor.
+#[derive(Debug, Clone)]
+enum Link {
+    /// Its socket in its directory, on this machine.
+    Unix,
+    /// Elsewhere.
+    Remote(Arc<dyn Dialer>),
+}
+
 /// The server's handle on one supervisor (by its directory).
 #[derive(Debug, Clone)]
 pub struct Client {
     dir: PathBuf,
+    link: Link,
 }
 
 impl Client {
     /// The supervisor that owns `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Client { dir: dir.into() }
+        Client {
+            dir: dir.into(),
+            link: Link::Unix,
+        }
+    }
+
+    /// A supervisor reached through `dialer`. `dir` names it in errors; its files are not on
+    /// this machine, so a spool read after the supervisor is gone ([`read_spool`]) finds
+    /// nothing.
+    pub fn remote(dir: impl Into<PathBuf>, dialer: Arc<dyn Dialer>) -> Self {
+        Client {
+            dir: dir.into(),
+            link: Link::Remote(dialer),
+        }
     }
 
     /// Its directory.
@@ -234,13 +282,17 @@ impl Client {
         lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
-    async fn connect(&self) -> Result<UnixStream, SupervisorError> {
-        UnixStream::connect(socket(&self.dir))
-            .await
-            .map_err(|source| SupervisorError::Gone {
-                dir: self.dir.clone(),
-                source,
-            })
+    async fn connect(&self) -> Result<Box<dyn Duplex>, SupervisorError> {
+        let stream = match &self.link {
+            Link::Unix => UnixStream::connect(socket(&self.dir))
+                .await
+                .map(|s| Box::new(s) as Box<dyn Duplex>),
+            Link::Remote(d) => d.dial().await,
+        };
+        stream.map_err(|source| SupervisorError::Gone {
+            dir: self.dir.clone(),
+            source,
+        })
     }
 
     async fn call(&self, req: Value) -> Result<Value, SupervisorError> {
@@ -249,10 +301,11 @@ impl Client {
             source,
         };
         let s = self.connect().await?;
-        let (r, mut w) = s.into_split();
+        let (r, mut w) = tokio::io::split(s);
         w.write_all(format!("{req}\n").as_bytes())
             .await
             .map_err(gone)?;
+        w.flush().await.map_err(gone)?;
         let mut line = String::new();
         let n = BufReader::new(r).read_line(&mut line).await.map_err(gone)?;
         if n == 0 {
@@ -313,13 +366,17 @@ impl Client {
     /// Follows the spool from line `from`.
     pub async fn attach(&self, from: i64) -> Result<Attached, SupervisorError> {
         let s = self.connect().await?;
-        let (r, mut w) = s.into_split();
+        let (r, mut w) = tokio::io::split(s);
         w.write_all(format!("{}\n", json!({"op": "attach", "from": from})).as_bytes())
             .await
             .map_err(|source| SupervisorError::Gone {
                 dir: self.dir.clone(),
                 source,
             })?;
+        w.flush().await.map_err(|source| SupervisorError::Gone {
+            dir: self.dir.clone(),
+            source,
+        })?;
         Ok(Attached {
             lines: BufReader::with_capacity(64 << 10, r),
             partial: Vec::new(),
@@ -329,13 +386,21 @@ impl Client {
 }
 
 /// A live attach stream.
-#[derive(Debug)]
 pub struct Attached {
-    lines: BufReader<OwnedReadHalf>,
+    lines: BufReader<ReadHalf<Box<dyn Duplex>>>,
     /// A line read in part: kept here so [`Attached::next`] is cancel-safe (the worker
     /// selects on it beside timers).
     partial: Vec<u8>,
-    _w: tokio::net::unix::OwnedWriteHalf,
+    /// Held open: a remote stream's end of input ends it.
+    _w: WriteHalf<Box<dyn Duplex>>,
+}
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attached")
+            .field("partial", &self.partial.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Attached {
@@ -367,6 +432,25 @@ fn parse_output(line: &str) -> Option<Output> {
         v["seq"].as_i64()?,
         v["line"].as_str()?.to_string(),
     ))
+}
+
+/// `centaur sandbox relay SOCKET`: copies stdin to the supervisor's socket and the socket to
+/// stdout, until either side ends (the end of stdin is the caller hanging up: a relay never
+/// outlives its exec stream).
+pub async fn relay(socket: &Path) -> std::io::Result<()> {
+    let conn = UnixStream::connect(socket).await?;
+    let (mut from_sock, mut to_sock) = conn.into_split();
+    let mut stdin = tokio::io::stdin();
+    let mut stdout = tokio::io::stdout();
+    let up = tokio::io::copy(&mut stdin, &mut to_sock);
+    let down = async {
+        tokio::io::copy(&mut from_sock, &mut stdout).await?;
+        stdout.flush().await
+    };
+    tokio::select! {
+        r = up => r.map(|_| ()),
+        r = down => r,
+    }
 }
 
 /// Opens (creating, mode 0600) a file of a supervisor's directory, for appending or anew.

@@ -8,44 +8,43 @@ use std::time::Duration;
 
 use gateway::credential::store::{SecretEnv, SecretValue};
 use sandbox::local::{Limits, Mount};
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::process::ChildStdout;
 use tokio::sync::{Mutex, watch};
 
+use super::serve::{Phase, State};
 use super::{MAX_LINE, SupervisorSpec, socket, spool, workdir};
 use crate::runner::local::LocalBackend;
-use crate::runner::{SandboxBackend, SandboxSpec, Stdio, Stopper, internal, spec};
+use crate::runner::{SandboxBackend, SandboxSpec, Stdio, internal, spec};
 
-/// Where the harness is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    Starting,
-    /// A warm pool member: the sandbox and its gateway are up, no harness yet.
-    Warm,
-    Running,
-    Exited(i32),
-    Failed(String),
-}
-
-struct State {
-    dir: PathBuf,
-    /// How many lines the spool holds.
-    lines: watch::Sender<i64>,
-    phase: watch::Sender<Phase>,
-    stdin: Mutex<Option<ChildStdin>>,
-    turns: Mutex<HashMap<String, i64>>,
-    stopper: std::sync::Mutex<Option<Stopper>>,
-    /// A warm member's claim: the spec it runs from now on.
-    claim: tokio::sync::mpsc::Sender<SupervisorSpec>,
+/// Where the supervisor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// On the server's machine: it creates the sandbox (namespaces, nftables, cgroup) and
+    /// the sandbox's gateway from `DIR/spec.json`.
+    Local,
+    /// Inside a Kubernetes sandbox pod (the pod is the sandbox; its gateway is a pod of its
+    /// own): it starts as a warm member, and a `launch` brings the harness's command,
+    /// environment and working directory (the spec's other fields are the gateway pod's
+    /// business). The server reaches its socket through the pod's exec API
+    /// (`centaur sandbox relay`).
+    Pod,
 }
 
 /// Runs the supervisor in `dir` until it is told to stop (or, after the harness ended,
 /// until nobody has asked for anything for ten minutes).
-pub async fn run(dir: PathBuf) -> anyhow::Result<u8> {
-    let text = std::fs::read_to_string(dir.join("spec.json"))?;
-    let s: SupervisorSpec = serde_json::from_str(&text)?;
+pub async fn run(dir: PathBuf, mode: Mode) -> anyhow::Result<u8> {
+    let s: Option<SupervisorSpec> = match mode {
+        Mode::Local => {
+            let text = std::fs::read_to_string(dir.join("spec.json"))?;
+            Some(serde_json::from_str(&text)?)
+        }
+        Mode::Pod => {
+            std::fs::create_dir_all(&dir)?;
+            None
+        }
+    };
     std::fs::write(dir.join("pid"), format!("{}\n", std::process::id()))?;
     let sock = socket(&dir);
     let _ = std::fs::remove_file(&sock);
@@ -61,25 +60,21 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<u8> {
         claim: claim_tx,
     });
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
-    tokio::spawn(serve(listener, state.clone(), stop_tx.clone()));
+    tokio::spawn(super::serve::serve(
+        listener,
+        state.clone(),
+        stop_tx.clone(),
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
-    let running = match sandbox_spec(&s, &dir) {
-        Ok(spec) if s.command.is_empty() => {
-            let stop = async {
-                tokio::select! {
-                    _ = stop_rx.recv() => {}
-                    _ = term.recv() => {}
-                }
-            };
-            warm(spec, &dir, &state, &mut claim_rx, stop).await
-        }
-        Ok(spec) => LocalBackend
-            .start(spec)
-            .await
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+    let running = {
+        let stop = async {
+            tokio::select! {
+                _ = stop_rx.recv() => {}
+                _ = term.recv() => {}
+            }
+        };
+        start(s.as_ref(), &dir, &state, &mut claim_rx, stop).await
     };
     let mut running = match running {
         Ok(Some(r)) => r,
@@ -114,6 +109,29 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// Starts the harness: at once for a local spec with a command, after a claim for a warm
+/// one (`s` without a command) and in a pod (`s` is `None`); `None` when told to stop first.
+async fn start(
+    s: Option<&SupervisorSpec>,
+    dir: &Path,
+    state: &State,
+    claims: &mut tokio::sync::mpsc::Receiver<SupervisorSpec>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Option<crate::runner::Running>, String> {
+    let Some(s) = s else {
+        return pod_warm(dir, state, claims, stop).await;
+    };
+    let spec = sandbox_spec(s, dir)?;
+    if s.command.is_empty() {
+        return warm(spec, dir, state, claims, stop).await;
+    }
+    LocalBackend
+        .start(spec)
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 /// A warm pool member (a spec without a command): the sandbox and its gateway, with a
 /// neutral policy, wait for a claim, which brings the harness's spec (recorded as
 /// `spec.json`) and its gateway policy; `None` when told to stop first.
@@ -139,15 +157,7 @@ async fn warm(
         tokio::time::sleep(Duration::from_millis(50)).await;
         return Ok(None);
     };
-    let recorded = serde_json::to_string_pretty(&next)
-        .map_err(std::io::Error::other)
-        .and_then(|text| {
-            let mut f = super::private_file(&dir.join("spec.json"), false)?;
-            f.write_all(text.as_bytes())
-        });
-    let spec = recorded
-        .map_err(|e| format!("spec.json: {e}"))
-        .and_then(|()| sandbox_spec(&next, dir));
+    let spec = record_spec(dir, &next).and_then(|()| sandbox_spec(&next, dir));
     match spec {
         Ok(spec) => Ok(Some(warm.launch(spec, true))),
         Err(e) => {
@@ -155,6 +165,45 @@ async fn warm(
             Err(e)
         }
     }
+}
+
+/// A pod's supervisor before its `launch`: nothing to prepare (the pod and its gateway pod
+/// are up), so it waits for the claim, records its spec and starts the command.
+async fn pod_warm(
+    dir: &Path,
+    state: &State,
+    claims: &mut tokio::sync::mpsc::Receiver<SupervisorSpec>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Option<crate::runner::Running>, String> {
+    state.phase.send_replace(Phase::Warm);
+    let claim = tokio::select! {
+        c = claims.recv() => c,
+        () = stop => None,
+    };
+    let Some(next) = claim else {
+        state.phase.send_replace(Phase::Exited(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return Ok(None);
+    };
+    record_spec(dir, &next)?;
+    let cmd = crate::runner::pod::PodCommand {
+        command: next.command,
+        env: next.env,
+        workdir: next.workdir.unwrap_or_else(|| PathBuf::from(".")),
+    };
+    crate::runner::pod::start(&cmd)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+fn record_spec(dir: &Path, spec: &SupervisorSpec) -> Result<(), String> {
+    serde_json::to_string_pretty(spec)
+        .map_err(std::io::Error::other)
+        .and_then(|text| {
+            let mut f = super::private_file(&dir.join("spec.json"), false)?;
+            f.write_all(text.as_bytes())
+        })
+        .map_err(|e| format!("spec.json: {e}"))
 }
 
 /// Serves until told to stop (or, once the harness ended, ten idle minutes), recording the
@@ -335,196 +384,4 @@ async fn read_bounded<R: tokio::io::AsyncBufRead + Unpin>(
 
 fn memchr(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
-}
-
-async fn serve(listener: UnixListener, state: Arc<State>, stop: tokio::sync::mpsc::Sender<()>) {
-    loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(handle(conn, state.clone(), stop.clone()));
-    }
-}
-
-async fn handle(conn: UnixStream, state: Arc<State>, stop: tokio::sync::mpsc::Sender<()>) {
-    let (r, mut w) = conn.into_split();
-    let mut line = String::new();
-    let mut r = BufReader::new(r.take(1 << 26));
-    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-        return;
-    }
-    let req: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-    let reply = match req["op"].as_str() {
-        Some("status") => status(&state),
-        Some("turn") => turn(&state, &req).await,
-        Some("launch") => launch(&state, &req).await,
-        Some("attach") => {
-            attach(&state, req["from"].as_i64().unwrap_or(1), &mut w).await;
-            return;
-        }
-        Some("stop") => {
-            let _ = stop.send(()).await;
-            // Answer once the sandbox is gone.
-            let mut phase = state.phase.subscribe();
-            let _ = tokio::time::timeout(
-                Duration::from_secs(20),
-                phase.wait_for(|p| matches!(p, Phase::Exited(_) | Phase::Failed(_))),
-            )
-            .await;
-            json!({"ok": true})
-        }
-        _ => json!({"ok": false, "error": "unknown op"}),
-    };
-    let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
-}
-
-/// A warm member's claim: answers once the harness runs (or could not start).
-async fn launch(state: &State, req: &Value) -> Value {
-    let spec: SupervisorSpec = match serde_json::from_value(req["spec"].clone()) {
-        Ok(s) => s,
-        Err(e) => return json!({"ok": false, "error": format!("launch: the spec: {e}")}),
-    };
-    if spec.command.is_empty() {
-        return json!({"ok": false, "error": "launch: the spec has no command"});
-    }
-    if *state.phase.borrow() != Phase::Warm || state.claim.try_send(spec).is_err() {
-        return json!({"ok": false, "error": "launch: this sandbox is not a warm one waiting for a claim"});
-    }
-    let mut phase = state.phase.subscribe();
-    let settled = phase
-        .wait_for(|p| !matches!(p, Phase::Warm | Phase::Starting))
-        .await
-        .map(|p| p.clone());
-    match settled {
-        Ok(Phase::Running) => json!({"ok": true}),
-        Ok(Phase::Failed(e)) => json!({"ok": false, "error": e}),
-        Ok(p) => json!({"ok": false, "error": format!("the harness did not start: {p:?}")}),
-        Err(_) => json!({"ok": false, "error": "the supervisor is stopping"}),
-    }
-}
-
-fn status(state: &State) -> Value {
-    let lines = *state.lines.borrow();
-    match &*state.phase.borrow() {
-        Phase::Starting => json!({"state": "starting", "lines": lines}),
-        Phase::Warm => json!({"state": "warm", "lines": lines}),
-        Phase::Running => json!({"state": "running", "lines": lines}),
-        Phase::Exited(c) => json!({"state": "exited", "lines": lines, "code": c}),
-        Phase::Failed(e) => json!({"state": "failed", "lines": lines, "error": e}),
-    }
-}
-
-/// Writes a turn unless its id was written before: the id and the spool position are
-/// fsynced to `turns` before the first byte reaches the harness.
-async fn turn(state: &State, req: &Value) -> Value {
-    let (Some(id), Some(line)) = (req["id"].as_str(), req["line"].as_str()) else {
-        return json!({"ok": false, "error": "turn needs id and line"});
-    };
-    if id.contains([' ', '\n']) || line.contains('\n') {
-        return json!({"ok": false, "error": "a turn id has no spaces and a turn is one line"});
-    }
-    let mut turns = state.turns.lock().await;
-    if turns.is_empty() {
-        turns.extend(super::read_turns(&state.dir));
-    }
-    if let Some(from) = turns.get(id) {
-        return json!({"ok": true, "from": from, "new": false});
-    }
-    if *state.phase.borrow() != Phase::Running {
-        return json!({"ok": false, "error": "the harness is not running"});
-    }
-    let from = *state.lines.borrow() + 1;
-    let record = super::private_file(&state.dir.join("turns"), true).and_then(|mut f| {
-        f.write_all(format!("{id} {from}\n").as_bytes())?;
-        f.sync_data()
-    });
-    if let Err(e) = record {
-        return json!({"ok": false, "error": format!("cannot record the turn: {e}")});
-    }
-    turns.insert(id.to_string(), from);
-    let mut stdin = state.stdin.lock().await;
-    let Some(w) = stdin.as_mut() else {
-        return json!({"ok": false, "error": "the harness has no stdin"});
-    };
-    let mut bytes = line.as_bytes().to_vec();
-    bytes.push(b'\n');
-    if let Err(e) = async {
-        w.write_all(&bytes).await?;
-        w.flush().await
-    }
-    .await
-    {
-        return json!({"ok": false, "error": format!("the harness's stdin is closed: {e}")});
-    }
-    json!({"ok": true, "from": from, "new": true})
-}
-
-/// Streams spool lines from `from`, live, then the exit status once the harness ended.
-async fn attach(state: &State, from: i64, w: &mut tokio::net::unix::OwnedWriteHalf) {
-    let mut lines = state.lines.subscribe();
-    let mut phase = state.phase.subscribe();
-    let file = tokio::fs::File::open(spool(&state.dir)).await.ok();
-    let mut reader = file.map(|f| BufReader::with_capacity(64 << 10, f));
-    let mut next = 1i64;
-    let mut buf = Vec::new();
-    let mut out = Vec::with_capacity(64 << 10);
-    loop {
-        let count = *lines.borrow_and_update();
-        if reader.is_none() && count > 0 {
-            reader = tokio::fs::File::open(spool(&state.dir))
-                .await
-                .ok()
-                .map(|f| BufReader::with_capacity(64 << 10, f));
-        }
-        if let Some(r) = reader.as_mut() {
-            while next <= count {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
-                }
-                if next >= from {
-                    let text = String::from_utf8_lossy(&buf);
-                    out.extend_from_slice(
-                        json!({"seq": next, "line": text}).to_string().as_bytes(),
-                    );
-                    out.push(b'\n');
-                    if out.len() > 32 << 10 && w.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    if out.len() > 32 << 10 {
-                        out.clear();
-                    }
-                }
-                next += 1;
-            }
-        }
-        if !out.is_empty() {
-            if w.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-        let ended = match &*phase.borrow_and_update() {
-            Phase::Exited(c) => Some(*c),
-            Phase::Failed(_) => Some(125),
-            _ => None,
-        };
-        if let Some(code) = ended {
-            if next > *lines.borrow() {
-                let _ = w
-                    .write_all(format!("{}\n", json!({"exit": code})).as_bytes())
-                    .await;
-                return;
-            }
-            continue;
-        }
-        tokio::select! {
-            r = lines.changed() => if r.is_err() { return },
-            r = phase.changed() => if r.is_err() { return },
-        }
-    }
 }

@@ -7,6 +7,7 @@
 
 mod backend;
 mod harness;
+mod pod;
 mod teardown;
 
 use harness::{REAL_KEY, Sandboxed, root_or_skip};

@@ -146,6 +146,11 @@ impl Cluster {
         &self.namespace
     }
 
+    /// The API client.
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     fn api(&self, kind: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.namespace, &resource(kind))
     }

@@ -17,4 +17,5 @@
 //! 7. the **sandbox pod**.
 
 pub mod cluster;
+pub mod exec;
 pub mod objects;

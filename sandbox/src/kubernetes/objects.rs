@@ -27,6 +27,9 @@ pub const CA_INSIDE: &str = "/etc/centaur/trust/ca.crt";
 pub const WORKSPACE: &str = "/workspace";
 /// The sandbox's home.
 pub const HOME: &str = "/home/agent";
+/// The supervisor's directory in the sandbox pod (its socket, spool and turns): an emptyDir
+/// of its own, so it survives nothing the pod does not.
+pub const AGENT_DIR: &str = "/var/lib/centaur/agent";
 /// The label naming the sandbox on every object of it.
 pub const SANDBOX_LABEL: &str = "centaur.dev/sandbox";
 /// The label with the hash of the deploy that made the object.
@@ -68,7 +71,8 @@ pub struct Spec {
     pub image: String,
     /// The gateway image (`centaur-gateway`).
     pub gateway_image: String,
-    /// The harness command.
+    /// The sandbox container's command: the supervisor (`centaur sandbox supervise --pod`),
+    /// which runs the harness it is given and which the server reaches through exec.
     pub command: Vec<String>,
     /// Extra environment: placeholders only (the real values are in the gateway's Secret).
     pub env: Vec<(String, String)>,

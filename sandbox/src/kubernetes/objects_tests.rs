@@ -120,7 +120,8 @@ fn the_sandbox_resolves_only_through_its_gateway() {
     assert_eq!(p["automountServiceAccountToken"], false);
     assert_eq!(p["enableServiceLinks"], false);
     assert_eq!(p["restartPolicy"], "Never");
-    assert_eq!(p["containers"][0]["stdin"], true);
+    // Nobody attaches: the server reaches the supervisor through exec.
+    assert_eq!(p["containers"][0]["stdin"], Value::Null);
 }
 
 #[test]
@@ -145,7 +146,7 @@ fn the_sandbox_pod_is_locked_down() {
         .filter(|m| m["readOnly"] != true)
         .map(|m| m["mountPath"].as_str().unwrap())
         .collect();
-    assert_eq!(writable, [WORKSPACE, HOME, "/tmp"]);
+    assert_eq!(writable, [WORKSPACE, HOME, "/tmp", AGENT_DIR]);
 }
 
 /// Invariant 3: no real value reaches the sandbox pod: its environment holds the spec's

@@ -7,7 +7,7 @@ use netpol::Ports;
 use serde_json::{Value, json};
 
 use super::{
-    CA_DIR, CA_INSIDE, CA_VARS, GATEWAY_UID, HOME, MANAGEMENT_PORT, METRICS_PORT, Owner,
+    AGENT_DIR, CA_DIR, CA_INSIDE, CA_VARS, GATEWAY_UID, HOME, MANAGEMENT_PORT, METRICS_PORT, Owner,
     POLICY_FILE, Resources, SYSTEM_BUNDLES, Spec, WORKSPACE,
 };
 
@@ -71,7 +71,8 @@ impl Spec {
     ///    service-account token, no Service variables, a read-only root filesystem except the
     ///    workspace, the home and `/tmp`; its only resolver is its gateway's Service
     ///    (`gateway_ip`), and its environment holds the spec's placeholders, the gateway's
-    ///    address and the CA trust variables only. The harness reads stdin (attach).
+    ///    address and the CA trust variables only. Its command is the supervisor, whose
+    ///    directory is an emptyDir of its own ([`AGENT_DIR`]).
     pub fn sandbox_pod(&self, owner: &Owner, gateway_ip: Ipv4Addr) -> Value {
         let mut env: Vec<Value> = vec![
             json!({"name": "CENTAUR_SANDBOX", "value": self.id}),
@@ -89,6 +90,7 @@ impl Spec {
             json!({"name": "workspace", "mountPath": WORKSPACE}),
             json!({"name": "home", "mountPath": HOME}),
             json!({"name": "tmp", "mountPath": "/tmp"}),
+            json!({"name": "agent", "mountPath": AGENT_DIR}),
             json!({"name": "trust", "mountPath": "/etc/centaur/trust", "readOnly": true}),
         ];
         // The system bundles too, so a tool that reads no variable trusts only the gateway.
@@ -113,8 +115,6 @@ impl Spec {
                 "name": "sandbox",
                 "image": self.image,
                 "command": self.command,
-                "stdin": true,
-                "stdinOnce": false,
                 "tty": false,
                 "workingDir": WORKSPACE,
                 "env": env,
@@ -126,6 +126,7 @@ impl Spec {
                 {"name": "workspace", "emptyDir": {"sizeLimit": self.resources.ephemeral_storage}},
                 {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}},
                 {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "agent", "emptyDir": {"sizeLimit": "1Gi"}},
                 {"name": "trust", "configMap": {"name": self.gateway_name(), "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
             ],
         });

@@ -24,9 +24,13 @@ What it serves (https://kubernetes.io/docs/reference/using-api/api-concepts/):
   a Service's clusterIP; a Pod goes Pending → Running with Ready=True and a podIP after
   --ready seconds (the kubelet's part).
 
+* exec into a pod (the pods/exec subresource over a WebSocket) and running the containers of
+  pods whose image a test registered: see kubelet.py.
+
 Test controls (not Kubernetes): POST /_fake/fail {"kind", "name" (a suffix), "times"} makes
 the next create or apply of a matching object fail with 500; POST /_fake/unready {"name"}
-keeps a matching pod Pending.
+keeps a matching pod Pending; POST /_fake/image {"image", "bin"} runs the pods of that image
+(kubelet.py).
 """
 
 import base64
@@ -41,6 +45,7 @@ import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import kubelet as runner
 import trustme
 
 DIR, TOKEN = sys.argv[1], sys.argv[2]
@@ -89,6 +94,8 @@ def record(gv, plural, kind, obj):
     key = (gv, plural, obj["metadata"]["namespace"], obj["metadata"]["name"])
     if kind == "DELETED":
         OBJECTS.pop(key, None)
+        if plural == "pods":
+            runner.stop(key[2], key[3])
     else:
         OBJECTS[key] = obj
     EVENTS.append((STATE["rv"], gv, plural, kind, copy.deepcopy(obj)))
@@ -130,6 +137,14 @@ def kubelet(gv, plural, ns, name, uid):
         if obj is None or obj["metadata"]["uid"] != uid:
             return
         obj = copy.deepcopy(obj)
+        _, error = runner.start(obj, OBJECTS, DIR, exited)
+        if error:
+            obj["status"] = {
+                "phase": "Pending",
+                "conditions": [{"type": "Ready", "status": "False", "reason": "ContainerCreating", "message": error}],
+            }
+            record(gv, plural, "MODIFIED", obj)
+            return
         STATE["ip"] += 1
         obj["status"] = {
             "phase": "Running",
@@ -137,6 +152,21 @@ def kubelet(gv, plural, ns, name, uid):
             "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now()}],
         }
         record(gv, plural, "MODIFIED", obj)
+
+
+def exited(ns, name, uid, code):
+    """A container the fake kubelet ran ended (restartPolicy Never: the pod is done)."""
+    with LOCK:
+        obj = OBJECTS.get(("api/v1", "pods", ns, name))
+        if obj is None or obj["metadata"]["uid"] != uid:
+            return
+        obj = copy.deepcopy(obj)
+        obj["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
+        obj["status"]["conditions"] = [{"type": "Ready", "status": "False", "lastTransitionTime": now()}]
+        obj["status"]["containerStatuses"] = [
+            {"name": obj["spec"]["containers"][0]["name"], "ready": False, "state": {"terminated": {"exitCode": code}}}
+        ]
+        record("api/v1", "pods", "MODIFIED", obj)
 
 
 def collect(uid):
@@ -269,6 +299,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(*status(404, "NotFound", f"the server could not find the requested resource ({url.path})"))
         ns, plural = rest[1], rest[2]
         name = rest[3] if len(rest) > 3 else None
+        if plural == "pods" and rest[4:] == ["exec"] and method in ("GET", "POST"):
+            with LOCK:
+                found = ("api/v1", "pods", ns, name) in OBJECTS
+            if not found:
+                return self.send(*status(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"}))
+            refused = runner.exec_ws(self, ns, name, query)
+            return refused and self.send(*status(*refused))
         if name is None:
             if method == "GET":
                 return self.listing(gv, plural, ns, query)
@@ -293,6 +330,8 @@ class Handler(BaseHTTPRequestHandler):
                 FAULTS.append({"kind": b["kind"], "name": b.get("name", ""), "times": b.get("times", 1)})
             elif what == "unready":
                 UNREADY.add(b["name"])
+            elif what == "image":
+                runner.register(b)
         self.send(200, {"ok": True})
 
     def get(self, gv, plural, ns, name):

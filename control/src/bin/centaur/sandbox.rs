@@ -44,6 +44,18 @@ pub enum SandboxCmd {
     Supervise {
         /// The runtime's directory (spec.json, spool, socket).
         dir: PathBuf,
+        /// Inside a Kubernetes sandbox pod (the sandbox pod's command): no sandbox to
+        /// create, the harness arrives with a `launch`.
+        #[arg(long)]
+        pod: bool,
+    },
+    /// Copy stdin to a supervisor's Unix socket and its answers to stdout: how the server
+    /// reaches the supervisor in a Kubernetes sandbox pod, through the pod's exec API
+    /// (started by `centaur server`; not for people).
+    #[command(hide = true)]
+    Relay {
+        /// The supervisor's socket.
+        socket: PathBuf,
     },
     /// Run Codex as a thread's harness, one `codex exec` per turn (started by `centaur
     /// server` inside the sandbox; not for people).
@@ -119,9 +131,18 @@ pub fn run(cmd: SandboxCmd) -> anyhow::Result<u8> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(run_sandbox(spec, args.quiet))
         }
-        SandboxCmd::Supervise { dir } => {
+        SandboxCmd::Supervise { dir, pod } => {
+            use control::supervisor::process::Mode;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(control::supervisor::process::run(dir))
+            let mode = if pod { Mode::Pod } else { Mode::Local };
+            rt.block_on(control::supervisor::process::run(dir, mode))
+        }
+        SandboxCmd::Relay { socket } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(control::supervisor::relay(&socket))?;
+            Ok(0)
         }
         SandboxCmd::CodexBridge { resume, argv } => {
             let rt = tokio::runtime::Builder::new_current_thread()

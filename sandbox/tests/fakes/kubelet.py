@@ -1,0 +1,349 @@
+"""The fake API server's kubelet: runs the containers of pods whose image a test registered,
+as local processes under bubblewrap, and serves `exec` into them over a WebSocket.
+
+What it honours of a pod (https://kubernetes.io/docs/concepts/workloads/pods/): the first
+container's command and args, `env` values, workingDir, the pod's runAsUser and runAsGroup
+(setpriv), fsGroup (the owner of emptyDir volumes), and volumes mounted where the container
+says: emptyDir (a fresh directory), configMap and secret (their keys, or `items`, as files;
+a secret's `defaultMode`), readOnly and subPath. The root filesystem is read-only (a
+bubblewrap tmpfs root, remounted read-only, with the host's /usr and /etc bound read-only),
+with a PID namespace of its own. The network is the host's: there is no pod network here (and no NetworkPolicy), a
+known gap. A deleted pod's processes are killed at once (no grace period).
+
+A registered image (POST /_fake/image {"image", "bin"}) brings a directory that plays the
+image's programs: it is mounted at /image/bin, first on PATH.
+
+Exec (GET .../pods/NAME/exec?command=…&stdin=…&stdout=…&stderr=…) speaks the WebSocket
+subprotocols `v5.channel.k8s.io` and `v4.channel.k8s.io`
+(https://github.com/kubernetes/enhancements/tree/master/keps/sig-api-machinery/4006-transition-spdy-to-websockets):
+binary messages whose first byte is the channel (0 stdin, 1 stdout, 2 stderr, 3 the status
+as a v1 Status, 255 v5's end of a stream: [255, channel]). The process's stdin closes at the
+client's end of stdin or when the WebSocket closes; the process itself runs to its end, as
+in a real cluster.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import queue
+import select
+import signal
+import struct
+import subprocess
+import threading
+
+# Containers are started by one thread that lives as long as this process: bubblewrap's
+# --die-with-parent is the parent *thread*'s death, and a container must die with the fake,
+# not with the timer thread that saw its pod scheduled.
+SPAWNS = queue.Queue()
+
+
+def _spawner():
+    while True:
+        argv, kwargs, answer = SPAWNS.get()
+        try:
+            answer.put(subprocess.Popen(argv, **kwargs))
+        except OSError as e:
+            answer.put(e)
+
+
+threading.Thread(target=_spawner, daemon=True).start()
+
+
+def _spawn(argv, **kwargs):
+    answer = queue.Queue()
+    SPAWNS.put((argv, kwargs, answer))
+    proc = answer.get()
+    if isinstance(proc, OSError):
+        raise proc
+    return proc
+
+
+IMAGES = {}  # image → {"bin": host directory}
+PODS = {}  # (namespace, name) → {"proc": Popen, "args": bwrap args, "env": [...], "cwd", "uid", "gid"}
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def register(body):
+    IMAGES[body["image"]] = {"bin": body["bin"]}
+
+
+def _root_args():
+    args = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--new-session"]
+    for name in sorted(os.listdir("/")):
+        path = "/" + name
+        if name not in ("usr", "bin", "lib", "lib64", "sbin", "opt"):
+            continue
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    # /etc entry by entry, so a volume can be mounted at a new path under it (a real
+    # kubelet makes mount points in the container's root).
+    args += ["--dir", "/etc"]
+    for name in sorted(os.listdir("/etc")):
+        path = "/etc/" + name
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        else:
+            args += ["--ro-bind", path, path]
+    return args + ["--proc", "/proc", "--dev", "/dev"]
+
+
+def _parents(path):
+    """Mount points' parent directories, made 0755 (bubblewrap makes missing ones 0700)."""
+    out = []
+    parts = path.strip("/").split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        out += ["--perms", "0755", "--dir", "/" + "/".join(parts[:i])]
+    return out
+
+
+def _volume_dir(root, vol, objects, ns, uid, gid):
+    """Materialises one volume under root; returns its host directory or an error."""
+    path = os.path.join(root, "volumes", vol["name"])
+    os.makedirs(path, exist_ok=True)
+    if "emptyDir" in vol:
+        os.chown(path, uid, gid)
+        os.chmod(path, 0o2775 if gid else 0o755)
+        return path, None
+    for kind, ref, mode_default in (("configMap", "name", 0o644), ("secret", "secretName", 0o644)):
+        if kind not in vol:
+            continue
+        src = vol[kind]
+        plural = "configmaps" if kind == "configMap" else "secrets"
+        obj = objects.get(("api/v1", plural, ns, src[ref]))
+        if obj is None:
+            return None, f'{kind} "{src[ref]}" not found'
+        data = dict(obj.get("data", {}))
+        if kind == "secret":
+            data = {k: base64.b64decode(v) for k, v in data.items()}
+        else:
+            data = {k: v.encode() for k, v in data.items()}
+        items = src.get("items") or [{"key": k, "path": k} for k in data]
+        mode = src.get("defaultMode", mode_default)
+        for item in items:
+            if item["key"] not in data:
+                return None, f'{kind} "{src[ref]}" has no key {item["key"]}'
+            target = os.path.join(path, item["path"])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as f:
+                f.write(data[item["key"]])
+            os.chmod(target, item.get("mode", mode))
+            os.chown(target, 0, gid)
+        return path, None
+    return None, f"volume {vol['name']}: only emptyDir, configMap and secret volumes are served"
+
+
+def prepare(pod, objects, state_dir):
+    """The bwrap arguments, environment and user of pod's first container, or an error."""
+    meta, spec = pod["metadata"], pod["spec"]
+    c = spec["containers"][0]
+    image = IMAGES[c["image"]]
+    sec = dict(spec.get("securityContext", {}), **c.get("securityContext", {}))
+    uid = int(sec.get("runAsUser", 0))
+    gid = int(sec.get("runAsGroup", uid))
+    fs_group = int(spec.get("securityContext", {}).get("fsGroup", gid))
+    root = os.path.join(state_dir, "pods", f"{meta['namespace']}_{meta['name']}_{meta['uid']}")
+    os.makedirs(root, exist_ok=True)
+    volumes = {}
+    for vol in spec.get("volumes", []):
+        path, err = _volume_dir(root, vol, objects, meta["namespace"], uid, fs_group)
+        if err:
+            return None, err
+        volumes[vol["name"]] = path
+    args = _root_args() + _parents("/image/bin") + ["--ro-bind", image["bin"], "/image/bin"]
+    for m in c.get("volumeMounts", []):
+        src = volumes.get(m["name"])
+        if src is None:
+            return None, f"volumeMount {m['name']}: no such volume"
+        if m.get("subPath"):
+            src = os.path.join(src, m["subPath"])
+        args += _parents(m["mountPath"])
+        args += ["--ro-bind" if m.get("readOnly") else "--bind", src, m["mountPath"]]
+    env = {"PATH": "/image/bin:/usr/local/bin:/usr/bin:/bin", "HOSTNAME": spec.get("hostname", meta["name"])}
+    for e in c.get("env", []):
+        if "value" not in e:
+            return None, f"env {e['name']}: only literal values are served"
+        env[e["name"]] = e["value"]
+    cwd = c.get("workingDir", "/")
+    return {"args": args, "env": env, "cwd": cwd, "uid": uid, "gid": gid}, None
+
+
+def _command(ctx, argv):
+    # The root is read-only once every mount point is made.
+    cmd = list(ctx["args"]) + ["--remount-ro", "/", "--clearenv"]
+    for k, v in ctx["env"].items():
+        cmd += ["--setenv", k, v]
+    cmd += ["--chdir", ctx["cwd"], "--"]
+    if ctx["uid"]:
+        cmd += ["setpriv", f"--reuid={ctx['uid']}", f"--regid={ctx['gid']}", "--clear-groups", "--"]
+    return cmd + argv
+
+
+def start(pod, objects, state_dir, on_exit):
+    """Starts pod's container if its image is registered. Returns (started, error)."""
+    c = pod["spec"]["containers"][0]
+    if c.get("image") not in IMAGES:
+        return False, None
+    ctx, err = prepare(pod, objects, state_dir)
+    if err:
+        return False, err
+    meta = pod["metadata"]
+    log = open(os.path.join(state_dir, "pods", f"{meta['namespace']}_{meta['name']}.log"), "ab")
+    argv = list(c.get("command", [])) + list(c.get("args", []))
+    proc = _spawn(_command(ctx, argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    ctx["proc"] = proc
+    PODS[(meta["namespace"], meta["name"])] = ctx
+
+    def waiter():
+        code = proc.wait()
+        on_exit(meta["namespace"], meta["name"], meta["uid"], code)
+
+    threading.Thread(target=waiter, daemon=True).start()
+    return True, None
+
+
+def stop(ns, name):
+    """The pod was deleted: its processes end now."""
+    ctx = PODS.pop((ns, name), None)
+    if ctx is None:
+        return
+    try:
+        ctx["proc"].send_signal(signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# ---- exec over WebSocket ----
+
+
+def _recv_exact(sock, n):
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise EOFError
+        out += chunk
+    return out
+
+
+def _read_frame(sock):
+    b1, b2 = _recv_exact(sock, 2)
+    opcode, masked, n = b1 & 0x0F, b2 & 0x80, b2 & 0x7F
+    if n == 126:
+        n = struct.unpack(">H", _recv_exact(sock, 2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", _recv_exact(sock, 8))[0]
+    if n > 16 << 20:
+        raise EOFError
+    mask = _recv_exact(sock, 4) if masked else b"\0\0\0\0"
+    data = bytearray(_recv_exact(sock, n))
+    for i in range(n):
+        data[i] ^= mask[i % 4]
+    return opcode, bytes(data)
+
+
+def _frame(opcode, data):
+    n = len(data)
+    if n < 126:
+        head = struct.pack(">BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        head = struct.pack(">BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack(">BBQ", 0x80 | opcode, 127, n)
+    return head + data
+
+
+def exec_ws(handler, ns, name, query):
+    """Answers one exec request on handler (a BaseHTTPRequestHandler): the upgrade, then the
+    channels until the process ends. A request it refuses returns (code, reason, message)
+    for the caller to answer with a Status."""
+    ctx = PODS.get((ns, name))
+    if ctx is None or ctx["proc"].poll() is not None:
+        return 400, "BadRequest", f"pod {name} has no running container to exec in"
+    offered = [p.strip() for p in handler.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    proto = next((p for p in ("v5.channel.k8s.io", "v4.channel.k8s.io") if p in offered), None)
+    key = handler.headers.get("Sec-WebSocket-Key")
+    if handler.headers.get("Upgrade", "").lower() != "websocket" or not key or proto is None:
+        return 400, "BadRequest", "exec needs a WebSocket upgrade with a channel.k8s.io subprotocol"
+    argv = query.get("command", [])
+    if not argv:
+        return 400, "BadRequest", "you must specify at least 1 command"
+    want_stdin = query.get("stdin", ["false"])[0] == "true"
+    want_stdout = query.get("stdout", ["true"])[0] == "true"
+    accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+    handler.send_response(101, "Switching Protocols")
+    handler.send_header("Upgrade", "websocket")
+    handler.send_header("Connection", "Upgrade")
+    handler.send_header("Sec-WebSocket-Accept", accept)
+    handler.send_header("Sec-WebSocket-Protocol", proto)
+    handler.end_headers()
+    handler.wfile.flush()
+    handler.close_connection = True
+    proc = subprocess.Popen(
+        _command(ctx, argv),
+        stdin=subprocess.PIPE if want_stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    _pump(handler.connection, proc, proto, want_stdout)
+    return None
+
+
+def _pump(sock, proc, proto, want_stdout):
+    out_fd = proc.stdout.fileno()
+    client_open = True
+    while True:
+        ready = [sock] if sock.pending() else select.select([sock, out_fd] if client_open else [out_fd], [], [])[0]
+        if out_fd in ready:
+            data = os.read(out_fd, 65536)
+            if not data:
+                break
+            if want_stdout:
+                sock.sendall(_frame(0x2, b"\x01" + data))
+        if sock in ready and client_open:
+            try:
+                opcode, data = _read_frame(sock)
+            except (EOFError, OSError):
+                opcode, data = 0x8, b""
+            if opcode == 0x8:
+                client_open = False
+                _close_stdin(proc)
+            elif opcode == 0x9:
+                sock.sendall(_frame(0xA, data))
+            elif opcode == 0x2 and data[:1] == b"\x00" and proc.stdin:
+                try:
+                    proc.stdin.write(data[1:])
+                    proc.stdin.flush()
+                except BrokenPipeError:
+                    pass
+            elif opcode == 0x2 and data == b"\xff\x00" and proto.startswith("v5"):
+                _close_stdin(proc)
+    code = proc.wait()
+    if not client_open:
+        return
+    if code == 0:
+        st = {"metadata": {}, "status": "Success"}
+    else:
+        st = {
+            "metadata": {},
+            "status": "Failure",
+            "message": f"command terminated with non-zero exit code: {code}",
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+        }
+    try:
+        sock.sendall(_frame(0x2, b"\x03" + json.dumps(st).encode()))
+        sock.sendall(_frame(0x8, struct.pack(">H", 1000)))
+    except OSError:
+        pass
+
+
+def _close_stdin(proc):
+    if proc.stdin and not proc.stdin.closed:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
