@@ -45,6 +45,12 @@ impl Clock for SystemClock {
         let wait = Duration::from_millis(at_ms.saturating_sub(self.now_ms()));
         Box::pin(tokio::time::sleep(wait))
     }
+
+    /// A plain timer: through [`Clock::sleep_until`], the wall time that passes between
+    /// reading the clock twice (a loaded machine) would shorten the sleep.
+    fn sleep(&self, d: Duration) -> Sleep<'_> {
+        Box::pin(tokio::time::sleep(d))
+    }
 }
 
 /// A clock that moves only when told to: for tests.

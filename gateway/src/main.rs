@@ -30,6 +30,13 @@ enum Cmd {
         /// The policy file (YAML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Send NAME to HOST:PORT, past the deny ranges: a control plane's own API that its
+        /// sandbox reaches through this gateway (Centaur's Kubernetes backend routes
+        /// centaur.internal to the server's Service this way). HOST is resolved once, at
+        /// start; NAME still needs the policy's allowlist. Repeatable. A policy file cannot
+        /// add such a route: only whoever starts the gateway can.
+        #[arg(long = "route", value_name = "NAME=HOST:PORT")]
+        routes: Vec<String>,
     },
     /// Certificate authority tools.
     Ca {
@@ -65,7 +72,7 @@ enum CaCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Run { config } => run(config),
+        Cmd::Run { config, routes } => run(config, &routes),
         Cmd::Ca {
             cmd:
                 CaCmd::Init {
@@ -100,8 +107,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = load(&path)?;
+fn run(path: PathBuf, routes: &[String]) -> anyhow::Result<()> {
+    let mut config = load(&path)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CENTAUR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
     // Colour only for a person at a terminal: log files and collectors get plain text.
@@ -115,6 +122,11 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     gateway::install_crypto();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
+        for r in routes {
+            let (name, addr) = route(r).await?;
+            tracing::info!(%name, %addr, "internal route");
+            config.upstream.internal.insert(name, addr);
+        }
         let gw = Gateway::start(config, Some(path)).await?;
         let a = gw.addrs();
         tracing::info!(https = ?a.https, http = ?a.http, tunnel = ?a.tunnel, dns = ?a.dns, management = ?a.management, metrics = ?a.metrics, "gateway listening");
@@ -122,6 +134,22 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         tracing::info!("gateway stopped");
         Ok(())
     })
+}
+
+/// `NAME=HOST:PORT` of `--route`, with HOST resolved (its first address).
+async fn route(text: &str) -> anyhow::Result<(policy::HostName, std::net::SocketAddr)> {
+    let Some((name, target)) = text.split_once('=') else {
+        anyhow::bail!("--route {text:?}: expected NAME=HOST:PORT");
+    };
+    let name = name
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--route {text:?}: the name: {e}"))?;
+    let addr = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| anyhow::anyhow!("--route {text:?}: cannot resolve {target}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--route {text:?}: {target} has no address"))?;
+    Ok((name, addr))
 }
 
 async fn shutdown_signal() {

@@ -19,6 +19,7 @@ mod hmac_vault;
 mod mcp;
 mod ops;
 mod passthrough;
+mod routes;
 mod secrets;
 mod smuggling;
 mod ssrf;

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use sandbox::kubernetes::cluster::{Cluster, ClusterError};
@@ -42,53 +41,13 @@ impl Fake {
             .unwrap()
     }
 
-    /// Runs the real kubectl against the fake.
     fn kubectl(&self, args: &[&str]) -> (bool, String) {
-        let kubectl = repo().join(".k8s/kubectl");
-        assert!(
-            kubectl.exists(),
-            "run scripts/install-deps first (no .k8s/kubectl)"
-        );
-        let out = Command::new(kubectl)
-            .args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.api.dir())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        self.api.kubectl(args)
     }
 
     /// `kind/name` of every object of sandbox `id`, as kubectl lists them.
     fn objects_of(&self, id: &str) -> Vec<String> {
-        let (ok, text) = self.kubectl(&[
-            "get",
-            "pods,services,configmaps,secrets,networkpolicies",
-            "-l",
-            &format!("centaur.dev/sandbox={id}"),
-            "-o",
-            "json",
-        ]);
-        assert!(ok, "{text}");
-        let list: Value = serde_json::from_str(&text).unwrap();
-        let mut v: Vec<String> = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| {
-                format!(
-                    "{}/{}",
-                    o["kind"].as_str().unwrap(),
-                    o["metadata"]["name"].as_str().unwrap()
-                )
-            })
-            .collect();
-        v.sort();
-        v
+        self.api.objects(Some(&format!("centaur.dev/sandbox={id}")))
     }
 
     fn control(&self, what: &str, body: Value) {

@@ -16,6 +16,7 @@ pub struct FakeApi {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    repo: PathBuf,
 }
 
 impl Drop for FakeApi {
@@ -48,7 +49,12 @@ impl FakeApi {
             .and_then(|v| v["port"].as_u64())
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or_else(|| panic!("the fake API server did not start: {line:?}"));
-        FakeApi { child, dir, port }
+        FakeApi {
+            child,
+            dir,
+            port,
+            repo: repo.to_path_buf(),
+        }
     }
 
     /// Its scratch directory (kubeconfig, requests.jsonl, the kubelet's pods).
@@ -81,5 +87,60 @@ impl FakeApi {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Runs the real kubectl (from scripts/install-deps) against the fake: whether it
+    /// succeeded, and its stdout and stderr.
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let kubectl = self.repo.join(".k8s/kubectl");
+        assert!(
+            kubectl.exists(),
+            "run scripts/install-deps first (no .k8s/kubectl)"
+        );
+        let out = Command::new(kubectl)
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir())
+            .output()
+            .unwrap_or_else(|e| panic!("kubectl: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// `Kind/name` of every pod, Service, ConfigMap, Secret and NetworkPolicy in the
+    /// namespace (with `selector`, those it selects), sorted, as kubectl lists them.
+    pub fn objects(&self, selector: Option<&str>) -> Vec<String> {
+        let mut args = vec![
+            "get",
+            "pods,services,configmaps,secrets,networkpolicies",
+            "-o",
+            "json",
+        ];
+        if let Some(s) = selector {
+            args.extend(["-l", s]);
+        }
+        let (ok, text) = self.kubectl(&args);
+        assert!(ok, "{text}");
+        let list: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("kubectl's list: {e}: {text}"));
+        let mut v: Vec<String> = list["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        v.sort();
+        v
     }
 }

@@ -140,6 +140,9 @@ pub fn open_transforms(
     if doc.is_null() {
         doc = serde_json::json!({});
     }
+    if !doc.is_object() {
+        return Err("the policy file is not a mapping of sections".into());
+    }
     let transforms = doc["transforms"]
         .as_array_mut()
         .map(std::mem::take)

@@ -67,11 +67,9 @@ pub enum ServeError {
     /// The control plane's own gateway could not start.
     #[error("{0}")]
     Egress(String),
-    /// The configured sandbox backend cannot run in this version.
-    #[error(
-        "sandbox.backend: kubernetes: this version renders and validates a Kubernetes sandbox's objects (sandbox::kubernetes) and ships the Helm charts, but its API client is not built yet; run with backend: local (see the README's known gaps)"
-    )]
-    BackendUnavailable,
+    /// The sandbox backend cannot be reached (no kubeconfig, no service account).
+    #[error("sandbox.backend: kubernetes: {0}")]
+    Backend(String),
 }
 
 /// Runs the server until SIGTERM or SIGINT. `on_listen` gets the bound address (the
@@ -80,17 +78,20 @@ pub async fn serve(
     settings: Settings,
     on_listen: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), ServeError> {
-    if matches!(settings.backend, backend::Backend::Kubernetes(_)) {
-        return Err(ServeError::BackendUnavailable);
-    }
     let settings = Arc::new(settings);
     let lock_file = lock_data_dir(&settings)?;
-    if let Err(e) = sandbox::local::preflight() {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("centaur"));
+    let runtimes = Runtimes::new(settings.clone(), exe)
+        .connect()
+        .await
+        .map_err(ServeError::Backend)?;
+    if !runtimes.on_kubernetes()
+        && let Err(e) = sandbox::local::preflight()
+    {
         tracing::warn!(
             "sandboxes cannot start on this machine ({e}): executions will fail with sandbox_start_failed"
         );
     }
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("centaur"));
     let slack = start_slack(&settings).await?;
     let (shutdown, _) = watch::channel(false);
     let tools = start_tools(&settings);
@@ -100,7 +101,7 @@ pub async fn serve(
         worker_id: format!("w_{:016x}", rand::random::<u64>()),
         kick: Notify::new(),
         metrics: Metrics::default(),
-        runtimes: Runtimes::new(settings.clone(), exe),
+        runtimes,
         running: Mutex::new(HashMap::new()),
         shutdown,
         clock: Arc::new(SystemClock),

@@ -147,14 +147,23 @@ impl Store {
         thread_key: &str,
         generation: i64,
     ) -> Result<Option<String>, StoreError> {
+        // On PostgreSQL, concurrent claims skip a member another claim holds: without SKIP
+        // LOCKED the second claim waits for the first, finds the oldest member gone, and
+        // claims nothing although another one is ready. SQLite runs one writer at a time.
+        let sql = match &self.db {
+            crate::store::db::Db::Postgres(_) => {
+                "DELETE FROM sandbox_pool WHERE runtime_id = (SELECT runtime_id FROM sandbox_pool WHERE scope = $1 AND deploy_hash = $2 AND state = 'ready' ORDER BY created_at, runtime_id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING runtime_id"
+            }
+            crate::store::db::Db::Sqlite(_) => {
+                "DELETE FROM sandbox_pool WHERE runtime_id = (SELECT runtime_id FROM sandbox_pool WHERE scope = $1 AND deploy_hash = $2 AND state = 'ready' ORDER BY created_at, runtime_id LIMIT 1) RETURNING runtime_id"
+            }
+        };
         let claimed: Option<String> = in_tx!(self, |tx| {
-            let id: Option<String> = sqlx::query_scalar(
-                "DELETE FROM sandbox_pool WHERE runtime_id = (SELECT runtime_id FROM sandbox_pool WHERE scope = $1 AND deploy_hash = $2 AND state = 'ready' ORDER BY created_at, runtime_id LIMIT 1) RETURNING runtime_id",
-            )
-            .bind(scope)
-            .bind(deploy_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let id: Option<String> = sqlx::query_scalar(sql)
+                .bind(scope)
+                .bind(deploy_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
             if let Some(id) = &id {
                 sqlx::query("UPDATE assignments SET runtime_id = $1, spool_seq = 0 WHERE thread_key = $2 AND generation = $3")
                     .bind(id)

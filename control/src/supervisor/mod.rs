@@ -328,6 +328,11 @@ impl Client {
         let v = self
             .call(json!({"op": "turn", "id": id, "line": line}))
             .await?;
+        if matches!(self.link, Link::Remote(_)) {
+            // The spool and turns are the pod's; the marker here records the last use (idle
+            // suspension reads it).
+            let _ = std::fs::File::create(self.dir.join("turns"));
+        }
         match (v["ok"].as_bool(), v["from"].as_i64()) {
             (Some(true), Some(from)) => Ok(from),
             _ => Err(SupervisorError::Refused(

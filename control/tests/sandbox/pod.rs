@@ -152,9 +152,15 @@ async fn next_line(a: &mut control::supervisor::Attached) -> (i64, Value) {
     }
 }
 
-fn relays() -> usize {
+/// This fake's processes running `what` (the kubelet's bubblewrap command lines name the
+/// fake's directory; other tests' pods run beside these).
+fn pattern(fake: &Fake, what: &str) -> String {
+    format!("{}.*{what}", fake.api.dir().display())
+}
+
+fn relays(fake: &Fake) -> usize {
     let out = Command::new("pgrep")
-        .args(["-f", "centaur sandbox relay"])
+        .args(["-f", &pattern(fake, "sandbox relay")])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).lines().count()
@@ -224,7 +230,7 @@ async fn a_harness_in_a_sandbox_pod_is_driven_through_exec_and_reattached_after_
     assert_eq!((seq, second["turn"].as_str()), (2, Some("second")));
     // kill -9 of the relay under a live attach ends that stream, nothing else.
     let killed = Command::new("pkill")
-        .args(["-9", "-f", "centaur sandbox relay"])
+        .args(["-9", "-f", &pattern(&fake, "sandbox relay")])
         .status()
         .unwrap();
     assert!(killed.success(), "no relay to kill");
@@ -238,16 +244,16 @@ async fn a_harness_in_a_sandbox_pod_is_driven_through_exec_and_reattached_after_
     assert_eq!(next_line(&mut all).await.1["turn"], "first");
     let status = client.status().await.unwrap();
     assert_eq!(status["lines"], 2, "{status}");
-    assert!(relays() >= 2, "the two attaches run a relay each");
+    assert!(relays(&fake) >= 2, "the two attaches run a relay each");
     drop(a);
     drop(all);
-    let mut left = relays();
+    let mut left = relays(&fake);
     for _ in 0..100 {
         if left == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        left = relays();
+        left = relays(&fake);
     }
     assert_eq!(left, 0, "a relay outlived its exec stream");
 
@@ -282,7 +288,7 @@ async fn a_harness_in_a_sandbox_pod_is_driven_through_exec_and_reattached_after_
     );
     assert!(cluster.delete(&s.id).await.unwrap());
     let out = Command::new("pgrep")
-        .args(["-f", "sandbox supervise --pod"])
+        .args(["-f", &pattern(&fake, "sandbox supervise --pod")])
         .output()
         .unwrap();
     assert!(

@@ -7,6 +7,7 @@ mod crash;
 mod failures;
 mod harness;
 mod idle;
+mod kube;
 mod pool;
 mod slack;
 mod tools;

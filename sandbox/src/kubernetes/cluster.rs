@@ -331,9 +331,9 @@ impl Cluster {
             .collect())
     }
 
-    /// Deletes every sandbox whose id is not in `keep`, and every centaur object whose
-    /// sandbox has no parent any more (left by a crash between calls, or by hand); returns
-    /// what it deleted, as `Kind/name`.
+    /// Deletes every sandbox whose id is not in `keep`, and every centaur object of a
+    /// sandbox not in `keep` that has no parent any more (left by a crash between calls, or
+    /// by hand); returns what it deleted, as `Kind/name`.
     pub async fn reap(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, ClusterError> {
         let mut reaped = Vec::new();
         let mut parents = BTreeSet::new();
@@ -365,7 +365,9 @@ impl Cluster {
                 let Some(name) = o.metadata.name.as_deref() else {
                     continue;
                 };
-                if id.is_none_or(|id| !parents.contains(id))
+                // A kept sandbox's objects stay even when its parent was not listed: it
+                // may be being created right now (its parent made after the list).
+                if id.is_none_or(|id| !parents.contains(id) && !keep.contains(id))
                     && self.delete_object(kind, name).await?
                 {
                     reaped.push(format!("{kind}/{name}"));

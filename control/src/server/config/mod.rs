@@ -259,16 +259,7 @@ impl ServerConfig {
         let hard = duration_or(&l.hard_timeout, "hard_timeout", 3600, &mut errors);
         let lease = duration_or(&l.lease, "lease", 30, &mut errors);
         let idle_timeout = idle_timeout(self.sandbox.idle_timeout.as_deref(), &mut errors);
-        if self.sandbox.max_running == Some(0) {
-            errors.push("sandbox.max_running: at least 1".into());
-        }
-        if let (Some(w), Some(m)) = (self.sandbox.warm_pool, self.sandbox.max_running)
-            && w >= m
-        {
-            errors.push(format!(
-                "sandbox.warm_pool ({w}) must be below sandbox.max_running ({m}): warm sandboxes count as running"
-            ));
-        }
+        capacity(&self.sandbox, &backend, &mut errors);
         let max_body = size(
             l.max_body.as_deref(),
             "limits.max_body",
@@ -389,6 +380,26 @@ fn harnesses(
         out.insert(name, h);
     }
     out
+}
+
+/// `sandbox.max_running` and `sandbox.warm_pool`, with each other and the backend.
+fn capacity(s: &SandboxConfig, backend: &Backend, errors: &mut Vec<String>) {
+    if s.max_running == Some(0) {
+        errors.push("sandbox.max_running: at least 1".into());
+    }
+    if let (Some(w), Some(m)) = (s.warm_pool, s.max_running)
+        && w >= m
+    {
+        errors.push(format!(
+            "sandbox.warm_pool ({w}) must be below sandbox.max_running ({m}): warm sandboxes count as running"
+        ));
+    }
+    if matches!(backend, Backend::Kubernetes(_)) && s.warm_pool.is_some_and(|w| w > 0) {
+        errors.push(
+            "sandbox.warm_pool: the warm pool runs on the local backend only in this version (leave it out with backend: kubernetes)"
+                .into(),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! Sandboxes for assignments: each runs under its own supervisor in
-//! `DATA/sandboxes/<runtime_id>/`; this file starts, finds, stops and reaps them.
+//! `DATA/sandboxes/<runtime_id>/` (on Kubernetes, in its sandbox pod, with that directory as
+//! its marker: `kube.rs`); this file starts, finds, stops and reaps them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
 
 use crate::harness::{self, Harness, Launch};
 use crate::runner::internal;
@@ -13,6 +13,8 @@ use crate::server::paths::private_dir;
 use crate::store::{Assignment, Store, StoreError, new_id};
 use crate::supervisor::{Client, Internal, SupervisorSpec};
 
+mod capacity;
+mod kube;
 mod pool;
 
 /// Where the `centaur` binary appears inside every sandbox (the Codex bridge runs it).
@@ -53,6 +55,8 @@ pub struct Runtimes {
     capacity: Arc<tokio::sync::Mutex<()>>,
     /// The warm pool (`sandbox.warm_pool`).
     pool: Arc<Pool>,
+    /// The cluster, with `sandbox.backend: kubernetes`.
+    kube: Option<Arc<kube::Kube>>,
 }
 
 /// The warm pool's settings and wake-up (`pool.rs`).
@@ -99,7 +103,26 @@ impl Runtimes {
             starts: Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS)),
             holds: Arc::default(),
             capacity: Arc::default(),
+            kube: None,
         }
+    }
+
+    /// Connects to the cluster when sandboxes run on Kubernetes.
+    pub async fn connect(mut self) -> Result<Self, String> {
+        if let crate::server::backend::Backend::Kubernetes(k) = &self.settings.backend {
+            self.kube = Some(Arc::new(kube::Kube::connect(k).await?));
+            if self.settings.tools.is_some() {
+                tracing::warn!(
+                    "tools: threads on Kubernetes cannot reach centaur.internal yet (their gateway pod has no route to this server), so their tools and MCP calls fail"
+                );
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether sandboxes run on Kubernetes.
+    pub fn on_kubernetes(&self) -> bool {
+        self.kube.is_some()
     }
 
     fn hold_of(&self, thread_key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -129,7 +152,10 @@ impl Runtimes {
 
     /// The supervisor of a runtime.
     pub fn client(&self, runtime_id: &str) -> Client {
-        Client::new(self.dir.join(runtime_id))
+        match &self.kube {
+            Some(k) => k.client(&self.dir.join(runtime_id), runtime_id),
+            None => Client::new(self.dir.join(runtime_id)),
+        }
     }
 
     /// Whether a runtime ever started here (its directory exists).
@@ -221,6 +247,9 @@ impl Runtimes {
         if let Some(claimed) = self.claim(store, &a, resume.clone()).await {
             return Ok(claimed);
         }
+        if let Some(k) = self.kube.clone() {
+            return self.start_pod(&k, store, a, resume).await;
+        }
         let internal = self.internal(store, &a).await?;
         let spec = self.spec(&a, resume, internal)?;
         private_dir(&self.dir, 0o711)?;
@@ -236,6 +265,44 @@ impl Runtimes {
             return Err(e.to_string());
         }
         Ok((client, a))
+    }
+
+    /// [`Runtimes::start`]'s cold start on Kubernetes: the marker directory first (so the
+    /// reaper and the capacity count see the runtime), then the pods, then the harness.
+    async fn start_pod(
+        &self,
+        k: &kube::Kube,
+        store: &Store,
+        a: Assignment,
+        resume: Option<String>,
+    ) -> Result<(Client, Assignment), String> {
+        let spec = self.pod_spec(&a, resume)?;
+        private_dir(&self.dir, 0o711)?;
+        let dir = self.dir.join(&a.runtime_id);
+        private_dir(&dir, 0o700)?;
+        let _capacity = match self.settings.max_running {
+            Some(max) => Some(self.make_room(store, max, &a.runtime_id).await?),
+            None => None,
+        };
+        let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
+        match k.start(&dir, &a, &spec).await {
+            Ok(client) => Ok((client, a)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The harness's spec in a sandbox pod: the command, its environment and the pod's
+    /// workspace (the image brings the programs; no host path is mounted), and the policy
+    /// and secrets its gateway pod gets.
+    fn pod_spec(&self, a: &Assignment, resume: Option<String>) -> Result<SupervisorSpec, String> {
+        let mut spec = self.spec(a, resume, None)?;
+        spec.workdir = Some(sandbox::kubernetes::objects::WORKSPACE.into());
+        spec.home = None;
+        spec.mounts.clear();
+        Ok(spec)
     }
 
     /// The route to the API for the assignment's sandbox, with a new token for its runtime.
@@ -281,7 +348,11 @@ impl Runtimes {
             args: h.args.clone(),
             env: merged.clone(),
             resume,
-            centaur: CENTAUR_INSIDE.into(),
+            centaur: if self.kube.is_some() {
+                crate::supervisor::pod::CENTAUR.into()
+            } else {
+                CENTAUR_INSIDE.into()
+            },
             mcp: internal
                 .is_some()
                 .then(|| format!("http://{}/mcp", internal::HOST)),
@@ -370,7 +441,7 @@ impl Runtimes {
         Ok((work, home))
     }
 
-    /// Stops a runtime's sandbox and removes its directory.
+    /// Stops a runtime's sandbox and removes its directory (on Kubernetes, its objects).
     pub async fn stop(&self, runtime_id: &str) {
         let c = self.client(runtime_id);
         if tokio::time::timeout(std::time::Duration::from_secs(25), c.stop())
@@ -379,153 +450,9 @@ impl Runtimes {
         {
             c.terminate();
         }
+        if let Some(k) = &self.kube {
+            k.delete(runtime_id).await;
+        }
         let _ = std::fs::remove_dir_all(c.dir());
-    }
-
-    /// When a runtime's sandbox was last used: the latest change to its spool (output), its
-    /// turns (input) and its directory (start). `None` when it has no directory.
-    fn last_used(&self, runtime_id: &str) -> Option<SystemTime> {
-        let dir = self.dir.join(runtime_id);
-        [dir.clone(), dir.join("spool"), dir.join("turns")]
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .max()
-    }
-
-    /// Up to `limit` running sandboxes of active assignments unused for at least `age` that
-    /// may be stopped now (no execution of their thread queued or running, nobody holding
-    /// the thread), least recently used first, each with its thread's hold.
-    async fn idle(&self, store: &Store, age: Duration, limit: usize) -> Vec<(String, Hold)> {
-        let Ok(active) = store.active_runtime_threads().await else {
-            return Vec::new();
-        };
-        let mut candidates: Vec<(SystemTime, String, String)> = active
-            .into_iter()
-            .filter_map(|(runtime, thread)| {
-                let used = self.last_used(&runtime)?;
-                used.elapsed()
-                    .is_ok_and(|a| a >= age)
-                    .then_some((used, runtime, thread))
-            })
-            .collect();
-        candidates.sort();
-        let mut out = Vec::new();
-        for (_, runtime, thread) in candidates {
-            if out.len() >= limit {
-                break;
-            }
-            let Some(hold) = self.try_hold(&thread) else {
-                continue;
-            };
-            if store.thread_busy(&thread).await.unwrap_or(true) {
-                continue;
-            }
-            out.push((runtime, hold));
-        }
-        out
-    }
-
-    /// Stops (suspends) every sandbox unused for `sandbox.idle_timeout`; returns their ids.
-    /// The thread stays: its next turn starts a new sandbox and resumes the session.
-    pub async fn suspend_idle(&self, store: &Store) -> Vec<String> {
-        let Some(timeout) = self.settings.idle_timeout else {
-            return Vec::new();
-        };
-        let mut stopped = Vec::new();
-        for (runtime, _hold) in self.idle(store, timeout, usize::MAX).await {
-            self.stop(&runtime).await;
-            stopped.push(runtime);
-        }
-        stopped
-    }
-
-    /// Before a cold start under `sandbox.max_running`: while `max` sandboxes run, stops the
-    /// least recently used idle one; waits (up to a minute) while none is idle. Returns the
-    /// guard that keeps other starts out until this one is done.
-    async fn make_room(
-        &self,
-        store: &Store,
-        max: usize,
-        own: &str,
-    ) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
-        let guard = self.capacity.clone().lock_owned().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let running = self.running(own);
-            if running < max {
-                return Ok(guard);
-            }
-            // A warm member goes first: it serves nobody yet.
-            if let Some(runtime) = self.evict_warm(store).await {
-                tracing::info!(
-                    "stopping warm sandbox {runtime}: {running} of sandbox.max_running {max} run"
-                );
-                continue;
-            }
-            if let Some((runtime, _hold)) = self.idle(store, Duration::ZERO, 1).await.pop() {
-                tracing::info!(
-                    "stopping idle sandbox {runtime}: {running} of sandbox.max_running {max} run"
-                );
-                self.stop(&runtime).await;
-                continue;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "{running} sandboxes run (sandbox.max_running is {max}) and none was idle for a minute"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    /// How many sandboxes run here (their directories), `except` one.
-    fn running(&self, except: &str) -> usize {
-        std::fs::read_dir(&self.dir)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        let n = e.file_name();
-                        let n = n.to_string_lossy();
-                        n.starts_with("rt_") && n != except
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-
-    /// Stops every sandbox here that no active assignment or pool row owns; returns their ids. The
-    /// directories are listed before the store is asked (a runtime is recorded before its
-    /// directory is made, so one that starts meanwhile is never mistaken for an orphan), and
-    /// one younger than a minute is left for the next round.
-    pub async fn reap(&self, store: &Store) -> Vec<String> {
-        // Sandboxes whose supervisor died (killed, crashed) are removed first.
-        let _ = tokio::task::spawn_blocking(sandbox::local::gc).await;
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let young = |e: &std::fs::DirEntry| {
-            e.metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age < std::time::Duration::from_secs(60))
-        };
-        let found: Vec<String> = entries
-            .flatten()
-            .filter(|e| !young(e))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("rt_"))
-            .collect();
-        let Ok(keep) = store.active_runtimes().await else {
-            return Vec::new();
-        };
-        let mut reaped = Vec::new();
-        for name in found {
-            if !keep.contains(&name) {
-                self.stop(&name).await;
-                reaped.push(name);
-            }
-        }
-        reaped
     }
 }

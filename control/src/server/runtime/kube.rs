@@ -1,0 +1,293 @@
+//! Threads' sandboxes on Kubernetes (`sandbox.backend: kubernetes`): a runtime is a sandbox
+//! pod, its own gateway pod and the objects around them (`sandbox::kubernetes`), and its
+//! supervisor is the sandbox pod's command, reached through the pod's exec API
+//! ([`crate::supervisor::pod`]). The runtime's directory under `DATA/sandboxes` stays, as a
+//! marker: it holds the CA made for the sandbox's gateway, and its presence is what
+//! counting, idle suspension and the reaper see, as on the local backend.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandbox::kubernetes::cluster::Cluster;
+use sandbox::kubernetes::objects::{CA_DIR, GatewayFiles, MANAGEMENT_PORT, METRICS_PORT, Spec};
+use serde_json::{Value, json};
+
+use crate::runner::gateway_config::{self, open_transforms};
+use crate::server::backend::KubernetesSettings;
+use crate::store::Assignment;
+use crate::supervisor::pod::{PodDialer, command};
+use crate::supervisor::{Client, SupervisorSpec};
+
+/// The variable the sandbox gateway's management key is read from (its env Secret).
+const MANAGEMENT_KEY_VAR: &str = "CENTAUR_MANAGEMENT_KEY";
+
+/// One namespace of one cluster, with the settings every sandbox is made from.
+#[derive(Debug)]
+pub(super) struct Kube {
+    cluster: Cluster,
+    settings: KubernetesSettings,
+    /// Labels every object (`centaur.dev/deploy`): this version and these images.
+    deploy: String,
+}
+
+/// The sandbox id of a runtime (a DNS label: `rt_0123…` → `rt-0123…`).
+pub(super) fn sandbox_id(runtime_id: &str) -> String {
+    runtime_id.to_ascii_lowercase().replace('_', "-")
+}
+
+impl Kube {
+    /// Connects with the configured kubeconfig, or the pod's service account.
+    pub(super) async fn connect(settings: &KubernetesSettings) -> Result<Kube, String> {
+        let cluster = Cluster::connect(
+            settings.kubeconfig.as_deref(),
+            settings.namespace.as_deref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let d = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!(
+                "{} {} {}",
+                env!("CARGO_PKG_VERSION"),
+                settings.image,
+                settings.gateway_image
+            )
+            .as_bytes(),
+        );
+        let deploy = d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Kube {
+            cluster,
+            settings: settings.clone(),
+            deploy,
+        })
+    }
+
+    /// The supervisor of a runtime, through its pod; `dir` is the runtime's marker.
+    pub(super) fn client(&self, dir: &Path, runtime_id: &str) -> Client {
+        let pod = format!("centaur-{}", sandbox_id(runtime_id));
+        Client::remote(dir, Arc::new(PodDialer::new(self.cluster.clone(), pod)))
+    }
+
+    /// Creates the runtime's sandbox (the gateway with `policy` and the real values of
+    /// `secrets`) and launches `launch` in it. On any failure everything made is deleted.
+    pub(super) async fn start(
+        &self,
+        dir: &Path,
+        a: &Assignment,
+        launch: &SupervisorSpec,
+    ) -> Result<Client, String> {
+        let made = self.create(dir, a, launch).await;
+        let client = self.client(dir, &a.runtime_id);
+        let launched = match made {
+            Ok(()) => self.launch(&client, launch).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = launched {
+            self.delete(&a.runtime_id).await;
+            return Err(e);
+        }
+        Ok(client)
+    }
+
+    async fn create(
+        &self,
+        dir: &Path,
+        a: &Assignment,
+        launch: &SupervisorSpec,
+    ) -> Result<(), String> {
+        let text = match &launch.policy {
+            Some(p) => {
+                Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        // Checked with a stand-in address first: the real one is known only once the
+        // gateway's Service exists.
+        let checked = pod_policy(text.as_deref(), Ipv4Addr::UNSPECIFIED)?;
+        let config = policy::Config::parse(&checked.to_string())
+            .map_err(|e| format!("the sandbox gateway's policy: {e}"))?;
+        let (ca_cert, ca_key) = ca(dir)?;
+        let mut env = gateway_env(&config, launch.secrets_from.as_deref())?;
+        env.push((
+            MANAGEMENT_KEY_VAR.into(),
+            format!("{:032x}", rand::random::<u128>()),
+        ));
+        let k = &self.settings;
+        let spec = Spec {
+            id: sandbox_id(&a.runtime_id),
+            namespace: self.cluster.namespace().to_string(),
+            thread_key: a.thread_key.clone(),
+            thread_label: thread_label(&a.thread_key),
+            deploy: self.deploy.clone(),
+            warm: false,
+            image: k.image.clone(),
+            gateway_image: k.gateway_image.clone(),
+            command: command(),
+            env: gateway_config::placeholders(&config),
+            uid: k.uid,
+            resources: k.resources.clone(),
+            gateway_resources: k.gateway_resources.clone(),
+            runtime_class: k.runtime_class.clone(),
+            control_plane_labels: k.control_plane_labels.clone(),
+            control_plane_namespace: k.control_plane_namespace.clone(),
+        };
+        let files = move |ip: Ipv4Addr| GatewayFiles {
+            policy: pod_policy(text.as_deref(), ip)
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            ca_cert,
+            ca_key,
+            env,
+        };
+        self.cluster
+            .create(&spec, files)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the sandbox's objects: {e}"))
+    }
+
+    /// Waits for the pod's supervisor to answer, then hands it the harness.
+    async fn launch(&self, client: &Client, launch: &SupervisorSpec) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.cluster.ready_timeout;
+        loop {
+            match client.status().await {
+                Ok(s) if s["state"] == "warm" => break,
+                Ok(s) => return Err(format!("the sandbox pod's supervisor is {}", s["state"])),
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    return Err(format!("the sandbox pod's supervisor does not answer: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        client.launch(launch).await.map_err(|e| e.to_string())
+    }
+
+    /// Deletes a runtime's sandbox (its parent; the garbage collector takes the rest).
+    pub(super) async fn delete(&self, runtime_id: &str) {
+        if let Err(e) = self.cluster.delete(&sandbox_id(runtime_id)).await {
+            tracing::warn!("deleting sandbox {runtime_id}: {e}");
+        }
+    }
+
+    /// Deletes every sandbox in the namespace that none of `runtimes` owns.
+    pub(super) async fn reap(&self, runtimes: &BTreeSet<String>) -> Vec<String> {
+        let keep = runtimes.iter().map(|r| sandbox_id(r)).collect();
+        match self.cluster.reap(&keep).await {
+            Ok(reaped) => reaped,
+            Err(e) => {
+                tracing::warn!("reaping sandboxes: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// A label value for a thread key (any text): a hash of it.
+fn thread_label(thread_key: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thread_key.as_bytes());
+    d.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new CA for the sandbox's gateway, kept in the runtime's marker: (certificate, key).
+fn ca(dir: &Path) -> Result<(String, String), String> {
+    let ca = dir.join("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    gateway::ca::init(
+        &ca,
+        &gateway::ca::CaInit {
+            name: "Centaur sandbox CA".into(),
+            algorithm: gateway::ca::CaAlgorithm::EcdsaP256,
+            validity: Duration::from_secs(7 * 86400),
+            permitted: vec![],
+        },
+    )
+    .map_err(|e| format!("the sandbox's CA: {e}"))?;
+    let read =
+        |f: &str| std::fs::read_to_string(ca.join(f)).map_err(|e| format!("the sandbox's CA: {e}"));
+    Ok((read("ca.crt")?, read("ca.key")?))
+}
+
+/// The real values of every variable the policy reads: from `secrets` (a .env file), else
+/// this process's environment. A variable with no value is left out (the gateway says so).
+fn gateway_env(
+    config: &policy::Config,
+    secrets: Option<&Path>,
+) -> Result<Vec<(String, String)>, String> {
+    let file = crate::runner::spec::load_secret_map(secrets).map_err(|e| e.to_string())?;
+    Ok(gateway_config::env_vars(config)
+        .into_iter()
+        .filter_map(|var| {
+            let value = match file.get(&var) {
+                Some(v) => String::from_utf8_lossy(v.expose()).into_owned(),
+                None => std::env::var(&var).ok()?,
+            };
+            Some((var, value))
+        })
+        .collect())
+}
+
+/// The sandbox gateway's policy: the file as written (its transforms, secrets, limits), with
+/// the pod's listeners, its Service's address as the DNS answer, the CA mounted from its
+/// Secret, the management and metrics listeners the control plane and probes use, and the
+/// audit on stdout (the pod's log).
+fn pod_policy(text: Option<&str>, gateway_ip: Ipv4Addr) -> Result<Value, String> {
+    let (mut doc, transforms) = open_transforms(text)?;
+    // An array was taken out (and left empty), or there was none; anything else is left
+    // for the parser to refuse.
+    if doc["transforms"].is_array() || doc["transforms"].is_null() {
+        doc["transforms"] = Value::Array(transforms);
+    }
+    let ports = netpol::Ports::default();
+    let any = |port: u16| format!("0.0.0.0:{port}");
+    doc["dns"] = json!({"listen": any(ports.dns), "proxy_ip": gateway_ip.to_string()});
+    doc["proxy"] = json!({
+        "https_listen": any(ports.https),
+        "http_listen": any(ports.http),
+        "tunnel_listen": any(ports.tunnel),
+    });
+    doc["tls"] =
+        json!({"ca_cert": format!("{CA_DIR}/ca.crt"), "ca_key": format!("{CA_DIR}/ca.key")});
+    doc["management"] = json!({"listen": any(MANAGEMENT_PORT), "api_key_env": MANAGEMENT_KEY_VAR});
+    doc["metrics"] = json!({"listen": any(METRICS_PORT)});
+    doc["audit"] = json!({"output": "stdout"});
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_policy_is_a_valid_gateway_policy_with_the_pods_listeners() {
+        let text = "transforms:\n  - name: allowlist\n    config: {domains: [api.example.test]}\n\
+                    dns:\n  listen: 127.0.0.1:5353\n";
+        let doc = pod_policy(Some(text), Ipv4Addr::new(10, 96, 0, 7)).unwrap();
+        let c = policy::Config::parse(&doc.to_string()).unwrap();
+        assert_eq!(c.dns.proxy_ip, Some(Ipv4Addr::new(10, 96, 0, 7)));
+        assert_eq!(c.dns.listen, Some("0.0.0.0:53".parse().unwrap()));
+        assert_eq!(c.proxy.https_listen, Some("0.0.0.0:443".parse().unwrap()));
+        assert_eq!(c.tls.ca_key.as_deref(), Some("/etc/centaur/ca/ca.key"));
+        assert!(format!("{c:?}").contains("api.example.test"));
+        // No policy: every request denied, with the pod's listeners.
+        let none = pod_policy(None, Ipv4Addr::new(10, 96, 0, 7)).unwrap();
+        assert!(policy::Config::parse(&none.to_string()).is_ok(), "{none}");
+        // Bad input stays bad: refused here, or by the gateway's parser with its reason.
+        assert!(pod_policy(Some("3"), Ipv4Addr::UNSPECIFIED).is_err());
+        let bad = pod_policy(Some("transforms: 3"), Ipv4Addr::UNSPECIFIED).unwrap();
+        let e = policy::Config::parse(&bad.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("transforms"), "{e}");
+    }
+
+    #[test]
+    fn runtime_ids_become_dns_labels() {
+        assert_eq!(sandbox_id("rt_00ff12ab34cd56ef"), "rt-00ff12ab34cd56ef");
+    }
+}

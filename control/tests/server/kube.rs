@@ -1,0 +1,171 @@
+//! `centaur server` with `sandbox.backend: kubernetes`, against the fake API server and its
+//! kubelet (sandbox/tests/fakes/): a thread's turn makes its sandbox's objects by
+//! server-side apply, its harness runs in the sandbox pod under the pod's supervisor, and
+//! every turn and output line goes through the pod's exec API. A server killed with
+//! `kill -9` mid-turn is followed by a new one that reattaches to the same pod and finishes
+//! the turn, which reaches the harness once; releasing the thread deletes its objects.
+//! What a real cluster adds is a known gap (deploy/README.md).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::kube::FakeApi;
+
+use crate::calls::{call, execute, turn, wait_end};
+use crate::harness::{self, CENTAUR, Setup, free_port};
+
+const IMAGE: &str = "centaur-sandbox:test";
+
+/// The image's programs: this build's `centaur` and the counting agent.
+fn image(dir: &Path) -> PathBuf {
+    let bin = dir.join("image");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (src, name) in [
+        (PathBuf::from(CENTAUR), "centaur"),
+        (
+            harness::repo().join("control/tests/server/agents/counting.py"),
+            "counting.py",
+        ),
+    ] {
+        if std::fs::hard_link(&src, bin.join(name)).is_err() {
+            std::fs::copy(&src, bin.join(name)).unwrap();
+        }
+    }
+    harness::chmod(&bin, 0o755);
+    bin
+}
+
+fn setup(fake: &FakeApi, port: u16) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    harness::chmod(dir.path(), 0o711);
+    fake.control("image", &json!({"image": IMAGE, "bin": image(dir.path())}));
+    let config = dir.path().join("server.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nlimits:\n  lease: 3s\nsandbox:\n  backend: kubernetes\n  kubernetes:\n    \
+             namespace: agents\n    image: {IMAGE}\n    gateway_image: centaur-gateway:test\n    kubeconfig: {}\n\
+             harnesses:\n  counting:\n    command: [python3, /image/bin/counting.py]\ndefault_harness: counting\n",
+            fake.kubeconfig().display()
+        ),
+    )
+    .unwrap();
+    Setup {
+        dir,
+        config,
+        database_url: None,
+        env: Vec::new(),
+    }
+}
+
+fn execs(fake: &FakeApi) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap_or_default().ends_with("/exec"))
+        .count()
+}
+
+/// Invariant 7 (durable before acknowledged) on Kubernetes, and the backend's life cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_its_objects_go_with_it() {
+    if !harness::root_or_skip("a_thread_runs_in_its_sandbox_pod") {
+        return;
+    }
+    let fake = FakeApi::start(&harness::repo());
+    let port = free_port();
+    let setup = setup(&fake, port);
+    let key = setup.key("tester", "agent");
+    let listen = format!("127.0.0.1:{port}");
+    let server = setup.start_on(&listen).await;
+
+    let e = turn(
+        &server,
+        &key,
+        "k8s:1",
+        "counting",
+        "steps=2 pause=0.1 hello",
+    )
+    .await;
+    assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
+    assert_eq!(e["result_text"], "steps=2 pause=0.1 hello");
+    let made = fake.objects(None);
+    let pods: Vec<&String> = made.iter().filter(|o| o.starts_with("Pod/")).collect();
+    assert_eq!(pods.len(), 2, "a sandbox pod and its gateway pod: {made:?}");
+    let calls = execs(&fake);
+    assert!(
+        calls >= 3,
+        "launch, turn and attach went through exec ({calls})"
+    );
+
+    // kill -9 mid-turn; the next server reattaches to the same pod.
+    let id = execute(
+        &server,
+        &key,
+        json!({"thread_key": "k8s:1", "message": "steps=6 pause=0.3 again"}),
+    )
+    .await;
+    for _ in 0..100 {
+        let e = call(
+            &server,
+            &key,
+            "GET",
+            &format!("/agent/executions/{id}"),
+            None,
+        )
+        .await;
+        if e["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.kill9().await;
+    let server = setup.start_on(&listen).await;
+    let e = wait_end(&server, &key, "k8s:1", &id).await;
+    assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
+    assert_eq!(
+        e["result_text"], "steps=6 pause=0.3 again",
+        "the turn reached the harness once"
+    );
+    assert_eq!(fake.objects(None), made, "the same sandbox, no new objects");
+
+    // Releasing the thread deletes its sandbox's objects.
+    let r = call(
+        &server,
+        &key,
+        "POST",
+        "/agent/threads/k8s:1/release",
+        Some(json!({})),
+    )
+    .await;
+    assert!(r.is_object(), "{r}");
+    let mut left = fake.objects(None);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = fake.objects(None);
+    }
+    assert!(left.is_empty(), "{left:?}\n{}", server.log());
+    assert!(
+        std::fs::read_dir(setup.data().join("sandboxes"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with("rt_")),
+        "the runtime's marker is gone"
+    );
+    // This fake's pods only (their command lines name its directory).
+    let out = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("{}.*sandbox supervise --pod", fake.dir().display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.stdout.is_empty(), "a pod's supervisor outlived its pod");
+    server.stop().await;
+}
