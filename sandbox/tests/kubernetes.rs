@@ -44,6 +44,7 @@ fn spec(warm: bool) -> Spec {
         warm,
         image: "registry.example.com/centaur/sandbox:2026.11".into(),
         gateway_image: "registry.example.com/centaur/gateway:2026.11".into(),
+        routes: vec!["centaur.internal=centaur.centaur.svc:8700".into()],
         command: vec!["codex".into(), "app-server".into()],
         env: vec![
             ("OPENAI_API_KEY".into(), "OPENAI_API_KEY".into()),

@@ -21,6 +21,17 @@ pub const TOKEN_VAR: &str = "CENTAUR_THREAD_TOKEN";
 /// only, and the name
 /// routed to `api` (the server's listener) past the deny ranges.
 pub fn route(policy: Option<&str>, api: SocketAddr) -> Result<Config, String> {
+    let doc = route_doc(policy)?;
+    let mut config = Config::parse_placed(&doc.to_string())
+        .map_err(|e| format!("the policy with the centaur.internal route: {e}"))?;
+    let name = HOST.parse().map_err(|e| format!("{HOST}: {e}"))?;
+    config.upstream.internal = BTreeMap::from([(name, loopback(api))]);
+    Ok(config)
+}
+
+/// The policy (as parsed YAML) with the route's allowlist entry and token injection, for a
+/// gateway whose route to the API is given apart (`centaur-gateway run --route`).
+pub fn route_doc(policy: Option<&str>) -> Result<Value, String> {
     let (mut doc, mut transforms) = open_transforms(policy)?;
     allow_hosts(&mut transforms, vec![json!(HOST)]);
     // Both headers the API reads a key from are set, so a key the sandbox got hold of (a user
@@ -33,11 +44,7 @@ pub fn route(policy: Option<&str>, api: SocketAddr) -> Result<Config, String> {
          "inject": {"header": "X-Api-Key", "formatter": "{{ .Value }}"}},
     ]}}));
     doc["transforms"] = Value::Array(transforms);
-    let mut config = Config::parse_placed(&doc.to_string())
-        .map_err(|e| format!("the policy with the centaur.internal route: {e}"))?;
-    let name = HOST.parse().map_err(|e| format!("{HOST}: {e}"))?;
-    config.upstream.internal = BTreeMap::from([(name, loopback(api))]);
-    Ok(config)
+    Ok(doc)
 }
 
 /// Where a gateway on this machine reaches a listener bound to `addr` (an unspecified

@@ -8,6 +8,7 @@
 //!     image: registry.example.com/centaur/sandbox:1.0
 //!     gateway_image: registry.example.com/centaur/gateway:1.0
 //!     kubeconfig: ~/.kube/config   # default: in-cluster credentials
+//!     api: centaur.centaur.svc:8700  # this server as gateway pods reach it (centaur.internal)
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,6 +60,10 @@ pub struct KubernetesConfig {
     pub control_plane_labels: BTreeMap<String, String>,
     /// The server's own namespace, when sandboxes go to another (default: the same).
     pub control_plane_namespace: Option<String>,
+    /// This server's API as the sandboxes' gateway pods reach it, `HOST:PORT` (its
+    /// Service): where `centaur.internal` (tools, MCP) goes. Without it, threads on
+    /// Kubernetes have no `centaur.internal`.
+    pub api: Option<String>,
 }
 
 /// `sandbox.kubernetes`, checked and defaulted.
@@ -84,6 +89,8 @@ pub struct KubernetesSettings {
     pub control_plane_labels: BTreeMap<String, String>,
     /// See [`KubernetesConfig::control_plane_namespace`].
     pub control_plane_namespace: Option<String>,
+    /// See [`KubernetesConfig::api`].
+    pub api: Option<String>,
 }
 
 /// Where sandboxes run, checked.
@@ -177,17 +184,8 @@ impl KubernetesConfig {
             memory: q(self.gateway_memory, "gateway_memory", "256Mi"),
             ephemeral_storage: "512Mi".into(),
         };
-        let mut labels = self.control_plane_labels;
-        if labels.is_empty() {
-            labels.insert("app.kubernetes.io/name".into(), "centaur".into());
-        }
-        for (k, v) in &labels {
-            if k.is_empty() || !label_value(v) {
-                errors.push(format!(
-                    "{at}.control_plane_labels: {k}={v:?} is not a label"
-                ));
-            }
-        }
+        check_api(self.api.as_deref(), errors);
+        let labels = control_plane_labels(self.control_plane_labels, errors);
         KubernetesSettings {
             namespace: self.namespace,
             image: img,
@@ -201,8 +199,40 @@ impl KubernetesConfig {
             runtime_class: self.runtime_class,
             control_plane_labels: labels,
             control_plane_namespace: self.control_plane_namespace,
+            api: self.api,
         }
     }
+}
+
+/// `sandbox.kubernetes.api`: `HOST:PORT`.
+fn check_api(api: Option<&str>, errors: &mut Vec<String>) {
+    let Some(api) = api else { return };
+    let ok = api.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if !ok {
+        errors.push(format!(
+            "sandbox.kubernetes.api: {api:?} is not HOST:PORT (the server's Service, e.g. centaur.centaur.svc:8700)"
+        ));
+    }
+}
+
+/// `sandbox.kubernetes.control_plane_labels`, defaulted and checked.
+fn control_plane_labels(
+    mut labels: BTreeMap<String, String>,
+    errors: &mut Vec<String>,
+) -> BTreeMap<String, String> {
+    if labels.is_empty() {
+        labels.insert("app.kubernetes.io/name".into(), "centaur".into());
+    }
+    for (k, v) in &labels {
+        if k.is_empty() || !label_value(v) {
+            errors.push(format!(
+                "sandbox.kubernetes.control_plane_labels: {k}={v:?} is not a label"
+            ));
+        }
+    }
+    labels
 }
 
 #[cfg(test)]
@@ -252,10 +282,10 @@ mod tests {
     #[test]
     fn every_mistake_is_reported_at_once() {
         let errs = check(
-            "backend: kubernetes\nkubernetes:\n  namespace: Bad_NS\n  gateway_image: 'a b'\n  uid: 0\n  memory: lots\n  runtime_class: '-x'\n",
+            "backend: kubernetes\nkubernetes:\n  namespace: Bad_NS\n  gateway_image: 'a b'\n  uid: 0\n  memory: lots\n  runtime_class: '-x'\n  api: centaur.svc\n",
         )
         .unwrap_err();
-        assert_eq!(errs.len(), 6, "{errs:#?}");
+        assert_eq!(errs.len(), 7, "{errs:#?}");
         for want in [
             "namespace",
             "image is required",
@@ -263,6 +293,7 @@ mod tests {
             "uid: 0",
             "memory",
             "runtime_class",
+            "api: \"centaur.svc\" is not HOST:PORT",
         ] {
             assert!(errs.iter().any(|e| e.contains(want)), "{want}: {errs:#?}");
         }

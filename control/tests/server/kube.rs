@@ -47,7 +47,8 @@ fn setup(fake: &FakeApi, port: u16) -> Setup {
         &config,
         format!(
             "listen: 127.0.0.1:{port}\nlimits:\n  lease: 3s\nsandbox:\n  backend: kubernetes\n  kubernetes:\n    \
-             namespace: agents\n    image: {IMAGE}\n    gateway_image: centaur-gateway:test\n    kubeconfig: {}\n\
+             namespace: agents\n    image: {IMAGE}\n    gateway_image: centaur-gateway:test\n    kubeconfig: {}\n    \
+             api: 127.0.0.1:{port}\n\
              harnesses:\n  counting:\n    command: [python3, /image/bin/counting.py]\ndefault_harness: counting\n",
             fake.kubeconfig().display()
         ),
@@ -66,6 +67,65 @@ fn execs(fake: &FakeApi) -> usize {
         .iter()
         .filter(|r| r["path"].as_str().unwrap_or_default().ends_with("/exec"))
         .count()
+}
+
+/// Invariant 3 (no real credential in the sandbox) for `centaur.internal` on Kubernetes: the
+/// gateway pod is started with the route to this server (`--route`, from
+/// `sandbox.kubernetes.api`) and holds the thread's token in its env Secret, a token this
+/// server accepts; the spec the sandbox pod's supervisor keeps has no token.
+fn internal_route(fake: &FakeApi, server: &harness::Server, port: u16) {
+    use base64::Engine as _;
+    let made = fake.objects(None);
+    let gw = made
+        .iter()
+        .find_map(|o| o.strip_prefix("Pod/").filter(|n| n.ends_with("-gateway")))
+        .expect("a gateway pod");
+    let (ok, text) = fake.kubectl(&["get", "pod", gw, "-o", "json"]);
+    assert!(ok, "{text}");
+    let pod: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let args = &pod["spec"]["containers"][0]["args"];
+    assert_eq!(args[3], "--route", "{args}");
+    assert_eq!(args[4], format!("centaur.internal=127.0.0.1:{port}"));
+    let (ok, text) = fake.kubectl(&["get", "secret", &format!("{gw}-env"), "-o", "json"]);
+    assert!(ok, "{text}");
+    let secret: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let b64 = secret["data"]["CENTAUR_THREAD_TOKEN"]
+        .as_str()
+        .expect("the token");
+    let token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
+    let status = |key: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {key}"))
+            .arg(format!("{}/tools", server.base))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_ne!(
+        status(&token),
+        "401",
+        "the server knows the gateway's token"
+    );
+    assert_eq!(status("not-a-token"), "401");
+    // The supervisor's copy of the harness's spec, inside the pod: no token.
+    let mut specs = 0;
+    for d in std::fs::read_dir(fake.dir().join("pods"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(d.path().join("volumes/agent/spec.json")) {
+            specs += 1;
+            assert!(!text.contains(&token), "the token is in the pod: {text}");
+            assert!(text.contains("CENTAUR_API_URL"), "{text}");
+        }
+    }
+    assert_eq!(specs, 1);
 }
 
 /// Invariant 7 (durable before acknowledged) on Kubernetes, and the backend's life cycle.
@@ -99,6 +159,7 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_its_objects_go_wit
         calls >= 3,
         "launch, turn and attach went through exec ({calls})"
     );
+    internal_route(&fake, &server, port);
 
     // kill -9 mid-turn; the next server reattaches to the same pod.
     let id = execute(

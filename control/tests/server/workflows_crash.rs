@@ -230,10 +230,13 @@ async fn kill_worker(server: u32) {
 /// The effects of `tag` whose step had not recorded its result at this moment: a kill now
 /// falls in their step's window, and they may run again.
 /// The effects of `tag` whose step was not recorded done in `r`: read *after* the kill, with
-/// `r` read before it, so an effect that ran in between counts as caught in its window
-/// (reading both before the kill missed one, under load, and the test saw a legitimate
-/// second run as a failure).
-fn in_window(r: &Value, tag: &str, work: &Path) -> Vec<String> {
+/// `r` read before it, so an effect that ran in between counts as caught in its window.
+/// Reading both before the kill missed one under load: a step the server had handed to the
+/// worker just before it was killed ran in the worker (which dies a moment after its
+/// server) and ran again after the restart, a legitimate second run the test counted as a
+/// failure. So the worker's process tree gets half a second to be gone first.
+async fn in_window(r: &Value, tag: &str, work: &Path) -> Vec<String> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
     effects(work)
         .into_iter()
         .filter_map(|e| e.strip_prefix(&format!("{tag}:")).map(str::to_string))
@@ -281,13 +284,13 @@ async fn run(setup: &Setup, key: &str, tag: &str, kill: Option<bool>) -> (Value,
             (Some(false), Some(r)) => {
                 eprintln!("{tag}: kill -9 the server at {b:?}");
                 server.kill9().await;
-                windows.extend(in_window(r, tag, &work));
+                windows.extend(in_window(r, tag, &work).await);
                 server = setup.start().await;
             }
             (Some(true), Some(r)) => {
                 eprintln!("{tag}: kill -9 the worker at {b:?}");
                 kill_worker(server.child.id().unwrap()).await;
-                windows.extend(in_window(r, tag, &work));
+                windows.extend(in_window(r, tag, &work).await);
             }
             _ => {}
         }

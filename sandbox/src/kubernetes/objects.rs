@@ -71,6 +71,9 @@ pub struct Spec {
     pub image: String,
     /// The gateway image (`centaur-gateway`).
     pub gateway_image: String,
+    /// The gateway's `--route NAME=HOST:PORT` arguments: the control plane's API, which
+    /// its address guard would refuse (`centaur.internal`).
+    pub routes: Vec<String>,
     /// The sandbox container's command: the supervisor (`centaur sandbox supervise --pod`),
     /// which runs the harness it is given and which the server reaches through exec.
     pub command: Vec<String>,
@@ -174,6 +177,14 @@ impl Spec {
         ] {
             if image.is_empty() || image.chars().any(char::is_whitespace) {
                 errs.push(format!("{what} {image:?} is not an image reference"));
+            }
+        }
+        for r in &self.routes {
+            let ok = r.split_once('=').is_some_and(|(name, to)| {
+                !name.is_empty() && to.contains(':') && !r.contains(char::is_whitespace)
+            });
+            if !ok {
+                errs.push(format!("route {r:?} is not NAME=HOST:PORT"));
             }
         }
         if self.command.is_empty() {

@@ -10,6 +10,7 @@ pub(super) fn spec() -> Spec {
         warm: false,
         image: "ghcr.io/example/centaur-sandbox:1.0".into(),
         gateway_image: "ghcr.io/example/centaur-gateway:1.0".into(),
+        routes: vec![],
         command: vec!["claude".into(), "-p".into()],
         env: vec![("ANTHROPIC_API_KEY".into(), "ANTHROPIC_API_KEY".into())],
         uid: 1001,
@@ -228,4 +229,27 @@ fn the_network_policies_are_netpols_own_selecting_these_pods() {
         gw["spec"]["ingress"][1]["ports"],
         json!([{"protocol": "TCP", "port": 9092}])
     );
+}
+
+#[test]
+fn the_gateway_gets_its_routes_as_flags_and_a_malformed_route_is_refused() {
+    let mut s = spec();
+    assert_eq!(
+        s.gateway_pod(&owner())["spec"]["containers"][0]["args"],
+        json!(["run", "--config", POLICY_FILE])
+    );
+    s.routes = vec!["centaur.internal=centaur.centaur.svc:8700".into()];
+    assert_eq!(
+        s.gateway_pod(&owner())["spec"]["containers"][0]["args"],
+        json!([
+            "run",
+            "--config",
+            POLICY_FILE,
+            "--route",
+            "centaur.internal=centaur.centaur.svc:8700"
+        ])
+    );
+    s.routes = vec!["centaur.internal".into()];
+    let e = s.check().unwrap_err().to_string();
+    assert!(e.contains("NAME=HOST:PORT"), "{e}");
 }

@@ -37,7 +37,7 @@ impl Spec {
                 "containers": [{
                     "name": "gateway",
                     "image": self.gateway_image,
-                    "args": ["run", "--config", POLICY_FILE],
+                    "args": self.gateway_args(),
                     "envFrom": [{"secretRef": {"name": format!("{gw}-env")}}],
                     "ports": [
                         cport("dns-udp", "UDP", p.dns),
@@ -65,6 +65,15 @@ impl Spec {
                 ],
             },
         })
+    }
+
+    /// The gateway container's arguments: its policy and routes.
+    fn gateway_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["run", "--config", POLICY_FILE].map(String::from).to_vec();
+        for r in &self.routes {
+            args.extend(["--route".to_string(), r.clone()]);
+        }
+        args
     }
 
     /// 7. The sandbox pod: not root, every capability dropped, `RuntimeDefault` seccomp, no

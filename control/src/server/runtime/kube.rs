@@ -16,6 +16,7 @@ use sandbox::kubernetes::objects::{CA_DIR, GatewayFiles, MANAGEMENT_PORT, METRIC
 use serde_json::{Value, json};
 
 use crate::runner::gateway_config::{self, open_transforms};
+use crate::runner::internal;
 use crate::server::backend::KubernetesSettings;
 use crate::store::Assignment;
 use crate::supervisor::pod::{PodDialer, command};
@@ -71,15 +72,21 @@ impl Kube {
         Client::remote(dir, Arc::new(PodDialer::new(self.cluster.clone(), pod)))
     }
 
-    /// Creates the runtime's sandbox (the gateway with `policy` and the real values of
-    /// `secrets`) and launches `launch` in it. On any failure everything made is deleted.
+    /// Whether sandboxes get `centaur.internal` (`sandbox.kubernetes.api` is set).
+    pub(super) fn routes_api(&self) -> bool {
+        self.settings.api.is_some()
+    }
+
+    /// Creates the runtime's sandbox (its gateway from `gateway`) and launches `launch` in
+    /// it. On any failure everything made is deleted.
     pub(super) async fn start(
         &self,
         dir: &Path,
         a: &Assignment,
         launch: &SupervisorSpec,
+        gateway: &GatewayInputs,
     ) -> Result<Client, String> {
-        let made = self.create(dir, a, launch).await;
+        let made = self.create(dir, a, gateway).await;
         let client = self.client(dir, &a.runtime_id);
         let launched = match made {
             Ok(()) => self.launch(&client, launch).await,
@@ -92,29 +99,40 @@ impl Kube {
         Ok(client)
     }
 
-    async fn create(
-        &self,
-        dir: &Path,
-        a: &Assignment,
-        launch: &SupervisorSpec,
-    ) -> Result<(), String> {
-        let text = match &launch.policy {
+    async fn create(&self, dir: &Path, a: &Assignment, g: &GatewayInputs) -> Result<(), String> {
+        let text = match &g.policy {
             Some(p) => {
-                Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?)
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                policy::Config::parse_placed(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+                Some(text)
             }
             None => None,
         };
+        let (base, routes) = match (&self.settings.api, &g.token) {
+            (Some(api), Some(_)) => (
+                internal::route_doc(text.as_deref())?,
+                vec![format!("{}={api}", internal::HOST)],
+            ),
+            _ => (
+                open_transforms(text.as_deref()).map(|(d, t)| restore(d, t))?,
+                vec![],
+            ),
+        };
         // Checked with a stand-in address first: the real one is known only once the
         // gateway's Service exists.
-        let checked = pod_policy(text.as_deref(), Ipv4Addr::UNSPECIFIED)?;
+        let checked = pod_policy(base.clone(), Ipv4Addr::UNSPECIFIED);
         let config = policy::Config::parse(&checked.to_string())
             .map_err(|e| format!("the sandbox gateway's policy: {e}"))?;
         let (ca_cert, ca_key) = ca(dir)?;
-        let mut env = gateway_env(&config, launch.secrets_from.as_deref())?;
+        let mut env = gateway_env(&config, g.secrets_from.as_deref())?;
         env.push((
             MANAGEMENT_KEY_VAR.into(),
             format!("{:032x}", rand::random::<u128>()),
         ));
+        if let Some(token) = &g.token {
+            env.push((internal::TOKEN_VAR.into(), token.clone()));
+        }
         let k = &self.settings;
         let spec = Spec {
             id: sandbox_id(&a.runtime_id),
@@ -125,6 +143,7 @@ impl Kube {
             warm: false,
             image: k.image.clone(),
             gateway_image: k.gateway_image.clone(),
+            routes,
             command: command(),
             env: gateway_config::placeholders(&config),
             uid: k.uid,
@@ -135,9 +154,7 @@ impl Kube {
             control_plane_namespace: k.control_plane_namespace.clone(),
         };
         let files = move |ip: Ipv4Addr| GatewayFiles {
-            policy: pod_policy(text.as_deref(), ip)
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
+            policy: pod_policy(base, ip).to_string(),
             ca_cert,
             ca_key,
             env,
@@ -232,17 +249,33 @@ fn gateway_env(
         .collect())
 }
 
+/// What a sandbox's gateway pod is made from: the server's policy and secrets files, and
+/// the thread's token for `centaur.internal` (when `sandbox.kubernetes.api` is set). Kept
+/// apart from the harness's spec, which goes into the pod.
+#[derive(Debug, Default)]
+pub(super) struct GatewayInputs {
+    /// `sandbox.policy`.
+    pub policy: Option<std::path::PathBuf>,
+    /// `sandbox.secrets_from`.
+    pub secrets_from: Option<std::path::PathBuf>,
+    /// The thread's sandbox token, which the gateway injects for `centaur.internal`.
+    pub token: Option<String>,
+}
+
+/// Puts back the transforms [`open_transforms`] took out (an array, or none); anything else
+/// is left for the parser to refuse.
+fn restore(mut doc: Value, transforms: Vec<Value>) -> Value {
+    if doc["transforms"].is_array() || doc["transforms"].is_null() {
+        doc["transforms"] = Value::Array(transforms);
+    }
+    doc
+}
+
 /// The sandbox gateway's policy: the file as written (its transforms, secrets, limits), with
 /// the pod's listeners, its Service's address as the DNS answer, the CA mounted from its
 /// Secret, the management and metrics listeners the control plane and probes use, and the
 /// audit on stdout (the pod's log).
-fn pod_policy(text: Option<&str>, gateway_ip: Ipv4Addr) -> Result<Value, String> {
-    let (mut doc, transforms) = open_transforms(text)?;
-    // An array was taken out (and left empty), or there was none; anything else is left
-    // for the parser to refuse.
-    if doc["transforms"].is_array() || doc["transforms"].is_null() {
-        doc["transforms"] = Value::Array(transforms);
-    }
+fn pod_policy(mut doc: Value, gateway_ip: Ipv4Addr) -> Value {
     let ports = netpol::Ports::default();
     let any = |port: u16| format!("0.0.0.0:{port}");
     doc["dns"] = json!({"listen": any(ports.dns), "proxy_ip": gateway_ip.to_string()});
@@ -256,18 +289,23 @@ fn pod_policy(text: Option<&str>, gateway_ip: Ipv4Addr) -> Result<Value, String>
     doc["management"] = json!({"listen": any(MANAGEMENT_PORT), "api_key_env": MANAGEMENT_KEY_VAR});
     doc["metrics"] = json!({"listen": any(METRICS_PORT)});
     doc["audit"] = json!({"output": "stdout"});
-    Ok(doc)
+    doc
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn placed(text: Option<&str>, ip: Ipv4Addr) -> Result<Value, String> {
+        let (d, t) = open_transforms(text)?;
+        Ok(pod_policy(restore(d, t), ip))
+    }
+
     #[test]
     fn the_pod_policy_is_a_valid_gateway_policy_with_the_pods_listeners() {
         let text = "transforms:\n  - name: allowlist\n    config: {domains: [api.example.test]}\n\
                     dns:\n  listen: 127.0.0.1:5353\n";
-        let doc = pod_policy(Some(text), Ipv4Addr::new(10, 96, 0, 7)).unwrap();
+        let doc = placed(Some(text), Ipv4Addr::new(10, 96, 0, 7)).unwrap();
         let c = policy::Config::parse(&doc.to_string()).unwrap();
         assert_eq!(c.dns.proxy_ip, Some(Ipv4Addr::new(10, 96, 0, 7)));
         assert_eq!(c.dns.listen, Some("0.0.0.0:53".parse().unwrap()));
@@ -275,11 +313,19 @@ mod tests {
         assert_eq!(c.tls.ca_key.as_deref(), Some("/etc/centaur/ca/ca.key"));
         assert!(format!("{c:?}").contains("api.example.test"));
         // No policy: every request denied, with the pod's listeners.
-        let none = pod_policy(None, Ipv4Addr::new(10, 96, 0, 7)).unwrap();
+        let none = placed(None, Ipv4Addr::new(10, 96, 0, 7)).unwrap();
         assert!(policy::Config::parse(&none.to_string()).is_ok(), "{none}");
+        // With the route: centaur.internal allowed and its token injected, nothing more.
+        let routed = pod_policy(
+            internal::route_doc(Some(text)).unwrap(),
+            Ipv4Addr::LOCALHOST,
+        );
+        let c = policy::Config::parse(&routed.to_string()).unwrap();
+        assert_eq!(c.policy.secrets.len(), 2);
+        assert!(format!("{c:?}").contains(internal::TOKEN_VAR));
         // Bad input stays bad: refused here, or by the gateway's parser with its reason.
-        assert!(pod_policy(Some("3"), Ipv4Addr::UNSPECIFIED).is_err());
-        let bad = pod_policy(Some("transforms: 3"), Ipv4Addr::UNSPECIFIED).unwrap();
+        assert!(placed(Some("3"), Ipv4Addr::UNSPECIFIED).is_err());
+        let bad = placed(Some("transforms: 3"), Ipv4Addr::UNSPECIFIED).unwrap();
         let e = policy::Config::parse(&bad.to_string())
             .unwrap_err()
             .to_string();

@@ -111,9 +111,9 @@ impl Runtimes {
     pub async fn connect(mut self) -> Result<Self, String> {
         if let crate::server::backend::Backend::Kubernetes(k) = &self.settings.backend {
             self.kube = Some(Arc::new(kube::Kube::connect(k).await?));
-            if self.settings.tools.is_some() {
+            if self.settings.tools.is_some() && k.api.is_none() {
                 tracing::warn!(
-                    "tools: threads on Kubernetes cannot reach centaur.internal yet (their gateway pod has no route to this server), so their tools and MCP calls fail"
+                    "tools: sandbox.kubernetes.api is not set, so threads on Kubernetes cannot reach centaur.internal (their tools and MCP calls fail)"
                 );
             }
         }
@@ -276,7 +276,12 @@ impl Runtimes {
         a: Assignment,
         resume: Option<String>,
     ) -> Result<(Client, Assignment), String> {
-        let spec = self.pod_spec(&a, resume)?;
+        let token = if k.routes_api() {
+            Some(self.sandbox_token(store, &a).await?)
+        } else {
+            None
+        };
+        let (spec, gateway) = self.pod_spec(&a, resume, token)?;
         private_dir(&self.dir, 0o711)?;
         let dir = self.dir.join(&a.runtime_id);
         private_dir(&dir, 0o700)?;
@@ -285,7 +290,7 @@ impl Runtimes {
             None => None,
         };
         let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
-        match k.start(&dir, &a, &spec).await {
+        match k.start(&dir, &a, &spec, &gateway).await {
             Ok(client) => Ok((client, a)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -295,14 +300,33 @@ impl Runtimes {
     }
 
     /// The harness's spec in a sandbox pod: the command, its environment and the pod's
-    /// workspace (the image brings the programs; no host path is mounted), and the policy
-    /// and secrets its gateway pod gets.
-    fn pod_spec(&self, a: &Assignment, resume: Option<String>) -> Result<SupervisorSpec, String> {
-        let mut spec = self.spec(a, resume, None)?;
+    /// workspace (the image brings the programs and its `PATH`; no host path is mounted);
+    /// and apart, what its gateway pod gets: the policy, the secrets and the thread's token.
+    /// Nothing of the second goes into the pod (invariant 3).
+    fn pod_spec(
+        &self,
+        a: &Assignment,
+        resume: Option<String>,
+        token: Option<String>,
+    ) -> Result<(SupervisorSpec, kube::GatewayInputs), String> {
+        // The API's address is the gateway's business (its --route); only the token and
+        // the harness's switches for centaur.internal come from here.
+        let internal = token.clone().map(|token| Internal {
+            api: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            token,
+        });
+        let mut spec = self.spec(a, resume, internal)?;
+        let gateway = kube::GatewayInputs {
+            policy: spec.policy.take(),
+            secrets_from: spec.secrets_from.take(),
+            token,
+        };
+        spec.internal = None;
         spec.workdir = Some(sandbox::kubernetes::objects::WORKSPACE.into());
         spec.home = None;
         spec.mounts.clear();
-        Ok(spec)
+        spec.env.retain(|(k, _)| k != "PATH");
+        Ok((spec, gateway))
     }
 
     /// The route to the API for the assignment's sandbox, with a new token for its runtime.
@@ -310,17 +334,22 @@ impl Runtimes {
         let Some(api) = self.api.get() else {
             return Ok(None);
         };
+        let token = self.sandbox_token(store, a).await?;
+        Ok(Some(Internal { api: *api, token }))
+    }
+
+    /// A new token for the assignment's runtime, with its thread's tool scopes.
+    async fn sandbox_token(&self, store: &Store, a: &Assignment) -> Result<String, String> {
         let rules = self
             .settings
             .tools
             .as_ref()
             .map_or(&[][..], |t| &t.threads[..]);
         let scopes = crate::tools::config::thread_scopes(rules, &a.thread_key);
-        let token = store
+        store
             .create_sandbox_token(&a.thread_key, &a.runtime_id, &scopes)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(Some(Internal { api: *api, token }))
+            .map_err(|e| e.to_string())
     }
 
     fn spec(
