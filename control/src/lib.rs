@@ -11,3 +11,4 @@ pub mod store;
 pub mod supervisor;
 pub mod tools;
 pub mod workflows;
+pub mod workspace;

@@ -1,16 +1,10 @@
 //! Attachments: a turn's base64 `image` and `document` blocks become files in the thread's
-//! workspace (`attachments/<n>-<name>`), and the blocks a line of text that names the file,
-//! so every CLI gets them the same way.
-//!
-//! The workspace is the sandbox user's and its sandbox may be running: files are made
-//! relative to a handle on the workspace, never through a link, and always anew (a name the
-//! sandbox left there is removed first), owned by the sandbox user.
+//! workspace (`attachments/<n>-<name>`, written by [`crate::workspace`]), and the blocks a
+//! line of text that names the file, so every CLI gets them the same way.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use base64::Engine as _;
-use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use serde_json::{Value, json};
 
 /// A base64 attachment block's bytes: `Some(Err)` when its data is not base64, `None` when
@@ -58,12 +52,22 @@ fn file_name(n: usize, block: &Value) -> String {
 /// Writes the content's attachments into `work/attachments/` and replaces each with a text
 /// block naming its file.
 pub fn materialize(content: &mut [Value], work: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    for (name, bytes) in extract(content)? {
+        crate::workspace::write_attachment(work, &name, &bytes, uid, gid)
+            .map_err(|e| format!("cannot write the attachment {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Replaces each of the content's attachments with a text block naming its file
+/// (`attachments/<name>`); returns the files to write, `(name, bytes)`, for a workspace that
+/// is not on this machine (a sandbox pod's: [`crate::supervisor::Client::put`]).
+pub fn extract(content: &mut [Value]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut files = Vec::new();
     for (n, block) in content.iter_mut().enumerate() {
         let Some(bytes) = decode(block) else { continue };
         let bytes = bytes?;
         let name = file_name(n, block);
-        write(work, &name, &bytes, uid, gid)
-            .map_err(|e| format!("cannot write the attachment {name}: {e}"))?;
         let media = block["source"]["media_type"]
             .as_str()
             .unwrap_or("unknown type");
@@ -74,38 +78,9 @@ pub fn materialize(content: &mut [Value], work: &Path, uid: u32, gid: u32) -> Re
                 bytes.len()
             ),
         });
+        files.push((name, bytes));
     }
-    Ok(())
-}
-
-fn write(work: &Path, name: &str, bytes: &[u8], uid: u32, gid: u32) -> std::io::Result<()> {
-    let dir_flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
-    let owner = (
-        Some(rustix::fs::Uid::from_raw(uid)),
-        Some(rustix::fs::Gid::from_raw(gid)),
-    );
-    let dir = rustix::fs::openat(CWD, work, dir_flags, Mode::empty())?;
-    match rustix::fs::mkdirat(&dir, "attachments", Mode::from_raw_mode(0o700)) {
-        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(e.into()),
-    }
-    // A link in its place makes this fail (NOFOLLOW), never write elsewhere.
-    let sub = rustix::fs::openat(&dir, "attachments", dir_flags, Mode::empty())?;
-    rustix::fs::fchown(&sub, owner.0, owner.1)?;
-    match rustix::fs::unlinkat(&sub, name, AtFlags::empty()) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let fd = rustix::fs::openat(
-        &sub,
-        name,
-        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )?;
-    rustix::fs::fchown(&fd, owner.0, owner.1)?;
-    let mut f = std::fs::File::from(fd);
-    f.write_all(bytes)?;
-    f.sync_data()
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -164,11 +139,29 @@ mod tests {
         let target = outside.path().join("target");
         std::fs::write(&target, "keep").unwrap();
         std::os::unix::fs::symlink(&target, d.path().join("attachments/0-a.txt")).unwrap();
+        let mut content = vec![block("a.txt", "aGVsbG8=")];
         materialize(&mut content, d.path(), uid, gid).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
         assert_eq!(
             std::fs::read(d.path().join("attachments/0-a.txt")).unwrap(),
             b"hello"
         );
+    }
+
+    #[test]
+    fn extract_names_the_files_and_writes_nothing() {
+        let mut content = vec![
+            json!({"type": "text", "text": "see"}),
+            block("notes.txt", "aGVsbG8="),
+        ];
+        let files = extract(&mut content).unwrap();
+        assert_eq!(files, [("1-notes.txt".to_string(), b"hello".to_vec())]);
+        assert!(
+            content[1]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("[Attachment: attachments/1-notes.txt")
+        );
+        assert!(extract(&mut [block("x", "!!")]).is_err());
     }
 }

@@ -148,9 +148,8 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
     let mut retried = false;
     loop {
         let mut turn = Turn::parse(&stored, preamble.take());
-        let work = app.runtimes.thread_dir(&a.thread_key).join("work");
-        let (uid, gid) = (app.settings.uid, app.settings.gid);
-        crate::server::attachments::materialize(&mut turn.content, &work, uid, gid)
+        deliver_attachments(app, &client, &a, &mut turn.content)
+            .await
             .map_err(|err| Stop::Finish(fail("attachment_failed", err)))?;
         let line = h.turn_line(&turn);
         let from = match client.turn(&e.execution_id, &line).await {
@@ -175,6 +174,28 @@ async fn drive(app: &Arc<App>, c: Claimed, wake: &tokio::sync::Notify) -> Result
             other => return other,
         }
     }
+}
+
+/// Writes the turn's attachments into the thread's workspace (a sandbox pod's through its
+/// supervisor) and replaces each with a line naming its file.
+async fn deliver_attachments(
+    app: &Arc<App>,
+    client: &Client,
+    a: &crate::store::Assignment,
+    content: &mut [serde_json::Value],
+) -> Result<(), String> {
+    if !app.runtimes.on_kubernetes() {
+        let work = app.runtimes.thread_dir(&a.thread_key).join("work");
+        let (uid, gid) = (app.settings.uid, app.settings.gid);
+        return crate::server::attachments::materialize(content, &work, uid, gid);
+    }
+    for (name, bytes) in crate::server::attachments::extract(content)? {
+        client
+            .put(&name, &bytes)
+            .await
+            .map_err(|e| format!("cannot write the attachment {name} into the sandbox pod: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Whether this is the thread's first turn (no earlier one reached a harness).

@@ -15,6 +15,9 @@
 //!   pool member (started from a spec without a command, state `warm`: its sandbox and
 //!   gateway up with a neutral policy); the gateway takes SPEC's policy, secrets and audit
 //!   labels, and SPEC's command starts.
+//! * `{"op":"put","name":NAME,"data":BASE64}` → `{"ok":true}`: writes an attachment into
+//!   the harness's workspace (`attachments/NAME`); a pod's supervisor only (its workspace
+//!   is not on the server's machine).
 //! * `{"op":"stop"}` → stops the sandbox (namespace, nftables table, cgroup, run dir gone),
 //!   answers `{"ok":true}` and exits.
 //!
@@ -335,6 +338,21 @@ impl Client {
         }
         match (v["ok"].as_bool(), v["from"].as_i64()) {
             (Some(true), Some(from)) => Ok(from),
+            _ => Err(SupervisorError::Refused(
+                v["error"].as_str().unwrap_or("no answer").to_string(),
+            )),
+        }
+    }
+
+    /// Writes attachment `name` into the harness's workspace, through a pod's supervisor.
+    pub async fn put(&self, name: &str, bytes: &[u8]) -> Result<(), SupervisorError> {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let v = self
+            .call(json!({"op": "put", "name": name, "data": data}))
+            .await?;
+        match v["ok"].as_bool() {
+            Some(true) => Ok(()),
             _ => Err(SupervisorError::Refused(
                 v["error"].as_str().unwrap_or("no answer").to_string(),
             )),

@@ -57,6 +57,7 @@ pub async fn run(dir: PathBuf, mode: Mode) -> anyhow::Result<u8> {
         stdin: Mutex::new(None),
         turns: Mutex::new(HashMap::new()),
         stopper: std::sync::Mutex::new(None),
+        workdir: std::sync::Mutex::new(None),
         claim: claim_tx,
     });
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -186,10 +187,15 @@ async fn pod_warm(
         return Ok(None);
     };
     record_spec(dir, &next)?;
+    let workdir = match next.workdir {
+        Some(w) => w,
+        None => std::env::current_dir().map_err(|e| format!("the working directory: {e}"))?,
+    };
+    *lock(&state.workdir) = Some(workdir.clone());
     let cmd = crate::runner::pod::PodCommand {
         command: next.command,
         env: next.env,
-        workdir: next.workdir.unwrap_or_else(|| PathBuf::from(".")),
+        workdir,
     };
     crate::runner::pod::start(&cmd)
         .map(Some)

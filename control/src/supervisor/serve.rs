@@ -37,6 +37,8 @@ pub(super) struct State {
     pub(super) stdin: Mutex<Option<ChildStdin>>,
     pub(super) turns: Mutex<HashMap<String, i64>>,
     pub(super) stopper: std::sync::Mutex<Option<Stopper>>,
+    /// A pod's harness's workspace, once it runs (where `put` writes).
+    pub(super) workdir: std::sync::Mutex<Option<PathBuf>>,
     /// A warm member's claim: the spec it runs from now on.
     pub(super) claim: tokio::sync::mpsc::Sender<SupervisorSpec>,
 }
@@ -67,6 +69,7 @@ async fn handle(conn: UnixStream, state: Arc<State>, stop: tokio::sync::mpsc::Se
         Some("status") => status(&state),
         Some("turn") => turn(&state, &req).await,
         Some("launch") => launch(&state, &req).await,
+        Some("put") => put(&state, &req),
         Some("attach") => {
             attach(&state, req["from"].as_i64().unwrap_or(1), &mut w).await;
             return;
@@ -85,6 +88,34 @@ async fn handle(conn: UnixStream, state: Arc<State>, stop: tokio::sync::mpsc::Se
         _ => json!({"ok": false, "error": "unknown op"}),
     };
     let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
+}
+
+/// Writes an attachment into the workspace of a pod's harness, as the supervisor's own user
+/// (the pod's, the harness's).
+fn put(state: &State, req: &Value) -> Value {
+    use base64::Engine as _;
+    let Some(work) = lock(&state.workdir).clone() else {
+        return json!({"ok": false, "error": "put: only a pod's supervisor, once its harness runs, takes files"});
+    };
+    let (Some(name), Some(data)) = (req["name"].as_str(), req["data"].as_str()) else {
+        return json!({"ok": false, "error": "put needs name and data"});
+    };
+    let bytes = match base64::engine::general_purpose::STANDARD.decode(data) {
+        Ok(b) => b,
+        Err(e) => return json!({"ok": false, "error": format!("put: data is not base64: {e}")}),
+    };
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    match crate::workspace::write_attachment(&work, name, &bytes, uid, gid) {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => json!({"ok": false, "error": format!("put {name}: {e}")}),
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A warm member's claim: answers once the harness runs (or could not start).

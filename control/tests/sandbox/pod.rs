@@ -194,8 +194,33 @@ async fn a_harness_in_a_sandbox_pod_is_driven_through_exec_and_reattached_after_
         client.turn("t0", "too early").await.is_err(),
         "a warm supervisor took a turn"
     );
+    let early = client.put("1-notes.txt", b"early").await.unwrap_err();
+    assert!(
+        early.to_string().contains("once its harness runs"),
+        "{early}"
+    );
     client.launch(&launch_spec()).await.unwrap();
     until_state(&client, "running").await;
+    // An attachment through exec lands in the pod's workspace, the pod user's; a name that
+    // is not a plain file name is refused.
+    client
+        .put("1-notes.txt", b"attached words\n")
+        .await
+        .unwrap();
+    let bad = client.put("../escape", b"x").await.unwrap_err();
+    assert!(bad.to_string().contains("not a plain file name"), "{bad}");
+    let mut found = Vec::new();
+    for d in std::fs::read_dir(fake.api.dir().join("pods"))
+        .unwrap()
+        .flatten()
+    {
+        let f = d.path().join("volumes/workspace/attachments/1-notes.txt");
+        if let Ok(meta) = std::fs::metadata(&f) {
+            use std::os::unix::fs::MetadataExt as _;
+            found.push((std::fs::read_to_string(&f).unwrap(), meta.uid()));
+        }
+    }
+    assert_eq!(found, [("attached words\n".to_string(), 1001)]);
     let again = client.launch(&launch_spec()).await.unwrap_err();
     assert!(again.to_string().contains("not a warm one"), "{again}");
 

@@ -161,11 +161,15 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_its_objects_go_wit
     );
     internal_route(&fake, &server, port);
 
-    // kill -9 mid-turn; the next server reattaches to the same pod.
+    // kill -9 mid-turn; the next server reattaches to the same pod. The turn carries an
+    // attachment, written into the pod's workspace through its supervisor.
+    let doc = json!({"type": "document", "name": "notes.txt",
+        "source": {"type": "base64", "media_type": "text/plain", "data": "YXR0YWNoZWQgd29yZHMK"}});
+    let parts = json!([{"type": "text", "text": "steps=6 pause=0.3 again"}, doc]);
     let id = execute(
         &server,
         &key,
-        json!({"thread_key": "k8s:1", "message": "steps=6 pause=0.3 again"}),
+        json!({"thread_key": "k8s:1", "message": {"parts": parts}}),
     )
     .await;
     for _ in 0..100 {
@@ -187,10 +191,19 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_its_objects_go_wit
     let server = setup.start_on(&listen).await;
     let e = wait_end(&server, &key, "k8s:1", &id).await;
     assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
-    assert_eq!(
-        e["result_text"], "steps=6 pause=0.3 again",
-        "the turn reached the harness once"
+    let text = e["result_text"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("steps=6 pause=0.3 again | [Attachment: attachments/1-notes.txt"),
+        "the turn reached the harness once, with its attachment named: {e}"
     );
+    let attached: Vec<String> = std::fs::read_dir(fake.dir().join("pods"))
+        .unwrap()
+        .flatten()
+        .filter_map(|d| {
+            std::fs::read_to_string(d.path().join("volumes/workspace/attachments/1-notes.txt")).ok()
+        })
+        .collect();
+    assert_eq!(attached, ["attached words\n"]);
     assert_eq!(fake.objects(None), made, "the same sandbox, no new objects");
 
     // Releasing the thread deletes its sandbox's objects.
