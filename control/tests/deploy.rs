@@ -79,6 +79,8 @@ fn value_sets(name: &str) -> Vec<Vec<&'static str>> {
                 "database.existingSecret=centaur-db",
                 "sandbox.namespace=centaur-sandboxes",
                 "sandbox.runtimeClassName=gvisor",
+                "sandbox.workspaceStorage=20Gi",
+                "sandbox.storageClassName=fast",
                 "networkPolicy.databaseCidrs={10.20.0.0/16}",
                 "networkPolicy.ingressNamespaces={ingress-nginx}",
                 "persistence.enabled=false",
@@ -249,7 +251,11 @@ fn the_server_accepts_the_config_the_chart_renders() {
     for (sets, ns) in [
         (&[][..], "agents"),
         (
-            &["sandbox.namespace=centaur-sandboxes"][..],
+            &[
+                "sandbox.namespace=centaur-sandboxes",
+                "sandbox.workspaceStorage=20Gi",
+                "sandbox.storageClassName=fast",
+            ][..],
             "centaur-sandboxes",
         ),
     ] {

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sandbox::kubernetes::objects::{GatewayFiles, Owner, Resources, Spec};
+use sandbox::kubernetes::objects::{GatewayFiles, Owner, Resources, Spec, WorkspaceClaim};
 use serde_json::Value;
 
 /// The Kubernetes versions the objects must be valid for: the oldest and newest the backend
@@ -44,6 +44,11 @@ fn spec(warm: bool) -> Spec {
         warm,
         image: "registry.example.com/centaur/sandbox:2026.11".into(),
         gateway_image: "registry.example.com/centaur/gateway:2026.11".into(),
+        // A thread's sandbox keeps its workspace on a claim; a warm one has no thread yet.
+        workspace: (!warm).then(|| WorkspaceClaim {
+            size: "10Gi".into(),
+            storage_class: Some("standard".into()),
+        }),
         routes: vec!["centaur.internal=centaur.centaur.svc:8700".into()],
         command: vec!["codex".into(), "app-server".into()],
         env: vec![
@@ -81,7 +86,8 @@ fn objects(warm: bool) -> Vec<Value> {
         ca_key: "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n".into(),
         env: vec![("IRON_MANAGEMENT_API_KEY".into(), "t0ken".into())],
     };
-    let mut all = vec![s.parent()];
+    let mut all: Vec<Value> = s.workspace_claim().into_iter().collect();
+    all.push(s.parent());
     all.extend(
         s.owned(&owner, &files, Ipv4Addr::new(10, 96, 0, 42))
             .unwrap(),
@@ -112,11 +118,13 @@ fn validate(docs: &[Value], version: &str) -> (bool, String) {
 fn every_object_of_a_sandbox_is_valid_kubernetes() {
     for warm in [false, true] {
         let docs = objects(warm);
-        assert_eq!(docs.len(), 9);
+        // Eight objects, and the thread's workspace claim when there is a thread.
+        let n = if warm { 9 } else { 10 };
+        assert_eq!(docs.len(), n);
         for v in VERSIONS {
             let (ok, text) = validate(&docs, v);
             assert!(ok, "kubernetes {v}, warm {warm}:\n{text}");
-            assert_eq!(text.matches(" passed for resource ").count(), 9, "{text}");
+            assert_eq!(text.matches(" passed for resource ").count(), n, "{text}");
         }
     }
 }

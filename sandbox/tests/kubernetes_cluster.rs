@@ -69,6 +69,7 @@ fn spec(id: &str) -> Spec {
         warm: false,
         image: "sandbox:1".into(),
         gateway_image: "gateway:1".into(),
+        workspace: None,
         routes: vec![],
         command: vec!["sleep".into(), "infinity".into()],
         env: vec![("GITHUB_TOKEN".into(), "GITHUB_TOKEN".into())],

@@ -9,12 +9,13 @@
 //!     gateway_image: registry.example.com/centaur/gateway:1.0
 //!     kubeconfig: ~/.kube/config   # default: in-cluster credentials
 //!     api: centaur.centaur.svc:8700  # this server as gateway pods reach it (centaur.internal)
+//!     workspace_storage: 10Gi      # each thread's workspace and home on a claim (kept)
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use sandbox::kubernetes::objects::{Resources, dns_label, label_value, quantity};
+use sandbox::kubernetes::objects::{Resources, WorkspaceClaim, dns_label, label_value, quantity};
 use serde::Deserialize;
 
 /// Where sandboxes run.
@@ -60,6 +61,11 @@ pub struct KubernetesConfig {
     pub control_plane_labels: BTreeMap<String, String>,
     /// The server's own namespace, when sandboxes go to another (default: the same).
     pub control_plane_namespace: Option<String>,
+    /// Each thread's workspace and home on a PersistentVolumeClaim of this size, kept when
+    /// its sandbox pod is replaced; without it they go with the pod.
+    pub workspace_storage: Option<String>,
+    /// The StorageClass of those claims (default: the cluster's).
+    pub storage_class: Option<String>,
     /// This server's API as the sandboxes' gateway pods reach it, `HOST:PORT` (its
     /// Service): where `centaur.internal` (tools, MCP) goes. Without it, threads on
     /// Kubernetes have no `centaur.internal`.
@@ -91,6 +97,8 @@ pub struct KubernetesSettings {
     pub control_plane_namespace: Option<String>,
     /// See [`KubernetesConfig::api`].
     pub api: Option<String>,
+    /// See [`KubernetesConfig::workspace_storage`].
+    pub workspace: Option<WorkspaceClaim>,
 }
 
 /// Where sandboxes run, checked.
@@ -140,6 +148,7 @@ impl KubernetesConfig {
                 "a namespace",
             ),
             ("runtime_class", &self.runtime_class, "a RuntimeClass"),
+            ("storage_class", &self.storage_class, "a StorageClass"),
         ];
         for (key, v, what) in names {
             if let Some(v) = v.as_deref().filter(|n| !dns_label(n)) {
@@ -185,6 +194,7 @@ impl KubernetesConfig {
             ephemeral_storage: "512Mi".into(),
         };
         check_api(self.api.as_deref(), errors);
+        let workspace = workspace(self.workspace_storage, self.storage_class.clone(), errors);
         let labels = control_plane_labels(self.control_plane_labels, errors);
         KubernetesSettings {
             namespace: self.namespace,
@@ -200,8 +210,35 @@ impl KubernetesConfig {
             control_plane_labels: labels,
             control_plane_namespace: self.control_plane_namespace,
             api: self.api,
+            workspace,
         }
     }
+}
+
+/// `sandbox.kubernetes.workspace_storage` and `storage_class`.
+fn workspace(
+    size: Option<String>,
+    storage_class: Option<String>,
+    errors: &mut Vec<String>,
+) -> Option<WorkspaceClaim> {
+    let at = "sandbox.kubernetes";
+    let Some(size) = size else {
+        if storage_class.is_some() {
+            errors.push(format!(
+                "{at}.storage_class is set but workspace_storage is not (add workspace_storage: 10Gi)"
+            ));
+        }
+        return None;
+    };
+    if !quantity(&size) {
+        errors.push(format!(
+            "{at}.workspace_storage: {size:?} is not a Kubernetes quantity (e.g. 10Gi)"
+        ));
+    }
+    Some(WorkspaceClaim {
+        size,
+        storage_class,
+    })
 }
 
 /// `sandbox.kubernetes.api`: `HOST:PORT`.
@@ -282,10 +319,10 @@ mod tests {
     #[test]
     fn every_mistake_is_reported_at_once() {
         let errs = check(
-            "backend: kubernetes\nkubernetes:\n  namespace: Bad_NS\n  gateway_image: 'a b'\n  uid: 0\n  memory: lots\n  runtime_class: '-x'\n  api: centaur.svc\n",
+            "backend: kubernetes\nkubernetes:\n  namespace: Bad_NS\n  gateway_image: 'a b'\n  uid: 0\n  memory: lots\n  runtime_class: '-x'\n  api: centaur.svc\n  storage_class: fast\n",
         )
         .unwrap_err();
-        assert_eq!(errs.len(), 7, "{errs:#?}");
+        assert_eq!(errs.len(), 8, "{errs:#?}");
         for want in [
             "namespace",
             "image is required",
@@ -294,6 +331,7 @@ mod tests {
             "memory",
             "runtime_class",
             "api: \"centaur.svc\" is not HOST:PORT",
+            "storage_class is set but workspace_storage is not",
         ] {
             assert!(errs.iter().any(|e| e.contains(want)), "{want}: {errs:#?}");
         }

@@ -70,6 +70,7 @@ fn spec(id: &str) -> Spec {
         warm: false,
         image: IMAGE.into(),
         gateway_image: "centaur-gateway:test".into(),
+        workspace: None,
         routes: vec![],
         command: command(),
         env: vec![("GITHUB_TOKEN".into(), "placeholder-github".into())],

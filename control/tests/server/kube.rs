@@ -3,7 +3,8 @@
 //! server-side apply, its harness runs in the sandbox pod under the pod's supervisor, and
 //! every turn and output line goes through the pod's exec API. A server killed with
 //! `kill -9` mid-turn is followed by a new one that reattaches to the same pod and finishes
-//! the turn, which reaches the harness once; releasing the thread deletes its objects.
+//! the turn, which reaches the harness once; releasing the thread deletes its objects but
+//! not its workspace claim, and its next turn runs in a new pod on the same files.
 //! What a real cluster adds is a known gap (deploy/README.md).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -48,7 +49,7 @@ fn setup(fake: &FakeApi, port: u16) -> Setup {
         format!(
             "listen: 127.0.0.1:{port}\nlimits:\n  lease: 3s\nsandbox:\n  backend: kubernetes\n  kubernetes:\n    \
              namespace: agents\n    image: {IMAGE}\n    gateway_image: centaur-gateway:test\n    kubeconfig: {}\n    \
-             api: 127.0.0.1:{port}\n\
+             api: 127.0.0.1:{port}\n    workspace_storage: 1Gi\n\
              harnesses:\n  counting:\n    command: [python3, /image/bin/counting.py]\ndefault_harness: counting\n",
             fake.kubeconfig().display()
         ),
@@ -60,6 +61,39 @@ fn setup(fake: &FakeApi, port: u16) -> Setup {
         database_url: None,
         env: Vec::new(),
     }
+}
+
+/// The contents of `path` in every thread workspace claim of the fake.
+fn in_workspace(fake: &FakeApi, path: &str) -> Vec<String> {
+    std::fs::read_dir(fake.dir().join("claims"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|c| std::fs::read_to_string(c.path().join("work").join(path)).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Releases the thread and waits until its sandbox's objects are gone.
+async fn release(fake: &FakeApi, server: &harness::Server, key: &str) {
+    let r = call(
+        server,
+        key,
+        "POST",
+        "/agent/threads/k8s:1/release",
+        Some(json!({})),
+    )
+    .await;
+    assert!(r.is_object(), "{r}");
+    let mut left = fake.objects(None);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = fake.objects(None);
+    }
+    assert!(left.is_empty(), "{left:?}\n{}", server.log());
 }
 
 fn execs(fake: &FakeApi) -> usize {
@@ -130,7 +164,7 @@ fn internal_route(fake: &FakeApi, server: &harness::Server, port: u16) {
 
 /// Invariant 7 (durable before acknowledged) on Kubernetes, and the backend's life cycle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_its_objects_go_with_it() {
+async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_keeps_its_workspace_across_pods() {
     if !harness::root_or_skip("a_thread_runs_in_its_sandbox_pod") {
         return;
     }
@@ -196,35 +230,28 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_its_objects_go_wit
         text.starts_with("steps=6 pause=0.3 again | [Attachment: attachments/1-notes.txt"),
         "the turn reached the harness once, with its attachment named: {e}"
     );
-    let attached: Vec<String> = std::fs::read_dir(fake.dir().join("pods"))
-        .unwrap()
-        .flatten()
-        .filter_map(|d| {
-            std::fs::read_to_string(d.path().join("volumes/workspace/attachments/1-notes.txt")).ok()
-        })
-        .collect();
-    assert_eq!(attached, ["attached words\n"]);
+    assert_eq!(
+        in_workspace(&fake, "attachments/1-notes.txt"),
+        ["attached words\n"]
+    );
     assert_eq!(fake.objects(None), made, "the same sandbox, no new objects");
 
-    // Releasing the thread deletes its sandbox's objects.
-    let r = call(
-        &server,
-        &key,
-        "POST",
-        "/agent/threads/k8s:1/release",
-        Some(json!({})),
-    )
-    .await;
-    assert!(r.is_object(), "{r}");
-    let mut left = fake.objects(None);
-    for _ in 0..100 {
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        left = fake.objects(None);
-    }
-    assert!(left.is_empty(), "{left:?}\n{}", server.log());
+    // Releasing the thread deletes its sandbox's objects, not its workspace: the next turn
+    // runs in a new pod on the same files.
+    release(&fake, &server, &key).await;
+    let e = turn(&server, &key, "k8s:1", "counting", "third").await;
+    assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
+    let log = in_workspace(&fake, "turns.log");
+    assert_eq!(log.len(), 1, "one workspace: {log:?}");
+    assert_eq!(
+        log[0].lines().count(),
+        3,
+        "every turn in the kept workspace: {log:?}"
+    );
+    release(&fake, &server, &key).await;
+    let (ok, pvcs) = fake.kubectl(&["get", "pvc", "-o", "name"]);
+    assert!(ok, "{pvcs}");
+    assert_eq!(pvcs.lines().count(), 1, "the thread's claim stays: {pvcs}");
     assert!(
         std::fs::read_dir(setup.data().join("sandboxes"))
             .unwrap()

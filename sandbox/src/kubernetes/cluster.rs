@@ -183,6 +183,11 @@ impl Cluster {
         files: impl FnOnce(Ipv4Addr) -> GatewayFiles,
     ) -> Result<Created, ClusterError> {
         spec.check()?;
+        // The thread's workspace first: it belongs to the thread, not to this sandbox, and
+        // stays whatever happens to the sandbox.
+        if let Some(claim) = spec.workspace_claim() {
+            self.apply(&claim).await?;
+        }
         let existed = self.get("ConfigMap", &spec.name()).await?.is_some();
         let parent = self.apply(&spec.parent()).await?;
         let mut undo = Undo {

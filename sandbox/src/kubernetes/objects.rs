@@ -71,6 +71,10 @@ pub struct Spec {
     pub image: String,
     /// The gateway image (`centaur-gateway`).
     pub gateway_image: String,
+    /// The thread's workspace claim (a PersistentVolumeClaim of this size): the sandbox
+    /// pod's workspace and home live there and outlive the pod; `None`, emptyDirs that go
+    /// with it.
+    pub workspace: Option<WorkspaceClaim>,
     /// The gateway's `--route NAME=HOST:PORT` arguments: the control plane's API, which
     /// its address guard would refuse (`centaur.internal`).
     pub routes: Vec<String>,
@@ -91,6 +95,15 @@ pub struct Spec {
     pub control_plane_labels: BTreeMap<String, String>,
     /// The control plane's namespace, when it is not the sandbox's.
     pub control_plane_namespace: Option<String>,
+}
+
+/// A thread's workspace on a PersistentVolumeClaim (`sandbox.kubernetes.workspace_storage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceClaim {
+    /// Its size (`10Gi`).
+    pub size: String,
+    /// Its StorageClass; `None`, the cluster's default.
+    pub storage_class: Option<String>,
 }
 
 /// What the gateway pod is given: its files and its environment.
@@ -179,14 +192,7 @@ impl Spec {
                 errs.push(format!("{what} {image:?} is not an image reference"));
             }
         }
-        for r in &self.routes {
-            let ok = r.split_once('=').is_some_and(|(name, to)| {
-                !name.is_empty() && to.contains(':') && !r.contains(char::is_whitespace)
-            });
-            if !ok {
-                errs.push(format!("route {r:?} is not NAME=HOST:PORT"));
-            }
-        }
+        self.check_extras(&mut errs);
         if self.command.is_empty() {
             errs.push("the command is empty".into());
         }
@@ -220,9 +226,77 @@ impl Spec {
         }
     }
 
+    /// [`Spec::check`] of the workspace claim and the gateway's routes.
+    fn check_extras(&self, errs: &mut Vec<String>) {
+        if let Some(w) = &self.workspace {
+            if !quantity(&w.size) {
+                errs.push(format!("the workspace size {:?} is not a quantity", w.size));
+            }
+            if !label_value(&self.thread_label) || self.thread_label.is_empty() {
+                errs.push("a workspace claim needs a thread label".into());
+            }
+            if w.storage_class.as_deref().is_some_and(|c| !dns_label(c)) {
+                errs.push(format!(
+                    "the storage class {:?} is not a name",
+                    w.storage_class
+                ));
+            }
+        }
+        for r in &self.routes {
+            let ok = r.split_once('=').is_some_and(|(name, to)| {
+                !name.is_empty() && to.contains(':') && !r.contains(char::is_whitespace)
+            });
+            if !ok {
+                errs.push(format!("route {r:?} is not NAME=HOST:PORT"));
+            }
+        }
+    }
+
     /// The parent's name, also the sandbox pod's.
     pub fn name(&self) -> String {
         format!("centaur-{}", self.id)
+    }
+
+    /// The thread's workspace claim's name: one per thread, whatever its sandbox.
+    pub fn claim_name(&self) -> String {
+        format!("centaur-ws-{}", self.thread_label)
+    }
+
+    /// The thread's workspace claim, when it has one: labelled with the thread, owned by no
+    /// sandbox (deleting a sandbox keeps it), so the next sandbox of the thread mounts the
+    /// same files.
+    pub fn workspace_claim(&self) -> Option<Value> {
+        let w = self.workspace.as_ref()?;
+        let mut spec = json!({
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": w.size}},
+        });
+        if let Some(class) = &w.storage_class {
+            spec["storageClassName"] = json!(class);
+        }
+        let mut labels = BTreeMap::from([
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "centaur".to_string(),
+            ),
+            (
+                "app.kubernetes.io/part-of".to_string(),
+                "centaur".to_string(),
+            ),
+            (ROLE_LABEL.to_string(), "workspace".to_string()),
+        ]);
+        labels.insert(THREAD_LABEL.into(), self.thread_label.clone());
+        Some(json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": self.claim_name(),
+                "namespace": self.namespace,
+                "labels": labels,
+                "annotations": {"centaur.dev/thread-key": self.thread_key},
+            },
+            "spec": spec,
+        }))
     }
 
     /// The gateway's objects' name (pod, Service, ConfigMap).

@@ -10,6 +10,7 @@ pub(super) fn spec() -> Spec {
         warm: false,
         image: "ghcr.io/example/centaur-sandbox:1.0".into(),
         gateway_image: "ghcr.io/example/centaur-gateway:1.0".into(),
+        workspace: None,
         routes: vec![],
         command: vec!["claude".into(), "-p".into()],
         env: vec![("ANTHROPIC_API_KEY".into(), "ANTHROPIC_API_KEY".into())],

@@ -67,6 +67,18 @@ impl Spec {
         })
     }
 
+    /// A mount of the workspace or the home: its emptyDir, or its folder of the thread's
+    /// claim.
+    fn workspace_mount(&self, path: &str, sub: &str) -> Value {
+        match &self.workspace {
+            Some(_) => json!({"name": "thread", "mountPath": path, "subPath": sub}),
+            None => {
+                let name = if sub == "work" { "workspace" } else { "home" };
+                json!({"name": name, "mountPath": path})
+            }
+        }
+    }
+
     /// The gateway container's arguments: its policy and routes.
     fn gateway_args(&self) -> Vec<String> {
         let mut args: Vec<String> = ["run", "--config", POLICY_FILE].map(String::from).to_vec();
@@ -96,8 +108,8 @@ impl Spec {
         );
         env.extend(self.env.iter().map(|(k, v)| json!({"name": k, "value": v})));
         let mut mounts = vec![
-            json!({"name": "workspace", "mountPath": WORKSPACE}),
-            json!({"name": "home", "mountPath": HOME}),
+            self.workspace_mount(WORKSPACE, "work"),
+            self.workspace_mount(HOME, "home"),
             json!({"name": "tmp", "mountPath": "/tmp"}),
             json!({"name": "agent", "mountPath": AGENT_DIR}),
             json!({"name": "trust", "mountPath": "/etc/centaur/trust", "readOnly": true}),
@@ -141,6 +153,18 @@ impl Spec {
         });
         if let Some(rc) = &self.runtime_class {
             spec["runtimeClassName"] = json!(rc);
+        }
+        if self.workspace.is_some() {
+            // The workspace and the home live on the thread's claim (subPaths), not in
+            // emptyDirs that go with the pod.
+            let volumes = spec["volumes"].as_array_mut();
+            if let Some(v) = volumes {
+                v.retain(|v| v["name"] != "workspace" && v["name"] != "home");
+                v.insert(
+                    0,
+                    json!({"name": "thread", "persistentVolumeClaim": {"claimName": self.claim_name()}}),
+                );
+            }
         }
         json!({
             "apiVersion": "v1",

@@ -9,7 +9,7 @@ prints {"port": N} once listening. Every request is appended to DIR/requests.jso
 
 What it serves (https://kubernetes.io/docs/reference/using-api/api-concepts/):
 * discovery: /version, /api, /apis, /api/v1, /apis/networking.k8s.io/v1;
-* namespaced CRUD of pods, services, configmaps, secrets (v1) and networkpolicies
+* namespaced CRUD of pods, services, configmaps, secrets, persistentvolumeclaims (v1) and networkpolicies
   (networking.k8s.io/v1): create (409 AlreadyExists), get (404 NotFound with a Status),
   list with labelSelector (=, !=, exists) and fieldSelector metadata.name, replace, delete;
   list across namespaces;
@@ -57,9 +57,16 @@ RESOURCES = {
     ("api/v1", "services"): "Service",
     ("api/v1", "configmaps"): "ConfigMap",
     ("api/v1", "secrets"): "Secret",
+    ("api/v1", "persistentvolumeclaims"): "PersistentVolumeClaim",
     ("apis/networking.k8s.io/v1", "networkpolicies"): "NetworkPolicy",
 }
-SHORT = {"pods": ["po"], "services": ["svc"], "configmaps": ["cm"], "networkpolicies": ["netpol"]}
+SHORT = {
+    "pods": ["po"],
+    "services": ["svc"],
+    "configmaps": ["cm"],
+    "networkpolicies": ["netpol"],
+    "persistentvolumeclaims": ["pvc"],
+}
 API_VERSION = {"api/v1": "v1", "apis/networking.k8s.io/v1": "networking.k8s.io/v1"}
 
 LOCK = threading.Condition()
@@ -126,6 +133,9 @@ def admit(gv, plural, ns, obj):
         obj["status"] = {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}
         if m["name"] not in UNREADY:
             threading.Timer(READY_AFTER, kubelet, (gv, plural, ns, m["name"], m["uid"])).start()
+    if kind == "PersistentVolumeClaim":
+        # A provisioner binds it at once (the fake kubelet keeps its files in DIR/claims).
+        obj["status"] = {"phase": "Bound", "accessModes": obj.get("spec", {}).get("accessModes", [])}
     if kind == "Secret":
         for k, v in obj.pop("stringData", {}).items():
             obj.setdefault("data", {})[k] = base64.b64encode(v.encode()).decode()

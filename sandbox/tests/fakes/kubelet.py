@@ -4,8 +4,9 @@ as local processes under bubblewrap, and serves `exec` into them over a WebSocke
 What it honours of a pod (https://kubernetes.io/docs/concepts/workloads/pods/): the first
 container's command and args, `env` values, workingDir, the pod's runAsUser and runAsGroup
 (setpriv), fsGroup (the owner of emptyDir volumes), and volumes mounted where the container
-says: emptyDir (a fresh directory), configMap and secret (their keys, or `items`, as files;
-a secret's `defaultMode`), readOnly and subPath. The root filesystem is read-only (a
+says: emptyDir (a fresh directory), persistentVolumeClaim (a directory per claim that
+outlives its pods, in DIR/claims), configMap and secret (their keys, or `items`, as files;
+a secret's `defaultMode`), readOnly and subPath (made as a directory when missing). The root filesystem is read-only (a
 bubblewrap tmpfs root, remounted read-only, with the host's /usr and /etc bound read-only),
 with a PID namespace of its own. The network is the host's: there is no pod network here (and no NetworkPolicy), a
 known gap. A deleted pod's processes are killed at once (no grace period).
@@ -108,6 +109,17 @@ def _volume_dir(root, vol, objects, ns, uid, gid):
         os.chown(path, uid, gid)
         os.chmod(path, 0o2775 if gid else 0o755)
         return path, None
+    if "persistentVolumeClaim" in vol:
+        # The claim's files outlive the pod: one directory per claim, shared by its pods.
+        name = vol["persistentVolumeClaim"]["claimName"]
+        if ("api/v1", "persistentvolumeclaims", ns, name) not in objects:
+            return None, f'persistentvolumeclaim "{name}" not found'
+        path = os.path.join(os.path.dirname(os.path.dirname(root)), "claims", f"{ns}_{name}")
+        if not os.path.isdir(path):
+            os.makedirs(path)
+            os.chown(path, 0, gid)
+            os.chmod(path, 0o2775)
+        return path, None
     for kind, ref, mode_default in (("configMap", "name", 0o644), ("secret", "secretName", 0o644)):
         if kind not in vol:
             continue
@@ -160,6 +172,10 @@ def prepare(pod, objects, state_dir):
             return None, f"volumeMount {m['name']}: no such volume"
         if m.get("subPath"):
             src = os.path.join(src, m["subPath"])
+            if not os.path.exists(src):
+                # The kubelet makes a missing subPath as a directory.
+                os.makedirs(src)
+                os.chown(src, uid, fs_group)
         args += _parents(m["mountPath"])
         args += ["--ro-bind" if m.get("readOnly") else "--bind", src, m["mountPath"]]
     env = {"PATH": "/image/bin:/usr/local/bin:/usr/bin:/bin", "HOSTNAME": spec.get("hostname", meta["name"])}

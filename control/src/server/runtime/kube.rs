@@ -143,6 +143,7 @@ impl Kube {
             warm: false,
             image: k.image.clone(),
             gateway_image: k.gateway_image.clone(),
+            workspace: k.workspace.clone(),
             routes,
             command: command(),
             env: gateway_config::placeholders(&config),

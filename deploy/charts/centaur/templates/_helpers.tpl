@@ -38,6 +38,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $own := dict "listen" (printf "0.0.0.0:%d" (int .Values.port)) "data_dir" "/var/lib/centaur" -}}
 {{- $k := dict "namespace" (include "centaur.sandboxNamespace" .) "image" .Values.sandbox.image "gateway_image" .Values.sandbox.gatewayImage "uid" (int .Values.sandbox.uid) "cpu" .Values.sandbox.cpu "memory" .Values.sandbox.memory "ephemeral_storage" .Values.sandbox.ephemeralStorage "gateway_cpu" .Values.sandbox.gatewayCpu "gateway_memory" .Values.sandbox.gatewayMemory "control_plane_labels" (include "centaur.selectorLabels" . | fromYaml) "control_plane_namespace" .Release.Namespace "api" (printf "%s.%s.svc:%d" (include "centaur.fullname" .) .Release.Namespace (int .Values.port)) -}}
 {{- if .Values.sandbox.runtimeClassName -}}{{- $_ := set $k "runtime_class" .Values.sandbox.runtimeClassName -}}{{- end -}}
+{{- if .Values.sandbox.workspaceStorage -}}{{- $_ := set $k "workspace_storage" .Values.sandbox.workspaceStorage -}}{{- end -}}
+{{- if .Values.sandbox.storageClassName -}}{{- $_ := set $k "storage_class" .Values.sandbox.storageClassName -}}{{- end -}}
 {{- $_ := set $own "sandbox" (dict "backend" "kubernetes" "kubernetes" $k) -}}
 {{- toYaml (merge $own (deepCopy .Values.config)) -}}
 {{- end -}}
