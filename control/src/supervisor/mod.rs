@@ -16,8 +16,9 @@
 //!   gateway up with a neutral policy); the gateway takes SPEC's policy, secrets and audit
 //!   labels, and SPEC's command starts.
 //! * `{"op":"put","name":NAME,"data":BASE64}` → `{"ok":true}`: writes an attachment into
-//!   the harness's workspace (`attachments/NAME`); a pod's supervisor only (its workspace
-//!   is not on the server's machine).
+//!   the harness's workspace (`attachments/NAME`); with `"to":"home"`, writes a home file
+//!   (NAME a relative path under `$HOME`, before the launch). A pod's supervisor only: its
+//!   files are not on the server's machine.
 //! * `{"op":"stop"}` → stops the sandbox (namespace, nftables table, cgroup, run dir gone),
 //!   answers `{"ok":true}` and exits.
 //!
@@ -346,10 +347,20 @@ impl Client {
 
     /// Writes attachment `name` into the harness's workspace, through a pod's supervisor.
     pub async fn put(&self, name: &str, bytes: &[u8]) -> Result<(), SupervisorError> {
+        self.put_to("workspace", name, bytes).await
+    }
+
+    /// Writes `path` (relative) under the pod's home, through its supervisor, before the
+    /// launch: a harness's `home_files`.
+    pub async fn put_home(&self, path: &str, bytes: &[u8]) -> Result<(), SupervisorError> {
+        self.put_to("home", path, bytes).await
+    }
+
+    async fn put_to(&self, to: &str, name: &str, bytes: &[u8]) -> Result<(), SupervisorError> {
         use base64::Engine as _;
         let data = base64::engine::general_purpose::STANDARD.encode(bytes);
         let v = self
-            .call(json!({"op": "put", "name": name, "data": data}))
+            .call(json!({"op": "put", "to": to, "name": name, "data": data}))
             .await?;
         match v["ok"].as_bool() {
             Some(true) => Ok(()),

@@ -58,6 +58,9 @@ pub async fn run(dir: PathBuf, mode: Mode) -> anyhow::Result<u8> {
         turns: Mutex::new(HashMap::new()),
         stopper: std::sync::Mutex::new(None),
         workdir: std::sync::Mutex::new(None),
+        home: (mode == Mode::Pod)
+            .then(|| std::env::var_os("HOME").map(PathBuf::from))
+            .flatten(),
         claim: claim_tx,
     });
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);

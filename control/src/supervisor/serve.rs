@@ -37,8 +37,10 @@ pub(super) struct State {
     pub(super) stdin: Mutex<Option<ChildStdin>>,
     pub(super) turns: Mutex<HashMap<String, i64>>,
     pub(super) stopper: std::sync::Mutex<Option<Stopper>>,
-    /// A pod's harness's workspace, once it runs (where `put` writes).
+    /// A pod's harness's workspace, once it runs (where `put` writes attachments).
     pub(super) workdir: std::sync::Mutex<Option<PathBuf>>,
+    /// A pod's home (where `put` writes home files).
+    pub(super) home: Option<PathBuf>,
     /// A warm member's claim: the spec it runs from now on.
     pub(super) claim: tokio::sync::mpsc::Sender<SupervisorSpec>,
 }
@@ -94,9 +96,6 @@ async fn handle(conn: UnixStream, state: Arc<State>, stop: tokio::sync::mpsc::Se
 /// (the pod's, the harness's).
 fn put(state: &State, req: &Value) -> Value {
     use base64::Engine as _;
-    let Some(work) = lock(&state.workdir).clone() else {
-        return json!({"ok": false, "error": "put: only a pod's supervisor, once its harness runs, takes files"});
-    };
     let (Some(name), Some(data)) = (req["name"].as_str(), req["data"].as_str()) else {
         return json!({"ok": false, "error": "put needs name and data"});
     };
@@ -108,7 +107,19 @@ fn put(state: &State, req: &Value) -> Value {
         rustix::process::getuid().as_raw(),
         rustix::process::getgid().as_raw(),
     );
-    match crate::workspace::write_attachment(&work, name, &bytes, uid, gid) {
+    let written = if req["to"] == "home" {
+        // A harness's home file, before its launch (the pod's HOME).
+        let Some(home) = state.home.clone() else {
+            return json!({"ok": false, "error": "put: only a pod's supervisor takes home files"});
+        };
+        crate::workspace::write_under(&home, name, &bytes, uid, gid)
+    } else {
+        let Some(work) = lock(&state.workdir).clone() else {
+            return json!({"ok": false, "error": "put: only a pod's supervisor, once its harness runs, takes files"});
+        };
+        crate::workspace::write_attachment(&work, name, &bytes, uid, gid)
+    };
+    match written {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": format!("put {name}: {e}")}),
     }

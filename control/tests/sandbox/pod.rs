@@ -195,6 +195,16 @@ async fn a_harness_in_a_sandbox_pod_is_driven_through_exec_and_reattached_after_
         client.turn("t0", "too early").await.is_err(),
         "a warm supervisor took a turn"
     );
+    // Home files go in before the launch; a path out of the home is refused.
+    client
+        .put_home(".pi/agent/models.json", b"{}")
+        .await
+        .unwrap();
+    let out = client.put_home("../escape", b"x").await.unwrap_err();
+    assert!(
+        out.to_string().contains("not a plain relative path"),
+        "{out}"
+    );
     let early = client.put("1-notes.txt", b"early").await.unwrap_err();
     assert!(
         early.to_string().contains("once its harness runs"),
@@ -222,6 +232,14 @@ async fn a_harness_in_a_sandbox_pod_is_driven_through_exec_and_reattached_after_
         }
     }
     assert_eq!(found, [("attached words\n".to_string(), 1001)]);
+    let homes: Vec<String> = std::fs::read_dir(fake.api.dir().join("pods"))
+        .unwrap()
+        .flatten()
+        .filter_map(|d| {
+            std::fs::read_to_string(d.path().join("volumes/home/.pi/agent/models.json")).ok()
+        })
+        .collect();
+    assert_eq!(homes, ["{}"]);
     let again = client.launch(&launch_spec()).await.unwrap_err();
     assert!(again.to_string().contains("not a warm one"), "{again}");
 

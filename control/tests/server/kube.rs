@@ -43,6 +43,8 @@ fn setup(fake: &FakeApi, port: u16) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     harness::chmod(dir.path(), 0o711);
     fake.control("image", &json!({"image": IMAGE, "bin": image(dir.path())}));
+    let settings = dir.path().join("settings.json");
+    std::fs::write(&settings, "{\"demo\": true}\n").unwrap();
     let config = dir.path().join("server.yaml");
     std::fs::write(
         &config,
@@ -50,8 +52,10 @@ fn setup(fake: &FakeApi, port: u16) -> Setup {
             "listen: 127.0.0.1:{port}\nlimits:\n  lease: 3s\nsandbox:\n  backend: kubernetes\n  kubernetes:\n    \
              namespace: agents\n    image: {IMAGE}\n    gateway_image: centaur-gateway:test\n    kubeconfig: {}\n    \
              api: 127.0.0.1:{port}\n    workspace_storage: 1Gi\n\
-             harnesses:\n  counting:\n    command: [python3, /image/bin/counting.py]\ndefault_harness: counting\n",
-            fake.kubeconfig().display()
+             harnesses:\n  counting:\n    command: [python3, /image/bin/counting.py]\n    \
+             home_files: {{\".config/demo/settings.json\": {}}}\ndefault_harness: counting\n",
+            fake.kubeconfig().display(),
+            settings.display()
         ),
     )
     .unwrap();
@@ -194,6 +198,16 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_keeps_its_workspac
         "launch, turn and attach went through exec ({calls})"
     );
     internal_route(&fake, &server, port);
+    // The harness's home files, written into the pod's home (on the thread's claim) before
+    // its launch.
+    let homes: Vec<String> = std::fs::read_dir(fake.dir().join("claims"))
+        .unwrap()
+        .flatten()
+        .filter_map(|c| {
+            std::fs::read_to_string(c.path().join("home/.config/demo/settings.json")).ok()
+        })
+        .collect();
+    assert_eq!(homes, ["{\"demo\": true}\n"]);
 
     // kill -9 mid-turn; the next server reattaches to the same pod. The turn carries an
     // attachment, written into the pod's workspace through its supervisor.

@@ -77,19 +77,21 @@ impl Kube {
         self.settings.api.is_some()
     }
 
-    /// Creates the runtime's sandbox (its gateway from `gateway`) and launches `launch` in
-    /// it. On any failure everything made is deleted.
+    /// Creates the runtime's sandbox (its gateway from `gateway`), writes `home` (the
+    /// harness's home files: path under the home, bytes) and launches `launch` in it. On any
+    /// failure everything made is deleted.
     pub(super) async fn start(
         &self,
         dir: &Path,
         a: &Assignment,
         launch: &SupervisorSpec,
         gateway: &GatewayInputs,
+        home: &[(String, Vec<u8>)],
     ) -> Result<Client, String> {
         let made = self.create(dir, a, gateway).await;
         let client = self.client(dir, &a.runtime_id);
         let launched = match made {
-            Ok(()) => self.launch(&client, launch).await,
+            Ok(()) => self.launch(&client, launch, home).await,
             Err(e) => Err(e),
         };
         if let Err(e) = launched {
@@ -167,8 +169,13 @@ impl Kube {
             .map_err(|e| format!("the sandbox's objects: {e}"))
     }
 
-    /// Waits for the pod's supervisor to answer, then hands it the harness.
-    async fn launch(&self, client: &Client, launch: &SupervisorSpec) -> Result<(), String> {
+    /// Waits for the pod's supervisor to answer, gives it the home files, then the harness.
+    async fn launch(
+        &self,
+        client: &Client,
+        launch: &SupervisorSpec,
+        home: &[(String, Vec<u8>)],
+    ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + self.cluster.ready_timeout;
         loop {
             match client.status().await {
@@ -179,6 +186,12 @@ impl Kube {
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
+        }
+        for (path, bytes) in home {
+            client
+                .put_home(path, bytes)
+                .await
+                .map_err(|e| format!("home_files: {path}: {e}"))?;
         }
         client.launch(launch).await.map_err(|e| e.to_string())
     }

@@ -290,13 +290,29 @@ impl Runtimes {
             None => None,
         };
         let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
-        match k.start(&dir, &a, &spec, &gateway).await {
+        let home = self.home_files(&a)?;
+        match k.start(&dir, &a, &spec, &gateway, &home).await {
             Ok(client) => Ok((client, a)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
         }
+    }
+
+    /// The harness's `home_files`, read here for a sandbox pod: (path under the home, bytes).
+    fn home_files(&self, a: &Assignment) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let Some(h) = self.settings.harnesses.get(&a.harness) else {
+            return Ok(Vec::new());
+        };
+        h.home_files
+            .iter()
+            .map(|(inside, src)| {
+                std::fs::read(src)
+                    .map(|b| (inside.clone(), b))
+                    .map_err(|e| format!("home_files: {}: {e}", src.display()))
+            })
+            .collect()
     }
 
     /// The harness's spec in a sandbox pod: the command, its environment and the pod's
