@@ -79,12 +79,12 @@ fn in_workspace(fake: &FakeApi, path: &str) -> Vec<String> {
 }
 
 /// Releases the thread and waits until its sandbox's objects are gone.
-async fn release(fake: &FakeApi, server: &harness::Server, key: &str) {
+async fn release(fake: &FakeApi, server: &harness::Server, key: &str, thread: &str) {
     let r = call(
         server,
         key,
         "POST",
-        "/agent/threads/k8s:1/release",
+        &format!("/agent/threads/{thread}/release"),
         Some(json!({})),
     )
     .await;
@@ -252,7 +252,7 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_keeps_its_workspac
 
     // Releasing the thread deletes its sandbox's objects, not its workspace: the next turn
     // runs in a new pod on the same files.
-    release(&fake, &server, &key).await;
+    release(&fake, &server, &key, "k8s:1").await;
     let e = turn(&server, &key, "k8s:1", "counting", "third").await;
     assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
     let log = in_workspace(&fake, "turns.log");
@@ -262,7 +262,7 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_keeps_its_workspac
         3,
         "every turn in the kept workspace: {log:?}"
     );
-    release(&fake, &server, &key).await;
+    release(&fake, &server, &key, "k8s:1").await;
     let (ok, pvcs) = fake.kubectl(&["get", "pvc", "-o", "name"]);
     assert!(ok, "{pvcs}");
     assert_eq!(pvcs.lines().count(), 1, "the thread's claim stays: {pvcs}");
@@ -282,5 +282,56 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_keeps_its_workspac
         .output()
         .unwrap();
     assert!(out.stdout.is_empty(), "a pod's supervisor outlived its pod");
+    server.stop().await;
+}
+
+/// Invariant 7 at the worst moment of a cold start on Kubernetes: the server is killed with
+/// `kill -9` while its thread's sandbox is half made (objects applied, pods not ready). The
+/// next server deletes that sandbox, makes a new one and runs the turn; nothing of the first
+/// is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_while_a_sandbox_is_made_leaves_nothing_behind() {
+    if !harness::root_or_skip("a_server_killed_while_a_sandbox_is_made") {
+        return;
+    }
+    let fake = FakeApi::start(&harness::repo());
+    let port = free_port();
+    let setup = setup(&fake, port);
+    let key = setup.key("tester", "agent");
+    let listen = format!("127.0.0.1:{port}");
+    let server = setup.start_on(&listen).await;
+    fake.control("hold", &json!({"prefix": "centaur-rt-"}));
+    let id = execute(
+        &server,
+        &key,
+        json!({"thread_key": "k8s:half", "message": "steps=1 pause=0.1 once"}),
+    )
+    .await;
+    let mut first = Vec::new();
+    for _ in 0..200 {
+        first = fake.objects(None);
+        if first.iter().any(|o| o.starts_with("Pod/")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        first.iter().any(|o| o.starts_with("Pod/")),
+        "the sandbox was never half made: {first:?}\n{}",
+        server.log()
+    );
+    server.kill9().await;
+    fake.control("hold", &json!({}));
+
+    let server = setup.start_on(&listen).await;
+    let e = wait_end(&server, &key, "k8s:half", &id).await;
+    assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
+    assert_eq!(e["result_text"], "steps=1 pause=0.1 once");
+    let now = fake.objects(None);
+    let pods: Vec<&String> = now.iter().filter(|o| o.starts_with("Pod/")).collect();
+    assert_eq!(pods.len(), 2, "one sandbox: {now:?}");
+    let old: Vec<&String> = first.iter().filter(|o| now.contains(o)).collect();
+    assert!(old.is_empty(), "left of the half-made sandbox: {old:?}");
+    release(&fake, &server, &key, "k8s:half").await;
     server.stop().await;
 }

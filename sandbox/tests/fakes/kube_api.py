@@ -29,7 +29,8 @@ What it serves (https://kubernetes.io/docs/reference/using-api/api-concepts/):
 
 Test controls (not Kubernetes): POST /_fake/fail {"kind", "name" (a suffix), "times"} makes
 the next create or apply of a matching object fail with 500; POST /_fake/unready {"name"}
-keeps a matching pod Pending; POST /_fake/image {"image", "bin"} runs the pods of that image
+keeps a matching pod Pending; POST /_fake/hold {"prefix"} keeps every pod created from now on
+whose name starts with it Pending ({} to stop); POST /_fake/image {"image", "bin"} runs the pods of that image
 (kubelet.py).
 """
 
@@ -75,6 +76,7 @@ EVENTS = []  # (resourceVersion, gv, plural, type, object)
 STATE = {"rv": 1000, "ip": 10}
 FAULTS = []  # {"kind", "name", "times"}
 UNREADY = set()
+HELD = []  # name prefixes whose pods stay Pending (/_fake/hold)
 
 
 def now():
@@ -131,7 +133,7 @@ def admit(gv, plural, ns, obj):
         obj["spec"]["clusterIPs"] = [obj["spec"]["clusterIP"]]
     if kind == "Pod":
         obj["status"] = {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}
-        if m["name"] not in UNREADY:
+        if m["name"] not in UNREADY and not any(m["name"].startswith(p) for p in HELD):
             threading.Timer(READY_AFTER, kubelet, (gv, plural, ns, m["name"], m["uid"])).start()
     if kind == "PersistentVolumeClaim":
         # A provisioner binds it at once (the fake kubelet keeps its files in DIR/claims).
@@ -340,6 +342,8 @@ class Handler(BaseHTTPRequestHandler):
                 FAULTS.append({"kind": b["kind"], "name": b.get("name", ""), "times": b.get("times", 1)})
             elif what == "unready":
                 UNREADY.add(b["name"])
+            elif what == "hold":
+                HELD[:] = [b["prefix"]] if b.get("prefix") else []
             elif what == "image":
                 runner.register(b)
         self.send(200, {"ok": True})
