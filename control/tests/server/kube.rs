@@ -100,6 +100,16 @@ async fn release(fake: &FakeApi, server: &harness::Server, key: &str, thread: &s
     assert!(left.is_empty(), "{left:?}\n{}", server.log());
 }
 
+/// The fake cluster and a server on it with a key: (fake, setup, key, port, server).
+async fn cluster_and_server() -> (FakeApi, Setup, String, u16, harness::Server) {
+    let fake = FakeApi::start(&harness::repo());
+    let port = free_port();
+    let setup = setup(&fake, port);
+    let key = setup.key("tester", "agent");
+    let server = setup.start_on(&format!("127.0.0.1:{port}")).await;
+    (fake, setup, key, port, server)
+}
+
 fn execs(fake: &FakeApi) -> usize {
     fake.requests()
         .iter()
@@ -172,12 +182,8 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_keeps_its_workspac
     if !harness::root_or_skip("a_thread_runs_in_its_sandbox_pod") {
         return;
     }
-    let fake = FakeApi::start(&harness::repo());
-    let port = free_port();
-    let setup = setup(&fake, port);
-    let key = setup.key("tester", "agent");
+    let (fake, setup, key, port, server) = cluster_and_server().await;
     let listen = format!("127.0.0.1:{port}");
-    let server = setup.start_on(&listen).await;
 
     let e = turn(
         &server,
@@ -294,12 +300,8 @@ async fn a_server_killed_while_a_sandbox_is_made_leaves_nothing_behind() {
     if !harness::root_or_skip("a_server_killed_while_a_sandbox_is_made") {
         return;
     }
-    let fake = FakeApi::start(&harness::repo());
-    let port = free_port();
-    let setup = setup(&fake, port);
-    let key = setup.key("tester", "agent");
+    let (fake, setup, key, port, server) = cluster_and_server().await;
     let listen = format!("127.0.0.1:{port}");
-    let server = setup.start_on(&listen).await;
     fake.control("hold", &json!({"prefix": "centaur-rt-"}));
     let id = execute(
         &server,
