@@ -134,6 +134,17 @@ fn internal_route(fake: &FakeApi, server: &harness::Server, port: u16) {
     let args = &pod["spec"]["containers"][0]["args"];
     assert_eq!(args[3], "--route", "{args}");
     assert_eq!(args[4], format!("centaur.internal=127.0.0.1:{port}"));
+    // Its audit records name the thread.
+    let (ok, text) = fake.kubectl(&["get", "configmap", gw, "-o", "json"]);
+    assert!(ok, "{text}");
+    let cm: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let policy: serde_json::Value =
+        serde_json::from_str(cm["data"]["policy.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        policy["audit"]["sandbox"]["thread_key"], "k8s:1",
+        "{policy}"
+    );
+    assert_eq!(policy["audit"]["output"], "stdout");
     let (ok, text) = fake.kubectl(&["get", "secret", &format!("{gw}-env"), "-o", "json"]);
     assert!(ok, "{text}");
     let secret: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -2,8 +2,8 @@
 //! pod, its own gateway pod and the objects around them (`sandbox::kubernetes`), and its
 //! supervisor is the sandbox pod's command, reached through the pod's exec API
 //! ([`crate::supervisor::pod`]). The runtime's directory under `DATA/sandboxes` stays, as a
-//! marker: it holds the CA made for the sandbox's gateway, and its presence is what
-//! counting, idle suspension and the reaper see, as on the local backend.
+//! marker: its presence is what counting, idle suspension and the reaper see, as on the
+//! local backend, and its `turns` file the time of the last turn.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -123,8 +123,9 @@ impl Kube {
         };
         // Checked with a stand-in address first: the real one is known only once the
         // gateway's Service exists.
-        let checked = pod_policy(base.clone(), Ipv4Addr::UNSPECIFIED);
-        let config = policy::Config::parse(&checked.to_string())
+        let mut doc = pod_policy(base, Ipv4Addr::UNSPECIFIED);
+        label_audit(&mut doc, a);
+        let config = policy::Config::parse(&doc.to_string())
             .map_err(|e| format!("the sandbox gateway's policy: {e}"))?;
         let (ca_cert, ca_key) = ca(dir)?;
         let mut env = gateway_env(&config, g.secrets_from.as_deref())?;
@@ -157,7 +158,10 @@ impl Kube {
             control_plane_namespace: k.control_plane_namespace.clone(),
         };
         let files = move |ip: Ipv4Addr| GatewayFiles {
-            policy: pod_policy(base, ip).to_string(),
+            policy: {
+                doc["dns"]["proxy_ip"] = json!(ip.to_string());
+                doc.to_string()
+            },
             ca_cert,
             ca_key,
             env,
@@ -225,7 +229,8 @@ fn thread_label(thread_key: &str) -> String {
         .collect()
 }
 
-/// A new CA for the sandbox's gateway, kept in the runtime's marker: (certificate, key).
+/// A new CA for the sandbox's gateway, made in the runtime's marker and removed from it once
+/// read: (certificate, key).
 fn ca(dir: &Path) -> Result<(String, String), String> {
     let ca = dir.join("ca");
     let _ = std::fs::remove_dir_all(&ca);
@@ -241,7 +246,10 @@ fn ca(dir: &Path) -> Result<(String, String), String> {
     .map_err(|e| format!("the sandbox's CA: {e}"))?;
     let read =
         |f: &str| std::fs::read_to_string(ca.join(f)).map_err(|e| format!("the sandbox's CA: {e}"));
-    Ok((read("ca.crt")?, read("ca.key")?))
+    let pair = (read("ca.crt")?, read("ca.key")?);
+    // The key lives in the gateway's Secret only.
+    let _ = std::fs::remove_dir_all(&ca);
+    Ok(pair)
 }
 
 /// The real values of every variable the policy reads: from `secrets` (a .env file), else
@@ -302,8 +310,29 @@ fn pod_policy(mut doc: Value, gateway_ip: Ipv4Addr) -> Value {
         json!({"ca_cert": format!("{CA_DIR}/ca.crt"), "ca_key": format!("{CA_DIR}/ca.key")});
     doc["management"] = json!({"listen": any(MANAGEMENT_PORT), "api_key_env": MANAGEMENT_KEY_VAR});
     doc["metrics"] = json!({"listen": any(METRICS_PORT)});
-    doc["audit"] = json!({"output": "stdout"});
+    // The file's audit settings (durability, OTLP…) stay; the records go to stdout.
+    let mut audit = doc["audit"].take();
+    if !audit.is_object() {
+        audit = json!({});
+    }
+    if let Some(a) = audit.as_object_mut() {
+        for k in ["output", "stdout", "file"] {
+            a.remove(k);
+        }
+        a.insert("output".into(), json!("stdout"));
+    }
+    doc["audit"] = audit;
     doc
+}
+
+/// Labels every audit record of the sandbox's gateway with the thread and runtime (as the
+/// local backend does).
+fn label_audit(doc: &mut Value, a: &Assignment) {
+    doc["audit"]["sandbox"] = json!({
+        "thread_key": a.thread_key,
+        "runtime_id": a.runtime_id,
+        "sandbox_id": sandbox_id(&a.runtime_id),
+    });
 }
 
 #[cfg(test)]
@@ -326,6 +355,16 @@ mod tests {
         assert_eq!(c.proxy.https_listen, Some("0.0.0.0:443".parse().unwrap()));
         assert_eq!(c.tls.ca_key.as_deref(), Some("/etc/centaur/ca/ca.key"));
         assert!(format!("{c:?}").contains("api.example.test"));
+        // The file's audit settings stay, its destination does not.
+        let audited = placed(
+            Some("audit: {durability: strict, output: /var/log/x.jsonl}\n"),
+            Ipv4Addr::LOCALHOST,
+        )
+        .unwrap();
+        assert_eq!(
+            audited["audit"],
+            json!({"durability": "strict", "output": "stdout"})
+        );
         // No policy: every request denied, with the pod's listeners.
         let none = placed(None, Ipv4Addr::new(10, 96, 0, 7)).unwrap();
         assert!(policy::Config::parse(&none.to_string()).is_ok(), "{none}");
