@@ -254,3 +254,22 @@ fn the_gateway_gets_its_routes_as_flags_and_a_malformed_route_is_refused() {
     let e = s.check().unwrap_err().to_string();
     assert!(e.contains("NAME=HOST:PORT"), "{e}");
 }
+
+/// The gateway runs as 65532 and the kubelet writes a Secret's files as root: the pod's
+/// fsGroup and a group-readable mode are what let it read its CA key.
+#[test]
+fn the_gateway_can_read_its_ca_key() {
+    let pod = spec().gateway_pod(&owner());
+    let sc = &pod["spec"]["securityContext"];
+    assert_eq!(sc["runAsUser"], GATEWAY_UID);
+    assert_eq!(sc["fsGroup"], GATEWAY_UID);
+    let ca = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "ca")
+        .unwrap();
+    let mode = ca["secret"]["defaultMode"].as_u64().unwrap();
+    assert_eq!(mode & 0o040, 0o040, "group-readable: {mode:o}");
+    assert_eq!(mode & 0o007, 0, "not world-readable: {mode:o}");
+}

@@ -31,6 +31,9 @@ impl Spec {
                     "runAsNonRoot": true,
                     "runAsUser": GATEWAY_UID,
                     "runAsGroup": GATEWAY_UID,
+                    // The CA Secret's files are root's: without fsGroup the gateway's user
+                    // could not read its key.
+                    "fsGroup": GATEWAY_UID,
                     "seccompProfile": {"type": "RuntimeDefault"},
                     "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
                 },
@@ -60,7 +63,7 @@ impl Spec {
                 }],
                 "volumes": [
                     {"name": "policy", "configMap": {"name": gw, "items": [{"key": "policy.yaml", "path": "policy.yaml"}]}},
-                    {"name": "ca", "secret": {"secretName": format!("{gw}-ca"), "defaultMode": 0o400}},
+                    {"name": "ca", "secret": {"secretName": format!("{gw}-ca"), "defaultMode": 0o440}},
                     {"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}},
                 ],
             },
@@ -165,6 +168,16 @@ impl Spec {
                     json!({"name": "thread", "persistentVolumeClaim": {"claimName": self.claim_name()}}),
                 );
             }
+            // The kubelet makes a missing subPath as root's 0755 folder, which the sandbox's
+            // user could not write: they are made first, as that user.
+            spec["initContainers"] = json!([{
+                "name": "workspace",
+                "image": self.image,
+                "command": ["mkdir", "-p", "/thread/work", "/thread/home"],
+                "resources": limits(&self.resources),
+                "securityContext": container_security(),
+                "volumeMounts": [{"name": "thread", "mountPath": "/thread"}],
+            }]);
         }
         json!({
             "apiVersion": "v1",

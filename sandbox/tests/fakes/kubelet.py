@@ -1,15 +1,17 @@
 """The fake API server's kubelet: runs the containers of pods whose image a test registered,
 as local processes under bubblewrap, and serves `exec` into them over a WebSocket.
 
-What it honours of a pod (https://kubernetes.io/docs/concepts/workloads/pods/): the first
-container's command and args, `env` values, workingDir, the pod's runAsUser and runAsGroup
-(setpriv), fsGroup (the owner of emptyDir volumes), and volumes mounted where the container
-says: emptyDir (a fresh directory), persistentVolumeClaim (a directory per claim that
-outlives its pods, in DIR/claims), configMap and secret (their keys, or `items`, as files;
-a secret's `defaultMode`), readOnly and subPath (made as a directory when missing). The root filesystem is read-only (a
-bubblewrap tmpfs root, remounted read-only, with the host's /usr and /etc bound read-only),
-with a PID namespace of its own. The network is the host's: there is no pod network here (and no NetworkPolicy), a
-known gap. A deleted pod's processes are killed at once (no grace period).
+What it honours of a pod (https://kubernetes.io/docs/concepts/workloads/pods/): its init
+containers, one by one to success, then the first container: command and args, `env`
+values, workingDir, runAsUser and runAsGroup (setpriv), fsGroup (a supplementary group;
+volume files are root's, that group's and group-readable, as the kubelet makes them), and
+volumes mounted where the container says: emptyDir, persistentVolumeClaim (a directory per
+claim that outlives its pods, in DIR/claims), configMap and secret (their keys, or `items`,
+as files; `defaultMode`), readOnly and subPath (a missing one made as root's 0755 folder, as
+the kubelet does). The root filesystem is read-only (a bubblewrap tmpfs root, remounted
+read-only, with the host's /usr and /etc bound read-only), with a PID namespace of its own.
+The network is the host's: there is no pod network here (and no NetworkPolicy), a known
+gap. A deleted pod's processes are killed at once (no grace period).
 
 A registered image (POST /_fake/image {"image", "bin"}) brings a directory that plays the
 image's programs: it is mounted at /image/bin, first on PATH.
@@ -92,6 +94,16 @@ def _root_args():
     return args + ["--proc", "/proc", "--dev", "/dev"]
 
 
+def _own(path, fs_group, mode):
+    """A volume folder: root's with `mode`, or with fsGroup that group's, rwx and setgid."""
+    if fs_group is None:
+        os.chown(path, 0, 0)
+        os.chmod(path, mode)
+    else:
+        os.chown(path, 0, fs_group)
+        os.chmod(path, mode | 0o2770)
+
+
 def _parents(path):
     """Mount points' parent directories, made 0755 (bubblewrap makes missing ones 0700)."""
     out = []
@@ -101,13 +113,14 @@ def _parents(path):
     return out
 
 
-def _volume_dir(root, vol, objects, ns, uid, gid):
-    """Materialises one volume under root; returns its host directory or an error."""
+def _volume_dir(root, vol, objects, ns, fs_group):
+    """Materialises one volume under root; returns its host directory or an error. As the
+    kubelet: files and folders are root's; with the pod's fsGroup they are that group's,
+    group-readable (and group-writable where writable), folders setgid."""
     path = os.path.join(root, "volumes", vol["name"])
     os.makedirs(path, exist_ok=True)
     if "emptyDir" in vol:
-        os.chown(path, uid, gid)
-        os.chmod(path, 0o2775 if gid else 0o755)
+        _own(path, fs_group, 0o777)
         return path, None
     if "persistentVolumeClaim" in vol:
         # The claim's files outlive the pod: one directory per claim, shared by its pods.
@@ -117,8 +130,7 @@ def _volume_dir(root, vol, objects, ns, uid, gid):
         path = os.path.join(os.path.dirname(os.path.dirname(root)), "claims", f"{ns}_{name}")
         if not os.path.isdir(path):
             os.makedirs(path)
-            os.chown(path, 0, gid)
-            os.chmod(path, 0o2775)
+            _own(path, fs_group, 0o755)
         return path, None
     for kind, ref, mode_default in (("configMap", "name", 0o644), ("secret", "secretName", 0o644)):
         if kind not in vol:
@@ -142,29 +154,42 @@ def _volume_dir(root, vol, objects, ns, uid, gid):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as f:
                 f.write(data[item["key"]])
-            os.chmod(target, item.get("mode", mode))
-            os.chown(target, 0, gid)
+            mode_bits = item.get("mode", mode)
+            if fs_group is not None:
+                mode_bits |= 0o440
+            os.chmod(target, mode_bits)
+            os.chown(target, 0, fs_group if fs_group is not None else 0)
         return path, None
     return None, f"volume {vol['name']}: only emptyDir, configMap and secret volumes are served"
 
 
-def prepare(pod, objects, state_dir):
-    """The bwrap arguments, environment and user of pod's first container, or an error."""
+def _volumes(pod, objects, state_dir):
+    """The pod's volumes as host directories ({name: path}), or an error."""
     meta, spec = pod["metadata"], pod["spec"]
-    c = spec["containers"][0]
-    image = IMAGES[c["image"]]
-    sec = dict(spec.get("securityContext", {}), **c.get("securityContext", {}))
-    uid = int(sec.get("runAsUser", 0))
-    gid = int(sec.get("runAsGroup", uid))
-    fs_group = int(spec.get("securityContext", {}).get("fsGroup", gid))
+    fs_group = _fs_group(spec)
     root = os.path.join(state_dir, "pods", f"{meta['namespace']}_{meta['name']}_{meta['uid']}")
     os.makedirs(root, exist_ok=True)
     volumes = {}
     for vol in spec.get("volumes", []):
-        path, err = _volume_dir(root, vol, objects, meta["namespace"], uid, fs_group)
+        path, err = _volume_dir(root, vol, objects, meta["namespace"], fs_group)
         if err:
             return None, err
         volumes[vol["name"]] = path
+    return volumes, None
+
+
+def _fs_group(spec):
+    g = spec.get("securityContext", {}).get("fsGroup")
+    return int(g) if g is not None else None
+
+
+def prepare(pod, c, volumes):
+    """The bwrap arguments, environment and user of container `c` of the pod, or an error."""
+    meta, spec = pod["metadata"], pod["spec"]
+    image = IMAGES[c["image"]]
+    sec = dict(spec.get("securityContext", {}), **c.get("securityContext", {}))
+    uid = int(sec.get("runAsUser", 0))
+    gid = int(sec.get("runAsGroup", uid))
     args = _root_args() + _parents("/image/bin") + ["--ro-bind", image["bin"], "/image/bin"]
     for m in c.get("volumeMounts", []):
         src = volumes.get(m["name"])
@@ -173,9 +198,10 @@ def prepare(pod, objects, state_dir):
         if m.get("subPath"):
             src = os.path.join(src, m["subPath"])
             if not os.path.exists(src):
-                # The kubelet makes a missing subPath as a directory.
-                os.makedirs(src)
-                os.chown(src, uid, fs_group)
+                # The kubelet makes a missing subPath as root's directory, 0755, whatever the
+                # pod's user (kubernetes/kubernetes#41638): a non-root pod cannot write it.
+                os.makedirs(src, mode=0o755)
+                os.chown(src, 0, 0)
         args += _parents(m["mountPath"])
         args += ["--ro-bind" if m.get("readOnly") else "--bind", src, m["mountPath"]]
     env = {"PATH": "/image/bin:/usr/local/bin:/usr/bin:/bin", "HOSTNAME": spec.get("hostname", meta["name"])}
@@ -184,7 +210,7 @@ def prepare(pod, objects, state_dir):
             return None, f"env {e['name']}: only literal values are served"
         env[e["name"]] = e["value"]
     cwd = c.get("workingDir", "/")
-    return {"args": args, "env": env, "cwd": cwd, "uid": uid, "gid": gid}, None
+    return {"args": args, "env": env, "cwd": cwd, "uid": uid, "gid": gid, "groups": _fs_group(spec)}, None
 
 
 def _command(ctx, argv):
@@ -194,20 +220,35 @@ def _command(ctx, argv):
         cmd += ["--setenv", k, v]
     cmd += ["--chdir", ctx["cwd"], "--"]
     if ctx["uid"]:
-        cmd += ["setpriv", f"--reuid={ctx['uid']}", f"--regid={ctx['gid']}", "--clear-groups", "--"]
+        groups = f"--groups={ctx['groups']}" if ctx["groups"] is not None else "--clear-groups"
+        cmd += ["setpriv", f"--reuid={ctx['uid']}", f"--regid={ctx['gid']}", groups, "--"]
     return cmd + argv
 
 
 def start(pod, objects, state_dir, on_exit):
-    """Starts pod's container if its image is registered. Returns (started, error)."""
+    """Starts pod's container if its image is registered, after its init containers ran to
+    success, one by one. Returns (started, error)."""
     c = pod["spec"]["containers"][0]
     if c.get("image") not in IMAGES:
         return False, None
-    ctx, err = prepare(pod, objects, state_dir)
+    volumes, err = _volumes(pod, objects, state_dir)
     if err:
         return False, err
     meta = pod["metadata"]
     log = open(os.path.join(state_dir, "pods", f"{meta['namespace']}_{meta['name']}.log"), "ab")
+    for init in pod["spec"].get("initContainers", []):
+        if init.get("image") not in IMAGES:
+            return False, f"init container {init['name']}: image {init.get('image')} is not served"
+        ctx, err = prepare(pod, init, volumes)
+        if err:
+            return False, err
+        argv = list(init.get("command", [])) + list(init.get("args", []))
+        code = _spawn(_command(ctx, argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log).wait()
+        if code != 0:
+            return False, f"init container {init['name']} exited with {code}"
+    ctx, err = prepare(pod, c, volumes)
+    if err:
+        return False, err
     argv = list(c.get("command", [])) + list(c.get("args", []))
     proc = _spawn(_command(ctx, argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     ctx["proc"] = proc
