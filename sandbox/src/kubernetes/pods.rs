@@ -70,6 +70,34 @@ impl Spec {
         })
     }
 
+    /// The sandbox pod `spec` with its workspace and home on the thread's claim, when it has
+    /// one.
+    fn on_claim(&self, spec: &mut Value) {
+        if self.workspace.is_none() {
+            return;
+        }
+        // The workspace and the home live on the thread's claim (subPaths), not in
+        // emptyDirs that go with the pod.
+        let volumes = spec["volumes"].as_array_mut();
+        if let Some(v) = volumes {
+            v.retain(|v| v["name"] != "workspace" && v["name"] != "home");
+            v.insert(
+                0,
+                json!({"name": "thread", "persistentVolumeClaim": {"claimName": self.claim_name()}}),
+            );
+        }
+        // The kubelet makes a missing subPath as root's 0755 folder, which the sandbox's
+        // user could not write: they are made first, as that user.
+        spec["initContainers"] = json!([{
+            "name": "workspace",
+            "image": self.image,
+            "command": ["mkdir", "-p", "/thread/work", "/thread/home"],
+            "resources": limits(&self.resources),
+            "securityContext": container_security(),
+            "volumeMounts": [{"name": "thread", "mountPath": "/thread"}],
+        }]);
+    }
+
     /// A mount of the workspace or the home: its emptyDir, or its folder of the thread's
     /// claim.
     fn workspace_mount(&self, path: &str, sub: &str) -> Value {
@@ -157,28 +185,7 @@ impl Spec {
         if let Some(rc) = &self.runtime_class {
             spec["runtimeClassName"] = json!(rc);
         }
-        if self.workspace.is_some() {
-            // The workspace and the home live on the thread's claim (subPaths), not in
-            // emptyDirs that go with the pod.
-            let volumes = spec["volumes"].as_array_mut();
-            if let Some(v) = volumes {
-                v.retain(|v| v["name"] != "workspace" && v["name"] != "home");
-                v.insert(
-                    0,
-                    json!({"name": "thread", "persistentVolumeClaim": {"claimName": self.claim_name()}}),
-                );
-            }
-            // The kubelet makes a missing subPath as root's 0755 folder, which the sandbox's
-            // user could not write: they are made first, as that user.
-            spec["initContainers"] = json!([{
-                "name": "workspace",
-                "image": self.image,
-                "command": ["mkdir", "-p", "/thread/work", "/thread/home"],
-                "resources": limits(&self.resources),
-                "securityContext": container_security(),
-                "volumeMounts": [{"name": "thread", "mountPath": "/thread"}],
-            }]);
-        }
+        self.on_claim(&mut spec);
         json!({
             "apiVersion": "v1",
             "kind": "Pod",
