@@ -27,7 +27,7 @@ impl Drop for Gateway {
 
 fn start(dir: &std::path::Path, routes: &[String]) -> Gateway {
     let yaml = format!(
-        "dns: {{enabled: false}}\nproxy: {{tunnel_listen: '127.0.0.1:0'}}\n\
+        "dns: {{enabled: false}}\nmetrics: {{listen: '127.0.0.1:0'}}\nproxy: {{tunnel_listen: '127.0.0.1:0'}}\n\
          tls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key}}\n\
          upstream: {{ca_files: [{d}/origin-ca.pem]}}\n\
          transforms:\n  - name: allowlist\n    config: {{domains: [api.internal, localhost]}}\n",
@@ -129,7 +129,7 @@ fn a_malformed_route_is_refused_at_start_with_its_reason() {
     std::fs::write(
         dir.path().join("gateway.yaml"),
         format!(
-            "dns: {{enabled: false}}\nproxy: {{tunnel_listen: '127.0.0.1:0'}}\ntls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key}}\n",
+            "dns: {{enabled: false}}\nmetrics: {{listen: '127.0.0.1:0'}}\nproxy: {{tunnel_listen: '127.0.0.1:0'}}\ntls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key}}\n",
             d = dir.path().display()
         ),
     )
