@@ -100,7 +100,13 @@ pub fn read(h: &dyn Harness, line: &str) -> Read {
 /// id is part of a `.jsonl` file's name (Claude Code's transcript `<id>.jsonl`, Codex's
 /// rollout `rollout-<time>-<id>.jsonl`).
 pub fn session_exists(home: &Path, id: &str) -> bool {
-    if let Some(rest) = id.strip_prefix(sandbox::local::bwrap::HOME) {
+    session_in(home, sandbox::local::bwrap::HOME, id)
+}
+
+/// [`session_exists`] for a home the sandbox sees at `inside` (a Kubernetes sandbox pod's,
+/// looked up by its supervisor).
+pub fn session_in(home: &Path, inside: &str, id: &str) -> bool {
+    if let Some(rest) = id.strip_prefix(inside) {
         return home.join(rest.trim_start_matches('/')).is_file();
     }
     if id.is_empty() || id.contains('/') {

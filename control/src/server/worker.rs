@@ -229,16 +229,18 @@ async fn fresh(
 ) -> Result<(Client, crate::store::Assignment, Option<String>), Stop> {
     let store = app.store();
     let plan = app.runtimes.plan(&store, &a, current).await?;
-    let preamble = if plan.replay {
-        transcript(app, &a.thread_key, current).await?
-    } else {
-        None
-    };
-    let (client, a) = app
+    let wanted = plan.resume.is_some();
+    let (client, a, resumed) = app
         .runtimes
         .start(&store, a, plan.resume)
         .await
         .map_err(|err| Stop::Finish(fail("sandbox_start_failed", err)))?;
+    // A session the new sandbox did not have (a pod's home) is replayed as well.
+    let preamble = if plan.replay || (wanted && !resumed) {
+        transcript(app, &a.thread_key, current).await?
+    } else {
+        None
+    };
     Ok((client, a, preamble))
 }
 

@@ -19,6 +19,8 @@
 //!   the harness's workspace (`attachments/NAME`); with `"to":"home"`, writes a home file
 //!   (NAME a relative path under `$HOME`, before the launch). A pod's supervisor only: its
 //!   files are not on the server's machine.
+//! * `{"op":"session","id":ID}` → `{"ok":true,"exists":BOOL}`: whether a CLI session is in
+//!   the pod's home (a pod's supervisor only).
 //! * `{"op":"stop"}` → stops the sandbox (namespace, nftables table, cgroup, run dir gone),
 //!   answers `{"ok":true}` and exits.
 //!
@@ -354,6 +356,17 @@ impl Client {
     /// launch: a harness's `home_files`.
     pub async fn put_home(&self, path: &str, bytes: &[u8]) -> Result<(), SupervisorError> {
         self.put_to("home", path, bytes).await
+    }
+
+    /// Whether CLI session `id` is in the pod's home, through its supervisor.
+    pub async fn session(&self, id: &str) -> Result<bool, SupervisorError> {
+        let v = self.call(json!({"op": "session", "id": id})).await?;
+        match (v["ok"].as_bool(), v["exists"].as_bool()) {
+            (Some(true), Some(exists)) => Ok(exists),
+            _ => Err(SupervisorError::Refused(
+                v["error"].as_str().unwrap_or("no answer").to_string(),
+            )),
+        }
     }
 
     async fn put_to(&self, to: &str, name: &str, bytes: &[u8]) -> Result<(), SupervisorError> {

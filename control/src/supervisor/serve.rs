@@ -72,6 +72,7 @@ async fn handle(conn: UnixStream, state: Arc<State>, stop: tokio::sync::mpsc::Se
         Some("turn") => turn(&state, &req).await,
         Some("launch") => launch(&state, &req).await,
         Some("put") => put(&state, &req),
+        Some("session") => session(&state, &req),
         Some("attach") => {
             attach(&state, req["from"].as_i64().unwrap_or(1), &mut w).await;
             return;
@@ -123,6 +124,15 @@ fn put(state: &State, req: &Value) -> Value {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": format!("put {name}: {e}")}),
     }
+}
+
+/// Whether a CLI session is in a pod's home (a thread's claim keeps it across pods).
+fn session(state: &State, req: &Value) -> Value {
+    let (Some(home), Some(id)) = (&state.home, req["id"].as_str()) else {
+        return json!({"ok": false, "error": "session needs an id, and a pod's home"});
+    };
+    let inside = home.to_string_lossy();
+    json!({"ok": true, "exists": crate::harness::session_in(home, &inside, id)})
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -53,7 +53,9 @@ fn setup(fake: &FakeApi, port: u16) -> Setup {
              namespace: agents\n    image: {IMAGE}\n    gateway_image: centaur-gateway:test\n    kubeconfig: {}\n    \
              api: 127.0.0.1:{port}\n    workspace_storage: 1Gi\n\
              harnesses:\n  counting:\n    command: [python3, /image/bin/counting.py]\n    \
-             home_files: {{\".config/demo/settings.json\": {}}}\ndefault_harness: counting\n",
+             home_files: {{\".config/demo/settings.json\": {}}}\n  \
+             resuming: {{kind: claude-code, command: [python3, /image/bin/counting.py]}}\n\
+             default_harness: counting\n",
             fake.kubeconfig().display(),
             settings.display()
         ),
@@ -346,5 +348,52 @@ async fn a_server_killed_while_a_sandbox_is_made_leaves_nothing_behind() {
     let old: Vec<&String> = first.iter().filter(|o| now.contains(o)).collect();
     assert!(old.is_empty(), "left of the half-made sandbox: {old:?}");
     release(&fake, &server, &key, "k8s:half").await;
+    server.stop().await;
+}
+
+/// A thread's CLI session outlives its pod on the thread's claim: after its sandbox is
+/// released, the next pod resumes the session when its home has it (the turn goes as it
+/// is), and replays the transcript when it does not (the turn comes with the earlier ones).
+/// The counting agent keeps a session file in its home and speaks Claude Code's stream-json,
+/// so the `claude-code` adapter resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_on_the_claim_is_resumed_by_the_next_pod_and_replayed_once_gone() {
+    if !harness::root_or_skip("a_session_on_the_claim_is_resumed") {
+        return;
+    }
+    let (fake, _setup, key, _port, server) = cluster_and_server().await;
+    let thread = "k8s:resume";
+    let e = turn(&server, &key, thread, "resuming", "first").await;
+    assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
+    release(&fake, &server, &key, thread).await;
+
+    let e = turn(&server, &key, thread, "resuming", "second").await;
+    assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
+    assert_eq!(e["result_text"], "second", "resumed: no transcript");
+    release(&fake, &server, &key, thread).await;
+
+    // The session files gone from the claim: the next pod replays the transcript.
+    let mut removed = 0;
+    for c in std::fs::read_dir(fake.dir().join("claims"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(d) = std::fs::read_dir(c.path().join("home/.counting")) {
+            for f in d.flatten() {
+                std::fs::remove_file(f.path()).unwrap();
+                removed += 1;
+            }
+        }
+    }
+    // (Each pod has its own PID namespace, so its agent's pid, and session id, repeat.)
+    assert!(removed >= 1, "the session file is on the claim");
+    let e = turn(&server, &key, thread, "resuming", "third").await;
+    assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
+    let text = e["result_text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("first") && text.contains("second") && text.ends_with("third"),
+        "the transcript came with the turn: {text}"
+    );
+    release(&fake, &server, &key, thread).await;
     server.stop().await;
 }

@@ -72,33 +72,43 @@ impl Kube {
         Client::remote(dir, Arc::new(PodDialer::new(self.cluster.clone(), pod)))
     }
 
+    /// Whether a thread's home outlives its pods (`sandbox.kubernetes.workspace_storage`).
+    pub(super) fn keeps_home(&self) -> bool {
+        self.settings.workspace.is_some()
+    }
+
     /// Whether sandboxes get `centaur.internal` (`sandbox.kubernetes.api` is set).
     pub(super) fn routes_api(&self) -> bool {
         self.settings.api.is_some()
     }
 
     /// Creates the runtime's sandbox (its gateway from `gateway`), writes `home` (the
-    /// harness's home files: path under the home, bytes) and launches `launch` in it. On any
-    /// failure everything made is deleted.
+    /// harness's home files: path under the home, bytes) and launches `launch` in it; with
+    /// `resume` (a CLI session id, and the spec to launch instead when the pod's home does
+    /// not have it), `launch` resumes that session. Returns whether it did. On any failure
+    /// everything made is deleted.
     pub(super) async fn start(
         &self,
         dir: &Path,
         a: &Assignment,
         launch: &SupervisorSpec,
+        resume: Option<(&str, &SupervisorSpec)>,
         gateway: &GatewayInputs,
         home: &[(String, Vec<u8>)],
-    ) -> Result<Client, String> {
+    ) -> Result<(Client, bool), String> {
         let made = self.create(dir, a, gateway).await;
         let client = self.client(dir, &a.runtime_id);
         let launched = match made {
-            Ok(()) => self.launch(&client, launch, home).await,
+            Ok(()) => self.launch(&client, launch, resume, home).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = launched {
-            self.delete(&a.runtime_id).await;
-            return Err(e);
+        match launched {
+            Ok(resumed) => Ok((client, resumed)),
+            Err(e) => {
+                self.delete(&a.runtime_id).await;
+                Err(e)
+            }
         }
-        Ok(client)
     }
 
     async fn create(&self, dir: &Path, a: &Assignment, g: &GatewayInputs) -> Result<(), String> {
@@ -173,13 +183,15 @@ impl Kube {
             .map_err(|e| format!("the sandbox's objects: {e}"))
     }
 
-    /// Waits for the pod's supervisor to answer, gives it the home files, then the harness.
+    /// Waits for the pod's supervisor to answer, gives it the home files, then the harness
+    /// (see [`Kube::start`]); whether it resumed a session.
     async fn launch(
         &self,
         client: &Client,
         launch: &SupervisorSpec,
+        resume: Option<(&str, &SupervisorSpec)>,
         home: &[(String, Vec<u8>)],
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let deadline = tokio::time::Instant::now() + self.cluster.ready_timeout;
         loop {
             match client.status().await {
@@ -197,7 +209,18 @@ impl Kube {
                 .await
                 .map_err(|e| format!("home_files: {path}: {e}"))?;
         }
-        client.launch(launch).await.map_err(|e| e.to_string())
+        let (spec, resumed) = match resume {
+            Some((id, without)) => {
+                if client.session(id).await.map_err(|e| e.to_string())? {
+                    (launch, true)
+                } else {
+                    (without, false)
+                }
+            }
+            None => (launch, false),
+        };
+        client.launch(spec).await.map_err(|e| e.to_string())?;
+        Ok(resumed)
     }
 
     /// Deletes a runtime's sandbox (its parent; the garbage collector takes the rest).

@@ -209,6 +209,12 @@ impl Runtimes {
             .fixed_session()
             .map(str::to_string)
             .or_else(|| earlier.iter().find_map(|e| e.agent_thread_id.clone()));
+        // A pod's home is not here: whether it kept the session is asked of the new pod
+        // (`Runtimes::start`), and the worker replays the transcript when it did not.
+        if self.kube.as_ref().is_some_and(|k| k.keeps_home()) {
+            let replay = id.is_none();
+            return Ok(Plan { resume: id, replay });
+        }
         let home = self.thread_dir(&a.thread_key).join("home");
         Ok(match id {
             Some(id) if harness::session_exists(&home, &id) => Plan {
@@ -225,13 +231,14 @@ impl Runtimes {
     /// Starts a sandbox for the assignment, resuming `resume`: a warm pool member when one
     /// is ready, else a cold start. A runtime that ran before (its sandbox is gone or its
     /// harness ended) is replaced by a new one, recorded first so the reaper keeps it;
-    /// returns the assignment as it now is.
+    /// returns the assignment as it now is, and whether the session was resumed (a sandbox
+    /// pod whose home lacks it starts the harness afresh).
     pub async fn start(
         &self,
         store: &Store,
         mut a: Assignment,
         resume: Option<String>,
-    ) -> Result<(Client, Assignment), String> {
+    ) -> Result<(Client, Assignment, bool), String> {
         // A runtime that ran before (its directory is there, or its spool was read) is
         // replaced: the new sandbox's spool starts at line 1.
         if self.exists(&a.runtime_id) || a.spool_seq > 0 {
@@ -244,8 +251,9 @@ impl Runtimes {
             a.runtime_id = id;
             a.spool_seq = 0;
         }
-        if let Some(claimed) = self.claim(store, &a, resume.clone()).await {
-            return Ok(claimed);
+        let resumes = resume.is_some();
+        if let Some((client, a)) = self.claim(store, &a, resume.clone()).await {
+            return Ok((client, a, resumes));
         }
         if let Some(k) = self.kube.clone() {
             return self.start_pod(&k, store, a, resume).await;
@@ -264,7 +272,7 @@ impl Runtimes {
             self.stop(&a.runtime_id).await;
             return Err(e.to_string());
         }
-        Ok((client, a))
+        Ok((client, a, resumes))
     }
 
     /// [`Runtimes::start`]'s cold start on Kubernetes: the marker directory first (so the
@@ -275,13 +283,19 @@ impl Runtimes {
         store: &Store,
         a: Assignment,
         resume: Option<String>,
-    ) -> Result<(Client, Assignment), String> {
+    ) -> Result<(Client, Assignment, bool), String> {
         let token = if k.routes_api() {
             Some(self.sandbox_token(store, &a).await?)
         } else {
             None
         };
-        let (spec, gateway) = self.pod_spec(&a, resume, token)?;
+        // The spec without the session too, for a pod whose home does not have it.
+        let without = match &resume {
+            Some(_) => Some(self.pod_spec(&a, None, token.clone())?.0),
+            None => None,
+        };
+        let (spec, gateway) = self.pod_spec(&a, resume.clone(), token)?;
+        let fallback = resume.as_deref().zip(without.as_ref());
         private_dir(&self.dir, 0o711)?;
         let dir = self.dir.join(&a.runtime_id);
         private_dir(&dir, 0o700)?;
@@ -291,8 +305,8 @@ impl Runtimes {
         };
         let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
         let home = self.home_files(&a)?;
-        match k.start(&dir, &a, &spec, &gateway, &home).await {
-            Ok(client) => Ok((client, a)),
+        match k.start(&dir, &a, &spec, fallback, &gateway, &home).await {
+            Ok((client, resumed)) => Ok((client, a, resumed)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)

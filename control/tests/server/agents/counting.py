@@ -4,7 +4,8 @@ working directory; a turn it has seen before is an error (the crash test checks 
 reaches a harness twice). Per turn it prints `steps` progress lines, `pause` seconds apart
 (from the message: `steps=N pause=S`), then a result whose text is the turn's text; with
 `fetch=PATH`, followed by ` -> STATUS BODY` of a GET of http://centaur.internal/PATH made from
-inside the sandbox."""
+inside the sandbox. Its session id is counting-PID, and it keeps a file of that name in its
+home, as a CLI keeps what it resumes from."""
 
 import json
 import os
@@ -29,7 +30,15 @@ def out(o):
     print(json.dumps(o), flush=True)
 
 
-out({"type": "system", "subtype": "init", "session_id": f"counting-{os.getpid()}"})
+SESSION = f"counting-{os.getpid()}"
+out({"type": "system", "subtype": "init", "session_id": SESSION})
+# What a CLI keeps in its home to resume a session (the server looks it up by id).
+try:
+    os.makedirs(os.path.join(os.environ["HOME"], ".counting"), exist_ok=True)
+    with open(os.path.join(os.environ["HOME"], ".counting", f"{SESSION}.jsonl"), "w") as f:
+        f.write("{}\n")
+except (KeyError, OSError):
+    pass
 seen = set()
 for line in sys.stdin:
     turn = json.loads(line)
@@ -58,4 +67,4 @@ for line in sys.stdin:
         )
     probe = re.search(r"fetch=(\S+)", text)
     result = f"{text} -> {fetch(probe[1])}" if probe else text
-    out({"type": "result", "subtype": "success", "is_error": False, "result": result, "session_id": f"counting-{os.getpid()}"})
+    out({"type": "result", "subtype": "success", "is_error": False, "result": result, "session_id": SESSION})
