@@ -273,6 +273,12 @@ fn the_server_accepts_the_config_the_chart_renders() {
             "{}",
             text(&o)
         );
+        // The chart routes centaur.internal to the server's Service.
+        assert!(
+            text(&o).contains("centaur.internal via rel-centaur."),
+            "{}",
+            text(&o)
+        );
     }
     let cfg = config_map_entry(
         &render("centaur", &["config.harnesses.claude.kind=amp"]),

@@ -70,10 +70,21 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<u8> {
         let backend = match &settings.backend {
             config::Backend::Local => "local".to_string(),
             config::Backend::Kubernetes(k) => format!(
-                "kubernetes (namespace {}, image {}, gateway image {})",
+                "kubernetes (namespace {}, image {}, gateway image {}, centaur.internal {}, workspaces {})",
                 k.namespace.as_deref().unwrap_or("of the server's pod"),
                 k.image,
-                k.gateway_image
+                k.gateway_image,
+                k.api
+                    .as_deref()
+                    .map_or("off (no sandbox.kubernetes.api)".into(), |a| format!(
+                        "via {a}"
+                    )),
+                k.workspace
+                    .as_ref()
+                    .map_or("in the pod".into(), |w| format!(
+                        "on a {} claim per thread",
+                        w.size
+                    )),
             ),
         };
         println!(
