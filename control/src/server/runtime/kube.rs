@@ -193,14 +193,25 @@ impl Kube {
         home: &[(String, Vec<u8>)],
     ) -> Result<bool, String> {
         let deadline = tokio::time::Instant::now() + self.cluster.ready_timeout;
+        // The pod is ready once its container started; its supervisor answers a moment
+        // later (not at all, then `starting`, then `warm`).
         loop {
+            let late = tokio::time::Instant::now() > deadline;
             match client.status().await {
                 Ok(s) if s["state"] == "warm" => break,
-                Ok(s) => return Err(format!("the sandbox pod's supervisor is {}", s["state"])),
-                Err(e) if tokio::time::Instant::now() > deadline => {
+                Ok(s) if s["state"] != "starting" => {
+                    return Err(format!(
+                        "the sandbox pod's supervisor is {}: {}",
+                        s["state"], s["error"]
+                    ));
+                }
+                Ok(_) if late => {
+                    return Err("the sandbox pod's supervisor did not get ready".into());
+                }
+                Err(e) if late => {
                     return Err(format!("the sandbox pod's supervisor does not answer: {e}"));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
         for (path, bytes) in home {
