@@ -23,6 +23,7 @@ use testkit::kube::FakeApi;
 use super::harness::{repo, root_or_skip};
 
 const IMAGE: &str = "centaur-sandbox:test";
+const GATEWAY_IMAGE: &str = "centaur-gateway:test";
 
 /// The fake API server with its kubelet running this build's `centaur` as the sandbox image.
 struct Fake {
@@ -34,6 +35,16 @@ impl Fake {
         let api = FakeApi::start(&repo());
         let bin = Path::new(env!("CARGO_BIN_EXE_centaur")).parent().unwrap();
         api.control("image", &serde_json::json!({"image": IMAGE, "bin": bin}));
+        // The gateway pod runs the real centaur-gateway, with its rendered policy, CA and
+        // environment, and is ready when its /readyz answers.
+        assert!(
+            bin.join("centaur-gateway").exists(),
+            "build the workspace first (cargo build --workspace): no centaur-gateway beside centaur"
+        );
+        api.control(
+            "image",
+            &serde_json::json!({"image": GATEWAY_IMAGE, "bin": bin, "entrypoint": ["centaur-gateway"]}),
+        );
         Fake { api }
     }
 
@@ -69,7 +80,7 @@ fn spec(id: &str) -> Spec {
         deploy: "deploy-1".into(),
         warm: false,
         image: IMAGE.into(),
-        gateway_image: "centaur-gateway:test".into(),
+        gateway_image: GATEWAY_IMAGE.into(),
         workspace: None,
         routes: vec![],
         command: command(),
@@ -92,11 +103,29 @@ fn spec(id: &str) -> Spec {
     }
 }
 
+/// A gateway policy placed as the server places it in a pod, and a fresh CA.
 fn files(ip: std::net::Ipv4Addr) -> GatewayFiles {
+    let dir = tempfile::tempdir().unwrap();
+    gateway::ca::init(
+        dir.path(),
+        &gateway::ca::CaInit {
+            name: "pod test CA".into(),
+            algorithm: gateway::ca::CaAlgorithm::EcdsaP256,
+            validity: Duration::from_secs(86400),
+            permitted: vec![],
+        },
+    )
+    .unwrap();
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
     GatewayFiles {
-        policy: format!("dns:\n  proxy_ip: {ip}\n"),
-        ca_cert: "CERT".into(),
-        ca_key: "KEY".into(),
+        policy: format!(
+            "dns: {{listen: '0.0.0.0:53', proxy_ip: {ip}}}\n\
+             proxy: {{https_listen: '0.0.0.0:443', http_listen: '0.0.0.0:80', tunnel_listen: '0.0.0.0:1080'}}\n\
+             tls: {{ca_cert: /etc/centaur/ca/ca.crt, ca_key: /etc/centaur/ca/ca.key}}\n\
+             metrics: {{listen: '0.0.0.0:9090'}}\naudit: {{output: stdout}}\n"
+        ),
+        ca_cert: read("ca.crt"),
+        ca_key: read("ca.key"),
         env: vec![],
     }
 }
@@ -184,8 +213,15 @@ async fn a_harness_in_a_sandbox_pod_is_driven_through_exec_and_reattached_after_
     let s = spec("pod-1");
     let pod = s.name();
     if let Err(e) = cluster.create(&s, files).await {
-        panic!("{e}; the pod's log: {}", fake.log(&pod));
+        panic!(
+            "{e}; the pod's log: {}; the gateway's: {}",
+            fake.log(&pod),
+            fake.log(&s.gateway_name())
+        );
     }
+    // The gateway pod runs the real gateway: it read its policy and CA key and listens.
+    let gw_log = fake.log(&s.gateway_name());
+    assert!(gw_log.contains("gateway listening"), "{gw_log}");
     let client = Client::remote(
         format!("pod {pod}"),
         Arc::new(PodDialer::new(cluster.clone(), &pod)),

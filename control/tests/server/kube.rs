@@ -19,13 +19,20 @@ use crate::calls::{call, execute, turn, wait_end};
 use crate::harness::{self, CENTAUR, Setup, free_port};
 
 const IMAGE: &str = "centaur-sandbox:test";
+const GATEWAY_IMAGE: &str = "centaur-gateway:test";
 
 /// The image's programs: this build's `centaur` and the counting agent.
 fn image(dir: &Path) -> PathBuf {
     let bin = dir.join("image");
     std::fs::create_dir_all(&bin).unwrap();
+    let gateway = Path::new(CENTAUR).with_file_name("centaur-gateway");
+    assert!(
+        gateway.exists(),
+        "build the workspace first (cargo build --workspace): no centaur-gateway beside centaur"
+    );
     for (src, name) in [
         (PathBuf::from(CENTAUR), "centaur"),
+        (gateway, "centaur-gateway"),
         (
             harness::repo().join("control/tests/server/agents/counting.py"),
             "counting.py",
@@ -42,7 +49,14 @@ fn image(dir: &Path) -> PathBuf {
 fn setup(fake: &FakeApi, port: u16) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     harness::chmod(dir.path(), 0o711);
-    fake.control("image", &json!({"image": IMAGE, "bin": image(dir.path())}));
+    let bin = image(dir.path());
+    fake.control("image", &json!({"image": IMAGE, "bin": bin}));
+    // The gateway pods run the real centaur-gateway with the policy, CA and environment the
+    // server rendered for them, ready when their /readyz answers.
+    fake.control(
+        "image",
+        &json!({"image": GATEWAY_IMAGE, "bin": bin, "entrypoint": ["centaur-gateway"]}),
+    );
     let settings = dir.path().join("settings.json");
     std::fs::write(&settings, "{\"demo\": true}\n").unwrap();
     let config = dir.path().join("server.yaml");
@@ -50,7 +64,7 @@ fn setup(fake: &FakeApi, port: u16) -> Setup {
         &config,
         format!(
             "listen: 127.0.0.1:{port}\nlimits:\n  lease: 3s\nsandbox:\n  backend: kubernetes\n  kubernetes:\n    \
-             namespace: agents\n    image: {IMAGE}\n    gateway_image: centaur-gateway:test\n    kubeconfig: {}\n    \
+             namespace: agents\n    image: {IMAGE}\n    gateway_image: {GATEWAY_IMAGE}\n    kubeconfig: {}\n    \
              api: 127.0.0.1:{port}\n    workspace_storage: 1Gi\n\
              harnesses:\n  counting:\n    command: [python3, /image/bin/counting.py]\n    \
              home_files: {{\".config/demo/settings.json\": {}}}\n  \
@@ -136,6 +150,14 @@ fn internal_route(fake: &FakeApi, server: &harness::Server, port: u16) {
     let args = &pod["spec"]["containers"][0]["args"];
     assert_eq!(args[3], "--route", "{args}");
     assert_eq!(args[4], format!("centaur.internal=127.0.0.1:{port}"));
+    // The real gateway runs in that pod, with the server's policy, the CA, the route and the
+    // environment it was given.
+    let log = std::fs::read_to_string(fake.dir().join(format!("pods/agents_{gw}.log")))
+        .unwrap_or_default();
+    assert!(
+        log.contains("internal route") && log.contains("gateway listening"),
+        "{log}"
+    );
     // Its audit records name the thread.
     let (ok, text) = fake.kubectl(&["get", "configmap", gw, "-o", "json"]);
     assert!(ok, "{text}");

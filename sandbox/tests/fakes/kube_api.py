@@ -149,7 +149,17 @@ def kubelet(gv, plural, ns, name, uid):
         if obj is None or obj["metadata"]["uid"] != uid:
             return
         obj = copy.deepcopy(obj)
-        _, error = runner.start(obj, OBJECTS, DIR, exited)
+        objects = dict(OBJECTS)
+    started, error = runner.start(obj, objects, DIR, exited)
+    # A readiness probe is the kubelet's to pass; a pod without one is ready once it runs.
+    ready = started and runner.ready(obj)
+    with LOCK:
+        now_obj = OBJECTS.get((gv, plural, ns, name))
+        if now_obj is None or now_obj["metadata"]["uid"] != uid:
+            return
+        if now_obj.get("status", {}).get("phase") in ("Failed", "Succeeded"):
+            return
+        obj = copy.deepcopy(now_obj)
         if error:
             obj["status"] = {
                 "phase": "Pending",
@@ -161,7 +171,7 @@ def kubelet(gv, plural, ns, name, uid):
         obj["status"] = {
             "phase": "Running",
             "podIP": f"10.244.0.{STATE['ip'] % 250 + 1}",
-            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now()}],
+            "conditions": [{"type": "Ready", "status": "True" if ready or not started else "False", "lastTransitionTime": now()}],
         }
         record(gv, plural, "MODIFIED", obj)
 

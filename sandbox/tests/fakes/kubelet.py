@@ -10,11 +10,14 @@ claim that outlives its pods, in DIR/claims), configMap and secret (their keys, 
 as files; `defaultMode`), readOnly and subPath (a missing one made as root's 0755 folder, as
 the kubelet does). The root filesystem is read-only (a bubblewrap tmpfs root, remounted
 read-only, with the host's /usr and /etc bound read-only), with a PID namespace of its own.
-The network is the host's: there is no pod network here (and no NetworkPolicy), a known
-gap. A deleted pod's processes are killed at once (no grace period).
+Each pod has a network namespace of its own with only its loopback (and the pod's
+sysctls): there is no pod network here (and no NetworkPolicy), a known gap. A container
+with a readinessProbe (httpGet) is ready once the probe passes inside that namespace; an
+image's entrypoint comes with its registration. A deleted pod's processes are killed at once (no grace period).
 
-A registered image (POST /_fake/image {"image", "bin"}) brings a directory that plays the
-image's programs: it is mounted at /image/bin, first on PATH.
+A registered image (POST /_fake/image {"image", "bin", "entrypoint"?}) brings a directory
+that plays the image's programs: it is mounted at /image/bin, first on PATH. envFrom
+(secretRef, configMapRef) is honoured.
 
 Exec (GET .../pods/NAME/exec?command=…&stdin=…&stdout=…&stderr=…) speaks the WebSocket
 subprotocols `v5.channel.k8s.io` and `v4.channel.k8s.io`
@@ -31,10 +34,12 @@ import json
 import os
 import queue
 import select
+import shlex
 import signal
 import struct
 import subprocess
 import threading
+import time
 
 # Containers are started by one thread that lives as long as this process: bubblewrap's
 # --die-with-parent is the parent *thread*'s death, and a container must die with the fake,
@@ -69,7 +74,7 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def register(body):
-    IMAGES[body["image"]] = {"bin": body["bin"]}
+    IMAGES[body["image"]] = {"bin": body["bin"], "entrypoint": body.get("entrypoint", [])}
 
 
 def _root_args():
@@ -183,7 +188,7 @@ def _fs_group(spec):
     return int(g) if g is not None else None
 
 
-def prepare(pod, c, volumes):
+def prepare(pod, c, volumes, objects):
     """The bwrap arguments, environment and user of container `c` of the pod, or an error."""
     meta, spec = pod["metadata"], pod["spec"]
     image = IMAGES[c["image"]]
@@ -205,6 +210,14 @@ def prepare(pod, c, volumes):
         args += _parents(m["mountPath"])
         args += ["--ro-bind" if m.get("readOnly") else "--bind", src, m["mountPath"]]
     env = {"PATH": "/image/bin:/usr/local/bin:/usr/bin:/bin", "HOSTNAME": spec.get("hostname", meta["name"])}
+    for source in c.get("envFrom", []):
+        ref = source.get("secretRef") or source.get("configMapRef") or {}
+        plural = "secrets" if "secretRef" in source else "configmaps"
+        obj = objects.get(("api/v1", plural, meta["namespace"], ref.get("name")))
+        if obj is None:
+            return None, f"envFrom: {plural} {ref.get('name')!r} not found"
+        for k, v in obj.get("data", {}).items():
+            env[k] = base64.b64decode(v).decode() if plural == "secrets" else v
     for e in c.get("env", []):
         if "value" not in e:
             return None, f"env {e['name']}: only literal values are served"
@@ -225,6 +238,49 @@ def _command(ctx, argv):
     return cmd + argv
 
 
+def _argv(c):
+    """A container's command (its image's entrypoint when it names none) and args."""
+    command = c.get("command") or IMAGES[c["image"]]["entrypoint"]
+    return list(command) + list(c.get("args", []))
+
+
+def _netns(pod):
+    """The prefix that gives a container a network namespace of its own, with its loopback up
+    and the pod's (namespaced) sysctls set: the pod's network, without a pod network."""
+    script = ["ip link set lo up"]
+    for sysctl in pod.get("spec", {}).get("securityContext", {}).get("sysctls", []):
+        path = "/proc/sys/" + sysctl["name"].replace(".", "/")
+        script.append(f"echo {shlex.quote(str(sysctl['value']))} > {shlex.quote(path)}")
+    script.append('exec "$@"')
+    return ["unshare", "--net", "--", "sh", "-c", " && ".join(script), "sh"]
+
+
+def ready(pod):
+    """Waits (at most 20 s) for the pod's readiness probe (httpGet, inside its network
+    namespace) to pass; true at once without one. False when the container ends first."""
+    meta = pod["metadata"]
+    ctx = PODS.get((meta["namespace"], meta["name"]))
+    c = pod["spec"]["containers"][0]
+    probe = c.get("readinessProbe", {}).get("httpGet")
+    if ctx is None or probe is None:
+        return ctx is not None
+    port = probe["port"]
+    if isinstance(port, str):
+        port = next((p["containerPort"] for p in c.get("ports", []) if p.get("name") == port), 0)
+    url = f"http://127.0.0.1:{port}{probe.get('path', '/')}"
+    deadline = time.time() + 20
+    while time.time() < deadline and ctx["proc"].poll() is None:
+        check = subprocess.run(
+            ["nsenter", f"--net=/proc/{ctx['proc'].pid}/ns/net", "--", "curl", "-sf", "-m", "1", "-o", "/dev/null", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if check.returncode == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def start(pod, objects, state_dir, on_exit):
     """Starts pod's container if its image is registered, after its init containers ran to
     success, one by one. Returns (started, error)."""
@@ -239,18 +295,17 @@ def start(pod, objects, state_dir, on_exit):
     for init in pod["spec"].get("initContainers", []):
         if init.get("image") not in IMAGES:
             return False, f"init container {init['name']}: image {init.get('image')} is not served"
-        ctx, err = prepare(pod, init, volumes)
+        ctx, err = prepare(pod, init, volumes, objects)
         if err:
             return False, err
-        argv = list(init.get("command", [])) + list(init.get("args", []))
-        code = _spawn(_command(ctx, argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log).wait()
+        argv = _argv(init)
+        code = _spawn(_netns({}) + _command(ctx, argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log).wait()
         if code != 0:
             return False, f"init container {init['name']} exited with {code}"
-    ctx, err = prepare(pod, c, volumes)
+    ctx, err = prepare(pod, c, volumes, objects)
     if err:
         return False, err
-    argv = list(c.get("command", [])) + list(c.get("args", []))
-    proc = _spawn(_command(ctx, argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    proc = _spawn(_netns(pod) + _command(ctx, _argv(c)), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     ctx["proc"] = proc
     PODS[(meta["namespace"], meta["name"])] = ctx
 
@@ -340,7 +395,7 @@ def exec_ws(handler, ns, name, query):
     handler.wfile.flush()
     handler.close_connection = True
     proc = subprocess.Popen(
-        _command(ctx, argv),
+        ["nsenter", f"--net=/proc/{ctx['proc'].pid}/ns/net", "--"] + _command(ctx, argv),
         stdin=subprocess.PIPE if want_stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

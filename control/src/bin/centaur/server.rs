@@ -67,26 +67,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<u8> {
         .settle(&base)
         .map_err(|e| anyhow::anyhow!("the config is invalid:\n{e}"))?;
     if a.check {
-        let backend = match &settings.backend {
-            config::Backend::Local => "local".to_string(),
-            config::Backend::Kubernetes(k) => format!(
-                "kubernetes (namespace {}, image {}, gateway image {}, centaur.internal {}, workspaces {})",
-                k.namespace.as_deref().unwrap_or("of the server's pod"),
-                k.image,
-                k.gateway_image,
-                k.api
-                    .as_deref()
-                    .map_or("off (no sandbox.kubernetes.api)".into(), |a| format!(
-                        "via {a}"
-                    )),
-                k.workspace
-                    .as_ref()
-                    .map_or("in the pod".into(), |w| format!(
-                        "on a {} claim per thread",
-                        w.size
-                    )),
-            ),
-        };
+        let backend = describe_backend(&settings.backend);
         println!(
             "the config is valid: listen {}, data {}, store {}, sandboxes {backend}, harnesses {} (default {})",
             settings.listen,
@@ -116,4 +97,28 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<u8> {
     })
     .await?;
     Ok(0)
+}
+
+/// `--check`'s words for where sandboxes run.
+fn describe_backend(b: &config::Backend) -> String {
+    match b {
+        config::Backend::Local => "local".to_string(),
+        config::Backend::Kubernetes(k) => format!(
+            "kubernetes (namespace {}, image {}, gateway image {}, centaur.internal {}, workspaces {})",
+            k.namespace.as_deref().unwrap_or("of the server's pod"),
+            k.image,
+            k.gateway_image,
+            k.api
+                .as_deref()
+                .map_or("off (no sandbox.kubernetes.api)".into(), |a| format!(
+                    "via {a}"
+                )),
+            k.workspace
+                .as_ref()
+                .map_or("in the pod".into(), |w| format!(
+                    "on a {} claim per thread",
+                    w.size
+                )),
+        ),
+    }
 }
