@@ -132,8 +132,29 @@ fn files(ip: std::net::Ipv4Addr) -> GatewayFiles {
 
 /// A harness that answers each turn with what it sees of its pod.
 const HARNESS: &str = r#"
-import json, os, sys
+import json, os, socket, sys, urllib.error, urllib.request
+
+def net():
+    # Through its gateway (by the Service address the pod was given), and anywhere else.
+    req = urllib.request.Request("http://" + os.environ["CENTAUR_GATEWAY"] + "/probe",
+                                 headers={"Host": "blocked.example"})
+    try:
+        gateway = urllib.request.urlopen(req, timeout=5).status
+    except urllib.error.HTTPError as e:
+        gateway = e.code
+    except OSError as e:
+        gateway = str(e)
+    try:
+        socket.create_connection(("10.96.0.1", 443), timeout=2)
+        elsewhere = "connected"
+    except OSError as e:
+        elsewhere = type(e).__name__
+    print(json.dumps({"turn": "net", "gateway": gateway, "elsewhere": elsewhere}), flush=True)
+
 for line in sys.stdin:
+    if line.strip() == "net":
+        net()
+        continue
     try:
         open("/centaur-was-here", "w")
         root_writable = True
@@ -197,7 +218,10 @@ fn relays(fake: &Fake) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-/// Invariant 3 (the sandbox holds placeholders only): the harness in the pod sees the pod's
+/// Invariant 1 (the sandbox's only way out is its gateway) as far as the fake's pod network
+/// models the NetworkPolicies: the harness's request reaches its real gateway pod, which
+/// denies and audits it, and nothing else is reachable. Invariant 3 (the sandbox holds
+/// placeholders only): the harness in the pod sees the pod's
 /// placeholder and the spec's environment, runs as the pod's user in its workspace on a
 /// read-only root. Its turns and output go through exec alone; a turn repeated after a
 /// "server restart" (a new API client) is not written twice, and output is read again from
@@ -309,22 +333,44 @@ async fn a_harness_in_a_sandbox_pod_is_driven_through_exec_and_reattached_after_
     let mut a = client.attach(2).await.unwrap();
     let (seq, second) = next_line(&mut a).await;
     assert_eq!((seq, second["turn"].as_str()), (2, Some("second")));
+    // The pod's only way out is its gateway pod (the NetworkPolicy's rule, as the fake's
+    // pod network has it): a request there is the policy's to decide (no allowlist: 403)
+    // and audited in the gateway's log; any other address is unreachable.
+    assert_eq!(client.turn("t-net", "net").await.unwrap(), 3);
+    let mut n = client.attach(3).await.unwrap();
+    let (_, probe) = next_line(&mut n).await;
+    assert_eq!(probe["gateway"], 403, "{probe}");
+    assert_ne!(probe["elsewhere"], "connected", "{probe}");
+    let mut audited = String::new();
+    for _ in 0..50 {
+        audited = fake.log(&s.gateway_name());
+        if audited.contains("blocked.example") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(audited.contains("blocked.example"), "{audited}");
+    drop(n);
     // kill -9 of the relay under a live attach ends that stream, nothing else.
     let killed = Command::new("pkill")
         .args(["-9", "-f", &pattern(&fake, "sandbox relay")])
         .status()
         .unwrap();
     assert!(killed.success(), "no relay to kill");
-    match tokio::time::timeout(Duration::from_secs(20), a.next()).await {
-        Ok(None) => {}
-        other => panic!("the attach outlived its relay: {other:?}"),
+    // (It may still hand over the line it had read before the kill.)
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), a.next()).await {
+            Ok(None) => break,
+            Ok(Some(Output::Line(3, _))) => {}
+            other => panic!("the attach outlived its relay: {other:?}"),
+        }
     }
     let mut a = client.attach(2).await.unwrap();
     assert_eq!(next_line(&mut a).await.1["turn"], "second");
     let mut all = client.attach(1).await.unwrap();
     assert_eq!(next_line(&mut all).await.1["turn"], "first");
     let status = client.status().await.unwrap();
-    assert_eq!(status["lines"], 2, "{status}");
+    assert_eq!(status["lines"], 3, "{status}");
     assert!(relays(&fake) >= 2, "the two attaches run a relay each");
     drop(a);
     drop(all);

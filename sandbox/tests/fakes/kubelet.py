@@ -10,8 +10,11 @@ claim that outlives its pods, in DIR/claims), configMap and secret (their keys, 
 as files; `defaultMode`), readOnly and subPath (a missing one made as root's 0755 folder, as
 the kubelet does). The root filesystem is read-only (a bubblewrap tmpfs root, remounted
 read-only, with the host's /usr and /etc bound read-only), with a PID namespace of its own.
-Each pod has a network namespace of its own with only its loopback (and the pod's
-sysctls): there is no pod network here (and no NetworkPolicy), a known gap. A container
+Each pod has a network namespace of its own with its loopback (and the pod's sysctls). The
+pod network is reduced to what a Centaur sandbox's NetworkPolicies allow: a sandbox pod
+has one link, to its own gateway pod, which answers on it at the gateway Service's cluster
+IP; nothing else is reachable from it. No other link exists (the server reaches pods only
+through exec), and no other NetworkPolicy is modelled. A container
 with a readinessProbe (httpGet) is ready once the probe passes inside that namespace; an
 image's entrypoint comes with its registration. A deleted pod's processes are killed at once (no grace period).
 
@@ -255,6 +258,60 @@ def _netns(pod):
     return ["unshare", "--net", "--", "sh", "-c", " && ".join(script), "sh"]
 
 
+LINKS = {"n": 0}
+
+
+def _link_to_gateway(pod, pid):
+    """The pod network, reduced to what a Centaur sandbox's NetworkPolicy allows: a sandbox
+    pod (role `sandbox`) gets one link, to its own gateway pod, which answers there at the
+    gateway Service's cluster IP (the sandbox's resolver and proxy). Nothing else is
+    reachable from the sandbox pod. Other pods get no link."""
+    labels = pod["metadata"].get("labels", {})
+    if labels.get("centaur.dev/role") != "sandbox":
+        return None
+    service_ip = (pod["spec"].get("dnsConfig", {}).get("nameservers") or [None])[0]
+    gw = next(
+        (
+            ctx
+            for (ns, name), ctx in PODS.items()
+            if ns == pod["metadata"]["namespace"] and name == pod["metadata"]["name"] + "-gateway"
+        ),
+        None,
+    )
+    if gw is None or service_ip is None:
+        return None
+    LINKS["n"] += 1
+    n = LINKS["n"]
+    pod_ip = f"10.244.{n // 250}.{n % 250 + 1}"
+    # Unique on the host while several fakes run (a name is at most 15 characters).
+    tag = f"{os.getpid() % 100000}x{n}"
+    sandbox_end, gateway_end = f"ks{tag}", f"kg{tag}"
+    steps = [
+        ["ip", "link", "add", sandbox_end, "type", "veth", "peer", "name", gateway_end],
+        ["ip", "link", "set", sandbox_end, "netns", str(pid)],
+        ["ip", "link", "set", gateway_end, "netns", str(gw["proc"].pid)],
+        _in(gw, ["ip", "addr", "add", f"{service_ip}/32", "dev", gateway_end]),
+        _in(gw, ["ip", "link", "set", gateway_end, "up"]),
+        _in(gw, ["ip", "route", "add", f"{pod_ip}/32", "dev", gateway_end]),
+        _in_pid(pid, ["ip", "addr", "add", f"{pod_ip}/32", "dev", sandbox_end]),
+        _in_pid(pid, ["ip", "link", "set", sandbox_end, "up"]),
+        _in_pid(pid, ["ip", "route", "add", f"{service_ip}/32", "dev", sandbox_end]),
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"pod network: {' '.join(step)}: {done.stderr.strip()}"
+    return None
+
+
+def _in(ctx, argv):
+    return _in_pid(ctx["proc"].pid, argv)
+
+
+def _in_pid(pid, argv):
+    return ["nsenter", f"--net=/proc/{pid}/ns/net", "--"] + argv
+
+
 def ready(pod):
     """Waits (at most 20 s) for the pod's readiness probe (httpGet, inside its network
     namespace) to pass; true at once without one. False when the container ends first."""
@@ -308,6 +365,9 @@ def start(pod, objects, state_dir, on_exit):
     proc = _spawn(_netns(pod) + _command(ctx, _argv(c)), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     ctx["proc"] = proc
     PODS[(meta["namespace"], meta["name"])] = ctx
+    err = _link_to_gateway(pod, proc.pid)
+    if err:
+        return False, err
 
     def waiter():
         code = proc.wait()
