@@ -32,3 +32,13 @@ pub fn private_dir(dir: &Path, mode: u32) -> Result<(), String> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("{}: {e}", dir.display()))
 }
+
+/// A thread's name in files and labels: 24 hex digits of the SHA-256 of its key (a key is
+/// any text).
+pub fn thread_hash(thread_key: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thread_key.as_bytes());
+    d.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -14,7 +14,7 @@ use tokio::process::ChildStdout;
 use tokio::sync::{Mutex, watch};
 
 use super::serve::{Phase, State};
-use super::{MAX_LINE, SupervisorSpec, socket, spool, workdir};
+use super::{MAX_LINE, SupervisorSpec, lock, socket, spool, workdir};
 use crate::runner::local::LocalBackend;
 use crate::runner::{SandboxBackend, SandboxSpec, Stdio, internal, spec};
 
@@ -257,9 +257,6 @@ async fn until_stopped(
     }
     // Let a `stop` caller read its answer.
     tokio::time::sleep(Duration::from_millis(50)).await;
-}
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn sandbox_spec(s: &SupervisorSpec, dir: &Path) -> Result<SandboxSpec, String> {

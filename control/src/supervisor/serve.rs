@@ -13,8 +13,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::process::ChildStdin;
 use tokio::sync::{Mutex, watch};
 
-use super::SupervisorSpec;
 use super::spool;
+use super::{SupervisorSpec, lock};
 use crate::runner::Stopper;
 
 /// Where the harness is in its life.
@@ -133,10 +133,6 @@ fn session(state: &State, req: &Value) -> Value {
     };
     let inside = home.to_string_lossy();
     json!({"ok": true, "exists": crate::harness::session_in(home, &inside, id)})
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A warm member's claim: answers once the harness runs (or could not start).

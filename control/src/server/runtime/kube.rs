@@ -151,7 +151,7 @@ impl Kube {
             id: sandbox_id(&a.runtime_id),
             namespace: self.cluster.namespace().to_string(),
             thread_key: a.thread_key.clone(),
-            thread_label: thread_label(&a.thread_key),
+            thread_label: crate::server::paths::thread_hash(&a.thread_key),
             deploy: self.deploy.clone(),
             warm: false,
             image: k.image.clone(),
@@ -252,15 +252,6 @@ impl Kube {
             }
         }
     }
-}
-
-/// A label value for a thread key (any text): a hash of it.
-fn thread_label(thread_key: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thread_key.as_bytes());
-    d.as_ref()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A new CA for the sandbox's gateway, made in the runtime's marker and removed from it once

@@ -15,6 +15,7 @@ use crate::supervisor::{Client, Internal, SupervisorSpec};
 
 mod capacity;
 mod kube;
+mod pods;
 mod pool;
 
 /// Where the `centaur` binary appears inside every sandbox (the Codex bridge runs it).
@@ -175,12 +176,10 @@ impl Runtimes {
     /// The thread's own directory (`DATA/threads/<hash of its key>`): its workspace
     /// (`work`) and its home (`home`), kept across its sandboxes.
     pub fn thread_dir(&self, thread_key: &str) -> PathBuf {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thread_key.as_bytes());
-        let hex: String = d.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.settings.data_dir.join("threads").join(hex)
+        self.settings
+            .data_dir
+            .join("threads")
+            .join(crate::server::paths::thread_hash(thread_key))
     }
 
     /// How the thread's session continues in a new sandbox, before execution `current`: the
@@ -273,90 +272,6 @@ impl Runtimes {
             return Err(e.to_string());
         }
         Ok((client, a, resumes))
-    }
-
-    /// [`Runtimes::start`]'s cold start on Kubernetes: the marker directory first (so the
-    /// reaper and the capacity count see the runtime), then the pods, then the harness.
-    async fn start_pod(
-        &self,
-        k: &kube::Kube,
-        store: &Store,
-        a: Assignment,
-        resume: Option<String>,
-    ) -> Result<(Client, Assignment, bool), String> {
-        let token = if k.routes_api() {
-            Some(self.sandbox_token(store, &a).await?)
-        } else {
-            None
-        };
-        // The spec without the session too, for a pod whose home does not have it.
-        let without = match &resume {
-            Some(_) => Some(self.pod_spec(&a, None, token.clone())?.0),
-            None => None,
-        };
-        let (spec, gateway) = self.pod_spec(&a, resume.clone(), token)?;
-        let fallback = resume.as_deref().zip(without.as_ref());
-        private_dir(&self.dir, 0o711)?;
-        let dir = self.dir.join(&a.runtime_id);
-        private_dir(&dir, 0o700)?;
-        let _capacity = match self.settings.max_running {
-            Some(max) => Some(self.make_room(store, max, &a.runtime_id).await?),
-            None => None,
-        };
-        let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
-        let home = self.home_files(&a)?;
-        match k.start(&dir, &a, &spec, fallback, &gateway, &home).await {
-            Ok((client, resumed)) => Ok((client, a, resumed)),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
-    }
-
-    /// The harness's `home_files`, read here for a sandbox pod: (path under the home, bytes).
-    fn home_files(&self, a: &Assignment) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let Some(h) = self.settings.harnesses.get(&a.harness) else {
-            return Ok(Vec::new());
-        };
-        h.home_files
-            .iter()
-            .map(|(inside, src)| {
-                std::fs::read(src)
-                    .map(|b| (inside.clone(), b))
-                    .map_err(|e| format!("home_files: {}: {e}", src.display()))
-            })
-            .collect()
-    }
-
-    /// The harness's spec in a sandbox pod: the command, its environment and the pod's
-    /// workspace (the image brings the programs and its `PATH`; no host path is mounted);
-    /// and apart, what its gateway pod gets: the policy, the secrets and the thread's token.
-    /// Nothing of the second goes into the pod (invariant 3).
-    fn pod_spec(
-        &self,
-        a: &Assignment,
-        resume: Option<String>,
-        token: Option<String>,
-    ) -> Result<(SupervisorSpec, kube::GatewayInputs), String> {
-        // The API's address is the gateway's business (its --route); only the token and
-        // the harness's switches for centaur.internal come from here.
-        let internal = token.clone().map(|token| Internal {
-            api: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-            token,
-        });
-        let mut spec = self.spec(a, resume, internal)?;
-        let gateway = kube::GatewayInputs {
-            policy: spec.policy.take(),
-            secrets_from: spec.secrets_from.take(),
-            token,
-        };
-        spec.internal = None;
-        spec.workdir = Some(sandbox::kubernetes::objects::WORKSPACE.into());
-        spec.home = None;
-        spec.mounts.clear();
-        spec.env.retain(|(k, _)| k != "PATH");
-        Ok((spec, gateway))
     }
 
     /// The route to the API for the assignment's sandbox, with a new token for its runtime.
