@@ -85,17 +85,28 @@ pub fn postgres_db(name: &str) -> Option<String> {
             .unwrap_or_default()
             ^ u128::from(std::process::id())
     );
-    let out = std::process::Command::new("psql")
-        .arg(format!("{server}/postgres"))
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
-        .arg(format!("CREATE DATABASE {db}"))
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Some(format!("{server}/{db}")),
-        Ok(o) => panic!(
-            "{name}: psql could not create a database on {server}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!("{name}: cannot run psql: {e}"),
+    // Tried a few times: a CREATE DATABASE can fail for a moment while another copies the
+    // same template, and a test that cannot even start tells nothing.
+    let mut errors = Vec::new();
+    for attempt in 0..5 {
+        let out = std::process::Command::new("psql")
+            .arg(format!("{server}/postgres"))
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+            .arg(format!("CREATE DATABASE {db}"))
+            .output();
+        match out {
+            Ok(o) if o.status.success() => return Some(format!("{server}/{db}")),
+            Ok(o) => {
+                let e = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                eprintln!(
+                    "{name}: CREATE DATABASE {db} (attempt {}): {e}",
+                    attempt + 1
+                );
+                errors.push(e);
+            }
+            Err(e) => panic!("{name}: cannot run psql: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300 << attempt));
     }
+    panic!("{name}: psql could not create a database on {server}: {errors:?}")
 }

@@ -31,8 +31,8 @@ def err(r, status, code, what):
     )
 
 
-def follow(thread, execution_id=None, last=None, after=None):
-    params = {}
+def follow(thread, execution_id=None, last=None, after=None, live=True):
+    params = {} if live else {"follow": "false"}
     if execution_id:
         params["execution_id"] = execution_id
     if after is not None:
@@ -132,11 +132,23 @@ check(
     kinds[-1] == "execution_state" and json.loads(events[-1][2])["status"] == "completed",
     f"the stream ends with the terminal state {kinds}",
 )
+# The harness prints its init line when it starts: it belongs to the execution only when the
+# turn reached the harness first (a line before the turn belongs to no execution). Either way
+# the thread holds it once, before the turn's own lines.
 outputs = [e[2] for e in events if e[1] == "output"]
-check(len(outputs) == 5, f"init + 3 steps + result, as the harness printed them ({len(outputs)})")
 parsed = [json.loads(o) for o in outputs]
-check(parsed[0]["type"] == "system" and parsed[-1]["type"] == "result", "output lines are the harness's own JSON")
-check(outputs[1] == json.dumps(parsed[1]), "an output line is stored and sent verbatim (Python's own spacing kept)")
+turn = [p for p in parsed if p["type"] != "system"]
+check(
+    len(turn) == 4 and [p["type"] for p in turn] == ["assistant"] * 3 + ["result"],
+    f"3 steps + result, as the harness printed them ({[p['type'] for p in parsed]})",
+)
+everything = [json.loads(e[2]) for e in follow(thread, live=False) if e[1] == "output"]
+check(
+    [p["type"] for p in everything] == ["system", "assistant", "assistant", "assistant", "result"],
+    f"the thread holds init once, then the turn ({[p['type'] for p in everything]})",
+)
+step = next(o for o in outputs if '"assistant"' in o)
+check(step == json.dumps(json.loads(step)), "an output line is stored and sent verbatim (Python's own spacing kept)")
 r = c.get(f"/agent/executions/{exe}")
 check(
     r.json()["status"] == "completed" and r.json()["result_text"] == "steps=3 pause=0.05 first",
