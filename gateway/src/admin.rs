@@ -205,26 +205,78 @@ async fn handle(
                 "leaf_certificates": s.leaf_count(),
             }),
         ),
-        "/v1/policy" => {
-            let body = http_body_util::Limited::new(req.into_body(), MAX_POLICY_BYTES)
-                .collect()
-                .await;
-            match body.map(|b| b.to_bytes()) {
-                Ok(b) => match std::str::from_utf8(&b) {
-                    Ok(text) => outcome(install(s, text)),
-                    Err(_) => json(
-                        StatusCode::BAD_REQUEST,
-                        serde_json::json!({"error": "the policy is not UTF-8 text"}),
-                    ),
-                },
-                Err(_) => json(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    serde_json::json!({"error": format!("a policy is at most {MAX_POLICY_BYTES} bytes")}),
-                ),
-            }
-        }
+        "/v1/policy" => put_policy(s, req).await,
         _ => outcome(reload(s)),
     })
+}
+
+/// `PUT /v1/policy`: a policy file as the body; or, as `application/json`, a
+/// [`Takeover`].
+async fn put_policy(s: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let takeover = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body = http_body_util::Limited::new(req.into_body(), MAX_POLICY_BYTES)
+        .collect()
+        .await;
+    let Ok(b) = body.map(|b| b.to_bytes()) else {
+        return json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!({"error": format!("a policy is at most {MAX_POLICY_BYTES} bytes")}),
+        );
+    };
+    if takeover {
+        return match serde_json::from_slice::<Takeover>(&b) {
+            Ok(t) => outcome(take_over(s, t)),
+            Err(e) => json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": format!(
+                    "expected {{\"policy\": \"<policy file>\", \"env\": {{\"NAME\": \"value\"}}}}: {e}"
+                )}),
+            ),
+        };
+    }
+    match std::str::from_utf8(&b) {
+        Ok(text) => outcome(install(s, text)),
+        Err(_) => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "the policy is not UTF-8 text"}),
+        ),
+    }
+}
+
+/// The JSON body of `PUT /v1/policy`: a gateway handed to a new workload (a warm sandbox
+/// claimed by a thread) takes its policy, the values of the policy's `{type: env}`
+/// sources (over the gateway's own environment, which a running pod cannot change), and
+/// the policy's `audit.sandbox` labels for every record from now on. No `Debug`: it holds
+/// secret values.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Takeover {
+    policy: String,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+}
+
+fn take_over(s: &Shared, t: Takeover) -> Result<usize, ReloadError> {
+    let cfg = Config::parse(&t.policy).map_err(|e| {
+        s.metrics.reloads_failed.fetch_add(1, Relaxed);
+        tracing::warn!(error = %e, "new policy refused; the running policy stays");
+        ReloadError::Invalid(e)
+    })?;
+    let env = t
+        .env
+        .into_iter()
+        .map(|(k, v)| {
+            let v = crate::credential::store::SecretValue::new(v.into_bytes());
+            (k, v)
+        })
+        .collect();
+    let rules = install_policy(s, cfg.policy, SecretEnv::new(env));
+    s.audit.relabel(cfg.audit.sandbox);
+    Ok(rules)
 }
 
 /// The largest policy `PUT /v1/policy` accepts.

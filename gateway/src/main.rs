@@ -43,6 +43,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CaCmd,
     },
+    /// Send a policy to a running gateway (its management API's PUT /v1/policy), read from
+    /// stdin; print the gateway's answer (JSON) on stdout. Exits non-zero when it was refused.
+    #[command(
+        after_help = "Centaur's Kubernetes backend runs this in a warm sandbox's gateway pod (through\nthe pod's exec API) to hand it to a thread:\n  centaur-gateway put-policy --management 127.0.0.1:9092 --key-env CENTAUR_MANAGEMENT_KEY --with-env < takeover.json"
+    )]
+    PutPolicy {
+        /// The management listener (HOST:PORT).
+        #[arg(long, value_name = "HOST:PORT")]
+        management: String,
+        /// The variable that holds the management API key.
+        #[arg(long, value_name = "VAR")]
+        key_env: String,
+        /// Stdin is `{"policy": "<policy file>", "env": {"NAME": "value"}}`: the values of the
+        /// policy's env sources, and its audit labels, come with it.
+        #[arg(long)]
+        with_env: bool,
+    },
     #[command(flatten)]
     Policy(PolicyCmd),
 }
@@ -96,6 +113,11 @@ fn main() -> ExitCode {
                 })
                 .map_err(anyhow::Error::from)
         }
+        Cmd::PutPolicy {
+            management,
+            key_env,
+            with_env,
+        } => put_policy(&management, &key_env, with_env),
         Cmd::Policy(cmd) => return gateway::cli::policy::run(cmd, "centaur-gateway"),
     };
     match result {
@@ -134,6 +156,46 @@ fn run(path: PathBuf, routes: &[String]) -> anyhow::Result<()> {
         tracing::info!("gateway stopped");
         Ok(())
     })
+}
+
+/// `put-policy`: one HTTP/1.1 request on a plain connection (the management listener is
+/// local to the caller: the same pod, or the same host).
+fn put_policy(addr: &str, key_env: &str, with_env: bool) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let key = std::env::var(key_env)
+        .map_err(|_| anyhow::anyhow!("{key_env} is not set: it holds the management API key"))?;
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body)?;
+    let ctype = if with_env {
+        "application/json"
+    } else {
+        "application/yaml"
+    };
+    let mut tcp = std::net::TcpStream::connect(addr).map_err(|e| {
+        // On stdout too: a caller through an exec API may see stdout only.
+        let why = format!("the management API at {addr}: {e}");
+        println!("{}", serde_json::json!({"error": why}));
+        anyhow::anyhow!(why)
+    })?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        tcp,
+        "PUT /v1/policy HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    tcp.write_all(&body)?;
+    let mut answer = Vec::new();
+    tcp.take(1 << 20).read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, reply) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).unwrap_or_default();
+    println!("{}", reply.trim_end());
+    match status {
+        "200" => Ok(()),
+        "" => anyhow::bail!("the management API at {addr} gave no HTTP answer"),
+        s => anyhow::bail!("the gateway refused the policy (HTTP {s})"),
+    }
 }
 
 /// `NAME=HOST:PORT` of `--route`, with HOST resolved (its first address).

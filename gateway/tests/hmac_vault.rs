@@ -284,6 +284,7 @@ async fn aws_secrets_manager_and_parameter_store_sources() {
         transforms: Some(&t),
         pins: vec![("aws.test".into(), format!("127.0.0.1:{}", fake.port))],
         ca_files: vec![fake.path("fake-ca.pem")],
+        ..Default::default()
     };
     let env = [
         ("AWS_ACCESS_KEY_ID", "AKIAGATEWAY000000001".to_string()),

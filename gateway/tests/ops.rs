@@ -247,3 +247,126 @@ impl Drop for Cleanup {
             .status();
     }
 }
+
+/// `centaur-gateway put-policy --with-env` (`PUT /v1/policy` as JSON): what Centaur's
+/// Kubernetes backend runs in a warm sandbox's gateway pod when a thread claims it. The
+/// gateway, started neutral (api.test refused), takes the thread's policy, the value of the
+/// variable that policy injects (which its own environment never had: a running pod's
+/// cannot change) and its audit labels, at once. A wrong key, a malformed body and an
+/// invalid policy are refused with their reason, and the running policy stays (invariant 5);
+/// the value never reaches the audit trail (invariant 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_handed_over_takes_the_policy_its_variables_and_its_labels() {
+    let neutral = "  - name: allowlist\n    config: {domains: [other.test]}\n";
+    let p = common::Proc::start_with(
+        "{file: {path: DIR/audit.jsonl}}",
+        common::ProcPolicy {
+            transforms: Some(neutral),
+            management_key_env: Some("MGMT_KEY"),
+            ..Default::default()
+        },
+        &[("MGMT_KEY", "k3y".to_string())],
+    )
+    .await;
+    let management = p.management.clone().expect("a management listener");
+    let value = format!("handed-{}", common::CANARY);
+    let policy = std::fs::read_to_string(p.path("gateway.yaml"))
+        .unwrap()
+        .replace(
+            neutral,
+            "  - name: allowlist\n    config: {domains: [api.test]}\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: HANDED}\n          rules: [{host: api.test}]\n          inject: {header: x-handed}\n",
+        )
+        .replace("audit: {", "audit: {sandbox: {thread_key: 'slack:T1/C1/1.2'}, ");
+    let get = |path: &'static str| {
+        let proxy = format!("http://{}", p.tunnel);
+        let ca = p.path("ca.crt");
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-x", &proxy])
+                .arg("--cacert")
+                .arg(ca)
+                .arg(format!("https://api.test{path}"))
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let put = |key: &str, body: String| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_centaur-gateway"));
+        c.args([
+            "put-policy",
+            "--management",
+            &management,
+            "--key-env",
+            "KEY",
+            "--with-env",
+        ])
+        .env("KEY", key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // Refused at the tunnel (curl says 000 for a refused CONNECT).
+    assert_eq!(get("/before").await, "000", "neutral: api.test refused");
+    let body = serde_json::json!({"policy": policy, "env": {"HANDED": value}}).to_string();
+    for (key, text, why) in [
+        ("wrong", body.clone(), "unauthorized"),
+        ("k3y", "{\"policy\": 3}".to_string(), "<policy file>"),
+        ("k3y", "not json".to_string(), "<policy file>"),
+        (
+            "k3y",
+            serde_json::json!({"policy": "transforms: [{name: nope}]"}).to_string(),
+            "invalid policy",
+        ),
+    ] {
+        let (ok, said) = put(key, text);
+        assert!(!ok && said.contains(why), "{why}: {said}");
+    }
+    assert_eq!(get("/still").await, "000", "the running policy stayed");
+    let (ok, said) = put("k3y", body);
+    assert!(ok, "{said}");
+    assert_eq!(json(&said)["status"], "ok", "{said}");
+    assert_eq!(get("/after").await, "200");
+    let seen = p.origin.seen();
+    let after = seen.iter().find(|r| r["path"] == "/after").unwrap();
+    assert_eq!(after["headers"]["x-handed"], value.as_str(), "{after}");
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = p.records();
+        if records.iter().any(|r| r["path"] == "/after") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let label = |path: &str| {
+        records
+            .iter()
+            .find(|r| r["path"] == path)
+            .map(|r| r["sandbox"]["thread_key"].clone())
+    };
+    assert_eq!(label("/after"), Some(serde_json::json!("slack:T1/C1/1.2")));
+    // Before the handover, its records named no thread.
+    let refused: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["host"] == "api.test:443" && r["action"] == "reject")
+        .collect();
+    assert!(!refused.is_empty(), "{records:?}");
+    assert!(
+        refused.iter().all(|r| r["sandbox"]["thread_key"].is_null()),
+        "{refused:?}"
+    );
+}

@@ -19,6 +19,8 @@ pub struct Proc {
     pub tunnel: String,
     /// The metrics and probe listener, `host:port`.
     pub metrics: String,
+    /// The management listener, `host:port`, with [`ProcPolicy::management_key_env`].
+    pub management: Option<String>,
     /// The origin behind `api.test`.
     pub origin: Origin,
 }
@@ -43,6 +45,8 @@ pub struct ProcPolicy<'a> {
     pub pins: Vec<(String, String)>,
     /// Extra trusted upstream CA files.
     pub ca_files: Vec<String>,
+    /// A management listener, its key read from this variable.
+    pub management_key_env: Option<&'a str>,
 }
 
 impl Proc {
@@ -66,7 +70,7 @@ proxy:
   tunnel_listen: 127.0.0.1:0
   upstream_allow_cidrs: [127.0.0.1/32]
 metrics: {{listen: '127.0.0.1:0'}}
-tls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key}}
+{management}tls: {{ca_cert: {d}/ca.crt, ca_key: {d}/ca.key}}
 upstream:
   hosts: {{api.test: '{o}'{pins}}}
   ca_files: [{d}/origin-ca.pem{cas}]
@@ -87,6 +91,9 @@ transforms:
                 .map(|c| format!(", {c}"))
                 .collect::<String>(),
             t = policy.transforms.unwrap_or(TRANSFORMS),
+            management = policy.management_key_env.map_or(String::new(), |v| format!(
+                "management: {{listen: '127.0.0.1:0', api_key_env: {v}}}\n"
+            )),
         );
         std::fs::write(d.join("gateway.yaml"), yaml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_centaur-gateway"))
@@ -112,12 +119,12 @@ transforms:
                     Some(t.split(')').next().unwrap_or("").to_string())
                 };
                 if !sent && let (Some(t), Some(m)) = (addr("tunnel"), addr("metrics")) {
-                    let _ = tx.send((t, m));
+                    let _ = tx.send((t, m, addr("management")));
                     sent = true;
                 }
             }
         });
-        let Ok((tunnel, metrics)) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let Ok((tunnel, metrics, management)) = rx.recv_timeout(Duration::from_secs(20)) else {
             // The reader thread has seen the end of its output: the log is complete.
             std::thread::sleep(Duration::from_millis(100));
             let log = std::fs::read_to_string(d.join("gateway.log")).unwrap_or_default();
@@ -128,6 +135,7 @@ transforms:
             child,
             tunnel,
             metrics,
+            management,
             origin,
         }
     }
