@@ -87,6 +87,7 @@ fn value_sets(name: &str) -> Vec<Vec<&'static str>> {
                 "serviceMonitor.enabled=true",
             ],
             vec![
+                "sandbox.warmPool=3",
                 "networkPolicy.enabled=false",
                 "rbac.create=false",
                 "serviceAccount.create=false",
@@ -221,6 +222,21 @@ fn the_centaur_chart_refuses_what_would_not_run() {
         "{}",
         text(&o)
     );
+    let o = helm(&[
+        "template",
+        "rel",
+        c,
+        "--set",
+        "sandbox.warmPool=2",
+        "--set",
+        "sandbox.workspaceStorage=1Gi",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("sandbox.warmPool needs an empty sandbox.workspaceStorage"),
+        "{}",
+        text(&o)
+    );
     let o = helm(&["template", "rel", c, "--set", "config.listen=0.0.0.0:1"]);
     assert!(!o.status.success());
     assert!(
@@ -348,7 +364,7 @@ fn server_check_reports_every_mistake_at_once() {
     std::fs::write(
         &file,
         "data_dir: ./never-made\n\
-         sandbox:\n  idle_timeout: 0s\n  max_running: 0\n  warm_pool: 3\n  backend: kubernetes\n  kubernetes:\n    namespace: Not_A_Namespace\n    memory: lots\n\
+         sandbox:\n  idle_timeout: 0s\n  max_running: 0\n  warm_pool: 3\n  backend: kubernetes\n  kubernetes:\n    namespace: Not_A_Namespace\n    memory: lots\n    workspace_storage: 1Gi\n\
          harnesses:\n  a: {kind: amp}\n",
     )
     .unwrap();
@@ -367,6 +383,7 @@ fn server_check_reports_every_mistake_at_once() {
         "sandbox.kubernetes.image is required",
         "sandbox.kubernetes.gateway_image is required",
         "sandbox.kubernetes.memory",
+        "sandbox.warm_pool: not with sandbox.kubernetes.workspace_storage",
         "amp is not supported",
     ] {
         assert!(t.contains(want), "{want:?} in\n{t}");

@@ -47,25 +47,45 @@ fn image(dir: &Path) -> PathBuf {
 }
 
 fn setup(fake: &FakeApi, port: u16) -> Setup {
+    setup_with(
+        fake,
+        port,
+        GATEWAY_IMAGE,
+        "    workspace_storage: 1Gi\n",
+        "",
+    )
+}
+
+/// A server config on the fake: `gateway_image`, with `kubernetes` lines added to
+/// `sandbox.kubernetes` and `sandbox` lines to `sandbox`.
+fn setup_with(
+    fake: &FakeApi,
+    port: u16,
+    gateway_image: &str,
+    kubernetes: &str,
+    sandbox: &str,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     harness::chmod(dir.path(), 0o711);
     let bin = image(dir.path());
     fake.control("image", &json!({"image": IMAGE, "bin": bin}));
     // The gateway pods run the real centaur-gateway with the policy, CA and environment the
     // server rendered for them, ready when their /readyz answers.
-    fake.control(
-        "image",
-        &json!({"image": GATEWAY_IMAGE, "bin": bin, "entrypoint": ["centaur-gateway"]}),
-    );
+    for image in [GATEWAY_IMAGE, gateway_image] {
+        fake.control(
+            "image",
+            &json!({"image": image, "bin": bin, "entrypoint": ["centaur-gateway"]}),
+        );
+    }
     let settings = dir.path().join("settings.json");
     std::fs::write(&settings, "{\"demo\": true}\n").unwrap();
     let config = dir.path().join("server.yaml");
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\nlimits:\n  lease: 3s\nsandbox:\n  backend: kubernetes\n  kubernetes:\n    \
-             namespace: agents\n    image: {IMAGE}\n    gateway_image: {GATEWAY_IMAGE}\n    kubeconfig: {}\n    \
-             api: 127.0.0.1:{port}\n    workspace_storage: 1Gi\n\
+            "listen: 127.0.0.1:{port}\nlimits:\n  lease: 3s\nsandbox:\n{sandbox}  backend: kubernetes\n  kubernetes:\n    \
+             namespace: agents\n    image: {IMAGE}\n    gateway_image: {gateway_image}\n    kubeconfig: {}\n    \
+             api: 127.0.0.1:{port}\n{kubernetes}\
              harnesses:\n  counting:\n    command: [python3, /image/bin/counting.py]\n    \
              home_files: {{\".config/demo/settings.json\": {}}}\n  \
              resuming: {{kind: claude-code, command: [python3, /image/bin/counting.py]}}\n\
@@ -417,5 +437,190 @@ async fn a_session_on_the_claim_is_resumed_by_the_next_pod_and_replayed_once_gon
         "the transcript came with the turn: {text}"
     );
     release(&fake, &server, &key, thread).await;
+    server.stop().await;
+}
+
+/// `GET /agent/pool` until `done` holds; the pool.
+async fn pool_until(
+    server: &harness::Server,
+    admin: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut p = serde_json::Value::Null;
+    for _ in 0..300 {
+        p = call(server, admin, "GET", "/agent/pool", None).await;
+        if done(&p) {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the pool never got {what}: {p}\n{}", server.log());
+}
+
+/// The ready members of this deploy.
+fn ready_ids(p: &serde_json::Value) -> Vec<String> {
+    p["members"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m["state"] == "ready" && m["deploy_hash"] == p["deploy_hash"])
+        .filter_map(|m| m["runtime_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn kube_json(fake: &FakeApi, args: &[&str]) -> serde_json::Value {
+    let (ok, text) = fake.kubectl(args);
+    assert!(ok, "{args:?}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The warm pool on Kubernetes: a member (its two pods, a neutral policy, no thread) is made
+/// ahead; a thread's first turn claims it: its gateway's objects and the running gateway
+/// take the thread's policy and token (`PUT /v1/policy` inside the gateway pod, through
+/// exec), its records name the thread, and the pool refills with a new member. A server of
+/// another deploy (a new gateway image) deletes the old deploy's member at start-up and
+/// makes its own (the reference's #171 left them running). Invariant 3: the token is in the
+/// gateway's Secret, never in the sandbox pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_pod_is_claimed_with_its_threads_policy_and_an_old_deploys_is_deleted() {
+    if !harness::root_or_skip("a_warm_pod_is_claimed") {
+        return;
+    }
+    let fake = FakeApi::start(&harness::repo());
+    let port = free_port();
+    let setup = setup_with(&fake, port, GATEWAY_IMAGE, "", "  warm_pool: 1\n");
+    let key = setup.key("tester", "agent");
+    let admin = setup.key("operator", "admin");
+    let listen = format!("127.0.0.1:{port}");
+    let server = setup.start_on(&listen).await;
+    let p = pool_until(&server, &admin, "a ready member", |p| {
+        ready_ids(p).len() == 1
+    })
+    .await;
+    assert_eq!(p["scope"], "kubernetes:agents", "{p}");
+    let member = ready_ids(&p).remove(0);
+    let sid = member.replace('_', "-");
+    let parent = format!("centaur-{sid}");
+    let gateway = format!("{parent}-gateway");
+    let cm = kube_json(&fake, &["get", "configmap", &parent, "-o", "json"]);
+    assert_eq!(cm["metadata"]["labels"]["centaur.dev/warm"], "true", "{cm}");
+    let gw = kube_json(&fake, &["get", "configmap", &gateway, "-o", "json"]);
+    assert!(
+        !gw["data"]["policy.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("k8s:warm"),
+        "{gw}"
+    );
+    let pods_before = fake.objects(Some("centaur.dev/role in (sandbox,gateway)"));
+
+    // The first turn claims the member: no new pod for the thread.
+    let e = turn(
+        &server,
+        &key,
+        "k8s:warm",
+        "counting",
+        "steps=1 pause=0 fetch=/tools",
+    )
+    .await;
+    assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
+    let text = e["result_text"].as_str().unwrap_or_default();
+    // The neutral policy would have refused centaur.internal (403); the thread's allows it
+    // (and the fake's gateway pod has no way out to the server, so the call itself fails).
+    assert!(!text.contains("-> 403"), "{text}\n{}", server.log());
+    let cm = kube_json(&fake, &["get", "configmap", &parent, "-o", "json"]);
+    assert_eq!(
+        cm["metadata"]["labels"]["centaur.dev/warm"], "false",
+        "{cm}"
+    );
+    assert_eq!(cm["data"]["thread-key"], "k8s:warm", "{cm}");
+    let gw = kube_json(&fake, &["get", "configmap", &gateway, "-o", "json"]);
+    let policy: serde_json::Value =
+        serde_json::from_str(gw["data"]["policy.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(policy["audit"]["sandbox"]["thread_key"], "k8s:warm");
+    let env = kube_json(
+        &fake,
+        &["get", "secret", &format!("{gateway}-env"), "-o", "json"],
+    );
+    for var in ["CENTAUR_THREAD_TOKEN", "CENTAUR_MANAGEMENT_KEY"] {
+        assert!(env["data"][var].is_string(), "{var} in {env}");
+    }
+    // The running gateway took the policy: its record of the call names the thread, and no
+    // rule refused it.
+    let log_file = fake.dir().join(format!("pods/agents_{gateway}.log"));
+    let mut log = String::new();
+    let mut record = None;
+    for _ in 0..50 {
+        log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        record = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["host"] == "centaur.internal");
+        if record.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let record =
+        record.unwrap_or_else(|| panic!("no record of centaur.internal ({text}) in\n{log}"));
+    assert_eq!(record["sandbox"]["thread_key"], "k8s:warm", "{record}");
+    assert_eq!(record["sandbox"]["runtime_id"], member.as_str(), "{record}");
+    assert!(record["rejected_by"].is_null(), "{record}");
+    let made = fake.objects(Some("centaur.dev/role in (sandbox,gateway)"));
+    assert!(
+        pods_before.iter().all(|o| made.contains(o)),
+        "{pods_before:?} {made:?}"
+    );
+    // The pool refills with another member.
+    let p = pool_until(&server, &admin, "a new member", |p| {
+        ready_ids(p).iter().any(|m| *m != member)
+    })
+    .await;
+    let second = ready_ids(&p).remove(0);
+    server.stop().await;
+
+    // Another deploy: the old member is deleted at start-up, a new one made.
+    let next = "centaur-gateway:next";
+    fake.control(
+        "image",
+        &json!({"image": next, "bin": setup.dir.path().join("image"), "entrypoint": ["centaur-gateway"]}),
+    );
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, config.replace(GATEWAY_IMAGE, next)).unwrap();
+    let server = setup.start_on(&listen).await;
+    let p = pool_until(&server, &admin, "a member of the new deploy", |p| {
+        ready_ids(p).iter().any(|m| *m != second)
+    })
+    .await;
+    assert!(
+        !p["members"].to_string().contains(&second),
+        "the old deploy's member is forgotten: {p}"
+    );
+    let old = second.replace('_', "-");
+    assert!(
+        fake.objects(Some(&format!("centaur.dev/sandbox={old}")))
+            .is_empty(),
+        "the old deploy's member is deleted"
+    );
+    let r = call(
+        &server,
+        &key,
+        "POST",
+        "/agent/threads/k8s:warm/release",
+        Some(json!({})),
+    )
+    .await;
+    assert!(r.is_object(), "{r}");
+    let mut left = vec![String::new()];
+    for _ in 0..100 {
+        left = fake.objects(Some(&format!("centaur.dev/sandbox={sid}")));
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "the thread's sandbox is deleted: {left:?}");
     server.stop().await;
 }

@@ -245,6 +245,70 @@ impl Cluster {
         Ok(Created { owner, gateway_ip })
     }
 
+    /// Hands the warm sandbox `spec.id` to the thread `spec` names: its parent is applied
+    /// again with the thread's labels, and its gateway's ConfigMap and env Secret with the
+    /// thread's policy and variables (what a restarted gateway pod starts from; the
+    /// variables the Secret held, its management key among them, stay unless `files`
+    /// gives them anew; the CA stays). `files` gets the gateway Service's address. The
+    /// running gateway is told separately (its management API): a pod's environment is
+    /// fixed at its start. Returns the Service's address.
+    pub async fn retarget(
+        &self,
+        spec: &Spec,
+        files: impl FnOnce(Ipv4Addr) -> GatewayFiles,
+    ) -> Result<Ipv4Addr, ClusterError> {
+        spec.check()?;
+        let missing = |what: &str| ClusterError::Answer(format!("sandbox {}: no {what}", spec.id));
+        let parent = self
+            .get("ConfigMap", &spec.name())
+            .await?
+            .ok_or_else(|| missing("parent"))?;
+        let owner = Owner {
+            name: spec.name(),
+            uid: parent.metadata.uid.ok_or_else(|| missing("parent uid"))?,
+        };
+        let gw = spec.gateway_name();
+        let service = self
+            .get("Service", &gw)
+            .await?
+            .ok_or_else(|| missing("Service"))?;
+        let gateway_ip: Ipv4Addr = service.data["spec"]["clusterIP"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| missing("IPv4 clusterIP"))?;
+        let config = self
+            .get("ConfigMap", &gw)
+            .await?
+            .ok_or_else(|| missing("gateway ConfigMap"))?;
+        let secret = self
+            .get("Secret", &format!("{gw}-env"))
+            .await?
+            .ok_or_else(|| missing("gateway env Secret"))?;
+        let mut files = files(gateway_ip);
+        files.ca_cert = config.data["data"]["ca.crt"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let given: BTreeSet<String> = files.env.iter().map(|(k, _)| k.clone()).collect();
+        if let Some(data) = secret.data["data"].as_object() {
+            use base64::Engine as _;
+            for (k, v) in data {
+                let value = v
+                    .as_str()
+                    .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                    .and_then(|v| String::from_utf8(v).ok());
+                if let (false, Some(value)) = (given.contains(k), value) {
+                    files.env.push((k.clone(), value));
+                }
+            }
+        }
+        let [_, env] = spec.secrets(&owner, &files);
+        for obj in [spec.parent(), env, spec.gateway_config(&owner, &files)] {
+            self.apply(&obj).await?;
+        }
+        Ok(gateway_ip)
+    }
+
     async fn get(&self, kind: &str, name: &str) -> Result<Option<DynamicObject>, ClusterError> {
         self.api(kind)
             .get_opt(name)

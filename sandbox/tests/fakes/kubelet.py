@@ -102,6 +102,27 @@ def _root_args():
     return args + ["--proc", "/proc", "--dev", "/dev"]
 
 
+def _resolv_conf(pod, state_dir):
+    """With `dnsPolicy: None`, the kubelet writes the container's /etc/resolv.conf from the
+    pod's dnsConfig (its nameservers, searches and options); the bwrap arguments that mount
+    it. Other pods keep the host's, as the fake has no cluster DNS."""
+    spec, meta = pod["spec"], pod["metadata"]
+    dns = spec.get("dnsConfig") or {}
+    if spec.get("dnsPolicy") != "None" or not dns.get("nameservers"):
+        return []
+    lines = [f"nameserver {ns}" for ns in dns["nameservers"][:3]]
+    if dns.get("searches"):
+        lines.append("search " + " ".join(dns["searches"]))
+    opts = [o["name"] + (f":{o['value']}" if o.get("value") is not None else "") for o in dns.get("options", [])]
+    if opts:
+        lines.append("options " + " ".join(opts))
+    path = os.path.join(state_dir, "pods", f"{meta['namespace']}_{meta['name']}.resolv.conf")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o644)
+    return ["--ro-bind", path, "/etc/resolv.conf"]
+
+
 def _own(path, fs_group, mode):
     """A volume folder: root's with `mode`, or with fsGroup that group's, rwx and setgid."""
     if fs_group is None:
@@ -362,6 +383,7 @@ def start(pod, objects, state_dir, on_exit):
     ctx, err = prepare(pod, c, volumes, objects)
     if err:
         return False, err
+    ctx["args"] += _resolv_conf(pod, state_dir)
     proc = _spawn(_netns(pod) + _command(ctx, _argv(c)), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     ctx["proc"] = proc
     PODS[(meta["namespace"], meta["name"])] = ctx

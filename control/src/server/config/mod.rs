@@ -394,9 +394,13 @@ fn capacity(s: &SandboxConfig, backend: &Backend, errors: &mut Vec<String>) {
             "sandbox.warm_pool ({w}) must be below sandbox.max_running ({m}): warm sandboxes count as running"
         ));
     }
-    if matches!(backend, Backend::Kubernetes(_)) && s.warm_pool.is_some_and(|w| w > 0) {
+    // A warm pod is made before its thread is known: it cannot mount the thread's claim.
+    if let Backend::Kubernetes(k) = backend
+        && k.workspace.is_some()
+        && s.warm_pool.is_some_and(|w| w > 0)
+    {
         errors.push(
-            "sandbox.warm_pool: the warm pool runs on the local backend only in this version (leave it out with backend: kubernetes)"
+            "sandbox.warm_pool: not with sandbox.kubernetes.workspace_storage (a warm pod is made before its thread is known, so it cannot mount the thread's workspace claim); leave one of them out"
                 .into(),
         );
     }

@@ -96,7 +96,7 @@ impl Kube {
         gateway: &GatewayInputs,
         home: &[(String, Vec<u8>)],
     ) -> Result<(Client, bool), String> {
-        let made = self.create(dir, a, gateway).await;
+        let made = self.create(dir, a, gateway, false).await;
         let client = self.client(dir, &a.runtime_id);
         let launched = match made {
             Ok(()) => self.launch(&client, launch, resume, home).await,
@@ -111,62 +111,26 @@ impl Kube {
         }
     }
 
-    async fn create(&self, dir: &Path, a: &Assignment, g: &GatewayInputs) -> Result<(), String> {
-        let text = match &g.policy {
-            Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                policy::Config::parse_placed(&text).map_err(|e| format!("{}: {e}", p.display()))?;
-                Some(text)
-            }
-            None => None,
-        };
-        let (base, routes) = match (&self.settings.api, &g.token) {
-            (Some(api), Some(_)) => (
-                internal::route_doc(text.as_deref())?,
-                vec![format!("{}={api}", internal::HOST)],
-            ),
-            _ => (
-                open_transforms(text.as_deref()).map(|(d, t)| restore(d, t))?,
-                vec![],
-            ),
-        };
-        // Checked with a stand-in address first: the real one is known only once the
-        // gateway's Service exists.
-        let mut doc = pod_policy(base, Ipv4Addr::UNSPECIFIED);
-        label_audit(&mut doc, a);
-        let config = policy::Config::parse(&doc.to_string())
-            .map_err(|e| format!("the sandbox gateway's policy: {e}"))?;
+    /// Makes the objects of `a`'s sandbox: with `warm`, a pool member for no thread yet
+    /// (`g` empty: every request denied until a claim's policy arrives).
+    async fn create(
+        &self,
+        dir: &Path,
+        a: &Assignment,
+        g: &GatewayInputs,
+        warm: bool,
+    ) -> Result<(), String> {
+        let Rendered {
+            mut doc,
+            config,
+            mut env,
+        } = self.render(a, g)?;
         let (ca_cert, ca_key) = ca(dir)?;
-        let mut env = gateway_env(&config, g.secrets_from.as_deref())?;
         env.push((
             MANAGEMENT_KEY_VAR.into(),
             format!("{:032x}", rand::random::<u128>()),
         ));
-        if let Some(token) = &g.token {
-            env.push((internal::TOKEN_VAR.into(), token.clone()));
-        }
-        let k = &self.settings;
-        let spec = Spec {
-            id: sandbox_id(&a.runtime_id),
-            namespace: self.cluster.namespace().to_string(),
-            thread_key: a.thread_key.clone(),
-            thread_label: crate::server::paths::thread_hash(&a.thread_key),
-            deploy: self.deploy.clone(),
-            warm: false,
-            image: k.image.clone(),
-            gateway_image: k.gateway_image.clone(),
-            workspace: k.workspace.clone(),
-            routes,
-            command: command(),
-            env: gateway_config::placeholders(&config),
-            uid: k.uid,
-            resources: k.resources.clone(),
-            gateway_resources: k.gateway_resources.clone(),
-            runtime_class: k.runtime_class.clone(),
-            control_plane_labels: k.control_plane_labels.clone(),
-            control_plane_namespace: k.control_plane_namespace.clone(),
-        };
+        let spec = self.spec(a, &config, warm);
         let files = move |ip: Ipv4Addr| GatewayFiles {
             policy: {
                 doc["dns"]["proxy_ip"] = json!(ip.to_string());
@@ -183,6 +147,217 @@ impl Kube {
             .map_err(|e| format!("the sandbox's objects: {e}"))
     }
 
+    /// The gateway's side of `a`'s sandbox: its policy (the DNS answer still to place), that
+    /// policy checked, and the real values of its variables (the thread's token among them).
+    fn render(&self, a: &Assignment, g: &GatewayInputs) -> Result<Rendered, String> {
+        let text = match &g.policy {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                policy::Config::parse_placed(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+                Some(text)
+            }
+            None => None,
+        };
+        let base = match (&self.settings.api, &g.token) {
+            (Some(_), Some(_)) => internal::route_doc(text.as_deref())?,
+            _ => open_transforms(text.as_deref()).map(|(d, t)| restore(d, t))?,
+        };
+        // Checked with a stand-in address first: the real one is known only once the
+        // gateway's Service exists.
+        let mut doc = pod_policy(base, Ipv4Addr::UNSPECIFIED);
+        label_audit(&mut doc, a);
+        let config = policy::Config::parse(&doc.to_string())
+            .map_err(|e| format!("the sandbox gateway's policy: {e}"))?;
+        let mut env = gateway_env(&config, g.secrets_from.as_deref())?;
+        if let Some(token) = &g.token {
+            env.push((internal::TOKEN_VAR.into(), token.clone()));
+        }
+        Ok(Rendered { doc, config, env })
+    }
+
+    /// The objects' description for `a`'s sandbox.
+    fn spec(&self, a: &Assignment, config: &policy::Config, warm: bool) -> Spec {
+        let k = &self.settings;
+        Spec {
+            id: sandbox_id(&a.runtime_id),
+            namespace: self.cluster.namespace().to_string(),
+            thread_key: a.thread_key.clone(),
+            thread_label: if warm {
+                String::new()
+            } else {
+                crate::server::paths::thread_hash(&a.thread_key)
+            },
+            deploy: self.deploy.clone(),
+            warm,
+            image: k.image.clone(),
+            gateway_image: k.gateway_image.clone(),
+            workspace: k.workspace.clone(),
+            // Fixed when the gateway pod starts: a warm member has the route its thread's
+            // policy (and token) will use.
+            routes: k
+                .api
+                .iter()
+                .map(|api| format!("{}={api}", internal::HOST))
+                .collect(),
+            command: command(),
+            env: gateway_config::placeholders(config),
+            uid: k.uid,
+            resources: k.resources.clone(),
+            gateway_resources: k.gateway_resources.clone(),
+            runtime_class: k.runtime_class.clone(),
+            control_plane_labels: k.control_plane_labels.clone(),
+            control_plane_namespace: k.control_plane_namespace.clone(),
+        }
+    }
+
+    /// The namespace of its sandboxes.
+    pub(super) fn namespace(&self) -> &str {
+        self.cluster.namespace()
+    }
+
+    /// The deploy hash of every sandbox this server makes (version and images).
+    pub(super) fn deploy(&self) -> &str {
+        &self.deploy
+    }
+
+    /// Makes warm pool member `runtime_id`: its objects, with a neutral policy and no
+    /// thread; returns once its supervisor is warm. On failure everything made is deleted.
+    pub(super) async fn make_warm(&self, dir: &Path, runtime_id: &str) -> Result<(), String> {
+        let member = Assignment {
+            thread_key: String::new(),
+            generation: 0,
+            runtime_id: runtime_id.to_string(),
+            harness: String::new(),
+            persona_id: None,
+            spool_seq: 0,
+        };
+        let made = match self
+            .create(dir, &member, &GatewayInputs::default(), true)
+            .await
+        {
+            Ok(()) => self.wait_warm(&self.client(dir, runtime_id)).await,
+            Err(e) => Err(e),
+        };
+        if made.is_err() {
+            self.delete(runtime_id).await;
+        }
+        made
+    }
+
+    /// Hands warm member `a.runtime_id` to `a`'s thread: its gateway's objects take the
+    /// thread's policy and credentials (what a restarted gateway pod starts from), the
+    /// running gateway takes them through its management API (`PUT /v1/policy`, sent by
+    /// `centaur-gateway put-policy` run in the gateway pod through exec: the credentials
+    /// travel inside the API server's TLS, and no port of the pod is opened to the server),
+    /// then the harness launches as on a cold start. Returns whether it resumed a session.
+    pub(super) async fn claim(
+        &self,
+        dir: &Path,
+        a: &Assignment,
+        launch: &SupervisorSpec,
+        resume: Option<(&str, &SupervisorSpec)>,
+        g: &GatewayInputs,
+        home: &[(String, Vec<u8>)],
+    ) -> Result<(Client, bool), String> {
+        let Rendered {
+            mut doc,
+            config,
+            env,
+        } = self.render(a, g)?;
+        let spec = self.spec(a, &config, false);
+        let files = |ip: Ipv4Addr| GatewayFiles {
+            policy: {
+                let mut d = doc.clone();
+                d["dns"]["proxy_ip"] = json!(ip.to_string());
+                d.to_string()
+            },
+            ca_cert: String::new(),
+            ca_key: String::new(),
+            env: env.clone(),
+        };
+        let ip = self
+            .cluster
+            .retarget(&spec, files)
+            .await
+            .map_err(|e| format!("handing the warm sandbox over: {e}"))?;
+        doc["dns"]["proxy_ip"] = json!(ip.to_string());
+        self.put_policy(&spec.gateway_name(), &doc, &env).await?;
+        // The pod was made with no placeholders in its environment: the harness gets its
+        // thread's.
+        let placed = |s: &SupervisorSpec| {
+            let mut s = s.clone();
+            s.env.extend(spec.env.iter().cloned());
+            s
+        };
+        let launch = placed(launch);
+        let without = resume.map(|(id, w)| (id, placed(w)));
+        let client = self.client(dir, &a.runtime_id);
+        let resumed = self
+            .launch(
+                &client,
+                &launch,
+                without.as_ref().map(|(id, w)| (*id, w)),
+                home,
+            )
+            .await?;
+        Ok((client, resumed))
+    }
+
+    /// Sends the running gateway of pod `gateway` its new policy and variables.
+    async fn put_policy(
+        &self,
+        gateway: &str,
+        doc: &Value,
+        env: &[(String, String)],
+    ) -> Result<(), String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let management = format!("127.0.0.1:{MANAGEMENT_PORT}");
+        let command = [
+            "centaur-gateway",
+            "put-policy",
+            "--management",
+            &management,
+            "--key-env",
+            MANAGEMENT_KEY_VAR,
+            "--with-env",
+        ];
+        let env: serde_json::Map<String, Value> =
+            env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let body = json!({"policy": doc.to_string(), "env": env}).to_string();
+        let said = async {
+            let mut exec = self
+                .cluster
+                .exec(gateway, &command)
+                .await
+                .map_err(|e| e.to_string())?;
+            exec.write_all(body.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            exec.shutdown().await.map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            (&mut exec)
+                .take(1 << 20)
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(out)
+        };
+        let out = tokio::time::timeout(Duration::from_secs(60), said)
+            .await
+            .map_err(|_| "no answer within 60 s".to_string())
+            .and_then(|r| r)
+            .map_err(|e| format!("the sandbox's gateway ({gateway}): {e}"))?;
+        let answer: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        if answer["status"] == "ok" {
+            return Ok(());
+        }
+        Err(format!(
+            "the sandbox's gateway ({gateway}) refused its thread's policy: {}",
+            String::from_utf8_lossy(&out).trim()
+        ))
+    }
+
     /// Waits for the pod's supervisor to answer, gives it the home files, then the harness
     /// (see [`Kube::start`]); whether it resumed a session.
     async fn launch(
@@ -192,28 +367,7 @@ impl Kube {
         resume: Option<(&str, &SupervisorSpec)>,
         home: &[(String, Vec<u8>)],
     ) -> Result<bool, String> {
-        let deadline = tokio::time::Instant::now() + self.cluster.ready_timeout;
-        // The pod is ready once its container started; its supervisor answers a moment
-        // later (not at all, then `starting`, then `warm`).
-        loop {
-            let late = tokio::time::Instant::now() > deadline;
-            match client.status().await {
-                Ok(s) if s["state"] == "warm" => break,
-                Ok(s) if s["state"] != "starting" => {
-                    return Err(format!(
-                        "the sandbox pod's supervisor is {}: {}",
-                        s["state"], s["error"]
-                    ));
-                }
-                Ok(_) if late => {
-                    return Err("the sandbox pod's supervisor did not get ready".into());
-                }
-                Err(e) if late => {
-                    return Err(format!("the sandbox pod's supervisor does not answer: {e}"));
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        self.wait_warm(client).await?;
         for (path, bytes) in home {
             client
                 .put_home(path, bytes)
@@ -232,6 +386,32 @@ impl Kube {
         };
         client.launch(spec).await.map_err(|e| e.to_string())?;
         Ok(resumed)
+    }
+
+    /// Waits until the pod's supervisor is warm (ready for its harness).
+    async fn wait_warm(&self, client: &Client) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.cluster.ready_timeout;
+        // The pod is ready once its container started; its supervisor answers a moment
+        // later (not at all, then `starting`, then `warm`).
+        loop {
+            let late = tokio::time::Instant::now() > deadline;
+            match client.status().await {
+                Ok(s) if s["state"] == "warm" => return Ok(()),
+                Ok(s) if s["state"] != "starting" => {
+                    return Err(format!(
+                        "the sandbox pod's supervisor is {}: {}",
+                        s["state"], s["error"]
+                    ));
+                }
+                Ok(_) if late => {
+                    return Err("the sandbox pod's supervisor did not get ready".into());
+                }
+                Err(e) if late => {
+                    return Err(format!("the sandbox pod's supervisor does not answer: {e}"));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Deletes a runtime's sandbox (its parent; the garbage collector takes the rest).
@@ -296,6 +476,13 @@ fn gateway_env(
         .collect())
 }
 
+/// What [`Kube::render`] gives.
+struct Rendered {
+    doc: Value,
+    config: policy::Config,
+    env: Vec<(String, String)>,
+}
+
 /// What a sandbox's gateway pod is made from: the server's policy and secrets files, and
 /// the thread's token for `centaur.internal` (when `sandbox.kubernetes.api` is set). Kept
 /// apart from the harness's spec, which goes into the pod.
@@ -354,10 +541,13 @@ fn pod_policy(mut doc: Value, gateway_ip: Ipv4Addr) -> Value {
 /// local backend does).
 fn label_audit(doc: &mut Value, a: &Assignment) {
     doc["audit"]["sandbox"] = json!({
-        "thread_key": a.thread_key,
         "runtime_id": a.runtime_id,
         "sandbox_id": sandbox_id(&a.runtime_id),
     });
+    // A warm member's records name no thread until one claims it.
+    if !a.thread_key.is_empty() {
+        doc["audit"]["sandbox"]["thread_key"] = json!(a.thread_key);
+    }
 }
 
 #[cfg(test)]

@@ -73,15 +73,21 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(settings: &Settings) -> Pool {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    /// The pool of `scope`: its members are the sandboxes of this machine and data
+    /// directory ([`Pool::local_scope`]), or of a cluster namespace.
+    fn new(settings: &Settings, scope: String) -> Pool {
         Pool {
             target: settings.warm_pool,
-            scope: format!("{}:{}", host.trim(), settings.data_dir.display()),
+            scope,
             hash: OnceLock::new(),
             wake: tokio::sync::Notify::new(),
             filling: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn local_scope(settings: &Settings) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}:{}", host.trim(), settings.data_dir.display())
     }
 }
 
@@ -96,7 +102,7 @@ impl Runtimes {
     pub fn new(settings: Arc<Settings>, exe: PathBuf) -> Self {
         let dir = settings.data_dir.join("sandboxes");
         Runtimes {
-            pool: Arc::new(Pool::new(&settings)),
+            pool: Arc::new(Pool::new(&settings, Pool::local_scope(&settings))),
             settings,
             exe,
             dir,
@@ -111,7 +117,14 @@ impl Runtimes {
     /// Connects to the cluster when sandboxes run on Kubernetes.
     pub async fn connect(mut self) -> Result<Self, String> {
         if let crate::server::backend::Backend::Kubernetes(k) = &self.settings.backend {
-            self.kube = Some(Arc::new(kube::Kube::connect(k).await?));
+            let kube = kube::Kube::connect(k).await?;
+            // Members are the namespace's, whichever server pod made them: a new pod (a
+            // deploy) evicts the old deploy's members.
+            self.pool = Arc::new(Pool::new(
+                &self.settings,
+                format!("kubernetes:{}", kube.namespace()),
+            ));
+            self.kube = Some(Arc::new(kube));
             if self.settings.tools.is_some() && k.api.is_none() {
                 tracing::warn!(
                     "tools: sandbox.kubernetes.api is not set, so threads on Kubernetes cannot reach centaur.internal (their tools and MCP calls fail)"
@@ -251,8 +264,8 @@ impl Runtimes {
             a.spool_seq = 0;
         }
         let resumes = resume.is_some();
-        if let Some((client, a)) = self.claim(store, &a, resume.clone()).await {
-            return Ok((client, a, resumes));
+        if let Some(claimed) = self.claim(store, &a, resume.clone()).await {
+            return Ok(claimed);
         }
         if let Some(k) = self.kube.clone() {
             return self.start_pod(&k, store, a, resume).await;

@@ -16,18 +16,7 @@ impl Runtimes {
         a: Assignment,
         resume: Option<String>,
     ) -> Result<(Client, Assignment, bool), String> {
-        let token = if k.routes_api() {
-            Some(self.sandbox_token(store, &a).await?)
-        } else {
-            None
-        };
-        // The spec without the session too, for a pod whose home does not have it.
-        let without = match &resume {
-            Some(_) => Some(self.pod_spec(&a, None, token.clone())?.0),
-            None => None,
-        };
-        let (spec, gateway) = self.pod_spec(&a, resume.clone(), token)?;
-        let fallback = resume.as_deref().zip(without.as_ref());
+        let inputs = self.pod_inputs(k, store, &a, resume).await?;
         private_dir(&self.dir, 0o711)?;
         let dir = self.dir.join(&a.runtime_id);
         private_dir(&dir, 0o700)?;
@@ -37,13 +26,67 @@ impl Runtimes {
         };
         let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
         let home = self.home_files(&a)?;
-        match k.start(&dir, &a, &spec, fallback, &gateway, &home).await {
+        let fallback = inputs.fallback();
+        match k
+            .start(&dir, &a, &inputs.spec, fallback, &inputs.gateway, &home)
+            .await
+        {
             Ok((client, resumed)) => Ok((client, a, resumed)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
         }
+    }
+
+    /// A warm pool member's claim on Kubernetes (the store's claim is made): the thread's
+    /// policy and credentials to its gateway, then the harness. Whether it resumed.
+    pub(super) async fn claim_pod(
+        &self,
+        k: &kube::Kube,
+        store: &Store,
+        a: &Assignment,
+        resume: Option<String>,
+    ) -> Result<(Client, bool), String> {
+        let inputs = self.pod_inputs(k, store, a, resume).await?;
+        let home = self.home_files(a)?;
+        let dir = self.dir.join(&a.runtime_id);
+        k.claim(
+            &dir,
+            a,
+            &inputs.spec,
+            inputs.fallback(),
+            &inputs.gateway,
+            &home,
+        )
+        .await
+    }
+
+    /// What a sandbox pod of `a` is started with: a new token when the API is routed, the
+    /// harness's spec (and, with `resume`, the spec without the session, for a pod whose
+    /// home does not have it) and its gateway's inputs.
+    async fn pod_inputs(
+        &self,
+        k: &kube::Kube,
+        store: &Store,
+        a: &Assignment,
+        resume: Option<String>,
+    ) -> Result<PodInputs, String> {
+        let token = if k.routes_api() {
+            Some(self.sandbox_token(store, a).await?)
+        } else {
+            None
+        };
+        let without = match &resume {
+            Some(_) => Some(self.pod_spec(a, None, token.clone())?.0),
+            None => None,
+        };
+        let (spec, gateway) = self.pod_spec(a, resume.clone(), token)?;
+        Ok(PodInputs {
+            spec,
+            without: resume.zip(without),
+            gateway,
+        })
     }
 
     /// The harness's `home_files`, read here for a sandbox pod: (path under the home, bytes).
@@ -89,5 +132,19 @@ impl Runtimes {
         spec.mounts.clear();
         spec.env.retain(|(k, _)| k != "PATH");
         Ok((spec, gateway))
+    }
+}
+
+/// See [`Runtimes::pod_inputs`].
+struct PodInputs {
+    spec: SupervisorSpec,
+    /// The session to resume, and the spec to launch when the pod's home lacks it.
+    without: Option<(String, SupervisorSpec)>,
+    gateway: kube::GatewayInputs,
+}
+
+impl PodInputs {
+    fn fallback(&self) -> Option<(&str, &SupervisorSpec)> {
+        self.without.as_ref().map(|(id, s)| (id.as_str(), s))
     }
 }

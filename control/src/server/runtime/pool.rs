@@ -46,6 +46,8 @@ impl Runtimes {
                 );
             }
             part(format!("{} {} {:?} {:?}", s.uid, s.gid, s.memory, self.api.get()).as_bytes());
+            // On Kubernetes, the images too.
+            part(self.kube.as_ref().map_or("", |k| k.deploy()).as_bytes());
             let sum = d.finish();
             sum.as_ref()[..8]
                 .iter()
@@ -164,8 +166,15 @@ impl Runtimes {
             .await
             .map_err(|e| e.to_string())?;
         let started = async {
-            let spec = self.warm_spec(&id)?;
             private_dir(&self.dir, 0o711)?;
+            if let Some(k) = &self.kube {
+                // Its marker, as for a thread's sandbox: counted, and kept by the reaper.
+                let dir = self.dir.join(&id);
+                private_dir(&dir, 0o700)?;
+                let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
+                return k.make_warm(&dir, &id).await;
+            }
+            let spec = self.warm_spec(&id)?;
             let _permit = self.starts.acquire().await.map_err(|e| e.to_string())?;
             self.client(&id)
                 .start(&self.exe, &spec)
@@ -222,13 +231,14 @@ impl Runtimes {
 
     /// Claims a ready member for the assignment and starts its harness there; `None` when no
     /// member is ready, or the claimed one failed (it is stopped and the assignment keeps
-    /// its runtime: the caller starts cold).
+    /// its runtime: the caller starts cold). With the client, the assignment as it now is
+    /// and whether `resume` was resumed (a warm pod's home has no session).
     pub(super) async fn claim(
         &self,
         store: &Store,
         a: &Assignment,
         resume: Option<String>,
-    ) -> Option<(Client, Assignment)> {
+    ) -> Option<(Client, Assignment, bool)> {
         if self.pool.target == 0 {
             return None;
         }
@@ -246,17 +256,21 @@ impl Runtimes {
         claimed.runtime_id = id.clone();
         claimed.spool_seq = 0;
         let launched = async {
+            if let Some(k) = &self.kube {
+                return self.claim_pod(k, store, &claimed, resume).await;
+            }
+            let resumes = resume.is_some();
             let internal = self.internal(store, &claimed).await?;
             let spec = self.spec(&claimed, resume, internal)?;
             let client = self.client(&id);
             client.launch(&spec).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(client)
+            Ok::<_, String>((client, resumes))
         }
         .await;
         match launched {
-            Ok(client) => {
+            Ok((client, resumed)) => {
                 tracing::info!("thread {} claimed warm sandbox {id}", a.thread_key);
-                Some((client, claimed))
+                Some((client, claimed, resumed))
             }
             Err(e) => {
                 tracing::warn!("warm sandbox {id} could not take its thread: {e}; starting cold");

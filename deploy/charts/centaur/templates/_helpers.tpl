@@ -40,6 +40,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if .Values.sandbox.runtimeClassName -}}{{- $_ := set $k "runtime_class" .Values.sandbox.runtimeClassName -}}{{- end -}}
 {{- if .Values.sandbox.workspaceStorage -}}{{- $_ := set $k "workspace_storage" .Values.sandbox.workspaceStorage -}}{{- end -}}
 {{- if .Values.sandbox.storageClassName -}}{{- $_ := set $k "storage_class" .Values.sandbox.storageClassName -}}{{- end -}}
-{{- $_ := set $own "sandbox" (dict "backend" "kubernetes" "kubernetes" $k) -}}
+{{- $sandbox := dict "backend" "kubernetes" "kubernetes" $k -}}
+{{- if gt (int .Values.sandbox.warmPool) 0 -}}
+{{- if .Values.sandbox.workspaceStorage -}}
+{{- fail "sandbox.warmPool needs an empty sandbox.workspaceStorage: a warm pod is made before its thread is known, so it cannot mount the thread's workspace claim" -}}
+{{- end -}}
+{{- $_ := set $sandbox "warm_pool" (int .Values.sandbox.warmPool) -}}
+{{- end -}}
+{{- $_ := set $own "sandbox" $sandbox -}}
 {{- toYaml (merge $own (deepCopy .Values.config)) -}}
 {{- end -}}
