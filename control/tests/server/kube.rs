@@ -624,3 +624,65 @@ async fn a_warm_pod_is_claimed_with_its_threads_policy_and_an_old_deploys_is_del
     assert!(left.is_empty(), "the thread's sandbox is deleted: {left:?}");
     server.stop().await;
 }
+
+/// Invariant 7 at a warm member's worst moment, and the leak of the reference's #171: the
+/// server is killed with `kill -9` while a member is half made (its objects applied, its pods
+/// held Pending). The next server deletes it at start-up and makes a new one; nothing of the
+/// first is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_member_half_made_when_the_server_was_killed_is_deleted_at_the_next_start() {
+    if !harness::root_or_skip("a_warm_member_half_made") {
+        return;
+    }
+    let fake = FakeApi::start(&harness::repo());
+    let port = free_port();
+    let setup = setup_with(&fake, port, GATEWAY_IMAGE, "", "  warm_pool: 1\n");
+    let admin = setup.key("operator", "admin");
+    let listen = format!("127.0.0.1:{port}");
+    fake.control("hold", &json!({"prefix": "centaur-rt-"}));
+    let server = setup.start_on(&listen).await;
+    let p = pool_until(&server, &admin, "a member being made", |p| {
+        p["members"][0]["state"] == "starting"
+    })
+    .await;
+    let first = p["members"][0]["runtime_id"]
+        .as_str()
+        .unwrap()
+        .replace('_', "-");
+    let selector = format!("centaur.dev/sandbox={first}");
+    for _ in 0..200 {
+        if fake
+            .objects(Some(&selector))
+            .iter()
+            .any(|o| o.starts_with("Pod/"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let half = fake.objects(Some(&selector));
+    assert!(
+        half.iter().any(|o| o.starts_with("Pod/")),
+        "the member was never half made: {half:?}\n{}",
+        server.log()
+    );
+    server.kill9().await;
+    fake.control("hold", &json!({}));
+
+    let server = setup.start_on(&listen).await;
+    let p = pool_until(&server, &admin, "a new ready member", |p| {
+        ready_ids(p).len() == 1
+    })
+    .await;
+    assert_ne!(ready_ids(&p)[0].replace('_', "-"), first);
+    let mut left = half;
+    for _ in 0..100 {
+        left = fake.objects(Some(&selector));
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "left of the half-made member: {left:?}");
+    server.stop().await;
+}
