@@ -21,6 +21,14 @@ use crate::harness::{self, CENTAUR, Setup, free_port};
 const IMAGE: &str = "centaur-sandbox:test";
 const GATEWAY_IMAGE: &str = "centaur-gateway:test";
 
+/// What `GET /tools` through a sandbox's gateway answers when the gateway injected a token
+/// the server accepts (the test servers configure no tools).
+const ACCEPTED: &str = "-> 404 {\"code\":\"NOT_FOUND\",\"message\":\"no tools are configured";
+
+/// Where the server listens: the fake kubelet puts this address on the host's loopback and
+/// links each gateway pod to it (the server's Service, as `sandbox.kubernetes.api` names it).
+const HOST: &str = "10.250.255.1";
+
 /// The image's programs: this build's `centaur` and the counting agent.
 fn image(dir: &Path) -> PathBuf {
     let bin = dir.join("image");
@@ -83,9 +91,9 @@ fn setup_with(
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\nlimits:\n  lease: 3s\nsandbox:\n{sandbox}  backend: kubernetes\n  kubernetes:\n    \
+            "listen: {HOST}:{port}\nlimits:\n  lease: 3s\nsandbox:\n{sandbox}  backend: kubernetes\n  kubernetes:\n    \
              namespace: agents\n    image: {IMAGE}\n    gateway_image: {gateway_image}\n    kubeconfig: {}\n    \
-             api: 127.0.0.1:{port}\n{kubernetes}\
+             api: {HOST}:{port}\n{kubernetes}\
              harnesses:\n  counting:\n    command: [python3, /image/bin/counting.py]\n    \
              home_files: {{\".config/demo/settings.json\": {}}}\n  \
              resuming: {{kind: claude-code, command: [python3, /image/bin/counting.py]}}\n\
@@ -142,7 +150,7 @@ async fn cluster_and_server() -> (FakeApi, Setup, String, u16, harness::Server) 
     let port = free_port();
     let setup = setup(&fake, port);
     let key = setup.key("tester", "agent");
-    let server = setup.start_on(&format!("127.0.0.1:{port}")).await;
+    let server = setup.start_on(&format!("{HOST}:{port}")).await;
     (fake, setup, key, port, server)
 }
 
@@ -169,7 +177,7 @@ fn internal_route(fake: &FakeApi, server: &harness::Server, port: u16) {
     let pod: serde_json::Value = serde_json::from_str(&text).unwrap();
     let args = &pod["spec"]["containers"][0]["args"];
     assert_eq!(args[3], "--route", "{args}");
-    assert_eq!(args[4], format!("centaur.internal=127.0.0.1:{port}"));
+    assert_eq!(args[4], format!("centaur.internal={HOST}:{port}"));
     // The real gateway runs in that pod, with the server's policy, the CA, the route and the
     // environment it was given.
     let log = std::fs::read_to_string(fake.dir().join(format!("pods/agents_{gw}.log")))
@@ -238,7 +246,7 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_keeps_its_workspac
         return;
     }
     let (fake, setup, key, port, server) = cluster_and_server().await;
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("{HOST}:{port}");
 
     let e = turn(
         &server,
@@ -259,6 +267,14 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_keeps_its_workspac
         "launch, turn and attach went through exec ({calls})"
     );
     internal_route(&fake, &server, port);
+    // End to end: the harness in the pod calls centaur.internal; its gateway pod injects the
+    // thread's token and routes the call to this server, which accepts it (invariant 3: the
+    // pod never holds the token).
+    // (No tools are configured: the server says so only to a caller it authenticated; a
+    // call without the token gets 401.)
+    let e = turn(&server, &key, "k8s:1", "counting", "steps=0 fetch=/tools").await;
+    let text = e["result_text"].as_str().unwrap_or_default();
+    assert!(text.contains(ACCEPTED), "{text}\n{}", server.log());
     // The harness's home files, written into the pod's home (on the thread's claim) before
     // its launch.
     let homes: Vec<String> = std::fs::read_dir(fake.dir().join("claims"))
@@ -320,7 +336,7 @@ async fn a_thread_runs_in_its_sandbox_pod_across_a_kill_9_and_keeps_its_workspac
     assert_eq!(log.len(), 1, "one workspace: {log:?}");
     assert_eq!(
         log[0].lines().count(),
-        3,
+        4,
         "every turn in the kept workspace: {log:?}"
     );
     release(&fake, &server, &key, "k8s:1").await;
@@ -356,7 +372,7 @@ async fn a_server_killed_while_a_sandbox_is_made_leaves_nothing_behind() {
         return;
     }
     let (fake, setup, key, port, server) = cluster_and_server().await;
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("{HOST}:{port}");
     fake.control("hold", &json!({"prefix": "centaur-rt-"}));
     let id = execute(
         &server,
@@ -493,7 +509,7 @@ async fn a_warm_pod_is_claimed_with_its_threads_policy_and_an_old_deploys_is_del
     let setup = setup_with(&fake, port, GATEWAY_IMAGE, "", "  warm_pool: 1\n");
     let key = setup.key("tester", "agent");
     let admin = setup.key("operator", "admin");
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("{HOST}:{port}");
     let server = setup.start_on(&listen).await;
     let p = pool_until(&server, &admin, "a ready member", |p| {
         ready_ids(p).len() == 1
@@ -527,9 +543,9 @@ async fn a_warm_pod_is_claimed_with_its_threads_policy_and_an_old_deploys_is_del
     .await;
     assert_eq!(e["status"], "completed", "{e}\n{}", server.log());
     let text = e["result_text"].as_str().unwrap_or_default();
-    // The neutral policy would have refused centaur.internal (403); the thread's allows it
-    // (and the fake's gateway pod has no way out to the server, so the call itself fails).
-    assert!(!text.contains("-> 403"), "{text}\n{}", server.log());
+    // The neutral policy refused centaur.internal (403); the thread's allows it and injects
+    // the thread's token, which the server accepts.
+    assert!(text.contains(ACCEPTED), "{text}\n{}", server.log());
     let cm = kube_json(&fake, &["get", "configmap", &parent, "-o", "json"]);
     assert_eq!(
         cm["metadata"]["labels"]["centaur.dev/warm"], "false",
@@ -638,7 +654,7 @@ async fn a_warm_member_half_made_when_the_server_was_killed_is_deleted_at_the_ne
     let port = free_port();
     let setup = setup_with(&fake, port, GATEWAY_IMAGE, "", "  warm_pool: 1\n");
     let admin = setup.key("operator", "admin");
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("{HOST}:{port}");
     fake.control("hold", &json!({"prefix": "centaur-rt-"}));
     let server = setup.start_on(&listen).await;
     let p = pool_until(&server, &admin, "a member being made", |p| {

@@ -327,15 +327,18 @@ impl Cluster {
             if let Some(pod) = self.get("Pod", name).await? {
                 let st = &pod.data["status"];
                 phase = st["phase"].as_str().unwrap_or("unknown").to_string();
-                if phase == "Failed" || phase == "Succeeded" {
-                    break;
-                }
-                let ready = st["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                });
-                if ready {
+                let condition = st["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+                if condition.is_some_and(|c| c["status"] == "True") {
                     return Ok(());
+                }
+                // What the kubelet says keeps it from ready, if anything.
+                if let Some(why) = condition.and_then(|c| c["message"].as_str()) {
+                    phase = format!("{phase}: {why}");
+                }
+                if st["phase"] == "Failed" || st["phase"] == "Succeeded" {
+                    break;
                 }
             }
             if tokio::time::Instant::now() >= deadline {

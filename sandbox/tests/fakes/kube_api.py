@@ -38,6 +38,7 @@ import base64
 import copy
 import datetime
 import json
+import os
 import ssl
 import sys
 import threading
@@ -509,6 +510,8 @@ def discovery(path):
 
 
 def main():
+    if os.geteuid() == 0:
+        runner.host_address()
     ca = trustme.CA()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)

@@ -13,8 +13,11 @@ read-only, with the host's /usr and /etc bound read-only), with a PID namespace 
 Each pod has a network namespace of its own with its loopback (and the pod's sysctls). The
 pod network is reduced to what a Centaur sandbox's NetworkPolicies allow: a sandbox pod
 has one link, to its own gateway pod, which answers on it at the gateway Service's cluster
-IP; nothing else is reachable from it. No other link exists (the server reaches pods only
-through exec), and no other NetworkPolicy is modelled. A container
+IP; nothing else is reachable from it. A gateway pod has one more, to HOST_IP on the host
+(where a test's server listens: the gateways' way to the control plane's Service), and no
+default route. No other link exists (the server reaches pods only through exec), and no
+other NetworkPolicy is modelled. With `dnsPolicy: None`, /etc/resolv.conf is written from
+the pod's dnsConfig. A container
 with a readinessProbe (httpGet) is ready once the probe passes inside that namespace; an
 image's entrypoint comes with its registration. A deleted pod's processes are killed at once (no grace period).
 
@@ -36,6 +39,7 @@ import hashlib
 import json
 import os
 import queue
+import random
 import select
 import shlex
 import signal
@@ -325,6 +329,61 @@ def _link_to_gateway(pod, pid):
     return None
 
 
+# The address a test's control plane listens on, on the host's loopback: what a gateway pod
+# reaches as the server's Service (sandbox.kubernetes.api).
+HOST_IP = "10.250.255.1"
+
+
+def host_address():
+    """Puts HOST_IP on the host's loopback (once per host; never removed: other fakes may
+    use it)."""
+    done = subprocess.run(["ip", "addr", "add", f"{HOST_IP}/32", "dev", "lo"], capture_output=True, text=True)
+    # Another fake may have put it there first (at the same moment, too).
+    have = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True)
+    if f" {HOST_IP}/32 " not in have.stdout:
+        raise SystemExit(f"fake kubelet: ip addr add {HOST_IP}/32 dev lo: {done.stderr.strip()}")
+
+
+def _link_to_host(pod, pid):
+    """A gateway pod's way to the control plane, which is what the gateways' NetworkPolicy
+    allows on top of the internet (which the fake does not give): one link to the host, where
+    it reaches HOST_IP and nothing else (no default route). A stand-in for the pod network
+    and kube-proxy between a gateway pod and the server's Service."""
+    if pod["metadata"].get("labels", {}).get("centaur.dev/role") != "gateway":
+        return None
+    LINKS["n"] += 1
+    n = LINKS["n"]
+    tag = f"{os.getpid() % 100000}x{n}"
+    host_end, pod_end = f"kh{tag}", f"kp{tag}"
+    for step in (
+        ["ip", "link", "add", host_end, "type", "veth", "peer", "name", pod_end],
+        ["ip", "link", "set", pod_end, "netns", str(pid)],
+        ["ip", "link", "set", host_end, "up"],
+    ):
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"pod network: {' '.join(step)}: {done.stderr.strip()}"
+    # The host's route to the pod is the host's, shared with every other fake running: the
+    # address is the first free one of a random few (the route's creation claims it).
+    for _ in range(64):
+        pod_ip = f"10.251.{random.randrange(256)}.{random.randrange(1, 255)}"
+        done = subprocess.run(["ip", "route", "add", f"{pod_ip}/32", "dev", host_end], capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+    else:
+        return f"pod network: no free address for the host link: {done.stderr.strip()}"
+    steps = [
+        _in_pid(pid, ["ip", "addr", "add", f"{pod_ip}/32", "dev", pod_end]),
+        _in_pid(pid, ["ip", "link", "set", pod_end, "up"]),
+        _in_pid(pid, ["ip", "route", "add", f"{HOST_IP}/32", "dev", pod_end]),
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"pod network: {' '.join(step)}: {done.stderr.strip()}"
+    return None
+
+
 def _in(ctx, argv):
     return _in_pid(ctx["proc"].pid, argv)
 
@@ -387,7 +446,7 @@ def start(pod, objects, state_dir, on_exit):
     proc = _spawn(_netns(pod) + _command(ctx, _argv(c)), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     ctx["proc"] = proc
     PODS[(meta["namespace"], meta["name"])] = ctx
-    err = _link_to_gateway(pod, proc.pid)
+    err = _link_to_gateway(pod, proc.pid) or _link_to_host(pod, proc.pid)
     if err:
         return False, err
 
