@@ -124,3 +124,35 @@ async fn kill_9_then_gc_leaves_nothing() {
     );
     assert_eq!(remains(&id), Vec::<String>::new());
 }
+
+/// `gc` (which every server runs on its reaper's round) and a sandbox being made by another
+/// process at that moment: a run directory whose owner file is not written yet is left
+/// alone; one left so by a maker that died is removed once it is a minute old. Before, gc
+/// removed it at once, and the other process's new sandbox failed ("owner: No such file or
+/// directory", seen in CI).
+#[test]
+fn gc_leaves_a_run_directory_being_made_and_removes_an_abandoned_one() {
+    if !root_or_skip("gc_leaves_a_run_directory_being_made") {
+        return;
+    }
+    let gc = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_centaur"))
+            .args(["sandbox", "gc"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    std::fs::create_dir_all("/run/centaur/sandbox").unwrap();
+    let dir = Path::new("/run/centaur/sandbox").join(format!(".{:08x}.new", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    gc();
+    assert!(dir.exists(), "a directory being made was removed");
+    // A minute later with still no owner: its maker died before writing it.
+    let old = std::time::SystemTime::now() - Duration::from_secs(120);
+    std::fs::File::open(&dir)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    gc();
+    assert!(!dir.exists(), "an abandoned one stayed");
+}

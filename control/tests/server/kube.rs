@@ -458,20 +458,36 @@ async fn a_session_on_the_claim_is_resumed_by_the_next_pod_and_replayed_once_gon
 
 /// `GET /agent/pool` until `done` holds; the pool.
 async fn pool_until(
+    fake: &FakeApi,
     server: &harness::Server,
     admin: &str,
     what: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
     let mut p = serde_json::Value::Null;
-    for _ in 0..300 {
+    // Generous: a member is two pods, and CI machines are shared.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while tokio::time::Instant::now() < deadline {
         p = call(server, admin, "GET", "/agent/pool", None).await;
         if done(&p) {
             return p;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the pool never got {what}: {p}\n{}", server.log());
+    // What the pods say (their Ready condition carries the kubelet's reason).
+    let (_, pods) = fake.kubectl(&["get", "pods", "-o", "json"]);
+    let pods: serde_json::Value = serde_json::from_str(&pods).unwrap_or_default();
+    let states: Vec<String> = pods["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| format!("{} {}", p["metadata"]["name"], p["status"]))
+        .collect();
+    panic!(
+        "the pool never got {what}: {p}\npods: {states:#?}\n{}",
+        server.log()
+    );
 }
 
 /// The ready members of this deploy.
@@ -511,7 +527,7 @@ async fn a_warm_pod_is_claimed_with_its_threads_policy_and_an_old_deploys_is_del
     let admin = setup.key("operator", "admin");
     let listen = format!("{HOST}:{port}");
     let server = setup.start_on(&listen).await;
-    let p = pool_until(&server, &admin, "a ready member", |p| {
+    let p = pool_until(&fake, &server, &admin, "a ready member", |p| {
         ready_ids(p).len() == 1
     })
     .await;
@@ -590,7 +606,7 @@ async fn a_warm_pod_is_claimed_with_its_threads_policy_and_an_old_deploys_is_del
         "{pods_before:?} {made:?}"
     );
     // The pool refills with another member.
-    let p = pool_until(&server, &admin, "a new member", |p| {
+    let p = pool_until(&fake, &server, &admin, "a new member", |p| {
         ready_ids(p).iter().any(|m| *m != member)
     })
     .await;
@@ -606,7 +622,7 @@ async fn a_warm_pod_is_claimed_with_its_threads_policy_and_an_old_deploys_is_del
     let config = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(&setup.config, config.replace(GATEWAY_IMAGE, next)).unwrap();
     let server = setup.start_on(&listen).await;
-    let p = pool_until(&server, &admin, "a member of the new deploy", |p| {
+    let p = pool_until(&fake, &server, &admin, "a member of the new deploy", |p| {
         ready_ids(p).iter().any(|m| *m != second)
     })
     .await;
@@ -657,7 +673,7 @@ async fn a_warm_member_half_made_when_the_server_was_killed_is_deleted_at_the_ne
     let listen = format!("{HOST}:{port}");
     fake.control("hold", &json!({"prefix": "centaur-rt-"}));
     let server = setup.start_on(&listen).await;
-    let p = pool_until(&server, &admin, "a member being made", |p| {
+    let p = pool_until(&fake, &server, &admin, "a member being made", |p| {
         p["members"][0]["state"] == "starting"
     })
     .await;
@@ -686,7 +702,7 @@ async fn a_warm_member_half_made_when_the_server_was_killed_is_deleted_at_the_ne
     fake.control("hold", &json!({}));
 
     let server = setup.start_on(&listen).await;
-    let p = pool_until(&server, &admin, "a new ready member", |p| {
+    let p = pool_until(&fake, &server, &admin, "a new ready member", |p| {
         ready_ids(p).len() == 1
     })
     .await;

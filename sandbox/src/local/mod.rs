@@ -251,11 +251,21 @@ pub fn runs() -> Vec<Run> {
 /// Returns, per run, what was removed.
 pub fn gc() -> Result<Vec<(String, Vec<String>)>, Error> {
     preflight()?;
-    // A run directory still being made (`.<id>.new`) whose maker is gone.
+    // A run directory still being made (`.<id>.new`) whose maker is gone. One without its
+    // owner file yet may be being made right now (the file is written just after the
+    // directory): it is left for a minute. Removing it at once made another process's new
+    // sandbox fail with "owner: No such file or directory" (seen in CI).
     for e in fs::read_dir(RUNS).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".new") && !owner_alive(&e.path()) {
-            let _ = fs::remove_dir_all(e.path());
+        let path = e.path();
+        let settled = path.join("owner").exists()
+            || e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+        if name.starts_with('.') && name.ends_with(".new") && settled && !owner_alive(&path) {
+            let _ = fs::remove_dir_all(&path);
         }
     }
     Ok(runs()

@@ -151,9 +151,12 @@ def kubelet(gv, plural, ns, name, uid):
             return
         obj = copy.deepcopy(obj)
         objects = dict(OBJECTS)
-    started, error = runner.start(obj, objects, DIR, exited)
-    # A readiness probe is the kubelet's to pass; a pod without one is ready once it runs.
-    ready = started and runner.ready(obj)
+    try:
+        started, error = runner.start(obj, objects, DIR, exited)
+        # A readiness probe is the kubelet's to pass; a pod without one is ready once it runs.
+        ready = started and runner.ready(obj)
+    except Exception as e:  # noqa: BLE001 - a fake's own bug shows on the pod, not as a silent stall
+        started, error, ready = False, f"fake kubelet: {type(e).__name__}: {e}", False
     with LOCK:
         now_obj = OBJECTS.get((gv, plural, ns, name))
         if now_obj is None or now_obj["metadata"]["uid"] != uid:

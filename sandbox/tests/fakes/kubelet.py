@@ -298,7 +298,8 @@ def _link_to_gateway(pod, pid):
     gw = next(
         (
             ctx
-            for (ns, name), ctx in PODS.items()
+            # A copy: other pods start and stop in other threads meanwhile.
+            for (ns, name), ctx in list(PODS.items())
             if ns == pod["metadata"]["namespace"] and name == pod["metadata"]["name"] + "-gateway"
         ),
         None,
@@ -393,8 +394,10 @@ def _in_pid(pid, argv):
 
 
 def ready(pod):
-    """Waits (at most 20 s) for the pod's readiness probe (httpGet, inside its network
-    namespace) to pass; true at once without one. False when the container ends first."""
+    """Waits for the pod's readiness probe (httpGet, inside its network namespace) to pass,
+    probing as long as the container runs, as a kubelet does (a slow start on a loaded
+    machine is late, not failed); true at once without one. False when the container ends
+    first."""
     meta = pod["metadata"]
     ctx = PODS.get((meta["namespace"], meta["name"]))
     c = pod["spec"]["containers"][0]
@@ -405,8 +408,7 @@ def ready(pod):
     if isinstance(port, str):
         port = next((p["containerPort"] for p in c.get("ports", []) if p.get("name") == port), 0)
     url = f"http://127.0.0.1:{port}{probe.get('path', '/')}"
-    deadline = time.time() + 20
-    while time.time() < deadline and ctx["proc"].poll() is None:
+    while ctx["proc"].poll() is None:
         check = subprocess.run(
             ["nsenter", f"--net=/proc/{ctx['proc'].pid}/ns/net", "--", "curl", "-sf", "-m", "1", "-o", "/dev/null", url],
             stdout=subprocess.DEVNULL,
