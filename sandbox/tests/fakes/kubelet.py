@@ -326,6 +326,9 @@ def _link_to_gateway(pod, pid):
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
+            # Whichever end is still on the host (a pod deleted meanwhile) takes the pair.
+            for end in (sandbox_end, gateway_end):
+                subprocess.run(["ip", "link", "del", end], capture_output=True)
             return f"pod network: {' '.join(step)}: {done.stderr.strip()}"
     return None
 
@@ -363,6 +366,8 @@ def _link_to_host(pod, pid):
     ):
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
+            # (A pod deleted meanwhile: its end never left the host; the pair goes with it.)
+            subprocess.run(["ip", "link", "del", host_end], capture_output=True)
             return f"pod network: {' '.join(step)}: {done.stderr.strip()}"
     # The host's route to the pod is the host's, shared with every other fake running: the
     # address is the first free one of a random few (the route's creation claims it).
