@@ -579,6 +579,30 @@ async fn a_warm_pod_is_claimed_with_its_threads_policy_and_an_old_deploys_is_del
     for var in ["CENTAUR_THREAD_TOKEN", "CENTAUR_MANAGEMENT_KEY"] {
         assert!(env["data"][var].is_string(), "{var} in {env}");
     }
+    // Invariant 3: the token went to the gateway pod only; the spec the claimed sandbox
+    // pod's supervisor keeps has none.
+    let token = {
+        use base64::Engine as _;
+        let b64 = env["data"]["CENTAUR_THREAD_TOKEN"].as_str().unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let specs: Vec<String> = std::fs::read_dir(fake.dir().join("pods"))
+        .unwrap()
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("volumes/agent/spec.json")).ok())
+        .collect();
+    assert!(!specs.is_empty(), "no sandbox pod's spec");
+    for spec in specs {
+        assert!(
+            !spec.contains(&token),
+            "the token is in a sandbox pod: {spec}"
+        );
+    }
     // The running gateway took the policy: its record of the call names the thread, and no
     // rule refused it.
     let log_file = fake.dir().join(format!("pods/agents_{gateway}.log"));
