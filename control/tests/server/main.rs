@@ -8,6 +8,7 @@ mod failures;
 mod harness;
 mod idle;
 mod kube;
+mod kube_pool;
 mod pool;
 mod slack;
 mod tools;
