@@ -104,6 +104,21 @@ def rss_kib(pid, field="VmRSS"):
     return total
 
 
+def pss_kib(pid):
+    """Proportional set size of a process tree: each page it maps counted as its share among
+    the processes that map it (the executable's pages split between instances of one binary)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def cpu_s(pid):
     """User plus system CPU seconds a process tree has used so far."""
     total = 0

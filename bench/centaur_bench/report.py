@@ -85,6 +85,10 @@ def goals(results):
     goal("half load: p99 ≤ direct + 1 ms", None if d is None else 1.0 - d, 0.0, f"+{d:.2f} ms" if d is not None else "")
     v = m("idle_rss", "centaur-t", "RSS_MiB")
     goal("idle RSS ≤ 8 MiB", None if v is None else 8.0 - v, 0.0, f"{v:.1f} MiB" if v is not None else "")
+    r = ratio(results, "idle_pss", "centaur-t", "hudsucker", "PSS_MiB")
+    a, b = m("idle_pss", "centaur-t", "PSS_MiB"), m("idle_pss", "hudsucker", "PSS_MiB")
+    goal("idle memory, 4 instances running: PSS each ≤ hudsucker's", r, 1.0,
+         f"{a:.1f} MiB vs {b:.1f} MiB" if r else "")
     v = m("cold_start", "centaur-t", "ms")
     goal("cold start ≤ 50 ms", None if v is None else 50.0 - v, 0.0, f"{v:.1f} ms" if v is not None else "")
     r = ratio(results, "ka_h1_16", "centaur-t", "centaur-t-bare", "rps")

@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from .common import HOST, PLACEHOLDER, RELEASE, MiB, cpu_s, log, rss_kib, sh
+from .common import HOST, PLACEHOLDER, RELEASE, MiB, cpu_s, log, pss_kib, rss_kib, sh
 
 
 def url(ctx, path, host=HOST, port=None):
@@ -161,6 +161,27 @@ def memory(conns):
     return run
 
 
+def idle_pss(ctx, c, procs, n=4):
+    """Memory per instance with `n` fresh instances running, each after one request: what one
+    more gateway beside one more sandbox costs a host. PSS splits the executable's and the
+    libraries' pages between the processes that map them, which RSS counts in full for each."""
+    saved, name, started = (c.proc, c.port), c.name, []
+    try:
+        for i in range(n):
+            c.name = f"{name}-pss{i}"  # its own configuration, audit file and log
+            with policy_alone(ctx):
+                c.start(ctx, procs)
+            started.append(c.proc)
+            oha(ctx, c, "/", 1, 1)
+        time.sleep(1)
+        return {"PSS_MiB": sum(pss_kib(p.pid) for p in started) / n / 1024}
+    finally:
+        c.name = name
+        for p in started:
+            procs.stop(p)
+        c.proc, c.port = saved
+
+
 def cold_start(ctx, c, procs):
     with policy_alone(ctx):
         argv, port, env = c.command(ctx)
@@ -215,6 +236,7 @@ SCENARIOS = {
     "ws": ("WebSocket echo round trip (64 B)", "all", ws, "p99_us"),
     "half_load": ("latency at half centaur's peak, 16 conns", "all", half_load, "p99_ms"),
     "idle_rss": ("idle RSS after one request", "proxies", memory(0), "RSS_MiB"),
+    "idle_pss": ("idle memory per instance, 4 instances running (PSS)", "proxies", idle_pss, "PSS_MiB"),
     "rss_1k": ("RSS with 1,000 idle keep-alive conns", "proxies", memory(1000), "RSS_MiB"),
     "rss_10k": ("RSS with 10,000 idle keep-alive conns", "proxies", memory(10000), "RSS_MiB"),
     "cold_start": ("cold start to first served request", "proxies", cold_start, "ms"),
@@ -222,7 +244,7 @@ SCENARIOS = {
 }
 
 
-NEEDS_PROCS = {"idle_rss", "rss_1k", "rss_10k", "cold_start"}
+NEEDS_PROCS = {"idle_rss", "idle_pss", "rss_1k", "rss_10k", "cold_start"}
 
 
 HIGHER_IS_BETTER = {"rps", "MiB/s"}
