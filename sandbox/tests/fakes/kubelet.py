@@ -286,6 +286,22 @@ def _netns(pod):
 LINKS = {"n": 0}
 
 
+def _own_netns(proc):
+    """Waits until the container's process is in its own network namespace. `unshare` makes
+    it after the process starts: a link moved to the process before that lands in the host's
+    namespace, and is then missing from the pod's (a loaded CI machine showed it)."""
+    host = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if os.readlink(f"/proc/{proc.pid}/ns/net") != host:
+                return None
+        except OSError:
+            pass
+        time.sleep(0.01)
+    return "pod network: the container never got a network namespace of its own"
+
+
 def _link_to_gateway(pod, pid):
     """The pod network, reduced to what a Centaur sandbox's NetworkPolicy allows: a sandbox
     pod (role `sandbox`) gets one link, to its own gateway pod, which answers there at the
@@ -453,7 +469,7 @@ def start(pod, objects, state_dir, on_exit):
     proc = _spawn(_netns(pod) + _command(ctx, _argv(c)), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     ctx["proc"] = proc
     PODS[(meta["namespace"], meta["name"])] = ctx
-    err = _link_to_gateway(pod, proc.pid) or _link_to_host(pod, proc.pid)
+    err = _own_netns(proc) or _link_to_gateway(pod, proc.pid) or _link_to_host(pod, proc.pid)
     if err:
         return False, err
 
