@@ -402,6 +402,8 @@ def _link_to_host(pod, pid):
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
+            subprocess.run(["ip", "route", "del", f"{pod_ip}/32", "dev", host_end], capture_output=True)
+            subprocess.run(["ip", "link", "del", host_end], capture_output=True)
             return f"pod network: {' '.join(step)}: {done.stderr.strip()}"
     return None
 
