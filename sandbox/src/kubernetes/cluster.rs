@@ -99,11 +99,10 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// The IPv4 address a Service was given (`spec.clusterIP`).
-fn cluster_ip(service: &DynamicObject) -> Result<Ipv4Addr, ClusterError> {
+fn cluster_ip(service: &DynamicObject) -> Option<Ipv4Addr> {
     service.data["spec"]["clusterIP"]
         .as_str()
         .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| ClusterError::Answer("the gateway Service has no IPv4 clusterIP".into()))
 }
 
 fn resource(kind: &str) -> ApiResource {
@@ -225,7 +224,9 @@ impl Cluster {
                 .ok_or_else(|| ClusterError::Answer("the parent has no uid".into()))?,
         };
         let service = self.apply(&spec.service(&owner)).await?;
-        let gateway_ip = cluster_ip(&service)?;
+        let gateway_ip = cluster_ip(&service).ok_or_else(|| {
+            ClusterError::Answer("the gateway Service has no IPv4 clusterIP".into())
+        })?;
         let files = files(gateway_ip);
         let objects = spec.owned(&owner, &files, gateway_ip)?;
         // A sandbox pod that resolves through an older gateway address (its Service was
@@ -276,7 +277,7 @@ impl Cluster {
             .await?
             .ok_or_else(|| missing("Service"))?;
         let gateway_ip =
-            cluster_ip(&service).map_err(|_| missing("IPv4 clusterIP on its gateway Service"))?;
+            cluster_ip(&service).ok_or_else(|| missing("IPv4 clusterIP on its gateway Service"))?;
         let config = self
             .get("ConfigMap", &gw)
             .await?
