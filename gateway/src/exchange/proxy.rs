@@ -48,7 +48,7 @@ pub async fn serve_request(
     ex.track(&conn);
     {
         let r = ex.record();
-        r.method = Some(req.method().to_string());
+        r.method = Some(req.method().as_str().to_owned());
         r.path = Some(req.uri().path().to_string());
     }
     if shared.audit_refusing() {
@@ -92,7 +92,7 @@ pub async fn serve_request(
         Err(f) => return Ok(refuse(ex, f).await),
     };
     if let Some(UpstreamAddr(addr)) = resp.extensions().get::<UpstreamAddr>() {
-        ex.record().upstream = Some(addr.to_string());
+        ex.record().upstream = Some(addr.as_ref().into());
     }
     ex.set_status(resp.status().as_u16());
     if scrubber.is_active() && encoded(resp.headers()) {
@@ -308,6 +308,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers and those named in `Connection`; keeps `TE: trailers` and, for
 /// upgrades, `Connection: upgrade` with `Upgrade`.
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names finds most messages clean, where removing each hop-by-hop name
+    // would hash and probe nine times (twice per request, 2% of its instructions).
+    if !h
+        .keys()
+        .any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -362,17 +370,7 @@ async fn transform_request(
     .await;
     ex.record().request_transforms.extend(notes);
     let applied = applied?;
-    let scheme = if route.https { "https" } else { "http" };
-    let default = if route.https { 443 } else { 80 };
-    let authority = if route.port == default {
-        route.host.to_string()
-    } else {
-        format!("{}:{}", route.host, route.port)
-    };
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = format!("{scheme}://{authority}{pq}")
-        .parse()
-        .map_err(|_| Failure::SecretTransform)?;
+    parts.uri = upstream_uri(std::mem::take(&mut parts.uri), route)?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(header::HOST);
@@ -383,6 +381,29 @@ async fn transform_request(
         (None, None) => CountedBody::bytes(bytes::Bytes::new(), count),
     };
     Ok((Request::from_parts(parts, body), applied.scrubber))
+}
+
+/// The request's URI in absolute form for the upstream client: the route's scheme and
+/// authority (its port only when not the scheme's default), the client's path and query.
+fn upstream_uri(uri: Uri, route: &Route) -> Result<Uri, Failure> {
+    use std::fmt::Write as _;
+    let (scheme, default) = if route.https {
+        (http::uri::Scheme::HTTPS, 443)
+    } else {
+        (http::uri::Scheme::HTTP, 80)
+    };
+    let mut authority = route.host.to_string();
+    if route.port != default {
+        // Writing into a String cannot fail.
+        let _ = write!(authority, ":{}", route.port);
+    }
+    let mut parts = uri.into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority.try_into().map_err(|_| Failure::SecretTransform)?);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).map_err(|_| Failure::SecretTransform)
 }
 
 /// Phase *connect upstream*: guard, TLS, pool, and the response head within its timeout.

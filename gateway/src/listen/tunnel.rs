@@ -133,8 +133,7 @@ async fn run_tunnel<IO>(
         return;
     };
     let io = Rewind::new(Bytes::copy_from_slice(&first), io);
-    let mut meta = ConnMeta::new("tunnel", client);
-    meta.tunnel = Some(target);
+    let meta = ConnMeta::new("tunnel", client).in_tunnel(target);
     match first[0] {
         0x16 => https::intercept(shared, meta, io).await,
         b'A'..=b'Z' => serve_http(shared, Arc::new(meta), io).await,

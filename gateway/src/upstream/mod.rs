@@ -7,7 +7,6 @@ pub mod guard;
 pub mod via;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,9 +27,10 @@ use crate::upstream::body::CountedBody;
 use crate::upstream::fault::Fault;
 use crate::upstream::guard::{Guard, GuardError};
 
-/// The address an upstream connection was made to; found in response extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamAddr(pub SocketAddr);
+/// The address an upstream connection was made to, as audit records write it; found in
+/// response extensions. Written once per connection, not once per request.
+#[derive(Debug, Clone)]
+pub struct UpstreamAddr(pub Arc<str>);
 
 /// A connector that only connects to addresses the guard checked.
 #[derive(Debug, Clone)]
@@ -43,12 +43,12 @@ pub struct GuardConnector {
 #[derive(Debug)]
 pub struct GuardedStream {
     io: TokioIo<TcpStream>,
-    peer: SocketAddr,
+    peer: Arc<str>,
 }
 
 impl Connection for GuardedStream {
     fn connected(&self) -> Connected {
-        Connected::new().extra(UpstreamAddr(self.peer))
+        Connected::new().extra(UpstreamAddr(self.peer.clone()))
     }
 }
 
@@ -110,7 +110,7 @@ impl tower_service::Service<Uri> for GuardConnector {
             let (stream, peer) = via::dial(&guard, proxy.as_deref(), &host, port, https).await?;
             Ok(GuardedStream {
                 io: TokioIo::new(stream),
-                peer,
+                peer: peer.to_string().into(),
             })
         })
     }
