@@ -370,7 +370,12 @@ async fn transform_request(
     .await;
     ex.record().request_transforms.extend(notes);
     let applied = applied?;
-    parts.uri = upstream_uri(std::mem::take(&mut parts.uri), route)?;
+    parts.uri = upstream_uri(
+        std::mem::take(&mut parts.uri),
+        &route.host,
+        route.port,
+        route.https,
+    )?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(header::HOST);
@@ -383,21 +388,28 @@ async fn transform_request(
     Ok((Request::from_parts(parts, body), applied.scrubber))
 }
 
-/// The request's URI in absolute form for the upstream client: the route's scheme and
-/// authority (its port only when not the scheme's default), the client's path and query.
-fn upstream_uri(uri: Uri, route: &Route) -> Result<Uri, Failure> {
+/// The request's URI in absolute form for the upstream client: the scheme and authority (its port only when not the scheme's default), the client's path and query.
+fn upstream_uri(uri: Uri, host: &Host, port: u16, https: bool) -> Result<Uri, Failure> {
     use std::fmt::Write as _;
-    let (scheme, default) = if route.https {
+    let (scheme, default) = if https {
         (http::uri::Scheme::HTTPS, 443)
     } else {
         (http::uri::Scheme::HTTP, 80)
     };
-    let mut authority = route.host.to_string();
-    if route.port != default {
+    let mut authority = host.to_string();
+    if port != default {
         // Writing into a String cannot fail.
-        let _ = write!(authority, ":{}", route.port);
+        let _ = write!(authority, ":{port}");
     }
     let mut parts = uri.into_parts();
+    if parts
+        .path_and_query
+        .as_ref()
+        .is_some_and(|pq| !pq.as_str().starts_with('/'))
+    {
+        // The asterisk form (`OPTIONS *`) has no path to judge or forward.
+        return Err(Failure::SecretTransform);
+    }
     parts.scheme = Some(scheme);
     parts.authority = Some(authority.try_into().map_err(|_| Failure::SecretTransform)?);
     if parts.path_and_query.is_none() {
@@ -501,5 +513,42 @@ mod tests {
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert!(h.get("x-keep").is_some());
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_removed_without_a_connection_header() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("x"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h, false);
+            assert!(h.get(name).is_none(), "{name} was kept");
+            assert_eq!(h.len(), 1, "only x-keep is left after {name}");
+        }
+        let mut clean = HeaderMap::new();
+        clean.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut clean, false);
+        assert_eq!(clean.len(), 1);
+    }
+
+    #[test]
+    fn upstream_uri_takes_the_routes_authority_and_the_clients_path_and_query() {
+        let host = |s| Host::parse(s).unwrap();
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        let up = |u, h, p, tls| upstream_uri(uri(u), &host(h), p, tls).unwrap().to_string();
+        assert_eq!(
+            up("/a?b=1", "api.test", 443, true),
+            "https://api.test/a?b=1"
+        );
+        assert_eq!(up("/a", "api.test", 8443, true), "https://api.test:8443/a");
+        assert_eq!(up("/", "api.test", 80, false), "http://api.test/");
+        assert_eq!(up("/x", "api.test", 443, false), "http://api.test:443/x");
+        // An absolute-form target's own authority gives way to the route's.
+        assert_eq!(
+            up("http://other.test:81/p?q", "api.test", 443, true),
+            "https://api.test/p?q"
+        );
+        assert_eq!(up("/v6", "[::1]", 8080, true), "https://[::1]:8080/v6");
+        assert!(upstream_uri(uri("*"), &host("api.test"), 443, true).is_err());
     }
 }
