@@ -388,7 +388,8 @@ async fn transform_request(
     Ok((Request::from_parts(parts, body), applied.scrubber))
 }
 
-/// The request's URI in absolute form for the upstream client: the scheme and authority (its port only when not the scheme's default), the client's path and query.
+/// The request's URI in absolute form for the upstream client: the scheme and authority
+/// (its port only when not the scheme's default), the client's path and query.
 fn upstream_uri(uri: Uri, host: &Host, port: u16, https: bool) -> Result<Uri, Failure> {
     use std::fmt::Write as _;
     let (scheme, default) = if https {
