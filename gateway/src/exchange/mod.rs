@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod failure;
+pub mod head;
 pub mod proxy;
 pub mod websocket;
 
@@ -79,9 +80,7 @@ impl ConnMeta {
             requests: AtomicU64::new(0),
         }
     }
-}
 
-impl ConnMeta {
     /// This connection, carried inside a tunnel to `target`.
     pub fn in_tunnel(mut self, target: Target) -> Self {
         self.tunnel_text = Some(target.to_string());

@@ -19,7 +19,8 @@ use tokio::net::TcpStream;
 
 use crate::exchange::body::{ProxyBody, full};
 use crate::exchange::failure::Failure;
-use crate::exchange::proxy::{self, refuse, split_host_port};
+use crate::exchange::head::{is_connect, split_host_port};
+use crate::exchange::proxy::{self, refuse};
 use crate::exchange::{ConnMeta, Exchange, Target};
 use crate::listen::https;
 use crate::listen::io::Rewind;
@@ -33,7 +34,7 @@ pub async fn serve_proxy_http(shared: Arc<Shared>, meta: Arc<ConnMeta>, tcp: Tcp
     let svc = hyper::service::service_fn(move |req| {
         let (s, m) = (s.clone(), m.clone());
         async move {
-            if proxy::is_connect(&req) {
+            if is_connect(&req) {
                 connect(s, m, req).await
             } else {
                 proxy::serve_request(s, m, req).await
