@@ -39,7 +39,7 @@ async fn main() -> std::io::Result<()> {
         rng ^= rng << 17;
         let mut r = Record::start(
             "https",
-            format!("10.0.0.{}:{}", rng % 250, 30000 + rng % 30000),
+            format!("10.0.0.{}:{}", rng % 250, 30000 + rng % 30000).into(),
         );
         r.ts = audit::format_ts(base + time::Duration::milliseconds(i as i64));
         let host = rng % 60;
@@ -48,13 +48,16 @@ async fn main() -> std::io::Result<()> {
             10..=19 => format!("svc{host}.github.com"),
             _ => format!("host{host}.example.net"),
         };
-        r.sni = Some(r.host.clone());
+        r.sni = Some(r.host.as_str().into());
         r.method = Some(if rng.is_multiple_of(5) { "POST" } else { "GET" }.into());
         r.path = Some(format!("/v1/items/{}", rng % 1000));
-        r.tls = Some(audit::TlsInfo {
-            version: "TLSv1.3".into(),
-            alpn: Some("h2".into()),
-        });
+        r.tls = Some(
+            audit::TlsInfo {
+                version: "TLSv1.3".into(),
+                alpn: Some("h2".into()),
+            }
+            .into(),
+        );
         r.duration_ms = ((rng % 100_000) as f64 / 100.0).round() / 10.0 + 0.2;
         r.bytes_in = rng % 4096;
         r.bytes_out = rng % 65536;
@@ -62,31 +65,31 @@ async fn main() -> std::io::Result<()> {
             0..=7 => {
                 r.action = Action::Reject;
                 r.status_code = Some(403);
-                r.reason = "not_allowlisted".into();
-                r.rejected_by = Some("allowlist".into());
+                r.reason = "not_allowlisted";
+                r.rejected_by = Some("allowlist");
             }
             8..=9 => {
                 r.action = Action::Error;
                 r.status_code = Some(502);
-                r.reason = "upstream_connect_failed".into();
+                r.reason = "upstream_connect_failed";
                 r.error = Some("upstream connection failed".into());
             }
             _ => {
                 r.action = Action::Allow;
                 r.status_code = Some(200);
-                r.reason = "allowed".into();
+                r.reason = "allowed";
                 r.upstream = Some("192.0.2.10:443".into());
-                r.rule = Some(format!("transforms[0].rules[{}]", host));
+                r.rule = Some(format!("transforms[0].rules[{}]", host).into());
                 r.request_transforms.push(Transform {
-                    name: "allowlist".into(),
-                    action: "allow".into(),
+                    name: "allowlist",
+                    action: "allow",
                     rule: r.rule.clone(),
                     annotations: None,
                 });
                 if host < 10 {
                     r.request_transforms.push(Transform {
-                        name: "secrets".into(),
-                        action: "allow".into(),
+                        name: "secrets",
+                        action: "allow",
                         rule: None,
                         annotations: Some(audit::Annotations::Secrets {
                             injected: vec![],

@@ -2,6 +2,7 @@
 //! `status_code`, `duration_ms`, `request_transforms`, `response_transforms`, `rejected_by`)
 //! so existing pipelines keep working; the rest are ours (DESIGN.md "Audit record").
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -37,12 +38,12 @@ pub struct TlsInfo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transform {
     /// Transform name, e.g. `allowlist`.
-    pub name: String,
+    pub name: &'static str,
     /// `allow`, `reject` or `error`.
-    pub action: String,
-    /// The rule that matched, if any.
+    pub action: &'static str,
+    /// The rule that matched, if any (shared with the compiled policy).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
     /// What the transform did: secret names and locations, never values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Annotations>,
@@ -170,42 +171,42 @@ pub struct Record {
     pub sandbox: Arc<BTreeMap<String, String>>,
     /// Listener that accepted the connection: `https`, `http`, `tunnel`.
     pub listener: &'static str,
-    /// Client socket address.
-    pub client: String,
+    /// Client socket address (formatted once per connection).
+    pub client: Arc<str>,
     /// Destination host (normalised; `host:port` when the port is not the default).
     pub host: String,
     /// HTTP method; `CONNECT`/`SOCKS5` for tunnels; absent for refused handshakes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Cow<'static, str>>,
     /// Request path, without the query string (which may hold credentials).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// SNI sent by the client.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sni: Option<String>,
-    /// Client-side TLS parameters.
+    pub sni: Option<Arc<str>>,
+    /// Client-side TLS parameters (the connection's, shared by its requests).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsInfo>,
+    pub tls: Option<Arc<TlsInfo>>,
     /// `sni-only` for a TLS connection passed through untouched (iron-proxy's `mode`; absent
     /// when the gateway terminated TLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'static str>,
     /// The upstream address actually connected to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     /// Outcome.
     pub action: Action,
     /// Status returned to the client (HTTP status; 200 for an established tunnel).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
     /// Stable reason code (docs/reason-codes.md).
-    pub reason: String,
-    /// The policy rule that allowed the request.
+    pub reason: &'static str,
+    /// The policy rule that allowed the request (shared with the compiled policy).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
     /// The transform that rejected the request (iron-proxy field).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rejected_by: Option<String>,
+    pub rejected_by: Option<&'static str>,
     /// Wall time from the start of the request to the end of the response body, in ms.
     pub duration_ms: f64,
     /// Bytes of request body received from the client.
@@ -220,7 +221,7 @@ pub struct Record {
     pub response_transforms: Vec<Transform>,
     /// The tunnel this request travelled in (`host:port` of the CONNECT or SOCKS5 target).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tunnel: Option<String>,
+    pub tunnel: Option<Arc<str>>,
     /// A short error description (never a secret, never a request or config excerpt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -235,7 +236,7 @@ fn no_labels(labels: &Arc<BTreeMap<String, String>>) -> bool {
 
 impl Record {
     /// A record started now, with a fresh id and everything else empty.
-    pub fn start(listener: &'static str, client: String) -> Record {
+    pub fn start(listener: &'static str, client: Arc<str>) -> Record {
         Record {
             ts: now_rfc3339(),
             id: new_id(),
@@ -251,7 +252,7 @@ impl Record {
             upstream: None,
             action: Action::Reject,
             status_code: None,
-            reason: String::new(),
+            reason: "",
             rule: None,
             rejected_by: None,
             duration_ms: 0.0,
@@ -326,8 +327,8 @@ mod tests {
     fn serialises_iron_field_names_and_omits_empty_ones() {
         let mut r = Record::start("https", "127.0.0.1:5000".into());
         r.host = "example.com".into();
-        r.reason = "not_allowlisted".into();
-        r.rejected_by = Some("allowlist".into());
+        r.reason = "not_allowlisted";
+        r.rejected_by = Some("allowlist");
         r.status_code = Some(403);
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["action"], "reject");

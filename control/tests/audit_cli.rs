@@ -53,8 +53,7 @@ async fn write(path: &Path, hosts: &[&str]) {
             "not_allowlisted"
         } else {
             "allowed"
-        }
-        .into();
+        };
         log.emit(r).await;
     }
     log.flush().await;

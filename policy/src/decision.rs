@@ -1,5 +1,7 @@
 //! Decisions are values: a verdict, the rule that made it and a stable reason code.
 
+use std::sync::Arc;
+
 use crate::reason::Reason;
 
 /// Allow or deny.
@@ -17,7 +19,7 @@ pub struct Decision {
     /// Allow or deny.
     pub verdict: Verdict,
     /// The rule that decided, as its path in the policy file (`transforms[0].config.domains[1]`).
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
     /// The stable reason.
     pub reason: Reason,
 }

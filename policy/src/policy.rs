@@ -121,7 +121,7 @@ impl Policy {
             Some(stub) => (
                 Decision {
                     verdict: Verdict::Allow,
-                    rule: Some(stub.id().to_string()),
+                    rule: Some(stub.id().into()),
                     reason: Reason::Stubbed,
                 },
                 Some(stub),

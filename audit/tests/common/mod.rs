@@ -54,7 +54,7 @@ pub fn record(m: &Model) -> Record {
     r.method = Some(m.method.into());
     r.path = Some(m.path.clone());
     r.status_code = Some(m.status);
-    r.reason = m.reason.into();
+    r.reason = m.reason;
     r.duration_ms = m.duration_ms;
     r.bytes_in = 10;
     r.bytes_out = 100;
@@ -65,8 +65,8 @@ pub fn record(m: &Model) -> Record {
     };
     if let Some(s) = m.secret {
         r.request_transforms.push(Transform {
-            name: "secrets".into(),
-            action: "allow".into(),
+            name: "secrets",
+            action: "allow",
             rule: None,
             annotations: Some(audit::Annotations::Secrets {
                 injected: vec![],

@@ -61,8 +61,8 @@ impl AuditedBody {
         let mut ex = self.exchange.take()?;
         if let Some(s) = self.scrub.as_ref().filter(|s| s.hits > 0) {
             ex.record().response_transforms.push(audit::Transform {
-                name: "scrub".into(),
-                action: "allow".into(),
+                name: "scrub",
+                action: "allow",
                 rule: None,
                 annotations: Some(audit::Annotations::Scrubbed { scrubbed: s.hits }),
             });

@@ -1,6 +1,8 @@
 //! What the request path reads from and rewrites in a message's head: the request's host,
 //! port and path, hop-by-hop headers, the upstream URI, the response's content coding.
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -14,6 +16,25 @@ pub(super) const fn bad(reason: Reason, message: &'static str) -> Failure {
         status: StatusCode::BAD_REQUEST,
         reason,
         message,
+    }
+}
+
+/// The method as the audit record shows it: the standard ones without an allocation.
+pub(super) fn method_text(method: &Method) -> Cow<'static, str> {
+    static STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    match STANDARD.iter().find(|m| *m == method) {
+        Some(m) => Cow::Borrowed(m.as_str()),
+        None => Cow::Owned(method.as_str().to_owned()),
     }
 }
 
@@ -174,6 +195,18 @@ pub fn is_connect(req: &Request<Incoming>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standard_methods_are_written_without_an_allocation_and_others_as_sent() {
+        for m in [
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+        ] {
+            let text = method_text(&Method::from_bytes(m.as_bytes()).unwrap());
+            assert!(matches!(text, Cow::Borrowed(t) if t == m), "{m}");
+        }
+        let text = method_text(&Method::from_bytes(b"PROPFIND").unwrap());
+        assert!(matches!(text, Cow::Owned(t) if t == "PROPFIND"));
+    }
 
     #[test]
     fn splits_host_and_port() {

@@ -41,8 +41,20 @@ impl std::fmt::Display for Target {
 pub struct TlsMeta {
     /// The validated SNI.
     pub sni: HostName,
-    /// Client TLS parameters for the audit record.
-    pub info: TlsInfo,
+    /// The SNI and the TLS parameters as every record of the connection shows them, made once.
+    sni_text: Arc<str>,
+    info: Arc<TlsInfo>,
+}
+
+impl TlsMeta {
+    /// The connection's validated SNI and its negotiated TLS parameters.
+    pub fn new(sni: HostName, info: TlsInfo) -> Self {
+        TlsMeta {
+            sni_text: sni.as_str().into(),
+            sni,
+            info: Arc::new(info),
+        }
+    }
 }
 
 /// One client connection, shared by every request on it.
@@ -53,13 +65,13 @@ pub struct ConnMeta {
     /// Client address.
     pub client: SocketAddr,
     /// The client address as the audit record shows it, formatted once per connection.
-    client_text: String,
+    client_text: Arc<str>,
     /// Set once TLS is terminated.
     pub tls: Option<TlsMeta>,
     /// Set inside a CONNECT or SOCKS5 tunnel ([`ConnMeta::in_tunnel`]).
     pub tunnel: Option<Target>,
     /// The tunnel's target as the audit record shows it, formatted once per connection.
-    tunnel_text: Option<String>,
+    tunnel_text: Option<Arc<str>>,
     /// Requests currently in flight; the idle timeout only runs while this is zero.
     pub inflight: Arc<AtomicUsize>,
     /// Requests started on this connection.
@@ -72,7 +84,7 @@ impl ConnMeta {
         ConnMeta {
             listener,
             client,
-            client_text: client.to_string(),
+            client_text: client.to_string().into(),
             tls: None,
             tunnel: None,
             tunnel_text: None,
@@ -83,7 +95,7 @@ impl ConnMeta {
 
     /// This connection, carried inside a tunnel to `target`.
     pub fn in_tunnel(mut self, target: Target) -> Self {
-        self.tunnel_text = Some(target.to_string());
+        self.tunnel_text = Some(target.to_string().into());
         self.tunnel = Some(target);
         self
     }
@@ -112,7 +124,7 @@ impl Exchange {
         }
         let mut record = Box::new(Record::start(conn.listener, conn.client_text.clone()));
         if let Some(tls) = &conn.tls {
-            record.sni = Some(tls.sni.as_str().to_owned());
+            record.sni = Some(tls.sni_text.clone());
             record.tls = Some(tls.info.clone());
         }
         record.tunnel.clone_from(&conn.tunnel_text);
@@ -141,10 +153,10 @@ impl Exchange {
     /// Notes an allow decision and the rule that made it.
     pub fn allowed(&mut self, d: &Decision) {
         self.record.rule = d.rule.clone();
-        self.record.reason = d.reason.code().to_string();
+        self.record.reason = d.reason.code();
         self.record.request_transforms.push(Transform {
-            name: "allowlist".into(),
-            action: "allow".into(),
+            name: "allowlist",
+            action: "allow",
             rule: d.rule.clone(),
             annotations: None,
         });
@@ -165,14 +177,14 @@ impl Exchange {
     /// receive waits for it.
     pub fn finish_ok(mut self) -> Option<Durable> {
         if self.record.reason.is_empty() {
-            self.record.reason = Reason::Allowed.code().into();
+            self.record.reason = Reason::Allowed.code();
         }
         self.emit(Action::Allow)
     }
 
     /// Finishes an exchange whose upstream body failed midway.
     pub fn finish_body_error(mut self) -> Option<Durable> {
-        self.record.reason = Reason::UpstreamBodyError.code().into();
+        self.record.reason = Reason::UpstreamBodyError.code();
         self.record.error = Some("upstream response body ended with an error".into());
         self.emit(Action::Error)
     }
@@ -182,12 +194,12 @@ impl Exchange {
     pub fn finish_failure(mut self, failure: &Failure, status: Option<u16>) -> Option<Durable> {
         let (reason, action) = (failure.reason(), failure.action());
         self.record.status_code = status;
-        self.record.reason = reason.code().into();
+        self.record.reason = reason.code();
         if let Failure::Policy { .. } = failure {
-            self.record.rejected_by = Some("allowlist".into());
+            self.record.rejected_by = Some("allowlist");
             self.record.request_transforms.push(Transform {
-                name: "allowlist".into(),
-                action: "reject".into(),
+                name: "allowlist",
+                action: "reject",
                 rule: None,
                 annotations: None,
             });
@@ -199,10 +211,10 @@ impl Exchange {
             if let Failure::SecretUnavailable { name } | Failure::PlaceholderMissing { name } =
                 failure
             {
-                self.record.rejected_by = Some("secrets".into());
+                self.record.rejected_by = Some("secrets");
                 self.record.request_transforms.push(Transform {
-                    name: "secrets".into(),
-                    action: "reject".into(),
+                    name: "secrets",
+                    action: "reject",
                     rule: None,
                     annotations: Some(audit::Annotations::Secrets {
                         injected: vec![],
@@ -213,10 +225,10 @@ impl Exchange {
                 });
             }
             if let Failure::Credential { transform, .. } = failure {
-                self.record.rejected_by = Some((*transform).into());
+                self.record.rejected_by = Some(*transform);
             }
             if let Failure::Mcp { .. } = failure {
-                self.record.rejected_by = Some("mcp".into());
+                self.record.rejected_by = Some("mcp");
             }
         }
         self.emit(action)
@@ -242,7 +254,7 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         if self.slot.is_some() {
             if self.record.reason.is_empty() || self.record.reason == Reason::Allowed.code() {
-                self.record.reason = Reason::ClientCancel.code().into();
+                self.record.reason = Reason::ClientCancel.code();
             }
             // Nothing is left to release to a client that went away.
             drop(self.emit(Action::ClientCancel));

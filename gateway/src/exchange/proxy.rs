@@ -18,8 +18,8 @@ use policy::{Host, Reason, Request as PolicyRequest, Stub};
 use crate::exchange::body::{AuditedBody, ProxyBody};
 use crate::exchange::failure::Failure;
 use crate::exchange::head::{
-    bad, decoded_path, encoded, is_connect, is_upgrade, request_host, strip_hop_by_hop,
-    upstream_uri,
+    bad, decoded_path, encoded, is_connect, is_upgrade, method_text, request_host,
+    strip_hop_by_hop, upstream_uri,
 };
 use crate::exchange::{ConnMeta, Exchange};
 use crate::shared::{Shared, Snapshot};
@@ -52,7 +52,7 @@ pub async fn serve_request(
     ex.track(&conn);
     {
         let r = ex.record();
-        r.method = Some(req.method().as_str().to_owned());
+        r.method = Some(method_text(req.method()));
         r.path = Some(req.uri().path().to_string());
     }
     if shared.audit_refusing() {
@@ -96,7 +96,7 @@ pub async fn serve_request(
         Err(f) => return Ok(refuse(ex, f).await),
     };
     if let Some(UpstreamAddr(addr)) = resp.extensions().get::<UpstreamAddr>() {
-        ex.record().upstream = Some(addr.as_ref().into());
+        ex.record().upstream = Some(addr.clone());
     }
     ex.set_status(resp.status().as_u16());
     if scrubber.is_active() && encoded(resp.headers()) {
@@ -196,9 +196,9 @@ async fn stub_token(mut ex: Exchange, stub: &Stub) -> Response<ProxyBody> {
         Stub::OAuth { .. } => ("oauth_token", "token_endpoint"),
     };
     ex.record().request_transforms.push(audit::Transform {
-        name: name.into(),
-        action: "allow".into(),
-        rule: Some(stub.id().to_string()),
+        name,
+        action: "allow",
+        rule: Some(stub.id().into()),
         annotations: Some(audit::Annotations::Stubbed {
             stubbed: endpoint.into(),
         }),

@@ -27,7 +27,7 @@ pub fn upgrade(
     let idle = shared.config.proxy.timeouts.tunnel_idle;
     tokio::spawn(async move {
         let (Ok(c), Ok(u)) = (client.await, upstream_io.await) else {
-            ex.record().reason = Reason::UpgradeFailed.code().into();
+            ex.record().reason = Reason::UpgradeFailed.code();
             return;
         };
         let mut c = Idle::new(TokioIo::new(c), idle, None);

@@ -74,7 +74,7 @@ where
         }
     };
     let info = hello::tls_info(stream.get_ref().1);
-    meta.tls = Some(TlsMeta { sni: name, info });
+    meta.tls = Some(TlsMeta::new(name, info));
     serve_http(shared, Arc::new(meta), stream).await;
 }
 

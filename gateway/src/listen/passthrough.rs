@@ -34,7 +34,7 @@ where
     let mut ex = Exchange::begin(&shared, &meta).await;
     let record = ex.record();
     record.host = pass.name.to_string();
-    record.sni = Some(pass.name.to_string());
+    record.sni = Some(pass.name.as_str().into());
     record.mode = Some("sni-only");
     if shared.audit_refusing() {
         hello::send_alert(&mut client, alert::INTERNAL_ERROR).await;
@@ -54,7 +54,7 @@ where
             return;
         }
     };
-    ex.record().upstream = Some(addr.to_string());
+    ex.record().upstream = Some(addr.to_string().into());
     ex.set_status(200);
     if upstream.write_all(&pass.hello).await.is_err() {
         drop(ex.finish_failure(&Failure::from(Fault::Connect), None));

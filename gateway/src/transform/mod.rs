@@ -116,14 +116,15 @@ fn strip_headers(
     if !stripped.is_empty() {
         stripped.sort();
         audit.push(audit::Transform {
-            name: "header_allowlist".into(),
-            action: "allow".into(),
+            name: "header_allowlist",
+            action: "allow",
             rule: Some(
                 lists
                     .iter()
                     .map(|l| l.id.as_str())
                     .collect::<Vec<_>>()
-                    .join(","),
+                    .join(",")
+                    .into(),
             ),
             annotations: Some(audit::Annotations::Stripped {
                 stripped_headers: stripped,

@@ -29,10 +29,15 @@ pub(super) struct Cx<'a> {
 
 impl Cx<'_> {
     /// Adds the audit entry of a transform that acted.
-    pub(super) fn note(&mut self, name: &str, action: &str, annotations: audit::Annotations) {
+    pub(super) fn note(
+        &mut self,
+        name: &'static str,
+        action: &'static str,
+        annotations: audit::Annotations,
+    ) {
         self.audit.push(audit::Transform {
-            name: name.into(),
-            action: action.into(),
+            name,
+            action,
             rule: None,
             annotations: Some(annotations),
         });

@@ -61,7 +61,7 @@ impl Case {
             diffs.push(format!("expected reason {r}, got {}", e.reason()));
         }
         if let Some(r) = &self.rule
-            && e.decision.rule.as_ref() != Some(r)
+            && e.decision.rule.as_deref() != Some(r.as_str())
         {
             diffs.push(format!(
                 "expected rule {r}, got {}",

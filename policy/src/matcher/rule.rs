@@ -1,6 +1,8 @@
 //! An allowlist-style rule (host or CIDR, optional methods and paths) as written, validated
 //! and matched. Every transform scopes itself with these rules.
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -26,8 +28,9 @@ pub enum Target {
 /// One compiled allow rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// The rule's path in the policy file, used in decisions and audit records.
-    pub id: String,
+    /// The rule's path in the policy file, used in decisions and audit records (shared with
+    /// every record it decides, which is why it is not a `String`).
+    pub id: Arc<str>,
     /// Host or CIDR.
     pub target: Target,
     /// Upper-case methods; empty = all.
@@ -107,7 +110,7 @@ pub(crate) struct RawRule {
 
 pub(crate) fn simple(id: String, target: Target) -> Rule {
     Rule {
-        id,
+        id: id.into(),
         target,
         methods: Vec::new(),
         paths: Vec::new(),
@@ -152,7 +155,7 @@ pub(crate) fn rule(id: String, r: &RawRule, errs: &mut Errors) -> Option<Rule> {
         .map(|m| m.to_ascii_uppercase())
         .collect();
     Some(Rule {
-        id,
+        id: id.into(),
         target: target?,
         methods,
         paths,
