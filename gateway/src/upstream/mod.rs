@@ -282,7 +282,7 @@ impl Upstreams {
         match wants {
             Wants::Http2 => (&self.auto, None),
             Wants::Upgrade => (&self.h1, None),
-            // Racing requests may overshoot the bound by a few: it is a cost bound, not a limit.
+            // A cost bound, not a limit: above it requests multiplex, they do not wait.
             Wants::Http1 => {
                 let before = self.http1_heads.fetch_add(1, Ordering::Relaxed);
                 let waiting = Some(Waiting(&self.http1_heads));
