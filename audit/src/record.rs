@@ -10,6 +10,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+mod json;
+
 /// What happened to the request or connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -79,7 +79,7 @@ impl Slot {
             false => (None, None),
         };
         let mut line = Vec::with_capacity(LINE_CAPACITY);
-        match serde_json::to_writer(&mut line, &*record) {
+        match record.write_json(&mut line) {
             Ok(()) => {
                 self.permit.send(Msg::Record(line, tx));
             }
