@@ -95,9 +95,11 @@ impl Snapshot {
 pub fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     let p = &config.proxy;
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // The request-head deadline is the client connection's own (`listen::io::Idle`), not
+    // hyper's, which would also cut quiet keep-alive connections after it.
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(p.timeouts.client_header)
+        .header_read_timeout(None)
         .max_buf_size(p.max_header_bytes)
         .max_headers(p.max_headers);
     b.http2()

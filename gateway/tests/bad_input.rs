@@ -205,3 +205,65 @@ async fn bogus_socks5_handshakes_get_protocol_errors() {
         .await;
     env.stop().await;
 }
+
+/// Reads one response (head and a `content-length` body) from a keep-alive connection.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_waits_idle_timeout_between_requests_and_a_slow_second_head_is_cut_and_recorded()
+{
+    let env = Env::start(Opts::default()).await;
+    let mut s = TcpStream::connect(env.addrs.http.unwrap()).await.unwrap();
+    let get = b"GET /first HTTP/1.1\r\nHost: plain.test\r\n\r\n";
+    s.write_all(get).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Quiet for longer than client_header_timeout (2 s), well within idle_timeout (90 s): the
+    // connection is idle, not a slow request head.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.write_all(b"GET /second HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // A third head that starts and never ends is cut after client_header_timeout, and
+    // recorded like a first one.
+    s.write_all(b"GET /third HTTP/1.1\r\nHost: pla")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the gateway must close the connection");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    env.record(|r| r["reason"] == "client_header_timeout").await;
+    env.stop().await;
+}

@@ -138,7 +138,8 @@ reasons! {
     /// HEADERS, a flow-control or frame-size violation, too many concurrent streams); the
     /// record's `error` names the stream and the error code. Nothing was forwarded.
     Http2StreamReset = "http2_stream_reset",
-    /// No complete request head within `client_header_timeout` on a new connection.
+    /// No complete request head within `client_header_timeout` (from a new connection's start,
+    /// or from the first byte of a later head on a kept-alive one).
     ClientHeaderTimeout = "client_header_timeout",
     /// No CONNECT/SOCKS5 handshake in time.
     HandshakeTimeout = "handshake_timeout",

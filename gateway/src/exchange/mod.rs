@@ -74,8 +74,6 @@ pub struct ConnMeta {
     tunnel_text: Option<Arc<str>>,
     /// Requests currently in flight; the idle timeout only runs while this is zero.
     pub inflight: Arc<AtomicUsize>,
-    /// Requests started on this connection.
-    pub requests: AtomicU64,
 }
 
 impl ConnMeta {
@@ -89,7 +87,6 @@ impl ConnMeta {
             tunnel: None,
             tunnel_text: None,
             inflight: Arc::new(AtomicUsize::new(0)),
-            requests: AtomicU64::new(0),
         }
     }
 
@@ -141,7 +138,6 @@ impl Exchange {
     /// Counts this exchange as a request in flight on `conn` until it finishes.
     pub fn track(&mut self, conn: &ConnMeta) {
         conn.inflight.fetch_add(1, Ordering::Relaxed);
-        conn.requests.fetch_add(1, Ordering::Relaxed);
         self.inflight = Some(conn.inflight.clone());
     }
 

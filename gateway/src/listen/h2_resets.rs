@@ -9,6 +9,12 @@ use std::sync::Arc;
 /// The HTTP/2 client preface starts so; an HTTP/1.1 request cannot.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
+/// Whether a connection's first bytes (at least one) are the start of the HTTP/2 preface.
+pub fn starts_like_preface(first: &[u8]) -> bool {
+    let n = first.len().min(PREFACE.len());
+    n > 0 && first[..n] == PREFACE[..n]
+}
+
 /// `RST_STREAM`.
 const RST_STREAM: u8 = 0x3;
 
@@ -61,8 +67,7 @@ impl ResetWatch {
     /// The client's first bytes decide whether the connection speaks HTTP/2.
     pub fn read(&mut self, first: &[u8]) {
         if matches!(self.state, State::Undecided) && !first.is_empty() {
-            let n = first.len().min(PREFACE.len());
-            self.state = match first[..n] == PREFACE[..n] {
+            self.state = match starts_like_preface(first) {
                 true => State::Frames(Frames::default()),
                 false => State::Off,
             };

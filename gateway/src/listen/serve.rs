@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -16,7 +15,7 @@ use crate::exchange::body::ProxyBody;
 use crate::exchange::failure::Failure;
 use crate::exchange::{ConnMeta, Exchange, proxy};
 use crate::listen::h2_resets::{self, OnReset, ResetWatch};
-use crate::listen::io::Idle;
+use crate::listen::io::{HeadTimeout, Idle};
 use crate::shared::Shared;
 
 /// Serves HTTP/1.1 or HTTP/2 on a client connection; every request takes the proxy path (a
@@ -41,12 +40,10 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let io = Idle::new(
-        io,
-        shared.config.proxy.timeouts.idle,
-        Some(meta.inflight.clone()),
-    )
-    .watch_resets(ResetWatch::new(stream_reset_recorder(&shared, &meta)));
+    let timeouts = &shared.config.proxy.timeouts;
+    let io = Idle::new(io, timeouts.idle, Some(meta.inflight.clone()))
+        .head_timeout(timeouts.client_header)
+        .watch_resets(ResetWatch::new(stream_reset_recorder(&shared, &meta)));
     if let Err(e) = shared
         .http
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
@@ -84,44 +81,25 @@ fn stream_reset_recorder(shared: &Arc<Shared>, meta: &Arc<ConnMeta>) -> OnReset 
     })
 }
 
-/// Audits a connection that ended in a protocol error hyper already answered (400/431/408).
+/// Audits a connection that ended in a protocol error hyper already answered (400/431), or
+/// that a request head did not arrive on in time (closed without a response).
 async fn protocol_error(
     shared: &Arc<Shared>,
     meta: &ConnMeta,
     e: &(dyn std::error::Error + Send + Sync + 'static),
 ) {
-    let Some(h) = e.downcast_ref::<hyper::Error>() else {
-        return;
-    };
-    let (status, reason, message) = if h.is_parse_too_large() {
-        (
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Reason::HttpHeadersTooLarge,
-            "request head too large",
-        )
-    } else if h.is_parse() || h.is_parse_status() {
-        (
-            StatusCode::BAD_REQUEST,
-            Reason::HttpMalformed,
-            "malformed HTTP request",
-        )
-    } else if is_h2_protocol_error(h) {
-        (
-            StatusCode::BAD_REQUEST,
-            Reason::Http2ProtocolError,
-            "malformed HTTP/2 frames",
-        )
-    } else if h.is_timeout() && meta.requests.load(Ordering::Relaxed) == 0 {
-        (
+    let refusal = match HeadTimeout::caused(e) {
+        true => Some((
             StatusCode::REQUEST_TIMEOUT,
             Reason::ClientHeaderTimeout,
             "request head not received in time",
-        )
-    } else {
-        tracing::debug!(error = %h, "client connection ended");
+        )),
+        false => e.downcast_ref::<hyper::Error>().and_then(hyper_refusal),
+    };
+    let Some((status, reason, message)) = refusal else {
         return;
     };
-    // hyper answers parse errors itself but closes a timed-out connection without a response.
+    // hyper answers parse errors itself; a timed-out head gets no response.
     let sent = (status != StatusCode::REQUEST_TIMEOUT).then_some(status.as_u16());
     refuse_conn(
         shared,
@@ -135,6 +113,32 @@ async fn protocol_error(
         sent,
     )
     .await;
+}
+
+/// The status hyper answered a client's protocol error with, and its audit reason.
+fn hyper_refusal(h: &hyper::Error) -> Option<(StatusCode, Reason, &'static str)> {
+    if h.is_parse_too_large() {
+        Some((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Reason::HttpHeadersTooLarge,
+            "request head too large",
+        ))
+    } else if h.is_parse() || h.is_parse_status() {
+        Some((
+            StatusCode::BAD_REQUEST,
+            Reason::HttpMalformed,
+            "malformed HTTP request",
+        ))
+    } else if is_h2_protocol_error(h) {
+        Some((
+            StatusCode::BAD_REQUEST,
+            Reason::Http2ProtocolError,
+            "malformed HTTP/2 frames",
+        ))
+    } else {
+        tracing::debug!(error = %h, "client connection ended");
+        None
+    }
 }
 
 /// Whether hyper's error is an HTTP/2 connection error the client caused (the h2 library
