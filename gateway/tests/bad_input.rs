@@ -236,8 +236,7 @@ async fn read_response(s: &mut TcpStream) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_alive_waits_idle_timeout_between_requests_and_a_slow_second_head_is_cut_and_recorded()
-{
+async fn request_heads_are_timed_but_not_the_rest_between_requests_nor_tunnel_traffic() {
     let env = Env::start(Opts::default()).await;
     let mut s = TcpStream::connect(env.addrs.http.unwrap()).await.unwrap();
     let get = b"GET /first HTTP/1.1\r\nHost: plain.test\r\n\r\n";
@@ -265,5 +264,39 @@ async fn keep_alive_waits_idle_timeout_between_requests_and_a_slow_second_head_i
         started.elapsed()
     );
     env.record(|r| r["reason"] == "client_header_timeout").await;
+
+    // Through a CONNECT tunnel: an upload that takes twice client_header_timeout, with
+    // nothing coming back meanwhile, is tunnel traffic on the outer connection, not a late
+    // head.
+    let mut s = TcpStream::connect(env.tunnel()).await.unwrap();
+    s.write_all(b"CONNECT plain.test:80 HTTP/1.1\r\nHost: plain.test:80\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: plain.test\r\nContent-Length: 4\r\n\r\n")
+        .await
+        .unwrap();
+    for b in b"body" {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let up = read_response(&mut s).await;
+    assert!(
+        up.starts_with("HTTP/1.1 200") && up.contains(r#""body":"body""#),
+        "{up}"
+    );
+    // The connection served inside the tunnel first reads the one byte the tunnel sniffed:
+    // a `P` alone must not pass for the HTTP/2 preface (which has no head deadline), so a
+    // slow head there is cut and recorded by the inner connection.
+    s.write_all(b"POST /slow HTTP/1.1\r\nHost: pla")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the gateway must close the tunnel's connection"
+    );
+    env.record(|r| r["reason"] == "client_header_timeout" && r["tunnel"] == "plain.test:80")
+        .await;
     env.stop().await;
 }

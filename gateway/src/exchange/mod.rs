@@ -12,7 +12,7 @@ pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use audit::{Action, Durable, Record, Slot, TlsInfo, Transform};
@@ -74,6 +74,9 @@ pub struct ConnMeta {
     tunnel_text: Option<Arc<str>>,
     /// Requests currently in flight; the idle timeout only runs while this is zero.
     pub inflight: Arc<AtomicUsize>,
+    /// Set once the connection has become a CONNECT tunnel: what it carries from then on are
+    /// not request heads to time.
+    pub tunnelled: Arc<AtomicBool>,
 }
 
 impl ConnMeta {
@@ -87,6 +90,7 @@ impl ConnMeta {
             tunnel: None,
             tunnel_text: None,
             inflight: Arc::new(AtomicUsize::new(0)),
+            tunnelled: Arc::default(),
         }
     }
 

@@ -6,13 +6,39 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// The HTTP/2 client preface starts so; an HTTP/1.1 request cannot.
-const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// The HTTP/2 client preface starts so. Its first four bytes already differ from every
+/// HTTP/1.1 request line (`POST`, `PUT `, `PROPFIND`, `PATCH` share at most two).
+const PREFACE: &[u8; 4] = b"PRI ";
 
-/// Whether a connection's first bytes (at least one) are the start of the HTTP/2 preface.
-pub fn starts_like_preface(first: &[u8]) -> bool {
-    let n = first.len().min(PREFACE.len());
-    n > 0 && first[..n] == PREFACE[..n]
+/// Decides whether a connection speaks HTTP/2 from its first bytes, however the reads split
+/// them: a connection served after a sniffed first byte reads that byte alone first.
+#[derive(Debug, Default)]
+pub struct Preface {
+    /// Preface bytes matched so far.
+    matched: usize,
+    decided: bool,
+}
+
+impl Preface {
+    /// Feeds bytes read: `Some(true)` for HTTP/2 or `Some(false)` at the read that decides,
+    /// `None` before and after.
+    pub fn decide(&mut self, bytes: &[u8]) -> Option<bool> {
+        if self.decided {
+            return None;
+        }
+        for &b in bytes {
+            if b != PREFACE[self.matched] {
+                self.decided = true;
+                return Some(false);
+            }
+            self.matched += 1;
+            if self.matched == PREFACE.len() {
+                self.decided = true;
+                return Some(true);
+            }
+        }
+        None
+    }
 }
 
 /// `RST_STREAM`.
@@ -64,10 +90,10 @@ impl ResetWatch {
         }
     }
 
-    /// The client's first bytes decide whether the connection speaks HTTP/2.
-    pub fn read(&mut self, first: &[u8]) {
-        if matches!(self.state, State::Undecided) && !first.is_empty() {
-            self.state = match starts_like_preface(first) {
+    /// Whether the connection speaks HTTP/2, once its first bytes have said ([`Preface`]).
+    pub fn speaks_http2(&mut self, http2: bool) {
+        if matches!(self.state, State::Undecided) {
+            self.state = match http2 {
                 true => State::Frames(Frames::default()),
                 false => State::Off,
             };
@@ -145,6 +171,26 @@ mod tests {
     }
 
     #[test]
+    fn the_preface_is_told_from_http1_methods_however_the_reads_split_it() {
+        let decide = |reads: &[&[u8]]| {
+            let mut p = Preface::default();
+            let found: Vec<_> = reads.iter().map(|r| p.decide(r)).collect();
+            assert!(
+                found.iter().filter(|d| d.is_some()).count() <= 1,
+                "{found:?}"
+            );
+            found.into_iter().flatten().next()
+        };
+        assert_eq!(decide(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]), Some(true));
+        assert_eq!(decide(&[b"P", b"R", b"I", b" * HTTP/2.0"]), Some(true));
+        assert_eq!(decide(&[b"P", b"OST / HTTP/1.1"]), Some(false));
+        assert_eq!(decide(&[b"P", b"UT /"]), Some(false));
+        assert_eq!(decide(&[b"PR", b"OPFIND /"]), Some(false));
+        assert_eq!(decide(&[b"GET / HTTP/1.1", b"PRI "]), Some(false));
+        assert_eq!(decide(&[b"P", b"R"]), None);
+    }
+
+    #[test]
     fn resets_are_found_across_any_split_of_the_byte_stream() {
         let mut stream = frame(0x4, 0, &[0; 12]); // SETTINGS
         stream.extend(frame(0x0, 1, &vec![7; 5000])); // DATA
@@ -157,7 +203,7 @@ mod tests {
             let mut w = ResetWatch::new(Arc::new(move |id, code| {
                 s.lock().unwrap().push((id, code));
             }));
-            w.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+            w.speaks_http2(true);
             for part in stream.chunks(chunk) {
                 w.written(part);
             }
@@ -168,7 +214,7 @@ mod tests {
             );
         }
         let mut h1 = ResetWatch::new(Arc::new(|_, _| panic!("HTTP/1.1 has no frames")));
-        h1.read(b"GET / HTTP/1.1\r\n");
+        h1.speaks_http2(false);
         h1.written(&frame(RST_STREAM, 1, &1u32.to_be_bytes()));
         assert_eq!(client_fault(1), Some("PROTOCOL_ERROR"));
         assert_eq!(client_fault(0), None);

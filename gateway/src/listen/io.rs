@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::listen::h2_resets::{self, ResetWatch};
+use crate::listen::h2_resets::{Preface, ResetWatch};
 
 /// Fails reads and writes with `TimedOut` after `idle` without progress in either direction,
 /// unless `busy` says a request is in flight; and, with [`Idle::head_timeout`], when an
@@ -29,6 +29,8 @@ pub struct Idle<IO> {
     timer: Pin<Box<Sleep>>,
     busy: Option<Arc<AtomicUsize>>,
     read: u64,
+    /// Whether the client speaks HTTP/2, until its first bytes have said.
+    preface: Preface,
     head: Option<Head>,
     /// HTTP/2 stream resets to report (client connections).
     resets: Option<ResetWatch>,
@@ -46,6 +48,8 @@ pub struct Idle<IO> {
 struct Head {
     timeout: Duration,
     since: Option<Instant>,
+    /// Set when the connection became a tunnel: no more heads.
+    tunnelled: Arc<AtomicBool>,
 }
 
 /// The error a connection fails with when a request head did not arrive in time (inside an
@@ -88,17 +92,19 @@ impl<IO> Idle<IO> {
             timer: Box::pin(tokio::time::sleep_until(last + idle)),
             busy,
             read: 0,
+            preface: Preface::default(),
             head: None,
             resets: None,
         }
     }
 
-    /// Gives each HTTP/1 request head `timeout` to arrive, the first from now. A connection
-    /// that opens with the HTTP/2 preface has no heads to time.
-    pub fn head_timeout(mut self, timeout: Duration) -> Self {
+    /// Gives each HTTP/1 request head `timeout` to arrive, the first from now, until
+    /// `tunnelled` is set. A connection that opens with the HTTP/2 preface has no heads to time.
+    pub fn head_timeout(mut self, timeout: Duration, tunnelled: Arc<AtomicBool>) -> Self {
         self.head = Some(Head {
             timeout,
             since: Some(self.last),
+            tunnelled,
         });
         let first = self.last + timeout.min(self.idle);
         self.timer.as_mut().reset(first);
@@ -126,11 +132,11 @@ impl<IO> Idle<IO> {
     fn on_read(&mut self, bytes: &[u8]) {
         let now = Instant::now();
         self.last = now;
-        if self.read == 0 {
+        if let Some(http2) = self.preface.decide(bytes) {
             if let Some(w) = &mut self.resets {
-                w.read(bytes);
+                w.speaks_http2(http2);
             }
-            if h2_resets::starts_like_preface(bytes) {
+            if http2 {
                 self.head = None;
             }
         }
@@ -140,7 +146,10 @@ impl<IO> Idle<IO> {
             && !self.busy()
             && let Some(h) = &mut self.head
         {
-            h.since = Some(now);
+            match h.tunnelled.load(Ordering::Relaxed) {
+                true => self.head = None,
+                false => h.since = Some(now),
+            }
         }
     }
 
@@ -367,14 +376,16 @@ mod tests {
         let (a, mut b) = tokio::io::duplex(1024);
         let busy = Arc::new(AtomicUsize::new(0));
         let ten = Duration::from_secs(10);
-        let mut idle = Idle::new(a, Duration::from_secs(90), Some(busy.clone())).head_timeout(ten);
+        let mut idle = Idle::new(a, Duration::from_secs(90), Some(busy.clone()))
+            .head_timeout(ten, Arc::default());
         // The first head starts with the connection: half of it, then silence.
         b.write_all(b"GET / HT").await.unwrap();
         assert_eq!(read_for(&mut idle, ten).await.unwrap().unwrap(), 8);
         assert!(is_head_timeout(read_for(&mut idle, ten).await));
 
         let (a, mut b) = tokio::io::duplex(1024);
-        let mut idle = Idle::new(a, Duration::from_secs(90), Some(busy.clone())).head_timeout(ten);
+        let mut idle = Idle::new(a, Duration::from_secs(90), Some(busy.clone()))
+            .head_timeout(ten, Arc::default());
         b.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(read_for(&mut idle, ten).await.is_some());
         // In flight for a minute: no head is due, the upload's bytes start none.
@@ -398,8 +409,8 @@ mod tests {
     async fn http2_connections_have_no_head_deadline_and_idle_ones_still_close() {
         let (a, mut b) = tokio::io::duplex(1024);
         let ten = Duration::from_secs(10);
-        let mut idle =
-            Idle::new(a, Duration::from_secs(90), Some(Arc::default())).head_timeout(ten);
+        let mut idle = Idle::new(a, Duration::from_secs(90), Some(Arc::default()))
+            .head_timeout(ten, Arc::default());
         b.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
         assert!(read_for(&mut idle, ten).await.is_some());
         // A PING every 5 s is traffic, not a head.

@@ -86,6 +86,8 @@ pub async fn connect(
     }
     ex.allowed(&decision);
     ex.set_status(200);
+    meta.tunnelled
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let client = meta.client;
     tokio::spawn(async move {
