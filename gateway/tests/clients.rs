@@ -277,14 +277,7 @@ with connect("wss://ws.test/chat", sock=sock, ssl=ctx, server_hostname="ws.test"
     print(ws.recv(timeout=5), flush=True)
 "#
     );
-    let mut child = tokio::process::Command::new(python())
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_piped(&python(), &["-c", &script]);
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let port = lines.next_line().await.unwrap().expect("WS server port");
     let env = Env::start(Opts {

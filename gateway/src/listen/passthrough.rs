@@ -1,8 +1,9 @@
 //! `tls.mode: sni-only`: a TLS connection whose server name the policy allowed goes, untouched,
 //! to that name's port 443 (never the CONNECT port: no port pivoting) through the address
-//! guard (and the upstream proxy, if one is configured). The ClientHello read to judge it is replayed, then bytes flow both ways until either
-//! side ends; the connection's record is written then. Nothing is decrypted, so only host
-//! rules can apply.
+//! guard (and the upstream proxy, if one is configured). The ClientHello read to judge it is
+//! replayed, then bytes flow both ways until either side ends or nothing has moved either way
+//! for `tunnel_idle_timeout`; the connection's record is written then. Nothing is decrypted,
+//! so only host rules can apply.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::exchange::failure::Failure;
 use crate::exchange::{ConnMeta, Exchange};
 use crate::listen::hello::{self, alert};
+use crate::listen::io::Idle;
 use crate::shared::Shared;
 use crate::upstream::fault::Fault;
 use crate::upstream::via;
@@ -60,15 +62,21 @@ where
         drop(ex.finish_failure(&Failure::from(Fault::Connect), None));
         return;
     }
-    ex.bytes_in.fetch_add(
-        pass.hello.len() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((sent, received)) => {
-            ex.bytes_in
-                .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
-            ex.add_bytes_out(received);
+    // Each side's wrapper counts what it read, however the copy ends; the client's also ends
+    // the connection once nothing has moved either way for the timeout (every byte is read
+    // from or written to it).
+    let idle = shared.config.proxy.timeouts.tunnel_idle;
+    let mut client = Idle::new(client, idle, None);
+    let mut upstream = Idle::new(upstream, idle, None);
+    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let sent = pass.hello.len() as u64 + client.bytes_read();
+    ex.bytes_in
+        .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+    ex.add_bytes_out(upstream.bytes_read());
+    match copied {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            ex.record().error = Some("closed: no traffic for tunnel_idle_timeout".into());
         }
         Err(e) => {
             tracing::debug!(error = %e, "sni-only connection ended with an error");

@@ -29,6 +29,19 @@ pub async fn run(cmd: &str, args: &[String], envs: &[(&str, String)]) -> Output 
     .unwrap()
 }
 
+/// Starts a long-lived client with all three of its streams piped (its stdin held open until
+/// the caller drops it), killed if the test ends first.
+pub fn spawn_piped(cmd: &str, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd} could not run ({e}): run scripts/install-deps"))
+}
+
 /// curl with the test CA trusted; returns (http status, body, stderr).
 pub async fn curl(env: &Env, args: &[&str]) -> (u16, String, String) {
     let mut a: Vec<String> = vec![
