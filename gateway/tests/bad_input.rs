@@ -300,3 +300,46 @@ async fn request_heads_are_timed_but_not_the_rest_between_requests_nor_tunnel_tr
         .await;
     env.stop().await;
 }
+
+/// A slow answer is not idleness, through a CONNECT tunnel either: the request in flight on
+/// the connection inside the tunnel keeps the outer connection's idle timeout from cutting
+/// it, while a tunnel that carries nothing is still closed after `idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_through_a_tunnel_outlasts_idle_timeout_and_a_quiet_tunnel_does_not() {
+    let env = Env::start(Opts {
+        proxy_extra: "  idle_timeout: 2s\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let proxy = format!("http://{}", env.tunnel());
+    // HTTPS inside the tunnel (intercepted), then plain HTTP inside it: each answer comes
+    // after twice idle_timeout, with no byte either way meanwhile.
+    for url in [
+        format!("https://{API}/delay/4000"),
+        "http://plain.test/delay/4000".to_string(),
+    ] {
+        let (code, body, err) = curl(&env, &["--proxytunnel", "--proxy", &proxy, &url]).await;
+        assert_eq!(code, 200, "{url}: {err}");
+        assert!(body.contains("/delay/4000"), "{url}: {body}");
+    }
+    // A tunnel that carries nothing after its first request is closed after idle_timeout.
+    let mut s = TcpStream::connect(env.tunnel()).await.unwrap();
+    s.write_all(b"CONNECT plain.test:80 HTTP/1.1\r\nHost: plain.test:80\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET /quiet HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a quiet tunnel must be closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    env.stop().await;
+}

@@ -1,5 +1,6 @@
 //! A small origin server for the demo and the tests: HTTPS (h2 and HTTP/1.1, its own CA) or
-//! plain HTTP. `/sse` streams events, `/bytes/N` sends N bytes, everything else echoes the
+//! plain HTTP. `/sse` streams events, `/bytes/N` sends N bytes, `/delay/MS` echoes after MS
+//! milliseconds with nothing sent meanwhile (a slow answer), everything else echoes the
 //! request as JSON.
 
 use std::convert::Infallible;
@@ -165,6 +166,12 @@ async fn handle(
         .and_then(|n| n.parse::<usize>().ok())
     {
         return Ok(bytes(n));
+    }
+    if let Some(ms) = path
+        .strip_prefix("/delay/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
     }
     let (parts, body) = req.into_parts();
     let body = body

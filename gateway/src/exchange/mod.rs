@@ -12,7 +12,7 @@ pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use audit::{Action, Durable, Record, Slot, TlsInfo, Transform};
@@ -74,9 +74,6 @@ pub struct ConnMeta {
     tunnel_text: Option<Arc<str>>,
     /// Requests currently in flight; the idle timeout only runs while this is zero.
     pub inflight: Arc<AtomicUsize>,
-    /// Set once the connection has become a CONNECT tunnel: what it carries from then on are
-    /// not request heads to time.
-    pub tunnelled: Arc<AtomicBool>,
 }
 
 impl ConnMeta {
@@ -90,7 +87,6 @@ impl ConnMeta {
             tunnel: None,
             tunnel_text: None,
             inflight: Arc::new(AtomicUsize::new(0)),
-            tunnelled: Arc::default(),
         }
     }
 
@@ -143,6 +139,13 @@ impl Exchange {
     pub fn track(&mut self, conn: &ConnMeta) {
         conn.inflight.fetch_add(1, Ordering::Relaxed);
         self.inflight = Some(conn.inflight.clone());
+    }
+
+    /// No longer a request in flight on its connection.
+    fn untrack(&mut self) {
+        if let Some(n) = self.inflight.take() {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The record being filled.
@@ -235,10 +238,8 @@ impl Exchange {
     }
 
     fn emit(&mut self, action: Action) -> Option<Durable> {
+        self.untrack();
         let slot = self.slot.take()?;
-        if let Some(n) = self.inflight.take() {
-            n.fetch_sub(1, Ordering::Relaxed);
-        }
         let r = &mut self.record;
         r.action = action;
         r.duration_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
@@ -252,6 +253,8 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        // Even with no audit slot (a stopped writer), or the connection would stay busy.
+        self.untrack();
         if self.slot.is_some() {
             if self.record.reason.is_empty() || self.record.reason == Reason::Allowed.code() {
                 self.record.reason = Reason::ClientCancel.code();

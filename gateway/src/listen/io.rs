@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -43,13 +43,12 @@ pub struct Idle<IO> {
 /// writes responses). hyper's own `header_read_timeout` starts with the wait for the next
 /// head, so it also cut quiet keep-alive connections after this timeout rather than after
 /// `idle`, and it costs a timer armed and dropped per request; this one is checked when the
-/// shared timer fires, at least once per `timeout`.
+/// shared timer fires, at least once per `timeout`. A CONNECT tunnel is a request in flight
+/// until it closes, so what it carries is never timed as a head.
 #[derive(Debug)]
 struct Head {
     timeout: Duration,
     since: Option<Instant>,
-    /// Set when the connection became a tunnel: no more heads.
-    tunnelled: Arc<AtomicBool>,
 }
 
 /// The error a connection fails with when a request head did not arrive in time (inside an
@@ -98,13 +97,12 @@ impl<IO> Idle<IO> {
         }
     }
 
-    /// Gives each HTTP/1 request head `timeout` to arrive, the first from now, until
-    /// `tunnelled` is set. A connection that opens with the HTTP/2 preface has no heads to time.
-    pub fn head_timeout(mut self, timeout: Duration, tunnelled: Arc<AtomicBool>) -> Self {
+    /// Gives each HTTP/1 request head `timeout` to arrive, the first from now. A connection
+    /// that opens with the HTTP/2 preface has no heads to time.
+    pub fn head_timeout(mut self, timeout: Duration) -> Self {
         self.head = Some(Head {
             timeout,
             since: Some(self.last),
-            tunnelled,
         });
         let first = self.last + timeout.min(self.idle);
         self.timer.as_mut().reset(first);
@@ -146,10 +144,7 @@ impl<IO> Idle<IO> {
             && !self.busy()
             && let Some(h) = &mut self.head
         {
-            match h.tunnelled.load(Ordering::Relaxed) {
-                true => self.head = None,
-                false => h.since = Some(now),
-            }
+            h.since = Some(now);
         }
     }
 
@@ -376,16 +371,14 @@ mod tests {
         let (a, mut b) = tokio::io::duplex(1024);
         let busy = Arc::new(AtomicUsize::new(0));
         let ten = Duration::from_secs(10);
-        let mut idle = Idle::new(a, Duration::from_secs(90), Some(busy.clone()))
-            .head_timeout(ten, Arc::default());
+        let mut idle = Idle::new(a, Duration::from_secs(90), Some(busy.clone())).head_timeout(ten);
         // The first head starts with the connection: half of it, then silence.
         b.write_all(b"GET / HT").await.unwrap();
         assert_eq!(read_for(&mut idle, ten).await.unwrap().unwrap(), 8);
         assert!(is_head_timeout(read_for(&mut idle, ten).await));
 
         let (a, mut b) = tokio::io::duplex(1024);
-        let mut idle = Idle::new(a, Duration::from_secs(90), Some(busy.clone()))
-            .head_timeout(ten, Arc::default());
+        let mut idle = Idle::new(a, Duration::from_secs(90), Some(busy.clone())).head_timeout(ten);
         b.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(read_for(&mut idle, ten).await.is_some());
         // In flight for a minute: no head is due, the upload's bytes start none.
@@ -409,8 +402,8 @@ mod tests {
     async fn http2_connections_have_no_head_deadline_and_idle_ones_still_close() {
         let (a, mut b) = tokio::io::duplex(1024);
         let ten = Duration::from_secs(10);
-        let mut idle = Idle::new(a, Duration::from_secs(90), Some(Arc::default()))
-            .head_timeout(ten, Arc::default());
+        let mut idle =
+            Idle::new(a, Duration::from_secs(90), Some(Arc::default())).head_timeout(ten);
         b.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
         assert!(read_for(&mut idle, ten).await.is_some());
         // A PING every 5 s is traffic, not a head.

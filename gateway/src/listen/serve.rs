@@ -42,7 +42,7 @@ where
 {
     let timeouts = &shared.config.proxy.timeouts;
     let io = Idle::new(io, timeouts.idle, Some(meta.inflight.clone()))
-        .head_timeout(timeouts.client_header, meta.tunnelled.clone())
+        .head_timeout(timeouts.client_header)
         .watch_resets(ResetWatch::new(stream_reset_recorder(&shared, &meta)));
     if let Err(e) = shared
         .http

@@ -86,8 +86,12 @@ pub async fn connect(
     }
     ex.allowed(&decision);
     ex.set_status(200);
-    meta.tunnelled
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // The tunnel is the connection's request in flight until it closes: a slow answer inside
+    // it is not the outer connection's idleness, and what it carries is not a request head.
+    // What runs inside keeps its own timeouts (the first byte, the ClientHello, the inner
+    // connection's idle and head deadlines, a passed-through connection's
+    // `tunnel_idle_timeout`).
+    ex.track(&meta);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let client = meta.client;
     tokio::spawn(async move {
