@@ -235,6 +235,26 @@ async fn read_response(s: &mut TcpStream) -> String {
     }
 }
 
+/// A CONNECT tunnel to the plain origin, its 200 read.
+async fn tunnel_to_plain(env: &Env) -> TcpStream {
+    let mut s = TcpStream::connect(env.tunnel()).await.unwrap();
+    s.write_all(b"CONNECT plain.test:80 HTTP/1.1\r\nHost: plain.test:80\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    s
+}
+
+/// Waits for the gateway to close `s` (failing with `what` if it does not `within`), and
+/// returns how long that took.
+async fn closed_within(s: &mut TcpStream, within: Duration, what: &str) -> Duration {
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(within, s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "{what}");
+    started.elapsed()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_are_timed_but_not_the_rest_between_requests_nor_tunnel_traffic() {
     let env = Env::start(Opts::default()).await;
@@ -254,25 +274,15 @@ async fn request_heads_are_timed_but_not_the_rest_between_requests_nor_tunnel_tr
     s.write_all(b"GET /third HTTP/1.1\r\nHost: pla")
         .await
         .unwrap();
-    let mut rest = Vec::new();
-    let started = std::time::Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the gateway must close the connection");
-    assert!(
-        started.elapsed() >= Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    let secs8 = Duration::from_secs(8);
+    let took = closed_within(&mut s, secs8, "the gateway must close the connection").await;
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
     env.record(|r| r["reason"] == "client_header_timeout").await;
 
     // Through a CONNECT tunnel: an upload that takes twice client_header_timeout, with
     // nothing coming back meanwhile, is tunnel traffic on the outer connection, not a late
     // head.
-    let mut s = TcpStream::connect(env.tunnel()).await.unwrap();
-    s.write_all(b"CONNECT plain.test:80 HTTP/1.1\r\nHost: plain.test:80\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let mut s = tunnel_to_plain(&env).await;
     s.write_all(b"POST /up HTTP/1.1\r\nHost: plain.test\r\nContent-Length: 4\r\n\r\n")
         .await
         .unwrap();
@@ -291,11 +301,12 @@ async fn request_heads_are_timed_but_not_the_rest_between_requests_nor_tunnel_tr
     s.write_all(b"POST /slow HTTP/1.1\r\nHost: pla")
         .await
         .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
-    assert!(
-        closed.is_ok(),
-        "the gateway must close the tunnel's connection"
-    );
+    closed_within(
+        &mut s,
+        secs8,
+        "the gateway must close the tunnel's connection",
+    )
+    .await;
     env.record(|r| r["reason"] == "client_header_timeout" && r["tunnel"] == "plain.test:80")
         .await;
     env.stop().await;
@@ -325,23 +336,17 @@ async fn a_slow_answer_through_a_tunnel_outlasts_idle_timeout_and_a_quiet_tunnel
         assert!(body.contains("/delay/4000"), "{url}: {body}");
     }
     // A tunnel that carries nothing after its first request is closed after idle_timeout.
-    let mut s = TcpStream::connect(env.tunnel()).await.unwrap();
-    s.write_all(b"CONNECT plain.test:80 HTTP/1.1\r\nHost: plain.test:80\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let mut s = tunnel_to_plain(&env).await;
     s.write_all(b"GET /quiet HTTP/1.1\r\nHost: plain.test\r\n\r\n")
         .await
         .unwrap();
     assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
-    let started = std::time::Instant::now();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "a quiet tunnel must be closed");
-    assert!(
-        started.elapsed() >= Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    let took = closed_within(
+        &mut s,
+        Duration::from_secs(10),
+        "a quiet tunnel must be closed",
+    )
+    .await;
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
     env.stop().await;
 }

@@ -62,9 +62,8 @@ where
         drop(ex.finish_failure(&Failure::from(Fault::Connect), None));
         return;
     }
-    // Each side's wrapper counts what it read, however the copy ends; the client's also ends
-    // the connection once nothing has moved either way for the timeout (every byte is read
-    // from or written to it).
+    // Each side's wrapper counts what it read, however the copy ends, and ends the copy once
+    // nothing has moved on its side for the timeout; every byte crosses both sides.
     let idle = shared.config.proxy.timeouts.tunnel_idle;
     let mut client = Idle::new(client, idle, None);
     let mut upstream = Idle::new(upstream, idle, None);
