@@ -98,8 +98,8 @@ async fn sni_only_passes_tls_through_by_name_and_never_terminates_it() {
 }
 
 /// Invariant 8 (bounded untrusted input): a passed-through connection that goes quiet both
-/// ways does not hold a slot until `max_connections` pushes back; it ends after
-/// `tunnel_idle_timeout`, with its record.
+/// ways, on the transparent listener or inside a CONNECT tunnel, does not hold a slot until
+/// `max_connections` pushes back; it ends after `tunnel_idle_timeout`, with its record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passed_through_connection_that_goes_quiet_is_closed_after_tunnel_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,34 +113,55 @@ async fn a_passed_through_connection_that_goes_quiet_is_closed_after_tunnel_idle
     })
     .await;
     let origin_ca = env.path("origin-ca.pem").display().to_string();
-    // openssl completes the handshake with the origin through the gateway, then waits on a
-    // stdin that never sends: only the gateway can end the connection.
-    let started = std::time::Instant::now();
-    let https = env.https().to_string();
-    let args = ["s_client", "-connect", &https, "-servername", "other.test"];
-    let mut client =
-        common::spawn_piped("openssl", &[&args[..], &["-CAfile", &origin_ca]].concat());
-    let stdin = client.stdin.take();
-    let out = tokio::time::timeout(Duration::from_secs(15), client.wait_with_output())
-        .await
-        .expect("the quiet connection was never closed");
-    let out = out.unwrap();
-    let elapsed = started.elapsed();
-    drop(stdin);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
-    assert!(
-        elapsed >= Duration::from_millis(1900),
-        "closed early: {elapsed:?}"
-    );
-    let rec = env.record(|r| r["mode"] == "sni-only").await;
-    assert_eq!(rec["host"], "other.test");
-    assert_eq!(
-        rec["error"], "closed: no traffic for tunnel_idle_timeout",
-        "{rec}"
-    );
-    assert!(rec["bytes_in"].as_u64().unwrap() > 200, "{rec}");
-    assert!(rec["bytes_out"].as_u64().unwrap() > 500, "{rec}");
+    let (https, tunnel) = (env.https().to_string(), env.tunnel().to_string());
+    // On the transparent listener, and through a CONNECT tunnel (an open tunnel is its
+    // connection's request in flight, so only the passthrough's own timeout can end it).
+    let ways = [
+        ("https", vec!["-connect", &https]),
+        (
+            "tunnel",
+            vec!["-connect", "other.test:443", "-proxy", &tunnel],
+        ),
+    ];
+    for (listener, way) in ways {
+        // openssl completes the handshake with the origin through the gateway, then waits on
+        // a stdin that never sends: only the gateway can end the connection.
+        let started = std::time::Instant::now();
+        let args = [
+            "s_client",
+            "-servername",
+            "other.test",
+            "-CAfile",
+            &origin_ca,
+        ];
+        let mut client = common::spawn_piped("openssl", &[&args[..], &way].concat());
+        let stdin = client.stdin.take();
+        let out = tokio::time::timeout(Duration::from_secs(15), client.wait_with_output())
+            .await
+            .expect("the quiet connection was never closed");
+        let out = out.unwrap();
+        let elapsed = started.elapsed();
+        drop(stdin);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Verify return code: 0 (ok)"),
+            "{listener}: {text}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(1900),
+            "{listener}: closed early: {elapsed:?}"
+        );
+        let rec = env
+            .record(|r| r["mode"] == "sni-only" && r["listener"] == listener)
+            .await;
+        assert_eq!(rec["host"], "other.test");
+        assert_eq!(
+            rec["error"], "closed: no traffic for tunnel_idle_timeout",
+            "{rec}"
+        );
+        assert!(rec["bytes_in"].as_u64().unwrap() > 200, "{rec}");
+        assert!(rec["bytes_out"].as_u64().unwrap() > 500, "{rec}");
+    }
     env.stop().await;
 }
 
